@@ -1,0 +1,197 @@
+"""Hugging Face GPT-2 checkpoints <-> ``llmfs.model.GPT``.
+
+The key conversion is pure (``hf_to_ours`` / ``ours_to_hf``); disk access sits in ``load_hf_folder`` and
+``save_hf_folder``. Only safetensors files are read, plus ``pytorch_model.bin`` through
+``torch.load(weights_only=True)``, which refuses arbitrary pickled objects. Remote code is never run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from llmfs.model import GPT, GPTConfig
+
+# HF's GPT-2 uses Conv1D, whose weight is (in, out); nn.Linear's is (out, in).
+CONV1D_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+# Causal-mask buffers that older transformers versions saved with the weights; we use is_causal instead.
+BUFFER_SUFFIXES = (".attn.bias", ".attn.masked_bias")
+WTE, LM_HEAD = "transformer.wte.weight", "lm_head.weight"
+
+StateDict = dict[str, torch.Tensor]
+
+
+def hf_to_ours(state_dict: StateDict) -> StateDict:
+    """Convert a ``GPT2LMHeadModel`` or ``GPT2Model`` state dict to ``GPT``'s.
+
+    Drops mask buffers, adds the ``transformer.`` prefix that hub checkpoints such as ``gpt2`` omit, transposes
+    the four Conv1D weights and, when the checkpoint has no ``lm_head.weight`` (its head is tied), uses the
+    token embedding as the head.
+    """
+    out: StateDict = {}
+    for key, tensor in state_dict.items():
+        if key.endswith(BUFFER_SUFFIXES):
+            continue
+        if not key.startswith(("transformer.", "lm_head.")):
+            key = "transformer." + key
+        out[key] = tensor.t() if key.endswith(CONV1D_SUFFIXES) else tensor
+    if LM_HEAD not in out and WTE in out:
+        out[LM_HEAD] = out[WTE]
+    return out
+
+
+def ours_to_hf(state_dict: StateDict) -> StateDict:
+    """Convert ``GPT``'s state dict to the ``GPT2LMHeadModel`` layout (the inverse of ``hf_to_ours``).
+
+    ``lm_head.weight`` is kept; drop it before saving a tied model to safetensors, which refuses shared tensors.
+    """
+    return {k: (v.t() if k.endswith(CONV1D_SUFFIXES) else v) for k, v in state_dict.items()}
+
+
+def read_hf_config(path: str | os.PathLike) -> dict[str, Any]:
+    """Read ``config.json`` from a checkpoint folder and check it describes a GPT-2.
+
+    Raises:
+        FileNotFoundError: no config.json.
+        ValueError: another architecture (e.g. model_type 'llama').
+    """
+    config_file = Path(path) / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{config_file} not found; expected a Hugging Face model folder with a config.json")
+    config = json.loads(config_file.read_text())
+    model_type = config.get("model_type")
+    if model_type != "gpt2":
+        raise ValueError(
+            f"only GPT-2-architecture checkpoints are supported (model_type 'gpt2'); "
+            f"{config_file} has model_type {model_type!r}"
+        )
+    return config
+
+
+def read_hf_state_dict(path: str | os.PathLike) -> StateDict:
+    """Read the weights of a checkpoint folder: ``model.safetensors``, sharded safetensors or ``pytorch_model.bin``.
+
+    Raises:
+        FileNotFoundError: none of those files is there.
+    """
+    folder = Path(path)
+    if (folder / "model.safetensors").is_file():
+        return load_file(folder / "model.safetensors", device="cpu")
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        state_dict: StateDict = {}
+        for shard in shards:
+            state_dict.update(load_file(folder / shard, device="cpu"))
+        return state_dict
+    if (folder / "pytorch_model.bin").is_file():
+        # weights_only=True: only tensors and plain containers are unpickled, never arbitrary objects.
+        return torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    raise FileNotFoundError(
+        f"no weights in {folder}: expected model.safetensors, model.safetensors.index.json or pytorch_model.bin"
+    )
+
+
+def load_hf_folder(
+    path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> GPT:
+    """Load a local Hugging Face GPT-2 folder (``save_pretrained`` output or a hub snapshot) as a ``GPT``.
+
+    Args:
+        path: folder with config.json and weights.
+        device: where the returned model lives.
+        dtype: parameter dtype; fp16/bf16 checkpoints are upcast to fp32 by default.
+
+    Returns:
+        the model in eval mode.
+
+    Raises:
+        ValueError: not GPT-2, an unsupported GPT-2 variant, or weights that do not match the config.
+        FileNotFoundError: config.json or the weights are missing.
+    """
+    config = GPTConfig.from_hf(read_hf_config(path))
+    state_dict = {k: v.to(dtype) for k, v in hf_to_ours(read_hf_state_dict(path)).items()}
+    if config.tie_word_embeddings and WTE in state_dict:
+        # Like transformers: a tied model's head is its embedding, whatever lm_head.weight the file holds.
+        if not torch.equal(state_dict[LM_HEAD], state_dict[WTE]):
+            warnings.warn(
+                f"{path}: config ties the head to the embedding; ignoring the file's different lm_head.weight",
+                stacklevel=2,
+            )
+        state_dict[LM_HEAD] = state_dict[WTE]
+    with torch.device("meta"):  # no memory, no random init: every tensor comes from the file
+        model = GPT(config)
+    _check_keys(model, state_dict, path)
+    model.load_state_dict(state_dict, assign=True)
+    if config.tie_word_embeddings:
+        model.tie_weights()  # assign=True gave the head its own Parameter object
+    return model.to(device).eval()
+
+
+def _check_keys(model: GPT, state_dict: StateDict, path: str | os.PathLike) -> None:
+    expected, found = set(model.state_dict()), set(state_dict)
+    if expected != found:
+        missing, unexpected = sorted(expected - found), sorted(found - expected)
+        raise ValueError(
+            f"weights in {path} do not match its config.json: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+
+
+def save_hf_folder(model: GPT, path: str | os.PathLike, tokenizer: Any = None) -> Path:
+    """Write ``model`` as a Hugging Face GPT-2 folder that ``AutoModelForCausalLM.from_pretrained`` loads.
+
+    Writes config.json, model.safetensors and, if given, the tokenizer (``tokenizer.save_pretrained``). The
+    folder is built next to ``path`` and moved into place, so a crash never leaves a half-written checkpoint;
+    an existing folder at ``path`` is replaced.
+
+    Returns:
+        the folder path.
+    """
+    target = Path(path).resolve()
+    if target.exists() and not target.is_dir():
+        raise FileExistsError(f"{target} exists and is not a folder")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        _write_hf_files(model, tmp, tokenizer)
+        _replace_dir(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _write_hf_files(model: GPT, folder: Path, tokenizer: Any) -> None:
+    config = {**model.config.to_hf_dict(), "dtype": str(model.transformer.wte.weight.dtype).removeprefix("torch.")}
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    state_dict = ours_to_hf(model.state_dict())
+    if model.config.tie_word_embeddings:
+        del state_dict[LM_HEAD]  # same storage as wte: safetensors refuses it, transformers re-ties on load
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})  # transformers checks "format"
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Move ``new`` to ``target``; an existing ``target`` is moved aside first and restored if the move fails."""
+    if not target.exists():
+        os.replace(new, target)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    os.replace(target, old / target.name)
+    try:
+        os.replace(new, target)
+    except BaseException:
+        os.replace(old / target.name, target)  # if this fails too, the old folder stays in `old`, not deleted
+        shutil.rmtree(old, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
