@@ -1,0 +1,136 @@
+"""The embedded default: everything the app needs to run offline on a fresh machine.
+
+`ensure_default()` builds, once, under `$LLMFS_HOME/default/`:
+    corpus/      WebDataset shards of Python's own documentation (train, and heldout/)   -- llmfs.corpus
+    tokenizer/   a byte-level BPE tokenizer trained on the train split                  -- llmfs.corpus
+    llmfs-tiny/  a tiny GPT-2 pretrained on the corpus, as a Hugging Face folder (config.json,
+                 model.safetensors, tokenizer files) that transformers.AutoModelForCausalLM also loads
+    READY.json   written last: its presence (with the current VERSION) means the build finished
+Concurrent callers (two browser sessions, the CLI) wait on one file lock instead of building twice.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import math
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .config import TrainConfig
+from .fsutil import atomic_write_json, read_json
+from .model import GPTConfig
+from .paths import default_dir
+
+VERSION = 1
+Progress = Callable[[str, int, int], None]
+
+# ~1.3M parameters: big enough to learn the corpus's words and syntax in a couple of minutes on 2 CPU cores.
+TINY_CONFIG = GPTConfig(vocab_size=4096, n_positions=256, n_embd=128, n_layer=4, n_head=4)
+PRETRAIN = TrainConfig(steps=600, batch_size=16, seq_len=128, lr=3e-3, warmup_steps=30, min_lr_ratio=0.1,
+                       weight_decay=0.1, eval_every=0, eval_batches=16, checkpoint_every=0, seed=0, device="cpu",
+                       save_model=True)
+
+_THREAD_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class DefaultAssets:
+    root: Path
+
+    @property
+    def corpus_train(self) -> Path:
+        return self.root / "corpus"
+
+    @property
+    def corpus_heldout(self) -> Path:
+        return self.root / "corpus" / "heldout"
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        return self.root / "tokenizer"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.root / "llmfs-tiny"
+
+    def ready(self) -> bool:
+        info = read_json(self.root / "READY.json")
+        return bool(info) and info.get("version") == VERSION and (self.model_dir / "config.json").exists()
+
+    def info(self) -> dict:
+        return {**(read_json(self.root / "READY.json") or {}), "root": str(self.root),
+                "model_dir": str(self.model_dir), "corpus_dir": str(self.corpus_train)}
+
+
+def ensure_default(progress: Progress | None = None, force: bool = False, root: Path | None = None) -> DefaultAssets:
+    """Build the embedded default if it is not built yet (or `force`); return where it lives."""
+    assets = DefaultAssets(Path(root) if root else default_dir())
+    if assets.ready() and not force:
+        return assets
+    assets.root.mkdir(parents=True, exist_ok=True)
+    with _THREAD_LOCK, open(assets.root / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building: wait for it, then re-check
+        if assets.ready() and not force:
+            return assets
+        _build(assets, progress)
+    return assets
+
+
+def _build(assets: DefaultAssets, progress: Progress | None) -> None:
+    from .corpus import build_corpus_and_tokenizer
+
+    t0 = time.time()
+    (assets.root / "READY.json").unlink(missing_ok=True)
+    stats = build_corpus_and_tokenizer(assets.root, progress=progress, vocab_size=TINY_CONFIG.vocab_size)
+    pretrain_stats = pretrain_tiny(assets, progress=progress)
+    atomic_write_json(assets.root / "READY.json", {
+        "version": VERSION, "built": time.time(), "seconds": round(time.time() - t0, 1),
+        "corpus": stats, "pretrain": pretrain_stats})
+
+
+def pretrain_tiny(assets: DefaultAssets, progress: Progress | None = None, cfg: TrainConfig = PRETRAIN) -> dict:
+    """Pretrain llmfs-tiny on the corpus with the shared training loop and save it as a Hugging Face folder.
+
+    Also measures the held-out loss of the same architecture at random init, the baseline the pretrained model
+    must beat clearly (the whole point of L12's "pretrained vs random" comparison).
+    """
+    import torch
+    from transformers import AutoTokenizer
+
+    from .corpus import iter_shard_texts
+    from .data.text import tokenize
+    from .model import GPT
+    from .train import RandomWindows, evaluate, train
+    from .weights import save_hf_folder
+
+    tokenizer = AutoTokenizer.from_pretrained(assets.tokenizer_dir)
+    if progress:
+        progress("tokenize", 0, 1)
+    train_tokens = tokenize([d["text"] for d in iter_shard_texts(assets.corpus_train)], tokenizer)
+    val_tokens = tokenize([d["text"] for d in iter_shard_texts(assets.corpus_heldout)], tokenizer)
+    if progress:
+        progress("tokenize", 1, 1)
+    val = RandomWindows(val_tokens, cfg.batch_size, cfg.seq_len, seed=cfg.seed + 1)
+
+    torch.manual_seed(cfg.seed)
+    model = GPT(TINY_CONFIG)
+    random_loss = evaluate(model, val, cfg.eval_batches, torch.device("cpu"))
+
+    class _ProgressSink:
+        def emit(self, step, kind="train", **metrics):
+            if progress and kind == "train":
+                progress("pretrain llmfs-tiny", step, cfg.steps)
+
+    t0 = time.time()
+    result = train(model, RandomWindows(train_tokens, cfg.batch_size, cfg.seq_len, seed=cfg.seed), cfg,
+                   sink=_ProgressSink(), device="cpu")
+    heldout_loss = evaluate(model, val, cfg.eval_batches, torch.device("cpu"))
+    save_hf_folder(model, assets.model_dir, tokenizer=tokenizer)
+    return {"steps": result.steps_done, "seconds": round(time.time() - t0, 1),
+            "tokens_per_s": round(result.tokens_per_s), "train_tokens": len(train_tokens),
+            "heldout_tokens": len(val_tokens), "final_train_loss": result.final_loss,
+            "heldout_loss": heldout_loss, "random_init_heldout_loss": random_loss,
+            "heldout_perplexity": math.exp(heldout_loss), "params": result.total_params}

@@ -1,0 +1,212 @@
+"""`python -m llmfs <command>`: the same backends as the app, for instructors and scripts.
+
+Contract: with `--json`, the last line on stdout is exactly one JSON object; progress and logs go to stderr.
+Exit status 0 on success, 1 when a run failed or was cancelled, 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from .config import ConfigError, TrainConfig, field_info
+
+EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_config_args(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One flag per config field, with the field's help text and default (so UI and CLI never drift)."""
+    for name, meta in field_info(cls).items():
+        help_text = meta.get("help", "").replace("`", "").replace("%", "%%")
+        default = meta["default"]
+        if meta.get("choices"):
+            parser.add_argument(_flag(name), choices=meta["choices"], default=default, help=help_text)
+        elif isinstance(default, bool):
+            parser.add_argument(_flag(name), action=argparse.BooleanOptionalAction, default=default, help=help_text)
+        else:
+            kind = _number_type(meta["type"], default)
+            parser.add_argument(_flag(name), type=kind, default=default,
+                                help=f"{help_text} (default: {default})")
+
+
+def _number_type(t: Any, default: Any) -> Callable[[str], Any]:
+    text = str(t)
+    if isinstance(default, bool):
+        return str
+    if isinstance(default, int) or text == "int":
+        return int
+    if isinstance(default, float) or "float" in text:
+        return float
+    return str
+
+
+def config_from_args(cls: type, args: argparse.Namespace) -> Any:
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m llmfs", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("bootstrap", help="Build the embedded default: corpus, tokenizer and the llmfs-tiny model.")
+    p.add_argument("--force", action="store_true", help="Rebuild even if it is already built.")
+    p.add_argument("--json", action="store_true", help="Print one JSON object as the last stdout line.")
+    p.set_defaults(func=cmd_bootstrap)
+
+    p = sub.add_parser("train", help="Train (or fine-tune) a model; same loop and run directory as the app.")
+    add_config_args(p, TrainConfig)
+    p.add_argument("--out", default=None, help="Run directory to create (default: a new folder under "
+                                                "$LLMFS_HOME/runs).")
+    p.add_argument("--json", action="store_true", help="Print one JSON object as the last stdout line.")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("runs", help="List runs and their status.")
+    p.add_argument("--limit", type=int, default=50, help="Show at most this many (newest first).")
+    p.add_argument("--json", action="store_true", help="Print one JSON object as the last stdout line.")
+    p.set_defaults(func=cmd_runs)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+        _err(f"error: {e}")
+        _emit_json(args, {"error": str(e), "field": getattr(e, "field", None)})
+        return EXIT_BAD_INPUT
+
+
+# -- commands -----------------------------------------------------------------------------------------------------
+def cmd_bootstrap(args: argparse.Namespace) -> int:
+    from .bootstrap import ensure_default
+    with _StderrProgress() as progress:
+        assets = ensure_default(progress=progress, force=args.force)
+    info = assets.info()
+    _err(f"llmfs-tiny ready in {assets.root}")
+    _emit_json(args, info, human=json.dumps(info, indent=2))
+    return EXIT_OK
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .recipes import default_manager, submit_train
+    from .runs import SUCCEEDED
+
+    cfg = config_from_args(TrainConfig, args)
+    if args.out and Path(args.out).exists() and any(Path(args.out).iterdir()):
+        raise ValueError(f"--out {args.out} exists and is not empty; choose a new folder.")
+    jobs = default_manager()
+    if cfg.model.strip() == "llmfs-tiny":  # build it here, with a progress bar, rather than silently in the job
+        from .bootstrap import ensure_default
+        with _StderrProgress() as progress:
+            ensure_default(progress=progress)
+    run_id = submit_train(jobs, cfg, owner="cli", run_dir=args.out)
+    run = jobs.get(run_id)
+    _err(f"run {run_id} in {run.path}")
+    previous = signal.signal(signal.SIGINT, lambda *_: jobs.cancel(run_id))
+    try:
+        _follow(jobs, run_id)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    status = run.status()
+    result = status.get("result") or {}
+    out = {"run_dir": str(run.path), "run_id": run_id, "state": status.get("state"), **result}
+    for key in ("final_loss", "losses", "tokens_per_s", "peak_memory_bytes", "trainable_params", "total_params"):
+        out.setdefault(key, None)
+    if status.get("error"):
+        out["error"] = status["error"]
+        _err(f"error: {status['error']}")
+    _emit_json(args, out, human=_train_summary(out))
+    return EXIT_OK if status.get("state") == SUCCEEDED else EXIT_RUN_FAILED
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from .paths import runs_dir
+    from .runs import list_runs, mark_interrupted
+
+    mark_interrupted(runs_dir())
+    rows = []
+    for run in list_runs(runs_dir())[: args.limit]:
+        st = run.status()
+        res = st.get("result") or {}
+        rows.append({"run_id": run.run_id, "kind": run.kind, "state": st.get("state"), "owner": st.get("owner"),
+                     "created": st.get("created"), "final_loss": res.get("final_loss"),
+                     "steps": (st.get("progress") or {}).get("done"), "error": st.get("error"), "run_dir": str(run.path)})
+    table = "\n".join(f"{r['run_id']:<40} {r['state']:<12} {r['kind']:<8} "
+                      f"{'' if r['final_loss'] is None else format(r['final_loss'], '.4f')}" for r in rows)
+    _emit_json(args, {"runs": rows, "count": len(rows)}, human=table or "no runs yet")
+    return EXIT_OK
+
+
+# -- helpers ------------------------------------------------------------------------------------------------------
+def _follow(jobs, run_id: str, interval: float = 0.5) -> None:
+    """Print progress to stderr until the run ends."""
+    from .runs import FINAL_STATES, MetricsCursor, read_new_metrics
+    run = jobs.get(run_id)
+    cursor, shown = MetricsCursor(), 0
+    while True:
+        state = run.state
+        cursor = read_new_metrics(run.path / "metrics.jsonl", cursor)
+        for rec in cursor.records[shown:]:
+            if rec.get("kind") == "train":
+                _err(f"step {rec['step']}/{rec.get('total_steps', '?')}  loss {rec['loss']:.4f}  "
+                     f"lr {rec['lr']:.2e}  {rec['tokens_per_s']:,.0f} tok/s")
+            elif rec.get("kind") == "eval":
+                _err(f"step {rec['step']}  eval loss {rec['eval_loss']:.4f}")
+        shown = len(cursor.records)
+        if state in FINAL_STATES:
+            return
+        time.sleep(interval)
+
+
+def _train_summary(out: dict) -> str:
+    if out.get("final_loss") is None:
+        return f"{out['state']}: {out.get('error', '')}"
+    return (f"{out['state']}: final loss {out['final_loss']:.4f}, {out['tokens_per_s']:,.0f} tokens/s, "
+            f"{out['trainable_params']:,} trainable parameters; run dir {out['run_dir']}")
+
+
+def _emit_json(args: argparse.Namespace, obj: dict, human: str | None = None) -> None:
+    if getattr(args, "json", False):
+        sys.stdout.write(json.dumps(obj, default=str) + "\n")
+    elif human is not None:
+        print(human)
+    sys.stdout.flush()
+
+
+def _err(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+class _StderrProgress:
+    """A tqdm bar on stderr per stage, driven by `progress(stage, done, total)` callbacks."""
+
+    def __init__(self):
+        self._bar, self._stage = None, None
+
+    def __enter__(self):
+        return self
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        from tqdm import tqdm
+        if stage != self._stage:
+            if self._bar is not None:
+                self._bar.close()
+            self._bar, self._stage = tqdm(total=total, desc=stage, file=sys.stderr, leave=True), stage
+        self._bar.total = total
+        self._bar.n = done
+        self._bar.refresh()
+
+    def __exit__(self, *exc):
+        if self._bar is not None:
+            self._bar.close()

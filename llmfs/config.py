@@ -1,0 +1,149 @@
+"""Frozen config dataclasses: one source of truth for the UI form, the CLI flags and the job payload.
+
+Each field carries its plain-language help and allowed range in `metadata`, so `app.forms` can draw a widget with
+help text and the CLI can print the same help. Validation happens in `__post_init__` and names the field, the
+allowed range and the value that was given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args, get_type_hints
+
+DEFAULT_MODEL = "llmfs-tiny"
+DEFAULT_DATA = "llmfs-corpus"
+
+
+class ConfigError(ValueError):
+    """A config value outside its allowed range. `.field` names the offending field (the UI highlights it)."""
+
+    def __init__(self, field_name: str, message: str):
+        super().__init__(message)
+        self.field = field_name
+
+
+def option(default: Any, help: str, *, min: float | None = None, max: float | None = None,
+           label: str | None = None, advanced: bool = False, step: float | None = None) -> Any:
+    """A dataclass field with the metadata the UI and CLI read: help text, range, label, whether it is advanced."""
+    meta = {"help": help, "min": min, "max": max, "label": label, "advanced": advanced, "step": step}
+    return field(default=default, metadata={k: v for k, v in meta.items() if v is not None})
+
+
+def field_info(cls_or_obj: Any) -> dict[str, dict]:
+    """name -> {type, default, help, min, max, choices, ...} for every field of a config dataclass."""
+    cls = cls_or_obj if isinstance(cls_or_obj, type) else type(cls_or_obj)
+    hints = get_type_hints(cls)
+    info = {}
+    for f in dataclasses.fields(cls):
+        t = hints[f.name]
+        choices = get_args(t) if getattr(t, "__origin__", None) is Literal else None
+        info[f.name] = {"type": t, "default": f.default, "choices": choices, **f.metadata}
+    return info
+
+
+def check_fields(obj: Any) -> None:
+    """Check every field of `obj` against its type, Literal choices and min / max metadata."""
+    for name, meta in field_info(obj).items():
+        value = getattr(obj, name)
+        label = name
+        if meta.get("choices") is not None:
+            if value not in meta["choices"]:
+                raise ConfigError(name, f"{label} must be one of {', '.join(map(str, meta['choices']))} "
+                                        f"(got {value!r}).")
+            continue
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, (int, float)):
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(name, f"{label} must be a finite number (got {value!r}).")
+            lo, hi = meta.get("min"), meta.get("max")
+            if (lo is not None and value < lo) or (hi is not None and value > hi):
+                raise ConfigError(name, f"{label} must be between {_fmt(lo)} and {_fmt(hi)} (got {_fmt(value)}).")
+
+
+def _fmt(x: Any) -> str:
+    if x is None:
+        return "any"
+    if isinstance(x, float) and (abs(x) < 1e-3 or abs(x) >= 1e6) and x != 0:
+        return f"{x:.0e}"
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A training run: which model, which text, how long and how fast to learn."""
+
+    model: str = option(DEFAULT_MODEL, "The model to start from: `llmfs-tiny` (built in, works offline), a folder "
+                                       "holding a Hugging Face GPT-2 model, or a hub id such as `gpt2`.",
+                        label="Model")
+    init: Literal["pretrained", "random"] = option(
+        "pretrained", "Start from the model's trained weights, or from random weights of the same shape "
+                      "(to see what pretraining is worth).", label="Initial weights")
+    data: str = option(DEFAULT_DATA, "The text to train on: `llmfs-corpus` (Python's own documentation, built in), "
+                                     "or a .txt / .jsonl file or a folder of them.", label="Training data")
+    steps: int = option(100, "How many optimizer updates to make. More steps = longer training.",
+                        min=1, max=1_000_000, label="Training steps")
+    epochs: float | None = option(None, "Instead of a step count: how many passes over the training data. "
+                                        "Leave empty to use the step count.", min=0.01, max=1000, advanced=True)
+    batch_size: int = option(8, "Sequences per update. Larger batches use more memory but give steadier updates.",
+                             min=1, max=4096, label="Batch size")
+    seq_len: int = option(128, "Tokens per sequence (at most the model's context length). Memory grows with it.",
+                          min=2, max=131072, label="Sequence length")
+    grad_accum: int = option(1, "Add up gradients over this many batches before each update: a larger effective "
+                                "batch without more memory.", min=1, max=1024, advanced=True,
+                             label="Gradient accumulation")
+    lr: float = option(1e-3, "Learning rate: how big each update is. Too high diverges, too low learns slowly.",
+                       min=1e-8, max=1.0, label="Learning rate", step=1e-4)
+    min_lr_ratio: float = option(0.1, "The learning rate decays (cosine) to this fraction of its peak.",
+                                 min=0.0, max=1.0, advanced=True)
+    warmup_steps: int = option(10, "Steps over which the learning rate ramps up from zero (avoids early "
+                                   "instability).", min=0, max=1_000_000, advanced=True, label="Warm-up steps")
+    weight_decay: float = option(0.1, "AdamW weight decay (applied to matrices, not to biases or LayerNorms).",
+                                 min=0.0, max=1.0, advanced=True)
+    beta1: float = option(0.9, "AdamW beta1 (momentum).", min=0.0, max=0.9999, advanced=True)
+    beta2: float = option(0.95, "AdamW beta2 (second-moment averaging).", min=0.0, max=0.9999, advanced=True)
+    grad_clip: float = option(1.0, "Clip the gradient norm to this value; 0 turns clipping off.",
+                              min=0.0, max=1000.0, advanced=True, label="Gradient clipping")
+    eval_every: int = option(25, "Measure the loss on held-out text every N steps (0 = only at the end).",
+                             min=0, max=1_000_000, label="Evaluate every N steps")
+    eval_batches: int = option(4, "Batches of held-out text per evaluation.", min=1, max=10_000, advanced=True)
+    checkpoint_every: int = option(50, "Save a checkpoint every N steps so the run can resume (0 = only at the "
+                                       "end).", min=0, max=1_000_000, advanced=True)
+    seed: int = option(1337, "Random seed: the same seed gives the same run.", min=0, max=2**31 - 1, advanced=True)
+    device: Literal["auto", "cpu", "cuda"] = option("auto", "Where to train: `auto` picks the GPU when there is "
+                                                            "one.", advanced=True)
+    save_model: bool = option(True, "Save the trained model as a Hugging Face folder in the run directory.",
+                              advanced=True)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if not str(self.model).strip():
+            raise ConfigError("model", "model is empty: use llmfs-tiny, a model folder, or a hub id like gpt2.")
+        if not str(self.data).strip():
+            raise ConfigError("data", "data is empty: use llmfs-corpus or the path of a .txt / .jsonl file.")
+        if self.warmup_steps > self.steps and self.epochs is None:
+            raise ConfigError("warmup_steps", f"warmup_steps ({self.warmup_steps}) must not exceed steps "
+                                              f"({self.steps}).")
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.seq_len * self.grad_accum
+
+    def check_context(self, n_positions: int) -> None:
+        """Refuse a sequence longer than the model can attend over, before any job starts."""
+        if self.seq_len > n_positions:
+            raise ConfigError("seq_len", f"seq_len must be between 2 and {n_positions}, the model's context "
+                                         f"length (got {self.seq_len}).")
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def from_dict(cls: type, data: dict) -> Any:
+    """Build a config from a JSON dict, ignoring keys it does not know (older / newer run folders)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})

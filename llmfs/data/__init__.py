@@ -1,0 +1,1 @@
+"""Data: documents, readers and the token streams the training loop consumes."""

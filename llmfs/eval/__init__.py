@@ -1,0 +1,1 @@
+"""Evaluation: log-likelihood scoring, perplexity and benchmark tasks (L14)."""

@@ -1,0 +1,278 @@
+"""The one background job runner.
+
+A `JobManager` owns a FIFO queue and `slots` worker threads (one by default: the accelerator slot, so two users
+never train on one GPU at once). A job is a plain function `fn(ctx, config) -> result dict` registered under a kind
+("train", "eval", ...). It reports through its `JobContext` (`emit`, `log`, `should_stop`) and never touches a UI:
+everything it says lands in its run directory (see `llmfs.runs`), which is what every UI and the CLI read.
+
+States: pending -> running -> succeeded | failed | cancelled; a run whose process died is marked interrupted
+the next time a manager starts on the same folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import queue
+import threading
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from . import telemetry
+from .fsutil import atomic_write_json
+from .runs import (CANCELLED, FAILED, FINAL_STATES, PENDING, RUNNING, SUCCEEDED, Run, delete_run, list_runs,
+                   mark_interrupted, new_run_id)
+
+
+class JobCancelled(Exception):
+    """Raised inside a job (by `ctx.check_stop()`) to end it as cancelled."""
+
+
+class JobContext:
+    """What a running job may do: report metrics and logs, and ask whether it should stop."""
+
+    def __init__(self, run: Run, stop_event: threading.Event, resume: bool = False):
+        self.run = run
+        self.resume = resume
+        self._stop = stop_event
+        self.last_step = 0
+
+    @property
+    def run_dir(self) -> Path:
+        return self.run.path
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.run.checkpoint_dir
+
+    def emit(self, step: int, kind: str = "train", **metrics: Any) -> None:
+        self.last_step = max(self.last_step, int(step))
+        self.run.append_metrics(step, kind=kind, **metrics)
+
+    def log(self, message: str) -> None:
+        self.run.log(message)
+
+    def progress(self, done: int, total: int, unit: str = "steps") -> None:
+        """Coarse progress for the queue view and ETA (the live panel reads finer progress from metrics)."""
+        self.run.update_status(progress={"done": int(done), "total": int(total), "unit": unit})
+
+    def should_stop(self) -> bool:
+        return self._stop.is_set()
+
+    def check_stop(self) -> None:
+        if self._stop.is_set():
+            raise JobCancelled()
+
+
+JobFn = Callable[[JobContext, dict], "dict | None"]
+
+
+@dataclass
+class _Job:
+    run: Run
+    fn: JobFn
+    config: dict
+    resume: bool
+    stop: threading.Event
+    done: threading.Event
+
+
+class JobManager:
+    """Queue, workers and the registry of runs under `root` (usually `$LLMFS_HOME/runs`)."""
+
+    def __init__(self, root: str | Path, slots: int = 1, telemetry_interval: float = 1.0):
+        if slots < 1:
+            raise ValueError(f"slots must be at least 1 (got {slots}).")
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.telemetry_interval = telemetry_interval
+        self._kinds: dict[str, JobFn] = {}
+        self._jobs: dict[str, _Job] = {}
+        self._order: list[str] = []          # pending run ids in FIFO order, for queue positions
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._lock = threading.RLock()
+        self.interrupted_at_start = mark_interrupted(self.root)
+        self._workers = [threading.Thread(target=self._work, name=f"llmfs-worker-{i}", daemon=True)
+                         for i in range(slots)]
+        for w in self._workers:
+            w.start()
+
+    # -- registration and submission --------------------------------------------------------------------------
+    def register(self, kind: str, fn: JobFn) -> None:
+        self._kinds[kind] = fn
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(self._kinds)
+
+    def submit(self, kind: str, config: Any, owner: str | None = None, run_dir: str | Path | None = None) -> str:
+        """Create the run directory (status pending) and queue the job. Returns the run id.
+
+        `config` is a dataclass (validated when it was built) or a plain dict.
+        """
+        if kind not in self._kinds:
+            raise ValueError(f"Unknown job kind {kind!r}; known kinds: {', '.join(sorted(self._kinds)) or 'none'}.")
+        cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
+        path = Path(run_dir) if run_dir else self.root / new_run_id(kind)
+        run = Run.create(path, kind, cfg, owner=owner)
+        run.log(f"Queued {kind} job.")
+        self._enqueue(run, cfg, resume=False)
+        return run.run_id
+
+    def resume(self, run_id: str) -> str:
+        """Queue an interrupted, failed or cancelled run again in its own folder; the job continues from its last
+        checkpoint and appends to the same metrics."""
+        run = self.get(run_id)
+        if run.state not in FINAL_STATES or run.state == SUCCEEDED:
+            raise ValueError(f"Run {run_id} is {run.state}; only interrupted, failed or cancelled runs can resume.")
+        if run.kind not in self._kinds:
+            raise ValueError(f"Run {run_id} is a {run.kind!r} job, which this server cannot run.")
+        run.update_status(state=PENDING, finished=None, error=None, traceback=None, resumed=True)
+        run.log("Queued again to resume from its last checkpoint.")
+        self._enqueue(run, run.config(), resume=True)
+        return run_id
+
+    def _enqueue(self, run: Run, cfg: dict, resume: bool) -> None:
+        job = _Job(run, self._kinds[run.kind], cfg, resume, threading.Event(), threading.Event())
+        with self._lock:
+            self._jobs[run.run_id] = job
+            self._order.append(run.run_id)
+        self._queue.put(run.run_id)
+
+    # -- control ----------------------------------------------------------------------------------------------
+    def cancel(self, run_id: str) -> bool:
+        """Pending: removed from the queue at once. Running: stops at the job's next step. False if not active."""
+        with self._lock:
+            job = self._jobs.get(run_id)
+            if job is None or job.done.is_set():
+                return False
+            job.stop.set()
+            if run_id in self._order:  # not started yet
+                self._order.remove(run_id)
+                job.run.mark_finished(CANCELLED, error="Cancelled before it started.")
+                job.run.log("Cancelled while waiting in the queue.")
+                job.done.set()
+        return True
+
+    def wait(self, run_id: str, timeout: float | None = None) -> str:
+        job = self._jobs.get(run_id)
+        if job is not None:
+            job.done.wait(timeout)
+        return self.get(run_id).state
+
+    def queue_position(self, run_id: str) -> int | None:
+        """1 = next to start; None when the run is not waiting."""
+        with self._lock:
+            return self._order.index(run_id) + 1 if run_id in self._order else None
+
+    def pending(self) -> list[str]:
+        with self._lock:
+            return list(self._order)
+
+    def active(self) -> list[str]:
+        """Runs this manager is running right now."""
+        with self._lock:
+            return [rid for rid, j in self._jobs.items()
+                    if rid not in self._order and not j.done.is_set()]
+
+    # -- registry ---------------------------------------------------------------------------------------------
+    def get(self, run_id: str) -> Run:
+        job = self._jobs.get(run_id)
+        run = job.run if job else Run(self.root / run_id)
+        if not run.exists():
+            raise KeyError(f"No run {run_id!r} under {self.root}.")
+        return run
+
+    def list_runs(self) -> list[Run]:
+        return list_runs(self.root)
+
+    def delete(self, run_id: str) -> None:
+        delete_run(self.get(run_id))
+        with self._lock:
+            self._jobs.pop(run_id, None)
+
+    def shutdown(self, cancel_running: bool = True, timeout: float = 30.0) -> None:
+        """Cancel what is queued, stop what runs (at its next step), end the workers."""
+        for rid in self.pending():
+            self.cancel(rid)
+        if cancel_running:
+            for rid in self.active():
+                self.cancel(rid)
+        for _ in self._workers:
+            self._queue.put(None)
+        for w in self._workers:
+            w.join(timeout)
+
+    # -- the worker -------------------------------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            run_id = self._queue.get()
+            if run_id is None:
+                return
+            with self._lock:
+                if run_id not in self._order:
+                    continue  # cancelled while pending
+                self._order.remove(run_id)
+                job = self._jobs[run_id]
+            self._execute(job)
+
+    def _execute(self, job: _Job) -> None:
+        run = job.run
+        ctx = JobContext(run, job.stop, resume=job.resume)
+        run.mark_running()
+        run.log(f"Started {run.kind} job" + (" (resuming)." if job.resume else "."))
+        sampler = telemetry.Sampler(lambda snap: ctx.emit(ctx.last_step, kind="telemetry", **snap),
+                                    self.telemetry_interval).start()
+        try:
+            result = job.fn(ctx, job.config) or {}
+            sampler.stop()
+            state = CANCELLED if job.stop.is_set() else SUCCEEDED
+            if result:
+                atomic_write_json(run.path / "results.json", result)
+            run.mark_finished(state, result=result)
+            run.log("Stopped at the user's request." if state == CANCELLED else "Finished.")
+        except JobCancelled:
+            sampler.stop()
+            run.mark_finished(CANCELLED)
+            run.log("Stopped at the user's request.")
+        except BaseException as e:  # noqa: BLE001 - a job's failure must never take the worker (or server) down
+            sampler.stop()
+            summary = summarize_exception(e)
+            run.log(f"Failed: {summary}")
+            run.log(traceback.format_exc())
+            run.mark_finished(FAILED, error=summary, traceback=traceback.format_exc(),
+                              error_type=type(e).__name__)
+        finally:
+            _release_accelerator_memory()
+            job.done.set()
+
+
+def summarize_exception(e: BaseException) -> str:
+    """One or two plain sentences a workshop participant can act on."""
+    text = str(e).strip() or type(e).__name__
+    lowered = text.lower()
+    if isinstance(e, MemoryError) or "out of memory" in lowered or "outofmemory" in type(e).__name__.lower():
+        return ("The job ran out of memory. Try a smaller batch size or sequence length, bf16 precision, "
+                "LoRA instead of full fine-tuning, or 4-bit base weights. (" + text.splitlines()[0][:200] + ")")
+    if isinstance(e, OSError) and getattr(e, "errno", None) == errno.ENOSPC:
+        return "The disk is full: free some space (delete old runs on the Runs page) and try again."
+    if isinstance(e, KeyError):
+        return f"Missing key: {text}"
+    if isinstance(e, (ValueError, OSError)):
+        return text.splitlines()[0]
+    return f"{type(e).__name__}: {text.splitlines()[0][:300]}"
+
+
+def _release_accelerator_memory() -> None:
+    """Give cached CUDA blocks back so the next job (or another process) sees the memory as free."""
+    try:
+        import gc
+
+        import torch
+        gc.collect()
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.empty_cache()
+    except Exception:
+        pass

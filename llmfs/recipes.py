@@ -1,0 +1,73 @@
+"""Recipes: the jobs the runner knows, each turning a config into model + data + loop (torchtune's recipes).
+
+A recipe runs in a worker thread with a `JobContext`; it never touches a UI. `preflight_*` checks run before a job
+is queued, so bad input is refused with a message instead of becoming a failed run.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from .config import TrainConfig, from_dict
+from .jobs import JobContext, JobManager
+from .paths import runs_dir
+from .sources import SourceError, model_n_positions
+from .train import RandomWindows, resolve_device, total_steps_for, train
+
+
+def preflight_train(cfg: TrainConfig) -> None:
+    """Refuse what is knowable to fail before queueing: sequence longer than the context, missing paths, no GPU."""
+    n_positions = model_n_positions(cfg.model)
+    if n_positions:
+        cfg.check_context(n_positions)
+    resolve_device(cfg.device)
+    data = Path(cfg.data).expanduser()
+    if cfg.data != "llmfs-corpus" and not data.exists():
+        raise SourceError(f"No data at {cfg.data}: use llmfs-corpus or the path of a .txt / .jsonl file or folder.")
+
+
+def submit_train(jobs: JobManager, cfg: TrainConfig, owner: str | None = None, run_dir: str | Path | None = None) -> str:
+    preflight_train(cfg)
+    return jobs.submit("train", cfg, owner=owner, run_dir=run_dir)
+
+
+def train_job(ctx: JobContext, payload: dict) -> dict:
+    """Load the model and data named by the config, train with the shared loop, save the model."""
+    from .data.text import load_token_data
+    from .sources import load_model
+    from .weights import save_hf_folder
+
+    cfg = from_dict(TrainConfig, payload)
+    t0 = time.time()
+    ctx.log(f"Loading model {cfg.model} ({cfg.init} weights) ...")
+    model, tokenizer = load_model(cfg.model, init=cfg.init, seed=cfg.seed)
+    cfg.check_context(model.config.n_positions)
+    ctx.log(f"Reading and tokenizing {cfg.data} ...")
+    train_tokens, val_tokens = load_token_data(cfg.data, tokenizer)
+    total = total_steps_for(cfg, len(train_tokens))
+    ctx.log(f"{len(train_tokens):,} training tokens, {len(val_tokens):,} held-out; {total} steps of "
+            f"{cfg.tokens_per_step:,} tokens on {resolve_device(cfg.device)} (set-up {time.time() - t0:.1f}s).")
+    ctx.progress(0, total)
+    result = train(model, RandomWindows(train_tokens, cfg.batch_size, cfg.seq_len, seed=cfg.seed),
+                   cfg, val_batches=RandomWindows(val_tokens, cfg.batch_size, cfg.seq_len, seed=cfg.seed + 1),
+                   sink=ctx, should_stop=ctx.should_stop, checkpoint_dir=ctx.checkpoint_dir, resume=ctx.resume,
+                   total_steps=total)
+    ctx.progress(result.steps_done, total)
+    if cfg.save_model and result.history:
+        save_hf_folder(model.cpu(), ctx.run_dir / "model", tokenizer=tokenizer)
+        ctx.log(f"Saved the model to {ctx.run_dir / 'model'} (a Hugging Face folder).")
+    return {
+        "final_loss": result.final_loss, "losses": result.losses, "steps": result.steps_done,
+        "total_steps": total, "stopped": result.stopped,
+        "eval_loss": result.evals[-1]["eval_loss"] if result.evals else None,
+        "tokens_per_s": result.tokens_per_s, "peak_memory_bytes": result.peak_memory_bytes,
+        "trainable_params": result.trainable_params, "total_params": result.total_params,
+    }
+
+
+def default_manager(root: str | Path | None = None, slots: int = 1, telemetry_interval: float = 1.0) -> JobManager:
+    """A JobManager over `$LLMFS_HOME/runs` with every recipe registered."""
+    jobs = JobManager(root or runs_dir(), slots=slots, telemetry_interval=telemetry_interval)
+    jobs.register("train", train_job)
+    return jobs

@@ -1,0 +1,278 @@
+"""The one training loop every lesson uses.
+
+`train(model, batches, cfg, ...)` runs AdamW with warm-up + cosine decay, gradient accumulation and clipping,
+evaluates on held-out batches every `eval_every` steps, reports every step through an injected sink
+(`sink.emit(step, **metrics)`), honours a stop flag between steps, checkpoints atomically, resumes from its last
+checkpoint, and returns its history, so tests check it without threads and jobs stream it to the run directory.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+import torch
+import torch.nn as nn
+from safetensors.torch import load_model, save_model
+
+from .config import TrainConfig
+from .fsutil import atomic_write_json, read_json, replace_dir
+
+
+class Sink(Protocol):
+    def emit(self, step: int, kind: str = "train", **metrics) -> None: ...
+
+
+class BatchSource(Protocol):
+    """Gives the (inputs, targets) micro-batch for a given step: deterministic, so a resumed run sees the same
+    data as an uninterrupted one."""
+
+    def batch(self, step: int, micro: int) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+class RandomWindows:
+    """Random windows of `seq_len + 1` tokens from one long token tensor (nanoGPT's get_batch), seeded per step."""
+
+    def __init__(self, tokens: torch.Tensor, batch_size: int, seq_len: int, seed: int = 0):
+        if tokens.dim() != 1:
+            raise ValueError("tokens must be a 1-D tensor of token ids.")
+        if len(tokens) < seq_len + 2:
+            raise ValueError(f"Only {len(tokens)} tokens of data, fewer than one sequence of seq_len={seq_len}: "
+                             "use more text or a shorter sequence length.")
+        self.tokens, self.batch_size, self.seq_len, self.seed = tokens, batch_size, seq_len, seed
+
+    def batch(self, step: int, micro: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + step) * 1009 + micro)
+        starts = torch.randint(len(self.tokens) - self.seq_len - 1, (self.batch_size,), generator=g)
+        rows = torch.stack([self.tokens[s: s + self.seq_len + 1] for s in starts.tolist()])  # (B, T+1)
+        return rows[:, :-1], rows[:, 1:]
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+@dataclass
+class TrainResult:
+    history: list[dict] = field(default_factory=list)   # one record per optimizer step
+    evals: list[dict] = field(default_factory=list)     # one record per evaluation
+    trainable_params: int = 0
+    total_params: int = 0
+    peak_memory_bytes: int = 0
+    stopped: bool = False
+    elapsed_s: float = 0.0
+    tokens_seen: int = 0
+
+    @property
+    def losses(self) -> list[float]:
+        return [h["loss"] for h in self.history]
+
+    @property
+    def final_loss(self) -> float | None:
+        return self.history[-1]["loss"] if self.history else None
+
+    @property
+    def steps_done(self) -> int:
+        return self.history[-1]["step"] if self.history else 0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens_seen / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+def lr_at(step: int, total_steps: int, peak_lr: float, warmup_steps: int, min_lr_ratio: float) -> float:
+    """Linear warm-up to `peak_lr`, then cosine decay to `peak_lr * min_lr_ratio` at `total_steps` (step is 1-based)."""
+    if warmup_steps > 0 and step <= warmup_steps:
+        return peak_lr * step / warmup_steps
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    return peak_lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def total_steps_for(cfg: TrainConfig, train_tokens: int) -> int:
+    if cfg.epochs is None:
+        return cfg.steps
+    return max(1, math.ceil(cfg.epochs * train_tokens / cfg.tokens_per_step))
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over trainable parameters; no weight decay on biases and LayerNorm weights (GPT-2 / nanoGPT)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("Nothing to train: every parameter is frozen. Choose a strategy that trains something.")
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+
+
+def count_params(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total), counting a tied tensor once."""
+    seen, trainable, total = set(), 0, 0
+    for p in model.parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        total += p.numel()
+        trainable += p.numel() if p.requires_grad else 0
+    return trainable, total
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: BatchSource, n_batches: int, device: torch.device) -> float:
+    """Mean loss over the same `n_batches` held-out batches each time, so evaluations are comparable."""
+    was_training = model.training
+    model.eval()
+    losses = []
+    for i in range(n_batches):
+        x, y = batches.batch(step=0, micro=i)
+        _, loss = model(x.to(device), y.to(device))
+        losses.append(loss.item())
+    model.train(was_training)
+    return sum(losses) / len(losses)
+
+
+def train(model: nn.Module, batches: BatchSource, cfg: TrainConfig, *, val_batches: BatchSource | None = None,
+          sink: Sink | None = None, should_stop: Callable[[], bool] | None = None,
+          checkpoint_dir: str | os.PathLike | None = None, resume: bool = False,
+          total_steps: int | None = None, device: str | torch.device | None = None) -> TrainResult:
+    """Train `model` in place and return its history.
+
+    Args:
+        batches: training micro-batches (see `BatchSource`); val_batches: held-out ones for evaluation.
+        sink: receives `emit(step, kind="train", loss=..., lr=..., tokens_per_s=..., ...)` every step and
+            `emit(step, kind="eval", eval_loss=...)` at each evaluation.
+        should_stop: polled between steps; when it returns True the loop checkpoints and returns (`stopped`).
+        checkpoint_dir: where `last/` is written every `checkpoint_every` steps and at the end.
+        resume: continue from `checkpoint_dir/last` if it exists (history continues, not restarts).
+    Raises:
+        FloatingPointError: the loss became NaN or infinite (the last good checkpoint is kept).
+    """
+    device = torch.device(device or resolve_device(cfg.device))
+    model.to(device).train()
+    total_steps = total_steps or cfg.steps
+    optimizer = make_optimizer(model, cfg)
+    result = TrainResult()
+    result.trainable_params, result.total_params = count_params(model)
+    ckpt = Path(checkpoint_dir) / "last" if checkpoint_dir else None
+    if resume and ckpt is not None and (ckpt / "state.json").exists():
+        _load_checkpoint(ckpt, model, optimizer, result)
+    should_stop = should_stop or (lambda: False)
+    emit = sink.emit if sink is not None else (lambda *a, **k: None)
+    _reset_peak_memory(device)
+
+    step = result.steps_done
+    while step < total_steps:
+        if should_stop():
+            result.stopped = True
+            break
+        step += 1
+        record = _train_step(model, optimizer, batches, cfg, step, total_steps, device)
+        result.elapsed_s += record["step_time_s"]
+        result.tokens_seen += record["tokens"]
+        result.peak_memory_bytes = max(result.peak_memory_bytes, peak_memory_bytes(device))
+        record.update(total_steps=total_steps, elapsed_s=round(result.elapsed_s, 4), tokens_seen=result.tokens_seen)
+        result.history.append({"step": step, **record})
+        emit(step, kind="train", **record)
+        if val_batches is not None and ((cfg.eval_every and step % cfg.eval_every == 0) or step == total_steps):
+            ev = {"step": step, "eval_loss": evaluate(model, val_batches, cfg.eval_batches, device)}
+            result.evals.append(ev)
+            emit(step, kind="eval", eval_loss=ev["eval_loss"])
+        if ckpt is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+            save_checkpoint(ckpt, model, optimizer, result)
+    if ckpt is not None and result.history:
+        save_checkpoint(ckpt, model, optimizer, result)
+    return result
+
+
+def _train_step(model, optimizer, batches, cfg, step, total_steps, device) -> dict:
+    t0 = time.perf_counter()
+    lr = lr_at(step, total_steps, cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    loss_sum, tokens = 0.0, 0
+    for micro in range(cfg.grad_accum):
+        x, y = batches.batch(step, micro)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        _, loss = model(x, y)
+        (loss / cfg.grad_accum).backward()  # average over micro-batches, as one big batch would
+        loss_sum += loss.item()
+        tokens += x.numel()
+    loss = loss_sum / cfg.grad_accum
+    if not math.isfinite(loss):
+        optimizer.zero_grad(set_to_none=True)
+        raise FloatingPointError(f"The loss became {loss} at step {step}: training diverged. Lower the learning "
+                                 "rate, or use bf16 instead of fp16. The last good checkpoint is kept.")
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # honest step times
+    dt = time.perf_counter() - t0
+    return {"loss": loss, "lr": lr, "grad_norm": float(grad_norm), "tokens": tokens,
+            "step_time_s": round(dt, 5), "tokens_per_s": tokens / dt if dt > 0 else 0.0}
+
+
+# -- checkpoints ----------------------------------------------------------------------------------------------
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    result: TrainResult) -> None:
+    """Write model (safetensors), optimizer state and history into a temp folder, then swap it into place."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    save_model(model, str(tmp / "model.safetensors"))
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    atomic_write_json(tmp / "state.json", {
+        "step": result.steps_done, "history": result.history, "evals": result.evals,
+        "elapsed_s": result.elapsed_s, "tokens_seen": result.tokens_seen,
+        "peak_memory_bytes": result.peak_memory_bytes})
+    replace_dir(tmp, path)
+
+
+def _load_checkpoint(path: Path, model, optimizer, result: TrainResult) -> None:
+    state = read_json(path / "state.json")
+    if state is None:
+        raise ValueError(f"Checkpoint {path} has no readable state.json; delete it to start over.")
+    load_model(model, str(path / "model.safetensors"), device=str(next(model.parameters()).device))
+    # weights_only=True: an optimizer state is tensors and numbers; never unpickle arbitrary objects.
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu"))
+    result.history = state["history"]
+    result.evals = state.get("evals", [])
+    result.elapsed_s = state.get("elapsed_s", 0.0)
+    result.tokens_seen = state.get("tokens_seen", 0)
+    result.peak_memory_bytes = state.get("peak_memory_bytes", 0)
+
+
+def checkpoint_step(checkpoint_dir: str | os.PathLike) -> int | None:
+    state = read_json(Path(checkpoint_dir) / "last" / "state.json")
+    return None if state is None else state.get("step")
+
+
+# -- devices and memory ---------------------------------------------------------------------------------------
+def resolve_device(name: str = "auto") -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device is 'cuda' but this machine has no CUDA GPU; choose 'auto' or 'cpu'.")
+    return name
+
+
+def _reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """Peak CUDA allocation on a GPU; on the CPU the process's resident memory (the best cheap proxy)."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    try:
+        import psutil
+        return int(psutil.Process().memory_info().rss)
+    except Exception:
+        return 0
+
