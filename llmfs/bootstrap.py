@@ -65,8 +65,12 @@ class DefaultAssets:
                 "model_dir": str(self.model_dir), "corpus_dir": str(self.corpus_train)}
 
 
-def ensure_default(progress: Progress | None = None, force: bool = False, root: Path | None = None) -> DefaultAssets:
-    """Build the embedded default if it is not built yet (or `force`); return where it lives."""
+def ensure_default(progress: Progress | None = None, force: bool = False, root: Path | None = None,
+                   pretrain: TrainConfig = PRETRAIN) -> DefaultAssets:
+    """Build the embedded default if it is not built yet (or `force`); return where it lives.
+
+    `pretrain` is for tests, which build a quick, barely trained llmfs-tiny in seconds.
+    """
     assets = DefaultAssets(Path(root) if root else default_dir())
     if assets.ready() and not force:
         return assets
@@ -75,17 +79,17 @@ def ensure_default(progress: Progress | None = None, force: bool = False, root: 
         fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building: wait for it, then re-check
         if assets.ready() and not force:
             return assets
-        _build(assets, progress)
+        _build(assets, progress, pretrain)
     return assets
 
 
-def _build(assets: DefaultAssets, progress: Progress | None) -> None:
+def _build(assets: DefaultAssets, progress: Progress | None, pretrain: TrainConfig) -> None:
     from .corpus import build_corpus_and_tokenizer
 
     t0 = time.time()
     (assets.root / "READY.json").unlink(missing_ok=True)
     stats = build_corpus_and_tokenizer(assets.root, progress=progress, vocab_size=TINY_CONFIG.vocab_size)
-    pretrain_stats = pretrain_tiny(assets, progress=progress)
+    pretrain_stats = pretrain_tiny(assets, progress=progress, cfg=pretrain)
     atomic_write_json(assets.root / "READY.json", {
         "version": VERSION, "built": time.time(), "seconds": round(time.time() - t0, 1),
         "corpus": stats, "pretrain": pretrain_stats})

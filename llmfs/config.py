@@ -125,9 +125,6 @@ class TrainConfig:
             raise ConfigError("model", "model is empty: use llmfs-tiny, a model folder, or a hub id like gpt2.")
         if not str(self.data).strip():
             raise ConfigError("data", "data is empty: use llmfs-corpus or the path of a .txt / .jsonl file.")
-        if self.warmup_steps > self.steps and self.epochs is None:
-            raise ConfigError("warmup_steps", f"warmup_steps ({self.warmup_steps}) must not exceed steps "
-                                              f"({self.steps}).")
 
     @property
     def tokens_per_step(self) -> int:

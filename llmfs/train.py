@@ -84,7 +84,11 @@ class TrainResult:
 
 
 def lr_at(step: int, total_steps: int, peak_lr: float, warmup_steps: int, min_lr_ratio: float) -> float:
-    """Linear warm-up to `peak_lr`, then cosine decay to `peak_lr * min_lr_ratio` at `total_steps` (step is 1-based)."""
+    """Linear warm-up to `peak_lr`, then cosine decay to `peak_lr * min_lr_ratio` at `total_steps` (step is 1-based).
+
+    A warm-up longer than the run is cut to the run's length (a 5-step demo with the default 10-step warm-up).
+    """
+    warmup_steps = min(warmup_steps, total_steps)
     if warmup_steps > 0 and step <= warmup_steps:
         return peak_lr * step / warmup_steps
     span = max(1, total_steps - warmup_steps)

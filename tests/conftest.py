@@ -1,0 +1,64 @@
+"""Shared fixtures: offline, a temp LLMFS_HOME, tiny models built in place (never downloaded)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED_BENCHMARKS = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmarks"
+
+# A quick pretrain: enough to produce a valid llmfs-tiny folder in seconds; the real one trains for minutes.
+QUICK_PRETRAIN_STEPS = 20
+
+
+@pytest.fixture(scope="session")
+def default_assets_template(tmp_path_factory):
+    """The embedded default built once per test session (real corpus and tokenizer, a 20-step llmfs-tiny)."""
+    from llmfs.bootstrap import PRETRAIN, ensure_default
+    root = tmp_path_factory.mktemp("llmfs-default") / "default"
+    quick = PRETRAIN.replace(steps=QUICK_PRETRAIN_STEPS, warmup_steps=2, batch_size=8, eval_batches=2)
+    return ensure_default(root=root, pretrain=quick)
+
+
+@pytest.fixture
+def llmfs_home(tmp_path, monkeypatch):
+    """An empty LLMFS_HOME for one test."""
+    home = tmp_path / "llmfs-home"
+    home.mkdir()
+    monkeypatch.setenv("LLMFS_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def home_with_default(llmfs_home, default_assets_template):
+    """An LLMFS_HOME whose embedded default is already built (copied from the session's template)."""
+    shutil.copytree(default_assets_template.root, llmfs_home / "default")
+    return llmfs_home
+
+
+@pytest.fixture
+def tiny_hf_folder(tmp_path):
+    """A tiny GPT-2 made with transformers and saved with save_pretrained, plus a byte-level tokenizer."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    cfg = GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=64, vocab_size=300)
+    folder = tmp_path / "tiny-gpt2"
+    GPT2LMHeadModel(cfg).save_pretrained(folder)
+    _save_tiny_tokenizer(folder, vocab_size=300)
+    return folder
+
+
+def _save_tiny_tokenizer(folder: Path, vocab_size: int) -> None:
+    from llmfs.corpus import train_tokenizer
+    texts = ["def add(a, b):\n    return a + b\n", "The quick brown fox jumps over the lazy dog. " * 20,
+             "Python is a programming language. Lists, dicts and sets are built in."] * 10
+    train_tokenizer(texts, folder, vocab_size=vocab_size)

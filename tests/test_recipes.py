@@ -1,0 +1,59 @@
+"""The train recipe end to end through the job runner: a local HF folder and a text file, and the bundled default."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmfs.config import ConfigError, TrainConfig
+from llmfs.recipes import default_manager, submit_train
+from llmfs.runs import SUCCEEDED
+from llmfs.sources import SourceError
+
+
+@pytest.fixture
+def jobs(llmfs_home):
+    jm = default_manager(telemetry_interval=0.2)
+    yield jm
+    jm.shutdown()
+
+
+def test_train_job_on_local_folder_and_text_file(jobs, tiny_hf_folder, tmp_path):
+    data = tmp_path / "notes.txt"
+    data.write_text("Lists are mutable sequences. Tuples are immutable sequences. " * 200)
+    cfg = TrainConfig(model=str(tiny_hf_folder), data=str(data), steps=8, batch_size=4, seq_len=32,
+                      warmup_steps=1, eval_every=4, device="cpu")
+    rid = submit_train(jobs, cfg, owner="t")
+    assert jobs.wait(rid, 120) == SUCCEEDED, jobs.get(rid).status().get("traceback")
+    run = jobs.get(rid)
+    result = run.status()["result"]
+    assert len(result["losses"]) == 8 and result["eval_loss"] is not None
+    assert [m["step"] for m in run.read_metrics("eval")] == [4, 8]
+    assert (run.path / "model" / "config.json").exists()
+    assert run.read_metrics("telemetry")
+
+
+def test_random_init_starts_near_uniform_loss(jobs, home_with_default):
+    import math
+    cfg = TrainConfig(init="random", steps=2, batch_size=2, seq_len=32, warmup_steps=1, device="cpu",
+                      save_model=False)
+    rid = submit_train(jobs, cfg)
+    assert jobs.wait(rid, 120) == SUCCEEDED, jobs.get(rid).status().get("traceback")
+    first = jobs.get(rid).status()["result"]["losses"][0]
+    assert abs(first - math.log(4096)) < 0.5
+
+
+def test_preflight_refuses_before_queueing(jobs, home_with_default, tmp_path):
+    with pytest.raises(ConfigError, match="seq_len must be between 2 and 256"):
+        submit_train(jobs, TrainConfig(seq_len=1000))
+    with pytest.raises(SourceError, match="No data at"):
+        submit_train(jobs, TrainConfig(data=str(tmp_path / "missing.txt")))
+    assert jobs.list_runs() == []
+
+
+def test_bad_jsonl_fails_with_line_number(jobs, tiny_hf_folder, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{"text": broken}\n')
+    rid = submit_train(jobs, TrainConfig(model=str(tiny_hf_folder), data=str(bad), steps=2, seq_len=16,
+                                           device="cpu"))
+    assert jobs.wait(rid, 60) == "failed"
+    assert jobs.get(rid).status()["error"].startswith("bad.jsonl, line 2: not valid JSON")

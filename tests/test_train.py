@@ -1,0 +1,158 @@
+"""The training loop: loss falls, the stop flag is honoured, resume continues the history, LR schedule shape."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from llmfs.config import ConfigError, TrainConfig
+from llmfs.model import GPT, GPTConfig
+from llmfs.train import RandomWindows, checkpoint_step, lr_at, total_steps_for, train
+
+TINY = GPTConfig(vocab_size=64, n_positions=32, n_embd=32, n_layer=2, n_head=2)
+
+
+def _data(n=4000, seed=0):
+    # A learnable sequence: a repeating pattern with a little noise, so the loss can fall far below ln(64).
+    g = torch.Generator().manual_seed(seed)
+    base = torch.arange(n) % 17
+    noise = torch.randint(0, 64, (n,), generator=g)
+    keep = torch.rand(n, generator=g) < 0.9
+    return torch.where(keep, base, noise)
+
+
+def _cfg(**kw):
+    base = dict(steps=60, batch_size=8, seq_len=16, lr=3e-3, warmup_steps=5, eval_every=20, eval_batches=2,
+                checkpoint_every=0, device="cpu")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+class ListSink:
+    def __init__(self):
+        self.records = []
+
+    def emit(self, step, kind="train", **metrics):
+        self.records.append({"step": step, "kind": kind, **metrics})
+
+
+def test_loss_falls_on_tiny_config():
+    torch.manual_seed(0)
+    model = GPT(TINY)
+    data = _data()
+    sink = ListSink()
+    result = train(model, RandomWindows(data, 8, 16, seed=1), _cfg(), val_batches=RandomWindows(data, 8, 16, seed=2),
+                   sink=sink)
+    first = sum(result.losses[:5]) / 5
+    last = sum(result.losses[-5:]) / 5
+    assert first > math.log(64) * 0.8          # starts near uniform
+    assert last < first * 0.6                  # and learns the pattern
+    assert [e["step"] for e in result.evals] == [20, 40, 60]
+    assert result.evals[-1]["eval_loss"] < result.evals[0]["eval_loss"]
+    train_records = [r for r in sink.records if r["kind"] == "train"]
+    assert [r["step"] for r in train_records] == list(range(1, 61))
+    assert all(r["tokens_per_s"] > 0 and r["lr"] > 0 for r in train_records)
+    assert result.trainable_params == result.total_params == model.num_params()
+
+
+def test_stop_flag_honoured_between_steps():
+    model = GPT(TINY)
+    data = _data()
+    calls = {"n": 0}
+
+    def should_stop():
+        calls["n"] += 1
+        return calls["n"] > 7  # asked once before each step: 7 steps run, then it stops
+
+    result = train(model, RandomWindows(data, 8, 16), _cfg(steps=100), should_stop=should_stop)
+    assert result.stopped
+    assert result.steps_done == 7 and len(result.history) == 7
+
+
+def test_resume_continues_the_history(tmp_path):
+    data = _data()
+    cfg = _cfg(steps=30, checkpoint_every=10, eval_every=0)
+
+    torch.manual_seed(0)
+    straight = train(GPT(TINY), RandomWindows(data, 8, 16), cfg, checkpoint_dir=tmp_path / "a")
+
+    torch.manual_seed(0)
+    n = {"i": 0}
+
+    def stop_after_12():
+        n["i"] += 1
+        return n["i"] > 12
+
+    first = train(GPT(TINY), RandomWindows(data, 8, 16), cfg, checkpoint_dir=tmp_path / "b", should_stop=stop_after_12)
+    assert first.stopped and first.steps_done == 12
+    assert checkpoint_step(tmp_path / "b") == 12   # the stop wrote a checkpoint
+
+    torch.manual_seed(123)  # a different init: resume must restore the weights, not rely on the seed
+    resumed = train(GPT(TINY), RandomWindows(data, 8, 16), cfg, checkpoint_dir=tmp_path / "b", resume=True)
+    assert [h["step"] for h in resumed.history] == list(range(1, 31))
+    # Same data per step, same weights and optimizer state: the resumed run matches the uninterrupted one.
+    assert resumed.losses == pytest.approx(straight.losses, rel=1e-4, abs=1e-5)
+
+
+def test_checkpoint_files_are_safe_formats(tmp_path):
+    train(GPT(TINY), RandomWindows(_data(), 8, 16), _cfg(steps=3, warmup_steps=1), checkpoint_dir=tmp_path)
+    files = sorted(p.name for p in (tmp_path / "last").iterdir())
+    assert files == ["model.safetensors", "optimizer.pt", "state.json"]
+    torch.load(tmp_path / "last" / "optimizer.pt", weights_only=True)  # loadable without unpickling code
+
+
+def test_lr_schedule_warmup_then_cosine_to_floor():
+    lrs = [lr_at(s, 100, 1.0, 10, 0.1) for s in range(1, 101)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))  # non-increasing after warm-up
+    assert lrs[-1] == pytest.approx(0.1)
+
+
+def test_epochs_set_the_step_count():
+    cfg = _cfg(epochs=2.0, batch_size=4, seq_len=10)
+    assert total_steps_for(cfg, train_tokens=400) == 20
+
+
+def test_nan_loss_stops_with_explanation():
+    class NaNModel(GPT):
+        def forward(self, idx, targets=None):
+            logits, loss = super().forward(idx, targets)
+            return logits, loss * float("nan")
+
+    with pytest.raises(FloatingPointError, match="became nan at step 1"):
+        train(NaNModel(TINY), RandomWindows(_data(), 8, 16), _cfg(steps=3, warmup_steps=1))
+
+
+def test_frozen_model_refused():
+    model = GPT(TINY)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    with pytest.raises(ValueError, match="Nothing to train"):
+        train(model, RandomWindows(_data(), 8, 16), _cfg(steps=2, warmup_steps=1))
+
+
+@pytest.mark.parametrize("field,value,words", [
+    ("lr", -0.1, "lr must be between"),
+    ("batch_size", 0, "batch_size must be between 1 and 4096 (got 0)"),
+    ("steps", 0, "steps must be between 1"),
+    ("grad_clip", float("nan"), "grad_clip must be a finite number"),
+    ("device", "tpu", "device must be one of auto, cpu, cuda"),
+])
+def test_invalid_hyperparameters_name_field_and_range(field, value, words):
+    with pytest.raises(ConfigError) as err:
+        TrainConfig(**{field: value})
+    assert err.value.field == field
+    assert words in str(err.value)
+
+
+def test_sequence_longer_than_context_refused():
+    cfg = TrainConfig(seq_len=512)
+    with pytest.raises(ConfigError, match=r"seq_len must be between 2 and 256, the model's context length \(got 512\)"):
+        cfg.check_context(256)
+
+
+def test_random_windows_refuse_too_little_data():
+    with pytest.raises(ValueError, match="fewer than one sequence"):
+        RandomWindows(torch.arange(10), 2, 16)
