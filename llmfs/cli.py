@@ -141,7 +141,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
         res = st.get("result") or {}
         rows.append({"run_id": run.run_id, "kind": run.kind, "state": st.get("state"), "owner": st.get("owner"),
                      "created": st.get("created"), "final_loss": res.get("final_loss"),
-                     "steps": (st.get("progress") or {}).get("done"), "error": st.get("error"), "run_dir": str(run.path)})
+                     "steps": (st.get("progress") or {}).get("done"), "error": st.get("error"),
+                     "run_dir": str(run.path)})
     table = "\n".join(f"{r['run_id']:<40} {r['state']:<12} {r['kind']:<8} "
                       f"{'' if r['final_loss'] is None else format(r['final_loss'], '.4f')}" for r in rows)
     _emit_json(args, {"runs": rows, "count": len(rows)}, human=table or "no runs yet")

@@ -34,8 +34,8 @@ import os
 import pkgutil
 import re
 import shutil
-import sys
 import subprocess
+import sys
 import sysconfig
 import tempfile
 import time
@@ -45,6 +45,8 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+from .fsutil import replace_dir
 
 Progress = Callable[[str, int, int], None]
 
@@ -614,18 +616,10 @@ def build_corpus_and_tokenizer(
             "seconds": {k: round(v, 2) for k, v in seconds.items()},
         }
         (staging / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
-        _replace_dir(staging, out_dir / "corpus")
-        _replace_dir(tokenizer_staging, out_dir / "tokenizer")
+        replace_dir(staging, out_dir / "corpus")
+        replace_dir(tokenizer_staging, out_dir / "tokenizer")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(tokenizer_staging, ignore_errors=True)
     return stats
 
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move a finished directory into place; an existing `dst` is renamed aside first, then deleted."""
-    old = dst.with_name(f".{dst.name}.old-{uuid.uuid4().hex[:8]}")
-    if dst.exists():
-        os.replace(dst, old)
-    os.replace(src, dst)
-    shutil.rmtree(old, ignore_errors=True)

@@ -43,22 +43,25 @@ def read_json(path: str | os.PathLike, default: Any = None) -> Any:
         return default
 
 
-def replace_dir(tmp_dir: str | os.PathLike, target: str | os.PathLike) -> None:
-    """Move a fully written `tmp_dir` into place at `target`, replacing an old one.
+def replace_dir(new: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Move a fully written folder `new` into place at `target`, replacing an old one.
 
-    Directories cannot be swapped atomically with one rename when the target exists, so the old one is
-    first renamed aside: at every moment either the old or the new folder is complete on disk.
+    A directory cannot replace a non-empty one in a single rename, so the old one is first moved aside and put
+    back if the second rename fails: at every moment a complete folder (old or new) is on disk.
     """
-    tmp_dir, target = Path(tmp_dir), Path(target)
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(target, old)
-    os.replace(tmp_dir, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    new, target = Path(new), Path(target)
+    if not target.exists():
+        os.replace(new, target)
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    os.replace(target, aside / target.name)
+    try:
+        os.replace(new, target)
+    except BaseException:
+        os.replace(aside / target.name, target)
+        shutil.rmtree(aside, ignore_errors=True)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _silent_unlink(path: str) -> None:

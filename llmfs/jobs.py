@@ -22,8 +22,18 @@ from typing import Any, Callable
 
 from . import telemetry
 from .fsutil import atomic_write_json
-from .runs import (CANCELLED, FAILED, FINAL_STATES, PENDING, RUNNING, SUCCEEDED, Run, delete_run, list_runs,
-                   mark_interrupted, new_run_id)
+from .runs import (
+    CANCELLED,
+    FAILED,
+    FINAL_STATES,
+    PENDING,
+    SUCCEEDED,
+    Run,
+    delete_run,
+    list_runs,
+    mark_interrupted,
+    new_run_id,
+)
 
 
 class JobCancelled(Exception):

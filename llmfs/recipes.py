@@ -27,7 +27,8 @@ def preflight_train(cfg: TrainConfig) -> None:
         raise SourceError(f"No data at {cfg.data}: use llmfs-corpus or the path of a .txt / .jsonl file or folder.")
 
 
-def submit_train(jobs: JobManager, cfg: TrainConfig, owner: str | None = None, run_dir: str | Path | None = None) -> str:
+def submit_train(jobs: JobManager, cfg: TrainConfig, owner: str | None = None,
+                 run_dir: str | Path | None = None) -> str:
     preflight_train(cfg)
     return jobs.submit("train", cfg, owner=owner, run_dir=run_dir)
 

@@ -20,6 +20,8 @@ from safetensors.torch import load_file, save_file
 
 from llmfs.model import GPT, GPTConfig
 
+from .fsutil import replace_dir
+
 # HF's GPT-2 uses Conv1D, whose weight is (in, out); nn.Linear's is (out, in).
 CONV1D_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 # Causal-mask buffers that older transformers versions saved with the weights; we use is_causal instead.
@@ -162,7 +164,7 @@ def save_hf_folder(model: GPT, path: str | os.PathLike, tokenizer: Any = None) -
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         _write_hf_files(model, tmp, tokenizer)
-        _replace_dir(tmp, target)
+        replace_dir(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -180,18 +182,3 @@ def _write_hf_files(model: GPT, folder: Path, tokenizer: Any) -> None:
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)
 
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Move ``new`` to ``target``; an existing ``target`` is moved aside first and restored if the move fails."""
-    if not target.exists():
-        os.replace(new, target)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-    os.replace(target, old / target.name)
-    try:
-        os.replace(new, target)
-    except BaseException:
-        os.replace(old / target.name, target)  # if this fails too, the old folder stays in `old`, not deleted
-        shutil.rmtree(old, ignore_errors=True)
-        raise
-    shutil.rmtree(old, ignore_errors=True)

@@ -6,8 +6,7 @@ import json
 
 import pytest
 
-from llmfs.runs import (FAILED, PENDING, RUNNING, MetricsCursor, Run, delete_run, list_runs, new_run_id,
-                        read_new_metrics)
+from llmfs.runs import FAILED, PENDING, RUNNING, MetricsCursor, Run, delete_run, list_runs, new_run_id, read_new_metrics
 
 
 def test_create_layout(tmp_path):

@@ -1,0 +1,34 @@
+# Two commands do all set-up on a fresh machine:  make run   and   make test
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PORT   ?= 8501
+PYTHON ?= python3
+
+.PHONY: run test install bootstrap browser clean-venv
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+# Build the embedded default (corpus, tokenizer, llmfs-tiny) once; cached under $LLMFS_HOME (~/.cache/llmfs).
+bootstrap: install
+	$(PY) -m llmfs bootstrap
+
+run: bootstrap
+	$(PY) -m streamlit run streamlit_app.py --server.port $(PORT)
+
+# Debian's Chromium for the real-browser test (Playwright cannot download a browser here).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "chromium is missing: run 'sudo apt-get install chromium' (the browser test is skipped without it)"; fi; }
+
+test: install browser
+	$(PY) -m pytest -q
+
+clean-venv:
+	rm -rf $(VENV)
