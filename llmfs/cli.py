@@ -70,6 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="Print one JSON object as the last stdout line.")
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("load", help="Load a model: its architecture, parameter count and a parity check of our GPT "
+                                    "against transformers on the same text.")
+    p.add_argument("--model", default="llmfs-tiny", help="llmfs-tiny, a Hugging Face model folder, or a hub id.")
+    p.add_argument("--text", default=None, help="Text for the parity check (default: a fixed sentence).")
+    p.add_argument("--no-parity", action="store_true", help="Skip the parity check (it loads the model twice).")
+    p.add_argument("--json", action="store_true", help="Print one JSON object as the last stdout line.")
+    p.set_defaults(func=cmd_load)
+
     p = sub.add_parser("runs", help="List runs and their status.")
     p.add_argument("--limit", type=int, default=50, help="Show at most this many (newest first).")
     p.add_argument("--json", action="store_true", help="Print one JSON object as the last stdout line.")
@@ -128,6 +136,26 @@ def cmd_train(args: argparse.Namespace) -> int:
         _err(f"error: {status['error']}")
     _emit_json(args, out, human=_train_summary(out))
     return EXIT_OK if status.get("state") == SUCCEEDED else EXIT_RUN_FAILED
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    from .sources import resolve_model_dir
+    from .weights import PARITY_TEXT, load_pretrained, model_summary, parity_check
+
+    with _StderrProgress() as progress:
+        folder = resolve_model_dir(args.model, progress=progress)
+    model, tokenizer = load_pretrained(str(folder))
+    out = {"source": args.model, "folder": str(folder), **model_summary(model), "tokenizer_size": len(tokenizer),
+           "parity": None}
+    if not args.no_parity:
+        out["parity"] = parity_check(folder, args.text or PARITY_TEXT, tokenizer=tokenizer, model=model)
+    human = (f"{args.model}: {out['total_params']:,} parameters, {out['n_layer']} layers, {out['n_head']} heads, "
+             f"width {out['n_embd']}, context {out['n_positions']}, vocabulary {out['vocab_size']:,}")
+    if out["parity"]:
+        human += (f"\nparity with transformers ({out['parity']['reference']}): max |delta logits| = "
+                  f"{out['parity']['max_abs_delta']:.2e} ({'OK' if out['parity']['ok'] else 'MISMATCH'})")
+    _emit_json(args, out, human=human)
+    return EXIT_OK if out["parity"] is None or out["parity"]["ok"] else EXIT_RUN_FAILED
 
 
 def cmd_runs(args: argparse.Namespace) -> int:

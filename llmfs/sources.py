@@ -108,19 +108,12 @@ def model_n_positions(source: str) -> int | None:
 def load_model(source: str, init: str = "pretrained", seed: int = 0, progress: Progress | None = None):
     """(GPT, tokenizer) for `source`; `init="random"` keeps the architecture and tokenizer, re-draws the weights."""
     import torch
-    from transformers import AutoTokenizer
 
     from .model import GPT
-    from .weights import load_hf_folder
+    from .weights import load_pretrained
 
-    folder = resolve_model_dir(source, progress=progress)
-    model = load_hf_folder(folder)
+    model, tokenizer = load_pretrained(source, progress=progress)
     if init == "random":
         torch.manual_seed(seed)
         model = GPT(model.config)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-    except Exception as e:
-        raise SourceError(f"The model folder {folder} has no usable tokenizer files ({type(e).__name__}); "
-                          "save the tokenizer with the model (tokenizer.save_pretrained).") from e
     return model, tokenizer

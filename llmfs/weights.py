@@ -182,3 +182,90 @@ def _write_hf_files(model: GPT, folder: Path, tokenizer: Any) -> None:
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)
 
+
+
+# -- sources, parity, summaries ---------------------------------------------------------------------------------
+def load_pretrained(source: str, progress: Any = None) -> tuple[GPT, Any]:
+    """(GPT, tokenizer) from `llmfs-tiny`, a local Hugging Face folder, or a hub id (fails fast offline).
+
+    Raises:
+        llmfs.sources.SourceError: the source cannot be found or fetched, or has no tokenizer.
+        ValueError: not a GPT-2-architecture checkpoint (the message says what is supported).
+    """
+    from transformers import AutoTokenizer
+
+    from .sources import SourceError, resolve_model_dir
+
+    folder = resolve_model_dir(source, progress=progress)
+    try:
+        model = load_hf_folder(folder)
+    except ValueError as e:
+        if "only GPT-2-architecture" in str(e):
+            raise SourceError(f"{source} is not a GPT-2-architecture model ({e.args[0].split('has ')[-1]}). This "
+                              "lesson loads GPT-2-family checkpoints: gpt2, gpt2-medium, gpt2-large, gpt2-xl, "
+                              "distilgpt2 and other model_type 'gpt2' folders. Llama, Qwen and other causal LMs "
+                              "train through the LoRA lesson (L15).") from e
+        raise
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)  # trust_remote_code stays off (the default)
+    except Exception as e:
+        raise SourceError(f"The model folder {folder} has no usable tokenizer files ({type(e).__name__}); save the "
+                          "tokenizer with the model (tokenizer.save_pretrained).") from e
+    return model, tokenizer
+
+
+PARITY_TOLERANCE = 1e-4
+PARITY_TEXT = "The quick brown fox jumps over the lazy dog. def add(a, b): return a + b"
+
+
+def parity_check(folder: str | os.PathLike, text: str = PARITY_TEXT, tokenizer: Any = None,
+                 model: GPT | None = None) -> dict:
+    """Run `text` through our GPT and through transformers' model loaded from the same folder, in fp32.
+
+    Returns a dict: max_abs_delta, mean_abs_delta, tolerance, ok, n_tokens, reference (the transformers class),
+    and the top-5 next tokens of each model for the last position, so a user sees the two agree.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = Path(folder)
+    tokenizer = tokenizer or AutoTokenizer.from_pretrained(folder)
+    ours = (model or load_hf_folder(folder)).float().eval()
+    reference = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation="eager").eval()
+    ids = tokenizer(text, return_tensors="pt")["input_ids"][:, : ours.config.n_positions]
+    with torch.no_grad():
+        ours_logits = ours(ids.to(next(ours.parameters()).device))[0].float().cpu()
+        ref_logits = reference(ids).logits.float()
+    delta = (ours_logits - ref_logits).abs()
+    top = lambda logits: [tokenizer.decode([int(i)]) for i in logits[0, -1].topk(5).indices]  # noqa: E731
+    return {"max_abs_delta": delta.max().item(), "mean_abs_delta": delta.mean().item(),
+            "tolerance": PARITY_TOLERANCE, "ok": delta.max().item() <= PARITY_TOLERANCE, "n_tokens": ids.shape[1],
+            "reference": type(reference).__name__, "ours_top5": top(ours_logits), "reference_top5": top(ref_logits)}
+
+
+def model_summary(model: GPT) -> dict:
+    """Architecture and a parameter table grouped the way the lesson talks about them."""
+    cfg = model.config
+    groups: dict[str, int] = {}
+    seen: set[int] = set()
+    for name, p in model.named_parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        groups[_param_group(name)] = groups.get(_param_group(name), 0) + p.numel()
+    total = sum(groups.values())
+    return {"n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_embd": cfg.n_embd, "n_positions": cfg.n_positions,
+            "vocab_size": cfg.vocab_size, "tie_word_embeddings": cfg.tie_word_embeddings, "total_params": total,
+            "groups": [{"group": g, "params": n, "share": n / total} for g, n in groups.items()]}
+
+
+def _param_group(name: str) -> str:
+    if name.startswith("transformer.wte"):
+        return "token embeddings (wte)"
+    if name.startswith("transformer.wpe"):
+        return "position embeddings (wpe)"
+    if name.startswith("transformer.h."):
+        part = "attention" if ".attn." in name else "MLP" if ".mlp." in name else "LayerNorms"
+        return f"blocks: {part}"
+    if name.startswith("transformer.ln_f"):
+        return "final LayerNorm"
+    return "LM head (untied)"

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -176,3 +177,81 @@ def test_weights_that_do_not_match_the_config_are_refused(tmp_path):
         warnings.simplefilter("ignore")
         with pytest.raises(ValueError, match=r"do not match its config.json: missing \['transformer.h.2"):
             load_hf_folder(tmp_path)
+
+
+# -- load_pretrained, parity, export after fine-tuning (L12) ------------------------------------------------------
+def test_load_pretrained_local_folder_matches_transformers(tiny_hf_folder):
+    from transformers import AutoModelForCausalLM
+
+    from llmfs.weights import load_pretrained
+    model, tok = load_pretrained(str(tiny_hf_folder))
+    ids = torch.tensor([tok("def add(a, b): return a + b")["input_ids"]])
+    ref = AutoModelForCausalLM.from_pretrained(tiny_hf_folder).eval()
+    with torch.no_grad():
+        assert (model(ids)[0] - ref(ids).logits).abs().max().item() < 1e-4
+
+
+def test_non_gpt2_folder_names_what_is_supported(tmp_path):
+    from llmfs.sources import SourceError
+    from llmfs.weights import load_pretrained
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 64}))
+    with pytest.raises(SourceError, match=r"not a GPT-2-architecture model .*gpt2-medium.*L15"):
+        load_pretrained(str(tmp_path))
+
+
+def test_parity_check_reports_small_delta(tiny_hf_folder):
+    from llmfs.weights import PARITY_TOLERANCE, parity_check
+    res = parity_check(tiny_hf_folder)
+    assert res["ok"] and res["max_abs_delta"] < PARITY_TOLERANCE and res["n_tokens"] > 5
+    assert res["ours_top5"] == res["reference_top5"] and res["reference"] == "GPT2LMHeadModel"
+
+
+def test_parity_check_catches_a_broken_conversion(tiny_hf_folder):
+    from llmfs.weights import load_hf_folder, parity_check
+    model = load_hf_folder(tiny_hf_folder)
+    with torch.no_grad():
+        model.transformer.h[0].attn.c_attn.weight.mul_(1.01)  # what a forgotten transpose-like slip would do
+    assert not parity_check(tiny_hf_folder, model=model)["ok"]
+
+
+def test_fine_tuned_export_loads_in_transformers_with_same_logits(tiny_hf_folder, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from llmfs.config import TrainConfig
+    from llmfs.train import RandomWindows, train
+    from llmfs.weights import load_pretrained, save_hf_folder
+    model, tok = load_pretrained(str(tiny_hf_folder))
+    before = model.transformer.h[0].mlp.c_fc.weight.clone()
+    train(model, RandomWindows(torch.randint(0, 300, (2000,)), 4, 16), TrainConfig(steps=3, warmup_steps=1,
+          device="cpu"))
+    assert not torch.equal(before, model.transformer.h[0].mlp.c_fc.weight)
+    out = save_hf_folder(model, tmp_path / "export", tokenizer=tok)
+    ref = AutoModelForCausalLM.from_pretrained(out).eval()
+    ids = torch.randint(0, 300, (2, 20))
+    model.eval()
+    with torch.no_grad():
+        assert (model(ids)[0] - ref(ids).logits).abs().max().item() < 1e-4
+
+
+def test_cli_load_json(tiny_hf_folder):
+    import subprocess
+    import sys
+    root = Path(__file__).resolve().parents[1]
+    p = subprocess.run([sys.executable, "-m", "llmfs", "load", "--model", str(tiny_hf_folder), "--json"], cwd=root,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    res = json.loads(p.stdout.strip().splitlines()[-1])
+    assert res["parity"]["ok"] and res["n_layer"] == 2 and res["vocab_size"] == 300
+    assert res["total_params"] == sum(g["params"] for g in res["groups"])
+
+
+def test_offline_hub_id_fails_fast(monkeypatch):
+    import time
+
+    from llmfs.sources import SourceError
+    from llmfs.weights import load_pretrained
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    t0 = time.time()
+    with pytest.raises(SourceError, match="Cannot fetch 'distilgpt2'.*HF_HUB_OFFLINE"):
+        load_pretrained("distilgpt2")
+    assert time.time() - t0 < 10
