@@ -45,6 +45,9 @@ class GPTConfig:
     """Biases in Linear and LayerNorm layers. GPT-2 has them; False is only for from-scratch experiments."""
     tie_word_embeddings: bool = True
     """Share one matrix between the token embedding and the output head (GPT-2 does)."""
+    padded_vocab_size: int | None = None
+    """Rows of the embedding and head tensors when larger than vocab_size (None: vocab_size). Padding to a multiple
+    of 64 speeds up the head matmul (nanoGPT: 50257 -> 50304); the extra rows are never predicted."""
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"):
@@ -60,6 +63,13 @@ class GPTConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.layer_norm_epsilon <= 0:
             raise ValueError(f"layer_norm_epsilon must be > 0, got {self.layer_norm_epsilon}")
+        if self.padded_vocab_size is not None and (
+            not isinstance(self.padded_vocab_size, int) or self.padded_vocab_size < self.vocab_size
+        ):
+            raise ValueError(
+                f"padded_vocab_size must be an integer >= vocab_size={self.vocab_size} (or None for no padding), "
+                f"got {self.padded_vocab_size!r}"
+            )
 
     @property
     def block_size(self) -> int:
@@ -69,6 +79,11 @@ class GPTConfig:
     @property
     def head_size(self) -> int:
         return self.n_embd // self.n_head
+
+    @property
+    def vocab_rows(self) -> int:
+        """Rows of the embedding and head tensors: padded_vocab_size if set, else vocab_size."""
+        return self.padded_vocab_size or self.vocab_size
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> GPTConfig:
@@ -114,11 +129,16 @@ class GPTConfig:
         """A dict for ``transformers.GPT2Config(**d)`` (and for ``config.json``).
 
         Raises:
-            ValueError: ``bias=False``, which HF's GPT-2 cannot represent.
+            ValueError: ``bias=False`` or a padded vocabulary, which HF's GPT-2 cannot represent.
         """
         if not self.bias:
             raise ValueError(
                 "bias=False has no equivalent in transformers' GPT-2; only bias=True models can be exported"
+            )
+        if self.vocab_rows != self.vocab_size:
+            raise ValueError(
+                f"a padded vocabulary ({self.vocab_size} tokens in {self.vocab_rows} rows) has no equivalent in "
+                "transformers' GPT-2; export llmfs.vocab.unpad_vocab(model) instead"
             )
         # GPT-2's tokenizer puts <|endoftext|> at 50256; with a smaller vocabulary that id does not exist.
         eot = 50256 if self.vocab_size > 50256 else None
@@ -222,14 +242,14 @@ class GPT(nn.Module):
         self.config = config
         self.transformer = nn.ModuleDict(
             dict(
-                wte=nn.Embedding(config.vocab_size, config.n_embd),
+                wte=nn.Embedding(config.vocab_rows, config.n_embd),
                 wpe=nn.Embedding(config.n_positions, config.n_embd),
                 drop=nn.Dropout(config.dropout),
                 h=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
                 ln_f=nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon, bias=config.bias),
             )
         )
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_rows, bias=False)
         self.apply(self._init_weights)
         if config.tie_word_embeddings:
             self.tie_weights()
@@ -284,7 +304,10 @@ class GPT(nn.Module):
         for block in self.transformer.h:
             x = block(x)
         x = self.transformer.ln_f(x)
-        logits = self.lm_head(x)  # (B, T, V)
+        logits = self.lm_head(x)  # (B, T, vocab_rows)
+        if self.config.vocab_rows != self.config.vocab_size:
+            # Padding rows only make the matmul faster; dropping their columns keeps softmax and loss exact.
+            logits = logits[..., : self.config.vocab_size]  # (B, T, V)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)

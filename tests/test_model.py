@@ -144,6 +144,7 @@ def test_presets_and_aliases():
         (dict(n_head=2.0), r"n_head must be a positive integer"),
         (dict(dropout=1.0), r"dropout must be in \[0, 1\), got 1.0"),
         (dict(layer_norm_epsilon=0.0), r"layer_norm_epsilon must be > 0"),
+        (dict(padded_vocab_size=500), r"padded_vocab_size must be an integer >= vocab_size=512"),
     ],
 )
 def test_config_validation_messages(kwargs, message):
@@ -170,6 +171,16 @@ def test_from_hf_rejects_other_architectures_and_variants():
         GPTConfig.from_hf({"model_type": "gpt2", "activation_function": "relu"})
     with pytest.raises(ValueError, match=r"bias=False has no equivalent"):
         dataclasses.replace(TINY, bias=False).to_hf_dict()
+    with pytest.raises(ValueError, match=r"padded vocabulary \(512 tokens in 576 rows\).*unpad_vocab"):
+        dataclasses.replace(TINY, padded_vocab_size=576).to_hf_dict()
+
+
+def test_padded_vocab_sizes_the_tensors_but_not_the_logits():
+    padded = GPT(dataclasses.replace(TINY, padded_vocab_size=576))
+    assert padded.transformer.wte.weight.shape == padded.lm_head.weight.shape == (576, TINY.n_embd)
+    logits, loss = padded(_prompt(2, 8), _prompt(2, 8, seed=2))
+    assert logits.shape == (2, 8, TINY.vocab_size) and torch.isfinite(loss)
+    assert dataclasses.replace(TINY, padded_vocab_size=None).vocab_rows == TINY.vocab_size
 
 
 # --- generation ----------------------------------------------------------------------------------------------
