@@ -57,3 +57,24 @@ def test_bad_jsonl_fails_with_line_number(jobs, tiny_hf_folder, tmp_path):
                                            device="cpu"))
     assert jobs.wait(rid, 60) == "failed"
     assert jobs.get(rid).status()["error"].startswith("bad.jsonl, line 2: not valid JSON")
+
+
+def test_hub_dataset_offline_fails_fast(monkeypatch):
+    import time
+
+    from llmfs.data.text import DataError, read_texts
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    t0 = time.time()
+    with pytest.raises(DataError, match="Cannot stream the dataset 'wikitext'.*llmfs-corpus"):
+        read_texts("hf:wikitext:wikitext-2-raw-v1")
+    assert time.time() - t0 < 5
+
+
+def test_generation_before_and_after_is_seeded(home_with_default):
+    from llmfs.generate import SampleConfig, generate_text
+    from llmfs.weights import load_pretrained
+    model, tok = load_pretrained("llmfs-tiny")
+    a = generate_text(model, tok, "def f(x):", SampleConfig(seed=3, max_new_tokens=12))
+    b = generate_text(model, tok, "def f(x):", SampleConfig(seed=3, max_new_tokens=12))
+    greedy = generate_text(model, tok, "def f(x):", SampleConfig(temperature=0.0, max_new_tokens=12))
+    assert a == b and isinstance(greedy, str) and len(tok(a)["input_ids"]) <= 12

@@ -61,9 +61,47 @@ def data_files(source: str) -> list[Path]:
     raise DataError(f"No data at {source}: give llmfs-corpus, or the path of a .txt / .jsonl file or a folder.")
 
 
+HF_PREFIX = "hf:"
+HF_MAX_DOCS = 20_000
+
+
+def read_hub_texts(spec: str, max_docs: int = HF_MAX_DOCS) -> list[str]:
+    """Documents of a Hugging Face dataset named `hf:NAME[:CONFIG][@SPLIT]` (e.g. `hf:wikitext:wikitext-2-raw-v1`),
+    streamed so only the first `max_docs` non-empty texts are fetched. Fails within seconds offline."""
+    from ..sources import hub_unreachable_reason
+
+    body = spec[len(HF_PREFIX):]
+    body, _, split = body.partition("@")
+    name, _, config = body.partition(":")
+    if not name:
+        raise DataError(f"{spec!r}: give a dataset name after hf:, e.g. hf:wikitext:wikitext-2-raw-v1")
+    reason = hub_unreachable_reason()
+    if reason:
+        raise DataError(f"Cannot stream the dataset {name!r} from the Hugging Face hub: {reason}. Use llmfs-corpus or "
+                        "upload a .txt / .jsonl file instead.")
+    import datasets
+    try:
+        stream = datasets.load_dataset(name, config or None, split=split or "train", streaming=True)
+    except Exception as e:
+        first_line = str(e).splitlines()[0][:200] if str(e) else ""
+        raise DataError(f"Could not open the dataset {name!r}: {type(e).__name__}: {first_line}") from e
+    texts = []
+    for row in stream:
+        text = row.get("text") if isinstance(row, dict) else None
+        if text is None:
+            raise DataError(f"The dataset {name!r} has no 'text' column (columns: {', '.join(row)}).")
+        if text.strip():
+            texts.append(text)
+        if len(texts) >= max_docs:
+            break
+    return texts
+
+
 def read_texts(source: str) -> tuple[list[str], list[str]]:
     """(train documents, held-out documents). Files have no split of their own, so the last documents (or the
     tail of a single document) are held out."""
+    if source.startswith(HF_PREFIX):
+        return _split_tail(read_hub_texts(source), source)
     if source.strip() == DEFAULT_DATA:
         from ..bootstrap import ensure_default
         from ..corpus import iter_shard_texts
@@ -71,7 +109,10 @@ def read_texts(source: str) -> tuple[list[str], list[str]]:
         train = [d["text"] for d in iter_shard_texts(assets.corpus_train)]
         val = [d["text"] for d in iter_shard_texts(assets.corpus_heldout)]
         return train, val
-    texts = [t for f in data_files(source) for t in iter_file_texts(f) if t.strip()]
+    return _split_tail([t for f in data_files(source) for t in iter_file_texts(f) if t.strip()], source)
+
+
+def _split_tail(texts: list[str], source: str) -> tuple[list[str], list[str]]:
     if not texts:
         raise DataError(f"{source} contains no text.")
     if len(texts) >= 20:
