@@ -152,11 +152,15 @@ def save_hf_folder(model: GPT, path: str | os.PathLike, tokenizer: Any = None) -
 
     Writes config.json, model.safetensors and, if given, the tokenizer (``tokenizer.save_pretrained``). The
     folder is built next to ``path`` and moved into place, so a crash never leaves a half-written checkpoint;
-    an existing folder at ``path`` is replaced.
+    an existing folder at ``path`` is replaced. A model whose vocabulary was padded for speed is saved without
+    the padding rows (transformers' config has no notion of them; the logits of real tokens are the same).
 
     Returns:
         the folder path.
     """
+    if model.config.padded_vocab_size is not None:
+        from .vocab import unpad_vocab
+        model = unpad_vocab(model)
     target = Path(path).resolve()
     if target.exists() and not target.is_dir():
         raise FileExistsError(f"{target} exists and is not a folder")
