@@ -15,6 +15,12 @@ from typing import Any, Literal, get_args, get_type_hints
 DEFAULT_MODEL = "llmfs-tiny"
 DEFAULT_DATA = "llmfs-corpus"
 
+# Which parameters train; `llmfs.freeze` implements each (its STRATEGIES describes them).
+FreezeStrategy = Literal["full", "linear_probe", "freeze_embeddings", "freeze_bottom", "train_top", "bitfit",
+                         "gradual", "llrd"]
+# Strategies that read `freeze_layers`.
+FREEZE_USES_LAYERS = ("freeze_bottom", "train_top")
+
 
 class ConfigError(ValueError):
     """A config value outside its allowed range. `.field` names the offending field (the UI highlights it)."""
@@ -118,6 +124,27 @@ class TrainConfig:
                                                             "one.", advanced=True)
     save_model: bool = option(True, "Save the trained model as a Hugging Face folder in the run directory.",
                               advanced=True)
+    freeze: FreezeStrategy = option(
+        "full", "Which parts of the model learn; the rest keep their pretrained values. "
+                "`full`: everything. "
+                "`linear_probe`: only the output layer (the head); a head that shares its weights with the word "
+                "embeddings gets its own copy first, so the embeddings stay as they were. "
+                "`freeze_embeddings`: everything except the word and position embeddings (a head that shares the "
+                "word embeddings' weights stays frozen with them). "
+                "`freeze_bottom`: like freeze_embeddings, and also the lowest blocks (how many: Blocks). "
+                "`train_top`: only the top blocks (how many: Blocks), the final norm and the head. "
+                "`bitfit`: only the biases and normalisation weights, a tiny fraction of the model. "
+                "`gradual`: start with the head and the top block, and unfreeze one more block every few steps. "
+                "`llrd`: everything, but lower layers learn more slowly.",
+        label="Which layers train")
+    freeze_layers: int = option(1, "How many blocks `freeze_bottom` freezes (counted from the input) or `train_top` "
+                                   "trains (counted from the output). Other strategies ignore it.",
+                                min=0, max=1000, advanced=True, label="Blocks (freeze_bottom / train_top)")
+    unfreeze_every: int = option(20, "For `gradual`: how many steps pass before the next lower block starts to "
+                                     "learn.", min=1, max=1_000_000, advanced=True, label="Unfreeze a block every")
+    layer_lr_decay: float = option(0.8, "For `llrd`: each block down from the top learns at this fraction of the "
+                                        "speed of the block above it (1 = all the same).",
+                                   min=0.1, max=1.0, advanced=True, label="Layer learning-rate decay", step=0.05)
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -135,6 +162,12 @@ class TrainConfig:
         if self.seq_len > n_positions:
             raise ConfigError("seq_len", f"seq_len must be between 2 and {n_positions}, the model's context "
                                          f"length (got {self.seq_len}).")
+
+    def check_layers(self, n_layer: int) -> None:
+        """Refuse a block count the model does not have, when the freezing strategy uses it."""
+        if self.freeze in FREEZE_USES_LAYERS and self.freeze_layers > n_layer:
+            raise ConfigError("freeze_layers", f"freeze_layers must be between 0 and {n_layer}, the model's number "
+                                               f"of blocks (got {self.freeze_layers}).")
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)

@@ -21,10 +21,29 @@ def preflight_train(cfg: TrainConfig) -> None:
     n_positions = model_n_positions(cfg.model)
     if n_positions:
         cfg.check_context(n_positions)
+    n_layer = _model_n_layer(cfg.model)
+    if n_layer:
+        cfg.check_layers(n_layer)
     resolve_device(cfg.device)
     data = Path(cfg.data).expanduser()
     if cfg.data != "llmfs-corpus" and not data.exists():
         raise SourceError(f"No data at {cfg.data}: use llmfs-corpus or the path of a .txt / .jsonl file or folder.")
+
+
+def _model_n_layer(source: str) -> int | None:
+    """The number of blocks of `source` from its config.json alone (None when it cannot be known cheaply)."""
+    from .sources import is_default
+    from .weights import read_hf_config
+    if is_default(source):
+        from .bootstrap import TINY_CONFIG
+        return TINY_CONFIG.n_layer
+    path = Path(source).expanduser()
+    if not (path / "config.json").is_file():
+        return None
+    try:
+        return read_hf_config(path).get("n_layer")
+    except ValueError:
+        return None
 
 
 def submit_train(jobs: JobManager, cfg: TrainConfig, owner: str | None = None,
@@ -36,6 +55,7 @@ def submit_train(jobs: JobManager, cfg: TrainConfig, owner: str | None = None,
 def train_job(ctx: JobContext, payload: dict) -> dict:
     """Load the model and data named by the config, train with the shared loop, save the model."""
     from .data.text import load_token_data
+    from .freeze import apply_freeze, freeze_options
     from .sources import load_model
     from .weights import save_hf_folder
 
@@ -44,6 +64,11 @@ def train_job(ctx: JobContext, payload: dict) -> dict:
     ctx.log(f"Loading model {cfg.model} ({cfg.init} weights) ...")
     model, tokenizer = load_model(cfg.model, init=cfg.init, seed=cfg.seed)
     cfg.check_context(model.config.n_positions)
+    cfg.check_layers(model.config.n_layer)
+    plan = apply_freeze(model, **freeze_options(cfg))  # our private copy: load_model built it for this job
+    ctx.log(plan.summary())
+    ctx.emit(0, kind="freeze", strategy=plan.strategy, trainable_params=plan.trainable_params,
+             total_params=plan.total_params)
     ctx.log(f"Reading and tokenizing {cfg.data} ...")
     train_tokens, val_tokens = load_token_data(cfg.data, tokenizer)
     total = total_steps_for(cfg, len(train_tokens))
@@ -53,7 +78,7 @@ def train_job(ctx: JobContext, payload: dict) -> dict:
     result = train(model, RandomWindows(train_tokens, cfg.batch_size, cfg.seq_len, seed=cfg.seed),
                    cfg, val_batches=RandomWindows(val_tokens, cfg.batch_size, cfg.seq_len, seed=cfg.seed + 1),
                    sink=ctx, should_stop=ctx.should_stop, checkpoint_dir=ctx.checkpoint_dir, resume=ctx.resume,
-                   total_steps=total)
+                   total_steps=total, freeze_plan=plan)
     ctx.progress(result.steps_done, total)
     if cfg.save_model and result.history:
         save_hf_folder(model.cpu(), ctx.run_dir / "model", tokenizer=tokenizer)

@@ -4,6 +4,8 @@
 evaluates on held-out batches every `eval_every` steps, reports every step through an injected sink
 (`sink.emit(step, **metrics)`), honours a stop flag between steps, checkpoints atomically, resumes from its last
 checkpoint, and returns its history, so tests check it without threads and jobs stream it to the run directory.
+Freezing (`llmfs.freeze`) enters in two places: the optimizer's parameter groups (per-group learning-rate scale)
+and, for gradual unfreezing, a hook before each step that switches on the blocks whose turn has come.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch.nn as nn
 from safetensors.torch import load_model, save_model
 
 from .config import TrainConfig
+from .freeze import FreezePlan, apply_freeze, freeze_options, param_groups, set_trainable
 from .fsutil import atomic_write_json, read_json, replace_dir
 
 
@@ -102,15 +105,14 @@ def total_steps_for(cfg: TrainConfig, train_tokens: int) -> int:
     return max(1, math.ceil(cfg.epochs * train_tokens / cfg.tokens_per_step))
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW over trainable parameters; no weight decay on biases and LayerNorm weights (GPT-2 / nanoGPT)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("Nothing to train: every parameter is frozen. Choose a strategy that trains something.")
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+def make_optimizer(model: nn.Module, cfg: TrainConfig, plan: FreezePlan | None = None) -> torch.optim.AdamW:
+    """AdamW over trainable parameters; no weight decay on biases and LayerNorm weights (GPT-2 / nanoGPT).
+
+    Without a plan: the parameters that require gradients now, one learning rate. With one: every tensor the plan
+    ever trains, grouped by learning-rate scale (see `llmfs.freeze.param_groups`).
+    """
+    groups = param_groups(model, plan, base_lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
 
 
 def count_params(model: nn.Module) -> tuple[int, int]:
@@ -142,7 +144,8 @@ def evaluate(model: nn.Module, batches: BatchSource, n_batches: int, device: tor
 def train(model: nn.Module, batches: BatchSource, cfg: TrainConfig, *, val_batches: BatchSource | None = None,
           sink: Sink | None = None, should_stop: Callable[[], bool] | None = None,
           checkpoint_dir: str | os.PathLike | None = None, resume: bool = False,
-          total_steps: int | None = None, device: str | torch.device | None = None) -> TrainResult:
+          total_steps: int | None = None, device: str | torch.device | None = None,
+          freeze_plan: FreezePlan | None = None) -> TrainResult:
     """Train `model` in place and return its history.
 
     Args:
@@ -152,15 +155,21 @@ def train(model: nn.Module, batches: BatchSource, cfg: TrainConfig, *, val_batch
         should_stop: polled between steps; when it returns True the loop checkpoints and returns (`stopped`).
         checkpoint_dir: where `last/` is written every `checkpoint_every` steps and at the end.
         resume: continue from `checkpoint_dir/last` if it exists (history continues, not restarts).
+        freeze_plan: what trains, from `llmfs.freeze.apply_freeze` (already applied to `model`). Without one,
+            `cfg.freeze` is applied here, except `full`, which leaves `requires_grad` as the caller set it.
     Raises:
         FloatingPointError: the loss became NaN or infinite (the last good checkpoint is kept).
     """
     device = torch.device(device or resolve_device(cfg.device))
     model.to(device).train()
     total_steps = total_steps or cfg.steps
-    optimizer = make_optimizer(model, cfg)
+    if freeze_plan is None and cfg.freeze != "full":
+        freeze_plan = apply_freeze(model, **freeze_options(cfg))
+    optimizer = make_optimizer(model, cfg, freeze_plan)
     result = TrainResult()
     result.trainable_params, result.total_params = count_params(model)
+    if freeze_plan is not None:  # for gradual unfreezing: all that will train, not only the first step's
+        result.trainable_params, result.total_params = freeze_plan.trainable_params, freeze_plan.total_params
     ckpt = Path(checkpoint_dir) / "last" if checkpoint_dir else None
     if resume and ckpt is not None and (ckpt / "state.json").exists():
         _load_checkpoint(ckpt, model, optimizer, result)
@@ -174,7 +183,10 @@ def train(model: nn.Module, batches: BatchSource, cfg: TrainConfig, *, val_batch
             result.stopped = True
             break
         step += 1
+        trainable_now = _unfreeze_on_schedule(model, freeze_plan, step)
         record = _train_step(model, optimizer, batches, cfg, step, total_steps, device)
+        if trainable_now is not None:
+            record["trainable_params"] = trainable_now
         result.elapsed_s += record["step_time_s"]
         result.tokens_seen += record["tokens"]
         result.peak_memory_bytes = max(result.peak_memory_bytes, peak_memory_bytes(device))
@@ -192,11 +204,20 @@ def train(model: nn.Module, batches: BatchSource, cfg: TrainConfig, *, val_batch
     return result
 
 
+def _unfreeze_on_schedule(model: nn.Module, plan: FreezePlan | None, step: int) -> int | None:
+    """Gradual unfreezing: before `step`, switch on what the plan trains by then (every step, so a resumed run
+    starts from the right set). Frozen tensors get no gradient and AdamW leaves them alone, weight decay included.
+    Returns the trainable count for a scheduled plan, else None."""
+    if plan is None or not plan.schedule:
+        return None
+    return set_trainable(model, plan, step)
+
+
 def _train_step(model, optimizer, batches, cfg, step, total_steps, device) -> dict:
     t0 = time.perf_counter()
     lr = lr_at(step, total_steps, cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio)
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)  # layer-wise decay (llrd) scales each group's rate
     loss_sum, tokens = 0.0, 0
     for micro in range(cfg.grad_accum):
         x, y = batches.batch(step, micro)

@@ -78,3 +78,30 @@ def test_generation_before_and_after_is_seeded(home_with_default):
     b = generate_text(model, tok, "def f(x):", SampleConfig(seed=3, max_new_tokens=12))
     greedy = generate_text(model, tok, "def f(x):", SampleConfig(temperature=0.0, max_new_tokens=12))
     assert a == b and isinstance(greedy, str) and len(tok(a)["input_ids"]) <= 12
+
+
+def test_linear_probe_job_trains_only_the_head(jobs, tiny_hf_folder, tmp_path):
+    import torch
+
+    from llmfs.weights import load_hf_folder
+    data = tmp_path / "notes.txt"
+    data.write_text("Lists are mutable sequences. Tuples are immutable sequences. " * 200)
+    cfg = TrainConfig(model=str(tiny_hf_folder), data=str(data), steps=3, batch_size=4, seq_len=32, lr=1e-2,
+                      warmup_steps=1, eval_every=0, device="cpu", freeze="linear_probe")
+    rid = submit_train(jobs, cfg)
+    assert jobs.wait(rid, 120) == SUCCEEDED, jobs.get(rid).status().get("traceback")
+    run = jobs.get(rid)
+    assert run.status()["result"]["trainable_params"] == 300 * 32  # the untied head: vocab x n_embd
+    assert run.read_metrics("freeze")[0]["strategy"] == "linear_probe"
+    assert "Freezing strategy linear_probe" in run.log_tail(40)
+    before, after = load_hf_folder(tiny_hf_folder), load_hf_folder(run.path / "model")
+    assert not after.config.tie_word_embeddings  # saved with its own head
+    assert torch.equal(after.transformer.wte.weight, before.transformer.wte.weight)
+    assert torch.equal(after.transformer.h[1].mlp.c_fc.weight, before.transformer.h[1].mlp.c_fc.weight)
+    assert not torch.equal(after.lm_head.weight, before.lm_head.weight)
+
+
+def test_preflight_refuses_more_blocks_than_the_model_has(jobs, tiny_hf_folder):
+    with pytest.raises(ConfigError, match=r"freeze_layers must be between 0 and 2, the model's number of blocks"):
+        submit_train(jobs, TrainConfig(model=str(tiny_hf_folder), seq_len=16, freeze="train_top", freeze_layers=3))
+    assert jobs.list_runs() == []
