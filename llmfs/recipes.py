@@ -9,41 +9,24 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .config import TrainConfig, from_dict
+from .config import DEFAULT_DATA, TrainConfig, from_dict
+from .data.text import HF_PREFIX
 from .jobs import JobContext, JobManager
 from .paths import runs_dir
-from .sources import SourceError, model_n_positions
+from .sources import SourceError, peek_model_config
 from .train import RandomWindows, resolve_device, total_steps_for, train
 
 
 def preflight_train(cfg: TrainConfig) -> None:
-    """Refuse what is knowable to fail before queueing: sequence longer than the context, missing paths, no GPU."""
-    n_positions = model_n_positions(cfg.model)
-    if n_positions:
-        cfg.check_context(n_positions)
-    n_layer = _model_n_layer(cfg.model)
-    if n_layer:
-        cfg.check_layers(n_layer)
+    """Refuse what is knowable to fail before queueing: sequence longer than the context, more frozen layers
+    than the model has, missing paths, no GPU."""
+    model_config = peek_model_config(cfg.model)
+    if model_config is not None:
+        cfg.check_context(model_config.n_positions)
+        cfg.check_layers(model_config.n_layer)
     resolve_device(cfg.device)
-    data = Path(cfg.data).expanduser()
-    if cfg.data != "llmfs-corpus" and not data.exists():
+    if cfg.data != DEFAULT_DATA and not cfg.data.startswith(HF_PREFIX) and not Path(cfg.data).expanduser().exists():
         raise SourceError(f"No data at {cfg.data}: use llmfs-corpus or the path of a .txt / .jsonl file or folder.")
-
-
-def _model_n_layer(source: str) -> int | None:
-    """The number of blocks of `source` from its config.json alone (None when it cannot be known cheaply)."""
-    from .sources import is_default
-    from .weights import read_hf_config
-    if is_default(source):
-        from .bootstrap import TINY_CONFIG
-        return TINY_CONFIG.n_layer
-    path = Path(source).expanduser()
-    if not (path / "config.json").is_file():
-        return None
-    try:
-        return read_hf_config(path).get("n_layer")
-    except ValueError:
-        return None
 
 
 def submit_train(jobs: JobManager, cfg: TrainConfig, owner: str | None = None,
@@ -56,6 +39,7 @@ def train_job(ctx: JobContext, payload: dict) -> dict:
     """Load the model and data named by the config, train with the shared loop, save the model."""
     from .data.text import load_token_data
     from .freeze import apply_freeze, freeze_options
+    from .generate import SampleConfig, sample_many
     from .sources import load_model
     from .weights import save_hf_folder
 
@@ -74,12 +58,16 @@ def train_job(ctx: JobContext, payload: dict) -> dict:
     total = total_steps_for(cfg, len(train_tokens))
     ctx.log(f"{len(train_tokens):,} training tokens, {len(val_tokens):,} held-out; {total} steps of "
             f"{cfg.tokens_per_step:,} tokens on {resolve_device(cfg.device)} (set-up {time.time() - t0:.1f}s).")
+    prompts = sample_prompts(val_tokens, tokenizer)
+    before = sample_many(model, tokenizer, prompts, SampleConfig(seed=cfg.seed))
     ctx.progress(0, total)
     result = train(model, RandomWindows(train_tokens, cfg.batch_size, cfg.seq_len, seed=cfg.seed),
                    cfg, val_batches=RandomWindows(val_tokens, cfg.batch_size, cfg.seq_len, seed=cfg.seed + 1),
                    sink=ctx, should_stop=ctx.should_stop, checkpoint_dir=ctx.checkpoint_dir, resume=ctx.resume,
                    total_steps=total, freeze_plan=plan)
     ctx.progress(result.steps_done, total)
+    after = sample_many(model, tokenizer, prompts, SampleConfig(seed=cfg.seed))
+    samples = [{"prompt": b["prompt"], "before": b["text"], "after": a["text"]} for b, a in zip(before, after)]
     if cfg.save_model and result.history:
         save_hf_folder(model.cpu(), ctx.run_dir / "model", tokenizer=tokenizer)
         ctx.log(f"Saved the model to {ctx.run_dir / 'model'} (a Hugging Face folder).")
@@ -88,8 +76,16 @@ def train_job(ctx: JobContext, payload: dict) -> dict:
         "total_steps": total, "stopped": result.stopped,
         "eval_loss": result.evals[-1]["eval_loss"] if result.evals else None,
         "tokens_per_s": result.tokens_per_s, "peak_memory_bytes": result.peak_memory_bytes,
-        "trainable_params": result.trainable_params, "total_params": result.total_params,
+        "trainable_params": result.trainable_params, "total_params": result.total_params, "samples": samples,
     }
+
+
+def sample_prompts(val_tokens, tokenizer, n: int = 2, length: int = 12) -> list[str]:
+    """Prompts cut from held-out text (so they suit whatever data the run trains on), spread through it."""
+    starts = [int(len(val_tokens) * i / n) for i in range(n)]
+    prompts = [tokenizer.decode(val_tokens[s: s + length].tolist()).replace(tokenizer.eos_token or "", "").strip()
+               for s in starts]
+    return [p for p in prompts if p] or ["The"]
 
 
 def default_manager(root: str | Path | None = None, slots: int = 1, telemetry_interval: float = 1.0) -> JobManager:

@@ -89,20 +89,21 @@ def hub_unreachable_reason(timeout: float = 5.0) -> str | None:
         return f"{host}:{port} did not answer ({type(e).__name__})"
 
 
-def model_n_positions(source: str) -> int | None:
-    """The context length of `source` without loading weights (None when it cannot be known cheaply)."""
+def peek_model_config(source: str):
+    """`source`'s GPTConfig from its config.json alone, without loading weights or building anything; None when
+    that cannot be known cheaply (a hub id not downloaded yet, or not a GPT-2 folder)."""
+    from .model import GPTConfig
     from .weights import read_hf_config
     if is_default(source):
         from .bootstrap import TINY_CONFIG
-        return TINY_CONFIG.n_positions
+        return TINY_CONFIG
     path = Path(source).expanduser()
-    if path.is_dir() and (path / "config.json").exists():
-        try:
-            cfg = read_hf_config(path)
-        except ValueError:
-            return None
-        return cfg.get("n_positions") or cfg.get("max_position_embeddings")
-    return None
+    if not (path / "config.json").is_file():
+        return None
+    try:
+        return GPTConfig.from_hf(read_hf_config(path))
+    except (ValueError, TypeError):
+        return None
 
 
 def load_model(source: str, init: str = "pretrained", seed: int = 0, progress: Progress | None = None):

@@ -30,6 +30,10 @@ def test_train_job_on_local_folder_and_text_file(jobs, tiny_hf_folder, tmp_path)
     assert [m["step"] for m in run.read_metrics("eval")] == [4, 8]
     assert (run.path / "model" / "config.json").exists()
     assert run.read_metrics("telemetry")
+    # Text generated before and after fine-tuning, from prompts cut out of the held-out text.
+    samples = result["samples"]
+    assert len(samples) == 2 and all(s["prompt"] and isinstance(s["after"], str) for s in samples)
+    assert samples[0]["prompt"] in data.read_text()
 
 
 def test_random_init_starts_near_uniform_loss(jobs, home_with_default):

@@ -1,0 +1,132 @@
+"""One real-browser test: serve the app, start a training run from a lesson page in headless Chromium, watch the
+loss chart gain points, press Stop, and see the run end as cancelled (on screen and on disk)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from llmfs.runs import list_runs
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+# In the page: how many points the first trace of the loss chart (the panel's first plotly chart) holds now.
+LOSS_POINTS_JS = """() => {
+    const gd = document.querySelector('.js-plotly-plot');
+    return gd && gd.data && gd.data.length ? gd.data[0].x.length : 0;
+}"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, server: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"streamlit exited with {server.returncode}")
+        try:
+            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} did not become healthy in {timeout} s")
+
+
+def wait_for(predicate, timeout: float, what: str, every: float = 0.25):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture
+def served_app(home_with_default, tmp_path):
+    """`streamlit run streamlit_app.py` on a free port over an LLMFS_HOME holding the (quickly built) default."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip("chromium is not installed (make browser)")
+    pytest.importorskip("playwright.sync_api")
+    port = free_port()
+    env = {**os.environ, "LLMFS_HOME": str(home_with_default), "HF_HUB_OFFLINE": "1",
+           "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+    log = open(tmp_path / "streamlit.log", "w")
+    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port",
+                               str(port), "--server.address", "127.0.0.1", "--server.headless", "true"],
+                              cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, server)
+        yield url, home_with_default
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait(5)
+        log.close()
+
+
+def test_train_watch_and_stop_in_a_real_browser(served_app):
+    from playwright.sync_api import expect, sync_playwright
+
+    url, home = served_app
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1600})
+            page.set_default_timeout(60_000)
+            # Straight to a lesson's URL on a fresh server: the router, not the bare page script, must serve it.
+            page.goto(url + "/l12_pretrained")
+            expect(page.get_by_text("Lessons", exact=True)).to_be_visible()
+            steps = page.get_by_role("spinbutton", name="Training steps")
+            steps.fill("20000")  # far more than it will get to do: it is stopped below
+            steps.press("Enter")
+            expect(steps).to_have_value("20000")
+            start = page.get_by_role("button", name="Start training")
+            wait_for(lambda: start.is_enabled(), 30, "the start button")
+            start.click()
+
+            expect(page.get_by_text("Running", exact=True)).to_be_visible(timeout=90_000)
+            seen = [wait_for(lambda: page.evaluate(LOSS_POINTS_JS) >= 1, 120, "the first loss point")]
+            for _ in range(2):  # the chart updates twice more while the run goes on
+                seen.append(wait_for(lambda: (n := page.evaluate(LOSS_POINTS_JS)) > seen[-1] and n, 60,
+                                     "more loss points"))
+            assert seen[0] < seen[1] < seen[2]
+
+            page.get_by_role("button", name="Stop").click()
+            expect(page.get_by_text("Cancelled", exact=True)).to_be_visible(timeout=60_000)
+        except BaseException:
+            page.screenshot(path=str(home.parent / "failure.png"))
+            for run in list_runs(home / "runs"):  # what the run itself says, for the failure report
+                print(run.run_id, run.status(), run.log_tail(30), sep="\n")
+            raise
+        finally:
+            browser.close()
+
+    (run,) = list_runs(home / "runs")
+    assert run.state == "cancelled" and run.status().get("owner") == "l12"
+    train = run.read_metrics("train")
+    assert seen[2] <= len(train) < 20000

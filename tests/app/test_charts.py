@@ -1,0 +1,62 @@
+"""The chart builders are pure: records in, plotly figure out."""
+
+from app import charts
+
+
+def train(step, loss, total=100, tps=1000.0):
+    return {"kind": "train", "step": step, "loss": loss, "total_steps": total, "tokens_per_s": tps, "time": step}
+
+
+def test_loss_chart_is_readable_from_the_first_point():
+    fig = charts.loss_figure([train(1, 8.3)])
+    (trace,) = fig.data
+    assert list(trace.x) == [1] and "markers" in trace.mode
+    lo, hi = fig.layout.yaxis.range
+    assert lo < 8.3 < hi and hi - lo > 0.05
+    assert fig.layout.xaxis.range[0] < 1 < fig.layout.xaxis.range[1] <= 100.5
+
+
+def test_loss_chart_shows_eval_points_and_keeps_the_last_of_repeated_steps():
+    records = [train(1, 8.0), train(2, 7.0), train(2, 6.5), {"kind": "eval", "step": 2, "eval_loss": 7.2}]
+    fig = charts.loss_figure(records)
+    assert list(fig.data[0].y) == [8.0, 6.5]
+    assert fig.data[1].name == "held-out loss" and list(fig.data[1].y) == [7.2]
+
+
+def test_empty_charts_say_what_they_wait_for():
+    for build in (charts.loss_figure, charts.memory_figure, charts.throughput_figure):
+        fig = build([])
+        assert not fig.data and "appear" in fig.layout.annotations[0].text
+
+
+def test_memory_prefers_gpu_readings_and_draws_the_total():
+    records = [{"kind": "telemetry", "time": 10.0 + i, "process_rss_bytes": 5e8, "gpu_memory_used_bytes": 30e9,
+                "gpu_memory_total_bytes": 80e9, "cuda_allocated_bytes": 20e9} for i in range(3)]
+    fig = charts.memory_figure(records)
+    assert fig.data[0].name == "GPU memory used" and list(fig.data[0].y) == [30.0] * 3
+    assert list(fig.data[0].x) == [0.0, 1.0, 2.0]
+    assert fig.data[1].name == "allocated by PyTorch"
+    assert fig.layout.shapes[0].y0 == 80.0 and fig.layout.yaxis.title.text == "Memory (GB)"
+
+
+def test_memory_on_cpu_uses_process_rss_and_names_the_far_total():
+    records = [{"kind": "telemetry", "time": float(i), "process_rss_bytes": 6e8, "system_total_bytes": 16e9}
+               for i in range(2)]
+    fig = charts.memory_figure(records)
+    assert list(fig.data[0].y) == [600.0, 600.0] and "16.0 GB" in fig.data[0].name
+    assert not fig.layout.shapes
+
+
+def test_overlays_one_colour_per_run():
+    runs = {"a": [train(1, 5.0), {"kind": "eval", "step": 1, "eval_loss": 5.5}], "b": [train(1, 4.0)]}
+    fig = charts.loss_overlay(runs)
+    assert [t.name for t in fig.data] == ["a", "a (held-out)", "b"]
+    assert fig.data[0].line.color == fig.data[1].marker.color != fig.data[2].line.color
+    assert len(charts.throughput_overlay(runs).data) == 2
+    assert not charts.memory_overlay(runs).data
+
+
+def test_long_series_are_thinned_keeping_the_last_point():
+    fig = charts.loss_figure([train(s, 1.0 / s, total=10_000) for s in range(1, 10_001)])
+    assert len(fig.data[0].x) <= charts.MAX_POINTS and fig.data[0].x[-1] == 10_000
+    assert fig.data[0].mode == "lines"

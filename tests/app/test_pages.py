@@ -1,0 +1,167 @@
+"""AppTest smoke tests of every page, the form's refusals, and the panel over seeded run folders (no training)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from llmfs.runs import Run
+
+REPO = Path(__file__).resolve().parents[2]
+
+LESSONS = ["pages/l12_pretrained.py", "pages/l13_data.py", "pages/l14_eval.py", "pages/l15_lora.py",
+           "pages/l16_precision.py"]
+
+
+def open_page(page: str | None = None) -> AppTest:
+    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=60)
+    at.run()
+    if page:
+        at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def plotly_charts(at: AppTest) -> list:
+    return at.get("plotly_chart")
+
+
+def test_home_without_default_explains_and_offers_quick_start(llmfs_home):
+    at = open_page()
+    assert at.title[0].value == "llmfs-lab"
+    assert "not built yet" in texts(at.info) and "5 minutes" in texts(at.info)
+    assert [b.label for b in at.button] == ["Start the quick start run"]
+    assert "CPU cores" in texts(at.markdown)
+    assert "No run yet" in texts(at.info)
+
+
+@pytest.mark.parametrize("page", LESSONS)
+def test_lesson_page_renders_form_and_empty_panel(llmfs_home, page):
+    at = open_page(page)
+    key = page.split("/")[1][:3]
+    assert at.title[0].value.startswith(key.upper())
+    assert "More tools for this lesson are being built" in texts(at.info)
+    assert at.number_input(key=f"{key}.steps").value == 200
+    assert at.number_input(key=f"{key}.batch_size").value == 8
+    assert at.selectbox(key=f"{key}.model.kind").value == "llmfs-tiny"
+    assert any(e.label == "Advanced settings" for e in at.expander)
+    start = at.button(key=f"{key}.start")
+    assert start.label == "Start training" and not start.disabled
+    assert "No run yet" in texts(at.info)
+
+
+def test_runs_page_empty(llmfs_home):
+    at = open_page("pages/runs.py")
+    assert "No runs yet" in texts(at.info)
+    assert not at.dataframe
+
+
+def test_form_refuses_batch_size_zero_naming_the_field(llmfs_home):
+    at = open_page("pages/l12_pretrained.py")
+    at.number_input(key="l12.batch_size").set_value(0).run()
+    assert not at.exception
+    message = texts(at.error)
+    assert "batch_size" in message and "Batch size" in message and "got 0" in message
+    assert at.button(key="l12.start").disabled
+
+
+def test_form_names_advanced_field_and_where_it_is(llmfs_home):
+    at = open_page("pages/l13_data.py")
+    at.number_input(key="l13.weight_decay").set_value(2.0).run()
+    message = texts(at.error)
+    assert "weight_decay" in message and "Advanced settings" in message and "between 0 and 1" in message
+    assert at.button(key="l13.start").disabled
+    at.number_input(key="l13.weight_decay").set_value(0.05).run()
+    assert not at.error and not at.button(key="l13.start").disabled
+
+
+def test_submit_refusal_is_shown_by_the_button(llmfs_home):
+    """Preflight checks that need the model (context length) or the disk (a data path) happen on submit."""
+    at = open_page("pages/l14_eval.py")
+    at.number_input(key="l14.seq_len").set_value(512).run()
+    at.button(key="l14.start").click().run()
+    assert "seq_len" in texts(at.error) and "256" in texts(at.error)
+    at.number_input(key="l14.seq_len").set_value(128).run()
+    at.selectbox(key="l14.data.kind").set_value("path").run()
+    at.text_input(key="l14.data.path").input("/no/such/file.txt").run()
+    at.button(key="l14.start").click().run()
+    assert "No data at /no/such/file.txt" in texts(at.error)
+    assert not (llmfs_home / "runs").exists() or not any((llmfs_home / "runs").iterdir())
+
+
+def test_model_picker_takes_a_folder_or_hub_id(llmfs_home):
+    at = open_page("pages/l15_lora.py")
+    at.selectbox(key="l15.model.kind").set_value("hub").run()
+    assert at.text_input(key="l15.model.hub").placeholder == "gpt2"
+    at.text_input(key="l15.model.hub").input("").run()
+    assert "model is empty" in texts(at.error)
+
+
+def test_lesson_page_shows_its_latest_run_from_disk(llmfs_home, seed):
+    """After a refresh (a new session) a lesson page still shows the run it started, read from the run folder."""
+    seed(owner="l16", steps=30, seed_loss=7.0)
+    at = open_page("pages/l16_precision.py")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Training loss"] == "5.500" and metrics["Held-out loss"] == "5.800"
+    assert metrics["Tokens / second"] == "10,260"  # median of the last 20 seeded steps: 10,251 ... 10,270
+    assert len(plotly_charts(at)) == 3
+    assert "Step 30 of 30" in str(at.get("progress")[0].proto.text)
+    assert not any(b.label == "Stop" for b in at.button)
+
+
+def test_runs_page_lists_opens_and_compares(llmfs_home, seed):
+    first = seed(owner="l12", lr=1e-3)
+    second = seed(owner="home", lr=3e-3, state="cancelled", done=12)
+    at = open_page("pages/runs.py")
+    table = at.dataframe[0].value
+    assert set(table["run"]) == {first, second}
+    assert table.set_index("run").loc[second, "steps"] == "12 / 20"
+    assert table.set_index("run").loc[first, "started from"] == "L12 Pretrained weights"
+    select = at.multiselect(key="runs.selected")
+    assert sorted(select.options) == sorted([f"{first} · succeeded", f"{second} · cancelled"])
+    assert len(select.value) == 1  # the newest run is open
+    assert any(b.label == "Resume" for b in at.button)  # the cancelled one is newest
+    select.set_value([first, second]).run()
+    assert not at.exception
+    assert len(plotly_charts(at)) == 3  # overlaid loss, memory, throughput
+    assert "Settings that differ" in [h.value for h in at.subheader]
+    diff = at.dataframe[-1].value
+    assert list(diff.index) == ["lr"]
+
+
+def test_failed_run_shows_plain_error_and_traceback(llmfs_home, seed):
+    run_id = seed(state="failed", done=7)
+    at = open_page("pages/runs.py")
+    assert at.multiselect(key="runs.selected").value == [run_id]
+    assert "training diverged" in texts(at.error)
+    assert any("traceback" in e.label for e in at.expander)
+
+
+def test_running_run_from_elsewhere_has_a_live_panel(llmfs_home, seed):
+    """A run marked running by a live process (here: this test) that this app's manager does not own."""
+    run_id = seed(state="running", steps=100, done=5, owner="cli")
+    at = open_page("pages/runs.py")
+    assert "Step 5 of 100" in str(at.get("progress")[0].proto.text)
+    stop = next(b for b in at.button if b.label == "Stop")
+    stop.click().run()
+    assert "not managed by this app" in texts(at.warning)
+    assert Run(llmfs_home / "runs" / run_id).state == "running"
+
+
+def test_delete_asks_first(llmfs_home, seed):
+    keep, doomed = seed(), seed()
+    at = open_page("pages/runs.py")
+    at.multiselect(key="runs.selected").set_value([doomed]).run()
+    next(b for b in at.button if b.label.startswith("Delete")).click().run()
+    assert "cannot be undone" in texts(at.warning)
+    assert (llmfs_home / "runs" / doomed).exists()
+    next(b for b in at.button if b.label == "Yes, delete").click().run()
+    assert not at.exception
+    assert not (llmfs_home / "runs" / doomed).exists() and (llmfs_home / "runs" / keep).exists()
+    assert not any(doomed in option for option in at.multiselect(key="runs.selected").options)
