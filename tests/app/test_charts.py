@@ -26,7 +26,7 @@ def test_loss_chart_shows_eval_points_and_keeps_the_last_of_repeated_steps():
 def test_empty_charts_say_what_they_wait_for():
     for build in (charts.loss_figure, charts.memory_figure, charts.throughput_figure):
         fig = build([])
-        assert not fig.data and "appear" in fig.layout.annotations[0].text
+        assert not fig.data and "Waiting" in fig.layout.annotations[0].text
 
 
 def test_memory_prefers_gpu_readings_and_draws_the_total():
@@ -60,3 +60,13 @@ def test_long_series_are_thinned_keeping_the_last_point():
     fig = charts.loss_figure([train(s, 1.0 / s, total=10_000) for s in range(1, 10_001)])
     assert len(fig.data[0].x) <= charts.MAX_POINTS and fig.data[0].x[-1] == 10_000
     assert fig.data[0].mode == "lines"
+
+
+def test_a_trend_line_appears_once_there_are_enough_steps():
+    few = charts.loss_figure([train(s, 5.0) for s in range(1, charts.SMOOTH_FROM)])
+    assert [t.name for t in few.data] == ["training loss"]
+    many = charts.loss_figure([train(s, 5.0 + (-1) ** s) for s in range(1, 101)])
+    assert [t.name for t in many.data] == ["training loss", "trend (smoothed)"]
+    assert charts.smooth([1.0, 2.0, 3.0, 4.0, 5.0], half_window=1) == [1.5, 2.0, 3.0, 4.0, 4.5]  # no lag
+    middle = many.data[1].y[10:-10]
+    assert max(middle) - min(middle) < 0.5  # the +-1 zigzag is mostly smoothed away (window of 5: +-0.2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -124,7 +125,7 @@ def test_runs_page_lists_opens_and_compares(llmfs_home, seed):
     assert table.set_index("run").loc[second, "steps"] == "12 / 20"
     assert table.set_index("run").loc[first, "started from"] == "L12 Pretrained weights"
     select = at.multiselect(key="runs.selected")
-    assert sorted(select.options) == sorted([f"{first} · succeeded", f"{second} · cancelled"])
+    assert sorted(select.options) == sorted([f"{first} · L12 Pretrained weights", f"{second} · Home quick start"])
     assert len(select.value) == 1  # the newest run is open
     assert any(b.label == "Resume" for b in at.button)  # the cancelled one is newest
     select.set_value([first, second]).run()
@@ -132,7 +133,7 @@ def test_runs_page_lists_opens_and_compares(llmfs_home, seed):
     assert len(plotly_charts(at)) == 3  # overlaid loss, memory, throughput
     assert "Settings that differ" in [h.value for h in at.subheader]
     diff = at.dataframe[-1].value
-    assert list(diff.index) == ["lr"]
+    assert list(diff.index) == ["Learning rate (lr)"]
 
 
 def test_failed_run_shows_plain_error_and_traceback(llmfs_home, seed):
@@ -165,3 +166,21 @@ def test_delete_asks_first(llmfs_home, seed):
     assert not at.exception
     assert not (llmfs_home / "runs" / doomed).exists() and (llmfs_home / "runs" / keep).exists()
     assert not any(doomed in option for option in at.multiselect(key="runs.selected").options)
+
+
+@pytest.mark.slow
+def test_resume_queues_the_run_again_and_it_finishes(home_with_default, seed):
+    """The one AppTest that really trains: Resume on a cancelled run puts it back through the job runner."""
+    run_id = seed(state="cancelled", steps=20, done=12, batch_size=2, seq_len=32, eval_batches=1)
+    run = Run(home_with_default / "runs" / run_id)
+    at = open_page("pages/runs.py")
+    next(b for b in at.button if b.label == "Resume").click().run()
+    assert not at.exception
+    deadline = time.time() + 180
+    while run.state not in ("succeeded", "failed") and time.time() < deadline:
+        time.sleep(0.5)
+    assert run.state == "succeeded", run.status().get("error")
+    at.run()
+    assert at.multiselect(key="runs.selected").value == [run_id]  # kept while the run changed state
+    assert "Step 20 of 20" in str(at.get("progress")[0].proto.text)
+    assert not any(b.label in ("Stop", "Resume") for b in at.button)

@@ -1,0 +1,167 @@
+"""Forms drawn from config dataclasses: one widget per field, from the field's metadata (label, help, min / max,
+advanced). The dataclass stays the one validator: the form builds the config and, when `__post_init__` refuses
+it, shows the message naming the field instead of returning a config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+from typing import Any, Callable, Union, get_args, get_origin
+
+import streamlit as st
+
+from llmfs.config import DEFAULT_DATA, DEFAULT_MODEL, ConfigError, field_info
+from llmfs.sources import SourceError, looks_like_path
+
+from . import state
+
+MODEL_SOURCES = {DEFAULT_MODEL: "llmfs-tiny (built in, works offline)", "folder": "A folder on this machine",
+                 "hub": "A Hugging Face hub id"}
+DATA_SOURCES = {DEFAULT_DATA: "llmfs-corpus (built in)",
+                "path": "A .txt / .jsonl file or a folder of them"}
+
+
+def config_form(cls: type, key: str, defaults: Any = None, fields: list[str] | None = None) -> Any | None:
+    """Draw a widget per field of the dataclass `cls` and return the config they describe, or None (with the
+    reason shown under the form) when the values are refused.
+
+    Args:
+        key: prefix of the widget keys; one form per key on a page.
+        defaults: a dict (or instance of `cls`) of starting values; fields not drawn keep these values.
+        fields: the fields to draw, in order (default: all); advanced ones go into an "Advanced settings" expander.
+    """
+    info = field_info(cls)
+    start = dataclasses.asdict(defaults) if dataclasses.is_dataclass(defaults) else dict(defaults or {})
+    names = list(fields) if fields is not None else list(info)
+    values = {n: start[n] for n in start if n not in names}
+    for name in [n for n in names if not info[n].get("advanced")]:
+        values[name] = _widget(name, info[name], start.get(name, info[name]["default"]), key)
+    advanced = [n for n in names if info[n].get("advanced")]
+    if advanced:
+        with st.expander("Advanced settings"):
+            for pair in (advanced[i:i + 2] for i in range(0, len(advanced), 2)):  # two abreast: the list is long
+                for col, name in zip(st.columns(2), pair):
+                    with col:
+                        values[name] = _widget(name, info[name], start.get(name, info[name]["default"]), key)
+    try:
+        return cls(**values)
+    except ConfigError as e:
+        where = " (under Advanced settings)" if info.get(e.field, {}).get("advanced") else ""
+        st.error(f"**{label_of(e.field, info.get(e.field, {}))}**{where}: {e}", icon=":material/error:")
+        return None
+
+
+def start_button(key: str, cfg: Any | None, label: str = "Start training") -> bool:
+    """The page's start button: off while the form's values are refused or the page's last run is still going."""
+    busy = state.busy(key)
+    pressed = st.button(label, type="primary", icon=":material/play_arrow:", disabled=cfg is None or busy,
+                        key=f"{key}.start")
+    if busy:
+        st.caption("The run started from this page is still going: stop it, or wait for it to finish.")
+    return pressed and cfg is not None
+
+
+def submit_job(key: str, submit: Callable[[], str]) -> None:
+    """Call `submit()` (which queues a job and returns its run id); remember the run for page `key` and redraw
+    the page, or show why it was refused (a bad value, a missing file, no GPU) where the user pressed the button."""
+    try:
+        run_id = submit()
+    except ConfigError as e:
+        st.error(f"**{label_of(e.field, field_info_any(e.field))}**: {e}", icon=":material/error:")
+        return None
+    except (SourceError, ValueError, OSError) as e:
+        st.error(str(e), icon=":material/error:")
+        return None
+    state.remember(key, run_id)
+    st.rerun()  # redraw the page with the run in it: the start button off, the panel live
+
+
+def label_of(name: str, meta: dict) -> str:
+    return meta.get("label") or name.replace("_", " ").capitalize()
+
+
+def field_info_any(name: str) -> dict:
+    from llmfs.config import TrainConfig
+    return field_info(TrainConfig).get(name, {})
+
+
+# -- one widget per field ---------------------------------------------------------------------------------------
+def _widget(name: str, meta: dict, default: Any, key: str) -> Any:
+    label, help_, wkey = label_of(name, meta), meta.get("help"), f"{key}.{name}"
+    if name == "model":
+        return _source_picker(label, help_, default, wkey, MODEL_SOURCES, DEFAULT_MODEL)
+    if name == "data":
+        return _source_picker(label, help_, default, wkey, DATA_SOURCES, DEFAULT_DATA)
+    if meta.get("choices"):
+        choices = list(meta["choices"])
+        return st.selectbox(label, choices, index=choices.index(default) if default in choices else 0,
+                            help=help_, key=wkey)
+    base, optional = _base_type(meta["type"])
+    if base is bool:
+        return st.checkbox(label, value=bool(default), help=help_, key=wkey)
+    # The range goes into the help, not into the widget's min / max: a number input with bounds silently keeps
+    # its last value when an out-of-range one is typed (and a run would start with it); without them the value
+    # reaches the dataclass, whose message names the field and the range, and the start button stays off.
+    if base is int:
+        return st.number_input(label, value=None if default is None else int(default),
+                               step=int(meta.get("step") or 1), help=_with_range(help_, meta), key=wkey,
+                               placeholder="empty" if optional else None)
+    if base is float:
+        return st.number_input(label, value=None if default is None else float(default),
+                               step=float(meta.get("step") or _float_step(default)), format="%g",
+                               help=_with_range(help_, meta), key=wkey,
+                               placeholder="empty: not used" if optional else None)
+    value = st.text_input(label, value="" if default is None else str(default), help=help_, key=wkey)
+    return None if optional and not value.strip() else value
+
+
+def _source_picker(label: str, help_: str | None, default: str, wkey: str, sources: dict, builtin: str) -> str:
+    """A choice between the built-in source and the other kinds, with a text box for a path or hub id."""
+    kinds = list(sources)
+    if default == builtin:
+        initial = builtin
+    elif "hub" in sources and not looks_like_path(default):
+        initial = "hub"
+    else:
+        initial = kinds[1]
+    kind = st.selectbox(label, kinds, index=kinds.index(initial), format_func=sources.get, help=help_,
+                        key=f"{wkey}.kind")
+    if kind == builtin:
+        return builtin
+    text = "" if default == builtin else default
+    if kind == "hub":
+        return st.text_input("Hub id", value=text, placeholder="gpt2", key=f"{wkey}.hub",
+                             help="Downloaded once into the Hugging Face cache; needs a network the first time.")
+    placeholder = "/path/to/model-folder (it holds config.json)" if "hub" in sources else "/path/to/texts or file.jsonl"
+    return st.text_input("Path on this machine", value=text, placeholder=placeholder, key=f"{wkey}.path")
+
+
+def _base_type(t: Any) -> tuple[type, bool]:
+    """(int / float / bool / str, whether None is allowed) for an annotation such as `float | None`."""
+    if get_origin(t) in (Union, types.UnionType):
+        args = [a for a in get_args(t) if a is not type(None)]
+        return (args[0] if len(args) == 1 else str), True
+    return t, False
+
+
+def _with_range(help_: str | None, meta: dict) -> str | None:
+    lo, hi = meta.get("min"), meta.get("max")
+    if lo is None and hi is None:
+        return help_
+    span = f"from {_num(lo)}" * (lo is not None) + f" to {_num(hi)}" * (hi is not None)
+    return f"{help_ or ''}\n\nAllowed: {span.strip()}."
+
+
+def _num(x: float) -> str:
+    if isinstance(x, float) and x and (abs(x) < 1e-3 or abs(x) >= 1e6):
+        return f"{x:.0e}"
+    return f"{x:,}" if isinstance(x, int) else f"{x:g}"
+
+
+def _float_step(default: float | None) -> float:
+    """A tenth of the default's leading digit (0.95 -> 0.01, 1.0 -> 0.1), at most 0.1."""
+    if not default:
+        return 0.01
+    return min(0.1, 10.0 ** (math.floor(math.log10(abs(default))) - 1))

@@ -1,0 +1,269 @@
+"""The live run panel every page uses, and the side-by-side comparison of runs.
+
+A panel reads only the run directory (status.json, the new lines of metrics.jsonl, log.txt), so it shows the same
+thing after a refresh, in a second tab, or for a run the CLI started. While the run waits or runs, the panel is an
+`st.fragment` that re-runs about every second; when the run ends it asks for one full rerun, which draws it again
+as a still fragment (run_every=None), so finished runs cost nothing.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import streamlit as st
+
+from llmfs.runs import (
+    CANCELLED,
+    FAILED,
+    FINAL_STATES,
+    INTERRUPTED,
+    PENDING,
+    RUNNING,
+    SUCCEEDED,
+    MetricsCursor,
+    read_new_metrics,
+)
+
+from . import charts, state, tables
+
+POLL_S = 1.0
+BADGES = {PENDING: ("Waiting", "gray", ":material/hourglass_empty:"),
+          RUNNING: ("Running", "blue", ":material/autorenew:"),
+          SUCCEEDED: ("Finished", "green", ":material/check_circle:"),
+          FAILED: ("Failed", "red", ":material/error:"),
+          CANCELLED: ("Cancelled", "orange", ":material/stop_circle:"),
+          INTERRUPTED: ("Interrupted", "violet", ":material/pause_circle:")}
+HELP = {"loss": "How surprised the model is by the next token (cross-entropy). Lower is better.",
+        "eval": "The same loss on held-out text the model never trains on: the honest measure. If it rises while "
+                "the training loss falls, the model is memorising.",
+        "tps": "Training tokens processed per second (median of the last 20 steps).",
+        "mem": "GPU memory in use (NVML) on a GPU; on a CPU-only machine, the memory of the app process the run "
+               "trains in."}
+
+
+def run_panel(run_id: str, *, poll_s: float = POLL_S) -> None:
+    """Status, progress with ETA, live loss / memory / throughput charts, logs and a Stop button for one run."""
+    try:
+        live = state.jobs().get(run_id).state not in FINAL_STATES
+    except KeyError:
+        st.warning(f"Run {run_id} no longer exists (it was deleted).")
+        return
+    st.fragment(run_every=poll_s if live else None)(_panel_body)(run_id, live)
+
+
+def latest_run_panel(key: str, start: str = "Start training") -> None:
+    """The panel of the run page `key` started last, or a word on what will appear here (`start` names the
+    page's start button)."""
+    run_id = state.latest(key)
+    if run_id is None:
+        st.info(f"No run yet. Press **{start}**: the loss, memory and speed charts appear here, live, from the "
+                "first step.", icon=":material/monitoring:")
+        return
+    run_panel(run_id)
+
+
+def default_notice() -> None:
+    """Say, before anyone waits for it, that the first run also builds the built-in model."""
+    if not state.default_ready():
+        st.info("llmfs-tiny is not built on this machine yet: the first run builds it (corpus, tokenizer and a "
+                "short pretraining), which takes **about 5 minutes extra**, once.", icon=":material/construction:")
+
+
+def records_of(run_id: str) -> list[dict]:
+    """All metrics records of a run, reading only the lines added since the last call in this session."""
+    key = f"metrics-cursor:{run_id}"
+    cursor = st.session_state.get(key) or MetricsCursor()
+    cursor = read_new_metrics(state.jobs().root / run_id / "metrics.jsonl", cursor)
+    st.session_state[key] = cursor
+    return cursor.records
+
+
+def _panel_body(run_id: str, was_live: bool) -> None:
+    jobs = state.jobs()
+    try:
+        run = jobs.get(run_id)
+    except KeyError:
+        st.warning(f"Run {run_id} no longer exists (it was deleted).")
+        return
+    status = run.status()
+    run_state = status.get("state", INTERRUPTED)
+    if was_live and run_state in FINAL_STATES:
+        st.rerun(scope="app")  # redraw once as a still panel: polling stops
+    records = records_of(run_id)
+    train = charts.by_step(charts.of_kind(records, "train"))
+    _header(run, status, run_state, train)
+    _progress(run_state, status, train, run.config())
+    if not train:  # nothing to chart yet (or ever, for a run that failed while loading)
+        if run_state in (PENDING, RUNNING):
+            st.caption("The charts appear here as soon as the first training step is done.")
+        _log(run)
+        return
+    _numbers(records, train)
+    with st.container(border=True):
+        st.plotly_chart(charts.loss_figure(records, _total(train, run.config())), key=f"loss:{run_id}",
+                        config={"displaylogo": False})
+    left, right = st.columns(2)
+    with left, st.container(border=True):
+        st.plotly_chart(charts.memory_figure(records), key=f"memory:{run_id}", config={"displaylogo": False})
+    with right, st.container(border=True):
+        st.plotly_chart(charts.throughput_figure(records), key=f"tps:{run_id}", config={"displaylogo": False})
+    _log(run)
+
+
+def _log(run) -> None:
+    with st.expander("Log (last 30 lines)"):
+        st.code(run.log_tail(30) or "(empty)", language=None)
+
+
+def _header(run, status: dict, run_state: str, train: list[dict]) -> None:
+    jobs = state.jobs()
+    label, color, icon = BADGES.get(run_state, (run_state, "gray", None))
+    if run_state == PENDING:
+        pos = jobs.queue_position(run.run_id)
+        ahead = (pos - 1 if pos else 0) + len(jobs.active())
+        label += f" · {ahead} run{'s' if ahead > 1 else ''} ahead" if ahead else " · starting"
+    elif run_state == RUNNING and not train:
+        label = "Preparing: loading the model and data"
+    row = st.container(horizontal=True, vertical_alignment="center")
+    with row:
+        st.badge(label, color=color, icon=icon)
+        if run_state in (PENDING, RUNNING):
+            stopping = st.session_state.get(f"stopping:{run.run_id}")
+            if st.button("Stopping…" if stopping else "Stop", key=f"stop:{run.run_id}", icon=":material/stop:",
+                         disabled=bool(stopping), help="Stops after the current step; the last checkpoint is kept "
+                                                       "so the run can resume later."):
+                if jobs.cancel(run.run_id):
+                    st.session_state[f"stopping:{run.run_id}"] = True
+                    st.rerun(scope="fragment")
+                else:
+                    st.warning("This run is not managed by this app (the command line started it?): stop it there.")
+        elif run_state in (CANCELLED, INTERRUPTED) or (run_state == FAILED and train):
+            step = _checkpoint_step(run)
+            if st.button("Resume", key=f"resume:{run.run_id}", icon=":material/play_arrow:",
+                         help=f"Queue it again: it continues from its checkpoint at step {step}, adding to the same "
+                              "charts." if step else "Queue it again: no checkpoint was saved, so it starts over "
+                                                     "from step 1 in the same folder."):
+                try:
+                    jobs.resume(run.run_id)
+                except ValueError as e:
+                    st.error(str(e), icon=":material/error:")
+                else:
+                    st.session_state.pop(f"stopping:{run.run_id}", None)
+                    st.rerun(scope="app")
+        st.caption(f"Run `{run.run_id}` · started from {state.owner_label(status.get('owner'))}")
+    if run_state == FAILED:
+        st.error(status.get("error") or "The run failed.", icon=":material/error:")
+        if status.get("traceback"):
+            with st.expander("Technical details (traceback)"):
+                st.code(status["traceback"], language=None)
+    elif run_state == INTERRUPTED and status.get("error"):
+        st.warning(status["error"], icon=":material/pause_circle:")
+    elif run_state == PENDING:
+        st.caption("Runs take turns on this machine's one training slot (two at once would only slow both "
+                   "down); this one starts when the runs ahead of it finish.")
+    elif run_state == RUNNING and not train and not state.default_ready():
+        st.info("The first run on this machine builds llmfs-tiny and its corpus first: about 5 minutes more.",
+                icon=":material/construction:")
+
+
+def _progress(run_state: str, status: dict, train: list[dict], config: dict) -> None:
+    if not train:
+        if run_state in (PENDING, RUNNING):
+            st.progress(0, text="Waiting for the first step…")
+        return
+    last = train[-1]
+    total, step = _total(train, config), last["step"]
+    text = f"Step {step:,} of {total:,}"
+    if run_state == RUNNING and step:
+        # the median recent step time, not elapsed / steps: the first steps are slow (warm-up, lazy init)
+        recent = [r["step_time_s"] for r in train[-20:] if r.get("step_time_s")]
+        per_step = statistics.median(recent) if recent else last.get("elapsed_s", 0) / step
+        text += f" · about {fmt_duration(per_step * (total - step))} left"
+    elif run_state in FINAL_STATES:
+        took = (status.get("finished") or 0) - (status.get("started") or 0)
+        text += f" · took {fmt_duration(took)}" if took > 0 else ""
+    st.progress(min(1.0, step / total) if total else 0.0, text=text)
+
+
+def _numbers(records: list[dict], train: list[dict]) -> None:
+    evals = charts.of_kind(records, "eval")
+    mem = charts.memory_series(records)
+    cols = st.columns(4)
+    cols[0].metric("Training loss", f"{train[-1]['loss']:.3f}" if train else "-", help=HELP["loss"],
+                   delta=f"{train[-1]['loss'] - train[0]['loss']:+.3f} since step 1" if len(train) > 1 else None,
+                   delta_color="inverse")
+    cols[1].metric("Held-out loss", f"{evals[-1]['eval_loss']:.3f}" if evals else "-", help=HELP["eval"])
+    tps = charts.recent_tokens_per_s(records)
+    cols[2].metric("Tokens / second", f"{tps:,.0f}" if tps else "-", help=HELP["tps"])
+    cols[3].metric("Memory", charts.fmt_bytes(mem["used"][-1]) if mem["used"] else "-",
+                   help=HELP["mem"], delta=f"peak {charts.fmt_bytes(max(mem['used']))}" if mem["used"] else None,
+                   delta_color="off", delta_arrow="off")
+
+
+def compare_runs(run_ids: list[str], *, poll_s: float = POLL_S) -> None:
+    """Overlaid loss, memory and throughput of several runs, live while any of them is going."""
+    jobs = state.jobs()
+    existing = [r for r in run_ids if (jobs.root / r / "status.json").exists()]
+    live = any(jobs.get(r).state not in FINAL_STATES for r in existing)
+    st.fragment(run_every=poll_s if live else None)(_compare_body)(existing, live)
+
+
+def _compare_body(run_ids: list[str], was_live: bool) -> None:
+    jobs = state.jobs()
+    if was_live and all(jobs.get(r).state in FINAL_STATES for r in run_ids):
+        st.rerun(scope="app")
+    runs = {tables.run_label(state.jobs().get(r)): records_of(r) for r in run_ids}
+    st.caption("Lines: training loss (and tokens per second), smoothed over neighbouring steps; diamonds: held-out "
+               "loss, in the run's colour.")
+    with st.container(border=True):
+        st.plotly_chart(charts.loss_overlay(runs), key="compare:loss", config={"displaylogo": False})
+    left, right = st.columns(2)
+    with left, st.container(border=True):
+        st.plotly_chart(charts.memory_overlay(runs), key="compare:memory", config={"displaylogo": False})
+    with right, st.container(border=True):
+        st.plotly_chart(charts.throughput_overlay(runs), key="compare:tps", config={"displaylogo": False})
+
+
+def fmt_duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def _total(train: list[dict], config: dict) -> int:
+    return int((train[-1].get("total_steps") if train else None) or config.get("steps") or 1)
+
+
+def _checkpoint_step(run) -> int | None:
+    from llmfs.train import checkpoint_step
+    return checkpoint_step(run.checkpoint_dir)
+
+
+def runs_overview(runs: list) -> None:
+    """The table of all runs; it refreshes every couple of seconds while any of them is waiting or running."""
+    live = any(r.state not in FINAL_STATES for r in runs)
+    st.fragment(run_every=2 * POLL_S if live else None)(_overview_body)([r.run_id for r in runs], live)
+
+
+def _overview_body(run_ids: list[str], was_live: bool) -> None:
+    jobs = state.jobs()
+    runs = [jobs.get(r) for r in run_ids if (jobs.root / r / "status.json").exists()]
+    if was_live and all(r.state in FINAL_STATES for r in runs):
+        st.rerun(scope="app")  # redraw once with polling off
+    st.dataframe(tables.runs_table(runs), hide_index=True, placeholder="–", column_config={
+        "run": st.column_config.TextColumn("Run", help="The run's folder name under $LLMFS_HOME/runs"),
+        "status": st.column_config.TextColumn("Status"),
+        "kind": st.column_config.TextColumn("Kind"),
+        "started from": st.column_config.TextColumn("Started from"),
+        "model": st.column_config.TextColumn("Model"),
+        "steps": st.column_config.TextColumn("Steps", help="Steps done / steps planned"),
+        "created": st.column_config.DatetimeColumn("Created", format="D MMM, HH:mm:ss"),
+        "final loss": st.column_config.NumberColumn("Final loss", format="%.3f",
+                                                    help="Training loss at the last step done"),
+        "held-out loss": st.column_config.NumberColumn("Held-out loss", format="%.3f",
+                                                       help="Loss on text the model never trained on, at the "
+                                                            "last evaluation"),
+    })

@@ -1,0 +1,83 @@
+"""Process-wide singletons (the job manager, the machine description) and the session's memory of its runs.
+
+The job manager is one per process (`st.cache_resource`), keyed by its runs folder so that a changed
+`$LLMFS_HOME` (tests, a second lab folder) gets its own. Which runs a page started lives in `st.session_state` as
+run ids only; everything else about a run is read from its folder.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from llmfs import telemetry
+from llmfs.bootstrap import DefaultAssets
+from llmfs.jobs import JobManager
+from llmfs.paths import default_dir, runs_dir
+from llmfs.runs import PENDING, RUNNING
+
+# Where a run was started from (the `owner` recorded in its folder) -> what the Runs page calls it.
+OWNERS = {"home": "Home quick start", "l12": "L12 Pretrained weights", "l13": "L13 Data pipelines",
+          "l14": "L14 Evaluation", "l15": "L15 LoRA & QLoRA", "l16": "L16 Mixed precision", "cli": "command line"}
+
+
+@st.cache_resource(show_spinner=False)
+def _manager(root: str) -> JobManager:
+    from llmfs.recipes import default_manager
+    return default_manager(root)
+
+
+def jobs() -> JobManager:
+    """The process-wide JobManager over `$LLMFS_HOME/runs` (one worker slot, shared by every browser tab)."""
+    return _manager(str(runs_dir()))
+
+
+@st.cache_data(show_spinner=False)
+def machine() -> dict:
+    """describe_machine(), once per process: the hardware does not change while the app runs."""
+    return telemetry.describe_machine()
+
+
+def default_assets() -> DefaultAssets:
+    return DefaultAssets(default_dir())
+
+
+def default_ready() -> bool:
+    return default_assets().ready()
+
+
+# -- the runs this session started --------------------------------------------------------------------------------
+def _session_key(key: str) -> str:
+    return f"runs:{key}"
+
+
+def remember(key: str, run_id: str) -> None:
+    """Note that this session started `run_id` from the page `key`."""
+    st.session_state.setdefault(_session_key(key), []).append(run_id)
+
+
+def recalled(key: str) -> list[str]:
+    """Run ids this session started from page `key` that still exist, oldest first."""
+    root = jobs().root
+    return [r for r in st.session_state.get(_session_key(key), []) if (root / r / "status.json").exists()]
+
+
+def latest(key: str) -> str | None:
+    """The run page `key` should show: the last one this session started there, else (after a browser refresh,
+    which starts a new session) the newest run on disk that was started from that page."""
+    ids = recalled(key)
+    if ids:
+        return ids[-1]
+    for run in jobs().list_runs():
+        if run.status().get("owner") == key:
+            return run.run_id
+    return None
+
+
+def busy(key: str) -> bool:
+    """Is the run page `key` shows still waiting or running?"""
+    run_id = latest(key)
+    return run_id is not None and jobs().get(run_id).state in (PENDING, RUNNING)
+
+
+def owner_label(owner: str | None) -> str:
+    return OWNERS.get(owner or "", owner or "-")

@@ -1,0 +1,69 @@
+"""Runs: every run on this machine. Open one (live panel, stop, resume), compare several, delete old ones."""
+
+import streamlit as st
+
+from app import panels, state, tables
+
+SELECTED = "runs.selected"
+CONFIRM = "runs.confirm_delete"
+
+st.title("Runs")
+st.markdown("Every run started here, from a lesson page or from the command line (`python -m llmfs train`). Runs "
+            "live in folders on disk, so they survive a closed tab or a restarted app.")
+jobs = state.jobs()
+runs = jobs.list_runs()
+if not runs:
+    st.info("No runs yet. Start one with the quick start on Home or from any lesson page; it will be listed here.",
+            icon=":material/history:")
+    st.page_link("pages/home.py", label="Go to Home", icon=":material/home:")
+    st.stop()
+
+panels.runs_overview(runs)
+
+ids = [r.run_id for r in runs]
+if SELECTED not in st.session_state:  # first visit: the run named in the link (?run=<id>), else the newest
+    st.session_state[SELECTED] = [st.query_params["run"]] if st.query_params.get("run") in ids else ids[:1]
+st.session_state[SELECTED] = [r for r in st.session_state[SELECTED] if r in ids]
+owners = {r.run_id: state.owner_label(r.status().get("owner")) for r in runs}
+# The labels must not change while a run goes on (no status in them): the browser keeps a selection by its label.
+selected = st.multiselect("Runs to open (one) or compare (several)", ids, key=SELECTED,
+                          format_func=lambda rid: f"{rid} · {owners[rid]}",
+                          placeholder="Choose one run to see its details, or several to compare them")
+
+
+def delete(run_ids: list[str]) -> None:
+    errors = []
+    for rid in run_ids:
+        try:
+            jobs.delete(rid)
+        except (RuntimeError, KeyError, OSError) as e:
+            errors.append(str(e))
+    st.session_state[SELECTED] = [r for r in st.session_state.get(SELECTED, []) if r not in run_ids]
+    st.session_state[CONFIRM] = None
+    st.session_state["runs.delete_errors"] = errors
+
+
+if len(selected) == 1:
+    panels.run_panel(selected[0])
+elif len(selected) > 1:
+    panels.compare_runs(selected)
+    st.subheader("Settings that differ")
+    diff = tables.config_diff([jobs.get(r) for r in selected])
+    if diff.empty:
+        st.caption("These runs used exactly the same settings.")
+    else:
+        st.dataframe(diff, column_config={"_index": st.column_config.TextColumn("Setting", width="medium")})
+
+if selected:
+    st.button(f"Delete {len(selected)} selected run{'s' if len(selected) > 1 else ''}…", icon=":material/delete:",
+              on_click=lambda: st.session_state.update({CONFIRM: list(selected)}))
+for error in st.session_state.pop("runs.delete_errors", []):
+    st.error(error)
+to_delete = st.session_state.get(CONFIRM)
+if to_delete:
+    folders = "their folders" if len(to_delete) > 1 else "its folder"
+    st.warning(f"Delete {', '.join(to_delete)} and everything in {folders} (metrics, checkpoints, saved models)? "
+               "This cannot be undone.", icon=":material/warning:")
+    yes, no = st.columns([1, 6])
+    yes.button("Yes, delete", type="primary", on_click=delete, args=(to_delete,))
+    no.button("Keep them", on_click=lambda: st.session_state.update({CONFIRM: None}))
