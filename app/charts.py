@@ -115,7 +115,7 @@ def memory_figure(records: list[dict]) -> go.Figure:
     """Memory over the run's wall-clock time, with the device's total as a dashed line when it is in view."""
     s = memory_series(records)
     if not s["used"]:
-        return _waiting("Seconds since the run started", "Memory",
+        return _waiting("Seconds since the start", "Memory",
                         "Waiting for readings")
     peak = max(max(s["used"]), max(v or 0 for v in (s["allocated"] or [0])))
     total = s["total"]
@@ -136,7 +136,7 @@ def memory_figure(records: list[dict]) -> go.Figure:
     elif total:  # say it in the legend rather than squash the curve
         traces[0]["name"] += f" (of {fmt_bytes(total)})"
     top = total if show_total else peak
-    return _figure(traces, "Seconds since the run started", f"Memory ({unit})",
+    return _figure(traces, "Seconds since the start", f"Memory ({unit})",
                    x_range=_padded(0, max(s["t"]), rel=0.02, minimum=1), y_range=[0, top / scale * 1.1], **layout)
 
 
@@ -181,8 +181,8 @@ def memory_overlay(runs: Mapping[str, list[dict]]) -> go.Figure:
     traces = [_line(s["t"], [v / scale for v in s["used"]], name, _color(i))
               for i, (name, s) in enumerate(series.items()) if s["used"]]
     if not traces:
-        return _waiting("Seconds since the run started", "Memory", "No memory readings yet")
-    return _figure(traces, "Seconds since the run started", f"{' / '.join(labels)} ({unit})",
+        return _waiting("Seconds since the start", "Memory", "No memory readings yet")
+    return _figure(traces, "Seconds since the start", f"{' / '.join(labels)} ({unit})",
                    y_range=[0, peak / scale * 1.1], legend=OVERLAY_LEGEND, height=HEIGHT + 40)
 
 
@@ -256,7 +256,7 @@ def _figure(traces: list[dict], x_title: str, y_title: str, *, x_range: list | N
         xaxis["range"] = x_range
     if y_range:
         yaxis["range"] = y_range
-    base = {"height": HEIGHT, "margin": {"l": 10, "r": 10, "t": 30, "b": 10}, "hovermode": "closest",
+    base = {"height": HEIGHT, "margin": {"l": 10, "r": 10, "t": 40, "b": 10}, "hovermode": "closest",
             "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1.0},
             "xaxis": xaxis, "yaxis": yaxis, "showlegend": bool(traces)}
     return go.Figure(data=traces, layout={**base, **layout})

@@ -41,10 +41,8 @@ def config_form(cls: type, key: str, defaults: Any = None, fields: list[str] | N
     advanced = [n for n in names if info[n].get("advanced")]
     if advanced:
         with st.expander("Advanced settings"):
-            for pair in (advanced[i:i + 2] for i in range(0, len(advanced), 2)):  # two abreast: the list is long
-                for col, name in zip(st.columns(2), pair):
-                    with col:
-                        values[name] = _widget(name, info[name], start.get(name, info[name]["default"]), key)
+            for name in advanced:  # one per line: two abreast broke the labels in a form a third of a laptop wide
+                values[name] = _widget(name, info[name], start.get(name, info[name]["default"]), key)
     try:
         return cls(**values)
     except ConfigError as e:
