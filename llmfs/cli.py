@@ -78,6 +78,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="Print one JSON object as the last stdout line.")
     p.set_defaults(func=cmd_load)
 
+    from .config import EvalConfig
+    p = sub.add_parser("eval", help="Evaluate a model on a benchmark (llmfs-cloze, perplexity, hellaswag, mmlu, "
+                                    "truthfulqa_mc1/mc2, custom), scored the way lm-evaluation-harness scores it.")
+    add_config_args(p, EvalConfig)
+    p.add_argument("--out", default=None, help="Run directory to create (default: a new folder under "
+                                                "$LLMFS_HOME/runs).")
+    p.add_argument("--json", action="store_true", help="Print one JSON object as the last stdout line.")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("data", help="Run a data pipeline: read, mix, filter, deduplicate, write WebDataset shards.")
+    p.add_argument("--input", action="append", required=True, metavar="SRC",
+                   help="A source (repeat for several): llmfs-corpus, a file or folder (.txt .jsonl .parquet .tar), a "
+                        "shard pattern like shards/shard-{000..009}.tar, or hf:NAME.")
+    p.add_argument("--weights", default=None, help="Mixing weights, one per --input, e.g. 0.7,0.3.")
+    p.add_argument("--mix-until", choices=["all_exhausted", "first_exhausted"], default="all_exhausted",
+                   help="Read every source to its end, or stop when the first one runs out (exact shares).")
+    p.add_argument("--filters", default="", help="Comma-separated filters to run in order: gopher_quality, "
+                                                 "gopher_repetition, c4, length, language, regex, range.")
+    p.add_argument("--dedup", choices=["none", "exact", "minhash"], default="none", help="Deduplication.")
+    p.add_argument("--limit", type=int, default=None, help="Read at most this many documents.")
+    p.add_argument("--shard-max-docs", type=int, default=10_000, help="Documents per output shard.")
+    p.add_argument("--errors", choices=["skip", "raise"], default="skip",
+                   help="On an unreadable record: count it and go on (skip), or stop (raise).")
+    p.add_argument("--seed", type=int, default=0, help="Seed for mixing.")
+    p.add_argument("--out", required=True, help="Folder for the output shards (shard-000000.tar, ...).")
+    p.add_argument("--json", action="store_true", help="Print one JSON object as the last stdout line.")
+    p.set_defaults(func=cmd_data)
+
     p = sub.add_parser("runs", help="List runs and their status.")
     p.add_argument("--limit", type=int, default=50, help="Show at most this many (newest first).")
     p.add_argument("--json", action="store_true", help="Print one JSON object as the last stdout line.")
@@ -138,6 +166,60 @@ def cmd_train(args: argparse.Namespace) -> int:
     return EXIT_OK if status.get("state") == SUCCEEDED else EXIT_RUN_FAILED
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Run an eval job (same runner and run directory as the app); print its scores with standard errors."""
+    from .config import EvalConfig
+    from .eval.runner import submit_eval
+    from .recipes import default_manager
+    from .runs import FINAL_STATES, SUCCEEDED, MetricsCursor, read_new_metrics
+
+    cfg = config_from_args(EvalConfig, args)
+    if args.out and Path(args.out).exists() and any(Path(args.out).iterdir()):
+        raise ValueError(f"--out {args.out} exists and is not empty; choose a new folder.")
+    if cfg.model.strip() == "llmfs-tiny" or (cfg.task in ("llmfs-cloze", "perplexity") and not cfg.data.strip()):
+        from .bootstrap import ensure_default
+        with _StderrProgress() as progress:
+            ensure_default(progress=progress)
+    jobs = default_manager()
+    run_id = submit_eval(jobs, cfg, owner="cli", run_dir=args.out)
+    run = jobs.get(run_id)
+    _err(f"run {run_id} in {run.path}")
+    previous = signal.signal(signal.SIGINT, lambda *_: jobs.cancel(run_id))
+    cursor, shown = MetricsCursor(), 0
+    try:
+        while True:
+            state = run.state
+            cursor = read_new_metrics(run.path / "metrics.jsonl", cursor)
+            for rec in cursor.records[shown:]:
+                if rec.get("kind") == "eval_progress":
+                    scores = "  ".join(f"{k} {v:.4g}" for k, v in rec.items()
+                                       if k not in ("step", "time", "kind", "done", "total") and
+                                       isinstance(v, (int, float)))
+                    _err(f"{rec['done']}/{rec['total']} items  {scores}")
+            shown = len(cursor.records)
+            if state in FINAL_STATES:
+                break
+            time.sleep(0.5)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    status = run.status()
+    result = status.get("result") or {}
+    out = {"run_dir": str(run.path), "run_id": run_id, "state": status.get("state"), "task": cfg.task,
+           "n_items": result.get("n_items"), "metrics": result.get("metrics"), "groups": result.get("groups"),
+           "seconds": result.get("seconds"), "items_per_s": result.get("items_per_s"),
+           "source": result.get("source")}
+    if status.get("error"):
+        out["error"] = status["error"]
+        _err(f"error: {status['error']}")
+    metrics = out["metrics"] or {}
+    lines = [f"{name}: {value:.4f}" + (f" ± {metrics[name + '_stderr']:.4f}"
+                                        if metrics.get(name + "_stderr") is not None else "")
+             for name, value in metrics.items() if not name.endswith("_stderr") and value is not None]
+    human = f"{cfg.task} on {cfg.model}, {out['n_items']} items ({out['state']})\n" + "\n".join(lines)
+    _emit_json(args, out, human=human)
+    return EXIT_OK if status.get("state") == SUCCEEDED else EXIT_RUN_FAILED
+
+
 def cmd_load(args: argparse.Namespace) -> int:
     from .sources import resolve_model_dir
     from .weights import PARITY_TEXT, load_pretrained, model_summary, parity_check
@@ -156,6 +238,37 @@ def cmd_load(args: argparse.Namespace) -> int:
                   f"{out['parity']['max_abs_delta']:.2e} ({'OK' if out['parity']['ok'] else 'MISMATCH'})")
     _emit_json(args, out, human=human)
     return EXIT_OK if out["parity"] is None or out["parity"]["ok"] else EXIT_RUN_FAILED
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from .data.pipeline import PipelineConfig
+    from .recipes import default_manager
+    from .runs import SUCCEEDED
+
+    weights = tuple(float(w) for w in args.weights.split(",")) if args.weights else None
+    cfg = PipelineConfig(inputs=tuple(args.input), weights=weights, mix_until=args.mix_until,
+                         filters=tuple(f.strip() for f in args.filters.split(",") if f.strip()), dedup=args.dedup,
+                         limit=args.limit, shard_max_docs=args.shard_max_docs, errors=args.errors, seed=args.seed)
+    out = Path(args.out).resolve()
+    jobs = default_manager()
+    run_id = jobs.submit("pipeline", {**dataclasses.asdict(cfg), "out_dir": str(out)}, owner="cli")
+    _err(f"run {run_id}: writing shards to {out}")
+    previous = signal.signal(signal.SIGINT, lambda *_: jobs.cancel(run_id))
+    try:
+        _follow(jobs, run_id)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    status = jobs.get(run_id).status()
+    result = {"run_id": run_id, "run_dir": str(jobs.get(run_id).path), "out": str(out), "state": status["state"],
+              **(status.get("result") or {})}
+    result.pop("samples", None)  # examples are for the UI; the CLI prints counts
+    if status.get("error"):
+        result["error"] = status["error"]
+        _err(f"error: {status['error']}")
+    human = (f"{result.get('documents_in', 0):,} documents in, {result.get('documents_out', 0):,} out, "
+             f"{result.get('shards_written', 0)} shard(s) in {out}; drops: {result.get('drops', {})}")
+    _emit_json(args, result, human=human)
+    return EXIT_OK if status["state"] == SUCCEEDED else EXIT_RUN_FAILED
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -190,6 +303,9 @@ def _follow(jobs, run_id: str, interval: float = 0.5) -> None:
             if rec.get("kind") == "train":
                 _err(f"step {rec['step']}/{rec.get('total_steps', '?')}  loss {rec['loss']:.4f}  "
                      f"lr {rec['lr']:.2e}  {rec['tokens_per_s']:,.0f} tok/s")
+            elif rec.get("kind") == "pipeline":
+                _err(f"{rec['documents_in']:,} documents read, {rec['documents_out']:,} kept, "
+                     f"{rec['documents_per_s']:,.0f} documents/s")
             elif rec.get("kind") == "eval":
                 _err(f"step {rec['step']}  eval loss {rec['eval_loss']:.4f}")
         shown = len(cursor.records)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .config import DEFAULT_DATA, TrainConfig, from_dict
 from .data.text import HF_PREFIX
+from .eval.runner import eval_job
 from .jobs import JobContext, JobManager
 from .paths import runs_dir
 from .sources import SourceError, peek_model_config
@@ -88,8 +89,15 @@ def sample_prompts(val_tokens, tokenizer, n: int = 2, length: int = 12) -> list[
     return [p for p in prompts if p] or ["The"]
 
 
+def pipeline_job(ctx: JobContext, payload: dict) -> dict:
+    from .data.pipeline import pipeline_job as run
+    return run(ctx, payload)
+
+
 def default_manager(root: str | Path | None = None, slots: int = 1, telemetry_interval: float = 1.0) -> JobManager:
     """A JobManager over `$LLMFS_HOME/runs` with every recipe registered."""
     jobs = JobManager(root or runs_dir(), slots=slots, telemetry_interval=telemetry_interval)
     jobs.register("train", train_job)
+    jobs.register("pipeline", pipeline_job)
+    jobs.register("eval", eval_job)
     return jobs

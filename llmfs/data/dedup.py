@@ -28,7 +28,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Iterable, Iterator, Literal, Sequence
+from typing import Callable, Iterable, Iterator, Literal, Sequence
 
 import numpy as np
 
@@ -365,6 +365,7 @@ class MinHashDeduper:
 
     name = "minhash_dedup"
     reason = "minhash_dedup:near_duplicate"
+    on_drop: Callable[[Document, str], None] | None = None   # set by a pipeline that keeps samples of drops
 
     def __init__(self, config: MinHashConfig = MinHashConfig()):
         self.config = config
@@ -434,6 +435,8 @@ class MinHashDeduper:
             if is_dup:
                 self.stats["dropped"] += 1
                 self.stats[f"dropped_{self.reason}"] += 1
+                if self.on_drop is not None:
+                    self.on_drop(doc, self.reason)
             else:
                 self.stats["forwarded"] += 1
                 self.stats["no_shingles"] += cluster is None
@@ -455,6 +458,7 @@ class ExactDeduper:
 
     name = "exact_dedup"
     reason = "exact_dedup:duplicate"
+    on_drop: Callable[[Document, str], None] | None = None
 
     def __init__(self, normalize: bool = True):
         self.normalize = normalize                      # False: byte-identical texts only
@@ -481,6 +485,8 @@ class ExactDeduper:
             if self.add(doc)[0]:
                 self.stats["dropped"] += 1
                 self.stats[f"dropped_{self.reason}"] += 1
+                if self.on_drop is not None:
+                    self.on_drop(doc, self.reason)
             else:
                 self.stats["forwarded"] += 1
                 yield doc

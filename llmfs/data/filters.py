@@ -28,7 +28,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, ClassVar, Iterable, Iterator, Sequence, Union
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 
@@ -512,10 +512,11 @@ class FilterStep:
     `forwarded`, `dropped` and `dropped_<reason>` (plus `lines_dropped_c4:<reason>` for a line-editing filter).
     Dropped documents get `doc.metadata["dropped_by"] = reason` (for an exclusion writer)."""
 
-    def __init__(self, filter: Any):
+    def __init__(self, filter: Any, on_drop: Callable[[Document, str], None] | None = None):
         self.filter = filter
         self.name: str = filter.name
         self.stats: Counter = Counter(forwarded=0, dropped=0)
+        self.on_drop = on_drop  # the pipeline keeps samples of what was dropped, for the UI to show
 
     def __call__(self, docs: Iterable[Document]) -> Iterator[Document]:
         line_stats = getattr(self.filter, "line_stats", None)
@@ -532,4 +533,6 @@ class FilterStep:
                 doc.metadata["dropped_by"] = reason
                 self.stats["dropped"] += 1
                 self.stats[f"dropped_{reason}"] += 1
+                if self.on_drop is not None:
+                    self.on_drop(doc, reason)
 
