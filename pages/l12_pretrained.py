@@ -2,37 +2,78 @@
 
 import streamlit as st
 
-from app import forms, panels, state
+from app import forms, l12_view, panels, state
 from llmfs.config import TrainConfig
 from llmfs.recipes import submit_train
 
 KEY = "l12"
 DEFAULTS = {"steps": 200, "lr": 3e-4, "eval_every": 25}
 
-st.title("L12 · Pretrained weights")
+st.title("L12 · Pretrained weights & transfer learning")
 st.markdown("""
-A model's **weights** are everything it has learned. Training them from random numbers (pretraining) takes
-enormous amounts of text and compute: GPT-2 small read about 40 GB of web pages. Almost nobody does that in
-production. Instead you **download weights someone else pretrained** and continue from there (fine-tuning): the
-model already knows spelling, grammar and a lot about the world, and your data only has to teach it your task.
-
-To load someone else's weights into your own model code, the two must agree on every tensor's **name and shape**.
-Our GPT uses Hugging Face GPT-2's parameter names, so loading `gpt2` is a name table plus a transpose of four
-matrices that GPT-2 stores the other way round. A model whose vocabulary is too small for your tokenizer gets its
-embedding table **resized**, and you can **freeze** layers so that only some of them train.
-
-Try it below: train llmfs-tiny with **Initial weights** = `pretrained`, then again with `random`, and compare the
-two on the Runs page. The held-out loss shows what pretraining is worth before a single step of fine-tuning.
+A model's **weights** are everything it has learned. Pretraining them from random numbers takes enormous amounts of
+text and compute (GPT-2 small read about 40 GB of web pages), so in production you **download weights someone else
+pretrained** and fine-tune them: the model already knows spelling, grammar and a lot about the world, and your data
+only has to teach it your task. Our GPT uses Hugging Face GPT-2's parameter names, so loading `gpt2` is a name table
+plus a transpose of four matrices that GPT-2 stores the other way round.
 """)
-st.info("More tools for this lesson are being built: loading and inspecting a Hugging Face model or folder, "
-        "freezing strategies, and a pretrained-vs-random comparison in one click.", icon=":material/construction:")
 panels.default_notice()
 
-left, right = st.columns([1, 2], gap="large")
-with left:
-    st.subheader("Train")
-    cfg = forms.config_form(TrainConfig, key=KEY, defaults=DEFAULTS)
-    if forms.start_button(KEY, cfg):
-        forms.submit_job(KEY, lambda: submit_train(state.jobs(), cfg, owner=KEY))
-with right:
-    panels.latest_run_panel(KEY)
+model_tab, vocab_tab, freeze_tab, train_tab, compare_tab = st.tabs(
+    ["1 · Load a model", "2 · Vocabulary", "3 · What trains", "4 · Fine-tune", "5 · Pretrained vs random"])
+
+with model_tab:
+    st.markdown("Load a model and look inside: how many parameters it has and where they sit. The **parity check** "
+                "runs the same text through our from-scratch GPT and through the `transformers` library: if the "
+                "conversion is right, the two agree to within float rounding.")
+    picked = l12_view.model_picker(KEY)
+    if picked:
+        model, tokenizer, folder, source = picked
+        l12_view.architecture(model)
+        st.subheader("Parity with transformers")
+        l12_view.parity(folder, model, tokenizer, KEY)
+
+with vocab_tab:
+    st.markdown("A tokenizer that lacks your domain's words splits them into many pieces. **Adding tokens** gives "
+                "them rows of their own in the embedding table (and the output head); starting each new row from "
+                "the average of the pieces it used to be split into gives it a sensible meaning from step one. "
+                "Old tokens must not change at all.")
+    if picked:
+        l12_view.vocabulary(model, tokenizer, KEY)
+    else:
+        st.info("Load a model in step 1 first.", icon=":material/arrow_back:")
+
+with freeze_tab:
+    st.markdown("You don't have to train everything. **Freezing** layers keeps what they know, saves memory "
+                "(no gradients or optimizer state for them) and guards against forgetting when your data is small. "
+                "Pick a strategy and see which tensors would train, before any run.")
+    freeze = l12_view.layer_map(model, KEY) if picked else {}
+    if not picked:
+        st.info("Load a model in step 1 first.", icon=":material/arrow_back:")
+
+with train_tab:
+    st.markdown("Fine-tune with the strategy from step 3 on the built-in corpus, your own text file, or a hub "
+                "dataset (`hf:NAME`). Text generated from the same prompts before and after training appears "
+                "under the charts.")
+    defaults = {**DEFAULTS, **freeze, **({"model": source} if picked else {})}
+    left, right = st.columns([1, 2], gap="large")
+    with left:
+        cfg = forms.config_form(TrainConfig, key=KEY, defaults=defaults,
+                                fields=[f for f in TrainConfig.__dataclass_fields__ if f not in freeze])
+        if forms.start_button(KEY, cfg):
+            forms.submit_job(KEY, lambda: submit_train(state.jobs(), cfg, owner=KEY))
+    with right:
+        panels.latest_run_panel(KEY)
+        l12_view.samples(state.latest(KEY))
+
+with compare_tab:
+    st.markdown("The point of pretraining in one picture: the **same** fine-tune (same data, steps and seed) "
+                "started once from the pretrained weights and once from random ones. Watch the two loss curves.")
+    if st.button("Run both", type="primary", icon=":material/play_arrow:", key=f"{KEY}.both",
+                 disabled=cfg is None or state.busy(KEY)):
+        l12_view.submit_comparison(KEY, cfg)
+    pair = st.session_state.get(f"{KEY}.compare")
+    if pair:
+        panels.compare_runs(pair)
+    else:
+        st.caption("Uses the settings of step 4. Both runs queue one after the other on the shared worker.")

@@ -102,6 +102,7 @@ def test_train_watch_and_stop_in_a_real_browser(served_app):
             # Straight to a lesson's URL on a fresh server: the router, not the bare page script, must serve it.
             page.goto(url + "/l12_pretrained")
             expect(page.get_by_text("Lessons", exact=True)).to_be_visible()
+            page.get_by_role("tab", name="4 · Fine-tune").click()
             steps = page.get_by_role("spinbutton", name="Training steps")
             steps.fill("20000")  # far more than it will get to do: it is stopped below
             steps.press("Enter")

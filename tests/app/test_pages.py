@@ -14,6 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 LESSONS = ["pages/l12_pretrained.py", "pages/l13_data.py", "pages/l14_eval.py", "pages/l15_lora.py",
            "pages/l16_precision.py"]
+IN_PROGRESS = LESSONS[2:]  # lesson pages whose own tools are still being built
 
 
 def open_page(page: str | None = None) -> AppTest:
@@ -47,7 +48,8 @@ def test_lesson_page_renders_form_and_empty_panel(llmfs_home, page):
     at = open_page(page)
     key = page.split("/")[1][:3]
     assert at.title[0].value.startswith(key.upper())
-    assert "More tools for this lesson are being built" in texts(at.info)
+    if page in IN_PROGRESS:
+        assert "More tools for this lesson are being built" in texts(at.info)
     assert at.number_input(key=f"{key}.steps").value == 200
     assert at.number_input(key=f"{key}.batch_size").value == 8
     assert at.selectbox(key=f"{key}.model.kind").value == "llmfs-tiny"
