@@ -177,3 +177,67 @@ def from_dict(cls: type, data: dict) -> Any:
     """Build a config from a JSON dict, ignoring keys it does not know (older / newer run folders)."""
     names = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in data.items() if k in names})
+
+
+# What `llmfs.eval` can measure; `llmfs.eval.tasks` implements each (its TASK_INFO describes them).
+EvalTask = Literal["llmfs-cloze", "perplexity", "hellaswag", "mmlu", "truthfulqa_mc1", "truthfulqa_mc2", "custom"]
+MMLU_MAX_FEWSHOT = 5  # MMLU's dev split holds 5 questions per subject
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """An evaluation: which model, which benchmark, how many questions."""
+
+    model: str = option(DEFAULT_MODEL, "The model to test: `llmfs-tiny` (built in, works offline), a folder holding "
+                                       "a Hugging Face GPT-2 model (a training run's model/ folder works), or a hub "
+                                       "id such as `gpt2`.", label="Model")
+    adapter: str = option("", "A LoRA adapter folder to put on top of the model before testing (from the LoRA "
+                              "lesson). Leave empty to test the model as it is.", advanced=True, label="Adapter")
+    task: EvalTask = option(
+        "llmfs-cloze", "What to measure. "
+                       "`llmfs-cloze`: pick the real next line of a Python docstring among four (built in, offline). "
+                       "`perplexity`: how surprised the model is by held-out text (lower is better). "
+                       "`hellaswag`: pick the sensible ending of an everyday scene. "
+                       "`mmlu`: school and university exam questions, A/B/C/D. "
+                       "`truthfulqa_mc1` / `truthfulqa_mc2`: prefer true answers over common misconceptions. "
+                       "`custom`: your own questions from a JSONL file.", label="Benchmark")
+    data: str = option("", "Where the questions come from. Empty: the official dataset from the Hugging Face hub "
+                           "(needs a network), or the built-in text for llmfs-cloze and perplexity. Or the path of a "
+                           "local file in the same format (.jsonl; .txt for perplexity). Required for `custom`.",
+                       label="Data file")
+    limit: int = option(0, "Test only this many questions, to get a quick answer (0 = all). For MMLU it counts per "
+                           "subject, as lm-evaluation-harness does.", min=0, max=10_000_000, label="Questions (0 = all)")
+    seed: int = option(0, "Which questions when a limit is set: 0 takes the first ones (as lm-evaluation-harness "
+                          "does); any other number draws a random sample, the same one every time.",
+                       min=0, max=2**31 - 1, advanced=True, label="Sample seed")
+    num_fewshot: int = option(0, "Solved examples shown before each question (MMLU only, 0 to 5, taken from its "
+                                 "practice split). More examples usually help a model follow the format.",
+                              min=0, max=MMLU_MAX_FEWSHOT, label="Worked examples (few-shot)")
+    batch_size: int = option(16, "Sequences the model reads at once. Larger is faster until memory runs out; "
+                                 "the scores do not change.", min=1, max=4096, advanced=True, label="Batch size")
+    max_length: int = option(0, "Longest text, in tokens, the model reads at once (0 = the model's context length). "
+                                "Longer prompts lose their beginning.", min=0, max=131072, advanced=True,
+                             label="Window (tokens)")
+    stride: int = option(0, "Perplexity only: how far the reading window moves each time (0 = a whole window, as "
+                            "lm-evaluation-harness does). Smaller strides give each word more context: slower, "
+                            "usually lower perplexity.", min=0, max=131072, advanced=True, label="Stride (tokens)")
+    device: Literal["auto", "cpu", "cuda"] = option("auto", "Where to run: `auto` picks the GPU when there is one.",
+                                                    advanced=True)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if not str(self.model).strip():
+            raise ConfigError("model", "model is empty: use llmfs-tiny, a model folder, or a hub id like gpt2.")
+        if self.task == "custom" and not str(self.data).strip():
+            raise ConfigError("data", "The custom benchmark needs a data file: a .jsonl with one question per line, "
+                                      'e.g. {"question": "2+2=", "choices": ["3", "4"], "answer": 1}.')
+        if self.num_fewshot and self.task != "mmlu":
+            raise ConfigError("num_fewshot", f"Worked examples (few-shot) are available for mmlu only; {self.task} "
+                                             "is scored zero-shot (truthfulqa has its own fixed six-question "
+                                             "preamble). Set it to 0.")
+        if self.stride and self.max_length and self.stride > self.max_length:
+            raise ConfigError("stride", f"stride must be at most the window ({self.max_length} tokens), "
+                                        f"got {self.stride}; 0 means a whole window.")
+
+    def replace(self, **changes: Any) -> "EvalConfig":
+        return dataclasses.replace(self, **changes)

@@ -14,7 +14,7 @@ from .data.text import HF_PREFIX
 from .eval.runner import eval_job
 from .jobs import JobContext, JobManager
 from .paths import runs_dir
-from .sources import SourceError, peek_model_config
+from .sources import SourceError, check_hub_source, is_default, peek_model_config
 from .train import RandomWindows, resolve_device, total_steps_for, train
 
 
@@ -25,9 +25,24 @@ def preflight_train(cfg: TrainConfig) -> None:
     if model_config is not None:
         cfg.check_context(model_config.n_positions)
         cfg.check_layers(model_config.n_layer)
+    elif not is_default(cfg.model) and not Path(cfg.model).expanduser().exists():
+        check_hub_source(cfg.model)
     resolve_device(cfg.device)
     if cfg.data != DEFAULT_DATA and not cfg.data.startswith(HF_PREFIX) and not Path(cfg.data).expanduser().exists():
         raise SourceError(f"No data at {cfg.data}: use llmfs-corpus or the path of a .txt / .jsonl file or folder.")
+
+
+def _log_progress(ctx: JobContext):
+    """A bootstrap progress callback that writes a log line per stage and per tenth of it, so the first run on a
+    fresh machine (which builds llmfs-tiny) shows what it is doing."""
+    last: dict[str, int] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        tenth = (10 * done) // max(total, 1)
+        if last.get(stage) != tenth:
+            last[stage] = tenth
+            ctx.log(f"Building the embedded default: {stage} {done}/{total}")
+    return progress
 
 
 def submit_train(jobs: JobManager, cfg: TrainConfig, owner: str | None = None,
@@ -47,7 +62,7 @@ def train_job(ctx: JobContext, payload: dict) -> dict:
     cfg = from_dict(TrainConfig, payload)
     t0 = time.time()
     ctx.log(f"Loading model {cfg.model} ({cfg.init} weights) ...")
-    model, tokenizer = load_model(cfg.model, init=cfg.init, seed=cfg.seed)
+    model, tokenizer = load_model(cfg.model, init=cfg.init, seed=cfg.seed, progress=_log_progress(ctx))
     cfg.check_context(model.config.n_positions)
     cfg.check_layers(model.config.n_layer)
     plan = apply_freeze(model, **freeze_options(cfg))  # our private copy: load_model built it for this job

@@ -73,6 +73,22 @@ def download_from_hub(repo_id: str, timeout: float = 5.0) -> Path:
                           f"{str(e).splitlines()[0][:200]}. Check the id (e.g. gpt2, distilgpt2).") from e
 
 
+def check_hub_source(repo_id: str) -> None:
+    """Before queueing a job on a hub id: refuse at once when it is neither cached nor reachable."""
+    from huggingface_hub import snapshot_download
+    if not HUB_ID.match(repo_id):
+        raise SourceError(f"{repo_id!r} is neither a folder on this machine nor a valid hub id (like gpt2).")
+    try:
+        snapshot_download(repo_id, allow_patterns=HUB_FILES, local_files_only=True)
+        return
+    except Exception:
+        pass
+    reason = hub_unreachable_reason()
+    if reason:
+        raise SourceError(f"Cannot fetch {repo_id!r} from the Hugging Face hub: {reason}. Use llmfs-tiny (built in, "
+                          "works offline) or a local model folder.")
+
+
 def hub_unreachable_reason(timeout: float = 5.0) -> str | None:
     """None if the hub's host accepts a TCP connection within `timeout`; else a short reason."""
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
