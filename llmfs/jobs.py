@@ -11,11 +11,13 @@ the next time a manager starts on the same folder.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import errno
 import queue
 import threading
 import traceback
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -26,6 +28,7 @@ from .runs import (
     CANCELLED,
     FAILED,
     FINAL_STATES,
+    INTERRUPTED,
     PENDING,
     SUCCEEDED,
     Run,
@@ -108,6 +111,11 @@ class JobManager:
                          for i in range(slots)]
         for w in self._workers:
             w.start()
+        self._exiting = False
+        # On interpreter exit (server stopped, test session over) stop running jobs cleanly at their next step:
+        # a worker thread still inside torch when Python tears down aborts the process.
+        ref = weakref.ref(self)
+        atexit.register(lambda: ref() is not None and ref()._stop_for_exit())
 
     # -- registration and submission --------------------------------------------------------------------------
     def register(self, kind: str, fn: JobFn) -> None:
@@ -215,6 +223,10 @@ class JobManager:
         for w in self._workers:
             w.join(timeout)
 
+    def _stop_for_exit(self, timeout: float = 20.0) -> None:
+        self._exiting = True
+        self.shutdown(cancel_running=True, timeout=timeout)
+
     # -- the worker -------------------------------------------------------------------------------------------
     def _work(self) -> None:
         while True:
@@ -227,6 +239,16 @@ class JobManager:
                 self._order.remove(run_id)
                 job = self._jobs[run_id]
             self._execute(job)
+
+    def _finish_stopped(self, run: Run, **fields) -> None:
+        """A stopped job: cancelled by a user, or interrupted (resumable) because the server is shutting down."""
+        if self._exiting:
+            run.mark_finished(INTERRUPTED, error="The server was stopped while this run was going. Its metrics and "
+                                                 "last checkpoint are kept; resume it to continue.", **fields)
+            run.log("Stopped because the server is shutting down.")
+        else:
+            run.mark_finished(CANCELLED, **fields)
+            run.log("Stopped at the user's request.")
 
     def _execute(self, job: _Job) -> None:
         run = job.run
@@ -241,12 +263,14 @@ class JobManager:
             state = CANCELLED if job.stop.is_set() else SUCCEEDED
             if result:
                 atomic_write_json(run.path / "results.json", result)
-            run.mark_finished(state, result=result)
-            run.log("Stopped at the user's request." if state == CANCELLED else "Finished.")
+            if state == CANCELLED:
+                self._finish_stopped(run, result=result)
+            else:
+                run.mark_finished(state, result=result)
+                run.log("Finished.")
         except JobCancelled:
             sampler.stop()
-            run.mark_finished(CANCELLED)
-            run.log("Stopped at the user's request.")
+            self._finish_stopped(run)
         except BaseException as e:  # noqa: BLE001 - a job's failure must never take the worker (or server) down
             sampler.stop()
             summary = summarize_exception(e)

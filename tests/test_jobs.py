@@ -210,3 +210,32 @@ def test_resume_requeues_in_the_same_folder(jobs, tmp_path):
     assert jobs.wait(rid, 10) == SUCCEEDED
     assert attempts == [False, True]
     assert jobs.get(rid).status()["error"] is None
+
+
+EXITING = """
+import sys, time
+from llmfs.jobs import JobManager
+jm = JobManager(sys.argv[1], telemetry_interval=0.05)
+def job(ctx, cfg):
+    step = 0
+    while not ctx.should_stop():
+        step += 1
+        ctx.emit(step, loss=1.0)
+        time.sleep(0.01)
+jm.register("forever", job)
+rid = jm.submit("forever", {})
+while jm.get(rid).state != "running":
+    time.sleep(0.01)
+print(rid, flush=True)
+time.sleep(0.2)
+sys.exit(0)  # the interpreter exits with a job still running
+"""
+
+
+def test_interpreter_exit_stops_jobs_cleanly_as_interrupted(tmp_path):
+    root = tmp_path / "runs"
+    p = subprocess.run([sys.executable, "-c", EXITING, str(root)], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr  # no abort from a worker thread caught in interpreter teardown
+    run = Run(root / p.stdout.strip())
+    assert run.state == INTERRUPTED and "server was stopped" in run.status()["error"]
+    assert run.read_metrics("train")
