@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
-from conftest import SHARED_BENCHMARKS
 
 from llmfs.config import EvalConfig
 from llmfs.eval.runner import evaluate, submit_eval
@@ -15,6 +15,7 @@ from llmfs.eval.scorer import mean_stderr, pooled_stderr
 from llmfs.model import GPT, GPTConfig
 from llmfs.sources import SourceError
 
+SHARED_BENCHMARKS = Path(__file__).resolve().parents[3] / "shared" / "data" / "benchmarks"
 needs_samples = pytest.mark.skipif(not SHARED_BENCHMARKS.is_dir(), reason="shared benchmark samples not present")
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
-from conftest import SHARED_BENCHMARKS
 
 from llmfs.config import ConfigError, EvalConfig
 from llmfs.eval.tasks import TaskDataError, cloze, custom, load_task, text
@@ -14,6 +14,7 @@ from llmfs.eval.tasks.base import select
 from llmfs.eval.tasks.truthfulqa import mc2_score
 from llmfs.sources import SourceError
 
+SHARED_BENCHMARKS = Path(__file__).resolve().parents[3] / "shared" / "data" / "benchmarks"
 needs_samples = pytest.mark.skipif(not SHARED_BENCHMARKS.is_dir(), reason="shared benchmark samples not present")
 
 

@@ -8,12 +8,12 @@ rounding, scores equal.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 pytest.importorskip("lm_eval")
 
-from conftest import SHARED_BENCHMARKS  # noqa: E402
 
 from bench.eval_vs_lm_eval import (  # noqa: E402
     build_lm_eval_tasks,
@@ -26,6 +26,7 @@ from bench.eval_vs_lm_eval import (  # noqa: E402
 from llmfs.config import EvalConfig  # noqa: E402
 from llmfs.eval.runner import evaluate  # noqa: E402
 
+SHARED_BENCHMARKS = Path(__file__).resolve().parents[3] / "shared" / "data" / "benchmarks"
 LIMIT = 10
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not SHARED_BENCHMARKS.is_dir(), reason="shared benchmark samples not present")]
@@ -35,13 +36,16 @@ pytestmark = [pytest.mark.slow,
 def folder(tmp_path_factory):
     """A tiny GPT-2 saved by transformers; a wide initialisation so the choices' scores are far apart."""
     import torch
-    from conftest import _save_tiny_tokenizer
     from transformers import GPT2Config, GPT2LMHeadModel
+
+    from llmfs.corpus import train_tokenizer
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("lm-eval-parity") / "tiny-gpt2"
     GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=256, vocab_size=300,
                                initializer_range=0.2)).save_pretrained(path)
-    _save_tiny_tokenizer(path, vocab_size=300)
+    train_tokenizer(["The quick brown fox jumps over the lazy dog. " * 20, "def add(a, b):\n    return a + b\n",
+                     "Python is a programming language. Lists, dicts and sets are built in."] * 10, path,
+                    vocab_size=300)
     return path
 
 
