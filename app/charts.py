@@ -7,7 +7,9 @@ is waiting for instead of drawing an empty grid.
 
 from __future__ import annotations
 
+import re
 import statistics
+import textwrap
 from typing import Iterable, Mapping
 
 import plotly.graph_objects as go
@@ -291,3 +293,218 @@ def _step_range(last: int, total: int | None) -> list[float]:
 def _padded(lo: float, hi: float, rel: float = 0.08, minimum: float = 0.05) -> list[float]:
     pad = max((hi - lo) * rel, minimum)
     return [lo - pad, hi + pad]
+
+
+# -- data pipelines (L13) -----------------------------------------------------------------------------------------
+# The pipeline's records (kind="pipeline") carry cumulative counts: documents_in / _out, bytes_in, elapsed_s, the
+# funnel [{step, documents, dropped}], drops {reason: n} and mix {count_ / share_ / target_<source>}.
+STEP_NAMES = {"read": "Read", "gopher_quality": "Gopher quality", "gopher_repetition": "Gopher repetition",
+              "c4": "C4 cleaning", "length": "Length", "language": "Language", "regex": "Regex rules",
+              "range": "Range rules", "exact_dedup": "Exact-copy removal", "minhash_dedup": "Near-duplicate removal"}
+RULE_NAMES = {"word_count": "word count", "mean_word_length": "word length", "symbol_word_ratio": "symbols per word",
+              "bullet_lines": "bullet lines", "ellipsis_lines": "lines ending in ...",
+              "alpha_words": "words without letters", "stop_words": "few everyday words",
+              "dup_line_frac": "repeated lines", "dup_para_frac": "repeated paragraphs",
+              "dup_line_char_frac": "text in repeated lines", "dup_para_char_frac": "text in repeated paragraphs",
+              "too_few_sentences": "too few sentences", "curly_bracket": "curly brackets (code)",
+              "lorem_ipsum": "lorem ipsum", "too_short": "too short", "too_long": "too long",
+              "too_few_words": "too few words", "too_many_words": "too many words"}
+REASON_NAMES = {"minhash_dedup:near_duplicate": "Near-copy of a kept document",
+                "exact_dedup:duplicate": "Exact copy of a kept document"}
+STEP_COLORS = {"gopher_quality": 1, "gopher_repetition": 4, "c4": 3, "length": 5, "language": 6, "regex": 7,
+               "range": 7, "exact_dedup": 2, "minhash_dedup": 2}
+
+
+def step_name(step: str) -> str:
+    return STEP_NAMES.get(step, step.replace("_", " ").capitalize())
+
+
+def reason_name(reason: str) -> str:
+    """A drop reason in plain words: `gopher_repetition:dup_5gram_frac` -> `Gopher repetition: repeated 5-word
+    phrases`."""
+    if reason in REASON_NAMES:
+        return REASON_NAMES[reason]
+    step, _, rule = reason.partition(":")
+    if step == "other":                                       # drops_figure's bar for the smallest reasons
+        return f"{rule} other rules"
+    if not rule:
+        return step_name(step)
+    if m := re.fullmatch(r"(top|dup)_(\d+)gram_frac", rule):
+        rule = f"most common {m[2]}-word phrase" if m[1] == "top" else f"repeated {m[2]}-word phrases"
+    else:
+        rule = RULE_NAMES.get(rule, rule.replace("_", " "))
+    return f"{step_name(step)}: {rule}"
+
+
+REASON_HELP = {
+    "gopher_quality:word_count": "Too few words (under 50 by default) or far too many: menus, error pages, stubs.",
+    "gopher_quality:mean_word_length": "Average word length outside 3 to 10 letters: lists of numbers, links or "
+                                       "glued-together text.",
+    "gopher_quality:symbol_word_ratio": "Too many '#' or '...' for its number of words: hashtags, cut-off snippets.",
+    "gopher_quality:bullet_lines": "Almost every line is a bullet point: navigation menus and link lists.",
+    "gopher_quality:ellipsis_lines": "Many lines end in '...': teasers that cut off.",
+    "gopher_quality:alpha_words": "Too many 'words' without a letter: tables of numbers, code, symbols.",
+    "gopher_quality:stop_words": "Hardly any everyday words (the, and, of, to ...): not running English text.",
+    "c4:lorem_ipsum": "Placeholder text (lorem ipsum): an unfinished template.",
+    "c4:curly_bracket": "Contains a '{': most such pages are code or templates, not prose.",
+    "c4:too_few_sentences": "Too few sentences left once C4 removed short, unpunctuated, javascript and cookie lines.",
+    "exact_dedup:duplicate": "An exact copy (ignoring case and punctuation) of a document kept earlier.",
+    "minhash_dedup:near_duplicate": "Shares most of its word sequences with a document kept earlier: a near-copy.",
+    "length:too_short": "Fewer characters than the minimum.", "length:too_long": "More characters than the maximum.",
+    "length:too_few_words": "Fewer words than the minimum.", "length:too_many_words": "More words than the maximum.",
+}
+
+
+def reason_help(reason: str) -> str:
+    """Why a rule drops documents, in a sentence (for hovers and captions); empty for a rule it does not know."""
+    if reason in REASON_HELP:
+        return REASON_HELP[reason]
+    rule = reason.partition(":")[2]
+    if reason.startswith("gopher_repetition:"):
+        if rule.startswith("top_"):
+            return "One short phrase makes up too much of the text: keyword stuffing, repeated slogans."
+        if rule.startswith("dup_") and "gram" in rule:
+            return "Long word sequences repeated many times: generated, templated or copy-pasted text."
+        return "The same lines or paragraphs again and again: boilerplate, spam, scraped templates."
+    if reason.startswith("language:"):
+        return "Not in the chosen language(s): too few of that language's common words."
+    return ""
+
+
+def candidate_probability(s: float, bands: int, rows: int) -> float:
+    """Probability that MinHash LSH makes two documents of Jaccard similarity `s` candidates: all `rows` values of
+    at least one of `bands` bands agree, 1 - (1 - s^rows)^bands (Leskovec, Rajaraman & Ullman, Mining of Massive
+    Datasets, section 3.4.2)."""
+    return 1.0 - (1.0 - s ** rows) ** bands
+
+
+def lsh_threshold(bands: int, rows: int) -> float:
+    """Where the S-curve rises steepest, approximately: (1 / bands)^(1 / rows) (same reference)."""
+    return (1.0 / bands) ** (1.0 / rows)
+
+
+def s_curve_figure(bands: int, rows: int, reference: tuple[int, int] | None = (14, 8)) -> go.Figure:
+    """The chance of becoming a candidate pair against Jaccard similarity for `bands` x `rows`, with the threshold
+    marked; `reference` (FineWeb's 14 x 8) is drawn faintly when the settings differ from it."""
+    xs = [i / 100 for i in range(101)]
+    hover = "similarity %{x:.2f}<br>candidate with probability %{y:.1%}"
+    traces = [_line(xs, [candidate_probability(s, bands, rows) for s in xs], f"{bands} bands x {rows} rows",
+                    _color(0), hover=hover, markers=False)]
+    if reference and tuple(reference) != (bands, rows):
+        b, r = reference
+        traces.insert(0, {**_line(xs, [candidate_probability(s, b, r) for s in xs], f"FineWeb ({b} x {r})",
+                                  "#adb5bd", hover=hover, markers=False), "line": {"color": "#adb5bd", "dash": "dot"}})
+    t = lsh_threshold(bands, rows)
+    marks = {"shapes": [{"type": "line", "x0": t, "x1": t, "yref": "paper", "y0": 0, "y1": 1,
+                         "line": {"dash": "dash", "color": "gray", "width": 1.5}}],
+             "annotations": [{"text": f"threshold ≈ {t:.2f}", "showarrow": False, "x": t, "xanchor": "right",
+                              "y": 0.95, "yref": "paper", "font": {"color": "gray", "size": 11}}]}
+    return _figure(traces, "Jaccard similarity of two documents", "Chance they are compared", x_range=[0, 1],
+                   yaxis={"title": {"text": "Chance they are compared"}, "tickformat": ".0%",
+                                                 "range": [-0.03, 1.03], "zeroline": False}, **marks)
+
+
+def funnel_figure(funnel: list[dict]) -> go.Figure:
+    """Documents still in the stream after each step (read, each filter, deduplication), as a funnel."""
+    if not funnel:
+        return _waiting("Documents", "Step", "Waiting for the first documents")
+    names = [step_name(r["step"]) for r in funnel]
+    trace = {"type": "funnel", "y": names, "x": [r["documents"] for r in funnel],
+             "textinfo": "value+percent initial", "marker": {"color": [_color(0)] + [_color(2)] * (len(funnel) - 1)},
+             "customdata": [r.get("dropped", 0) for r in funnel], "connector": {"line": {"color": "#ced4da"}},
+             "hovertemplate": "%{y}: %{x:,} documents left<br>%{customdata:,} dropped here<extra></extra>"}
+    return go.Figure(data=[trace], layout={"height": HEIGHT, "margin": {"l": 10, "r": 10, "t": 30, "b": 10},
+                                           "showlegend": False})
+
+
+MAX_REASONS = 12
+
+
+def drops_figure(drops: Mapping[str, int]) -> go.Figure:
+    """Documents dropped per reason, largest at the top, one colour per step; past MAX_REASONS bars the smallest
+    reasons share one bar."""
+    if not drops:
+        return _waiting("Documents dropped", "Reason", "Nothing dropped yet")
+    items = sorted(drops.items(), key=lambda kv: -kv[1])
+    if len(items) > MAX_REASONS:                              # the long tail in one bar, so the chart stays readable
+        rest = items[MAX_REASONS - 1:]
+        items = items[:MAX_REASONS - 1] + [(f"other:{len(rest)}", sum(n for _, n in rest))]
+    items.reverse()                                           # plotly draws the first bar at the bottom
+    trace = {"type": "bar", "orientation": "h", "y": [reason_name(r) for r, _ in items], "x": [n for _, n in items],
+             "marker": {"color": [_step_color(r.partition(":")[0]) for r, _ in items]},
+             "text": [f"{n:,}" for _, n in items], "textposition": "outside", "cliponaxis": False,
+             "customdata": [[r, _wrap(reason_help(r))] for r, _ in items],
+             "hovertemplate": "<b>%{y}</b>: %{x:,} documents<br>%{customdata[1]}<br>reason code: %{customdata[0]}"
+                              "<extra></extra>"}
+    fig = _figure([trace], "Documents dropped", "", height=max(HEIGHT, 28 * len(items) + 80), showlegend=False,
+                  margin={"l": 10, "r": 40, "t": 30, "b": 10}, x_range=[0, max(n for _, n in items) * 1.15])
+    fig.update_xaxes(nticks=4, tickangle=0, tickformat="~s")
+    return fig
+
+
+MIN_GAP_S = 1.0    # a rate over a shorter gap mostly shows the batching of the steps (dedup pulls 128 at once)
+
+
+def _step_color(step: str) -> str:
+    return _color(STEP_COLORS[step]) if step in STEP_COLORS else "#adb5bd"
+
+
+def _wrap(text: str, width: int = 60) -> str:
+    """Plotly hover labels do not wrap: break a sentence into lines with <br>."""
+    return "<br>".join(textwrap.wrap(text, width))
+
+
+def pipeline_rates(records: Iterable[dict]) -> dict:
+    """Documents and megabytes read per second between consecutive pipeline records (the records hold running
+    totals), against seconds since the start: {"t", "docs", "mb"}. A record less than MIN_GAP_S after the last one
+    used is skipped (its documents count in the next gap), so short gaps do not draw spikes."""
+    pipe = [r for r in of_kind(records, "pipeline") if r.get("elapsed_s") is not None]
+    out: dict = {"t": [], "docs": [], "mb": []}
+    prev = {"elapsed_s": 0.0, "documents_in": 0, "bytes_in": 0}
+    for r in pipe:
+        dt = r["elapsed_s"] - prev["elapsed_s"]
+        if dt < MIN_GAP_S:
+            continue
+        out["t"].append(r["elapsed_s"])
+        out["docs"].append((r["documents_in"] - prev["documents_in"]) / dt)
+        out["mb"].append((r.get("bytes_in", 0) - prev.get("bytes_in", 0)) / dt / 1e6)
+        prev = r
+    return out
+
+
+def pipeline_throughput_figure(records: list[dict]) -> go.Figure:
+    """Documents per second (left axis) and megabytes per second (right axis) read over the run."""
+    s = pipeline_rates(records)
+    if not s["t"]:
+        return _waiting("Seconds since the start", "Throughput", "Waiting for the first half second of reading")
+    traces = [_line(s["t"], s["docs"], "documents / s", _color(0), hover="%{x:.1f} s<br>%{y:,.0f} documents/s"),
+              {**_line(s["t"], s["mb"], "MB / s", _color(1), hover="%{x:.1f} s<br>%{y:,.2f} MB/s"), "yaxis": "y2"}]
+    return _figure(traces, "Seconds since the start", "Documents per second",
+                   x_range=_padded(0, max(s["t"]), rel=0.02, minimum=0.5), y_range=[0, max(s["docs"]) * 1.15 or 1],
+                   yaxis2={"title": {"text": "MB per second"}, "overlaying": "y", "side": "right", "tickmode": "auto",
+                           "nticks": 5, "range": [0, max(s["mb"]) * 1.15 or 1], "showgrid": False,
+                           "zeroline": False})
+
+
+def mix_shares(mix: Mapping | None) -> list[dict]:
+    """[{source, count, share, target}] from a mix record's flat count_ / share_ / target_<source> keys."""
+    if not mix:
+        return []
+    sources = [k.removeprefix("target_") for k in mix if k.startswith("target_")]
+    return [{"source": s, "count": mix.get(f"count_{s}", 0), "share": mix.get(f"share_{s}", 0.0),
+             "target": mix[f"target_{s}"]} for s in sources]
+
+
+def mix_figure(mix: Mapping | None, label=str) -> go.Figure:
+    """Target share against realised share of each source (grouped bars); `label` shortens source names."""
+    rows = mix_shares(mix)
+    if not rows:
+        return _waiting("Source", "Share of documents", "Waiting for the first documents")
+    names = [label(r["source"]) for r in rows]
+    traces = [{"type": "bar", "x": names, "y": [r["target"] for r in rows], "name": "target (your weights)",
+               "marker": {"color": "#adb5bd"}, "hovertemplate": "%{x}: target %{y:.1%}<extra></extra>"},
+              {"type": "bar", "x": names, "y": [r["share"] for r in rows], "name": "realised so far",
+               "marker": {"color": _color(0)}, "customdata": [r["count"] for r in rows],
+               "hovertemplate": "%{x}: %{y:.1%} (%{customdata:,} documents)<extra></extra>"}]
+    return _figure(traces, "Source", "Share of documents read", barmode="group",
+                   yaxis={"title": {"text": "Share of documents read"}, "tickformat": ".0%", "range": [0, 1.05]})

@@ -1,39 +1,83 @@
-"""L13 - Data pipelines: what goes into the model decides what comes out."""
+"""L13 - Data pipelines: read, mix, filter and deduplicate text, and see what every step keeps and drops."""
 
 import streamlit as st
 
-from app import forms, panels, state
-from llmfs.config import TrainConfig
-from llmfs.recipes import submit_train
+from app import forms, panels
+from app import pipeline_view as pv
+from llmfs.data.pipeline import PipelineConfig
 
 KEY = "l13"
-DEFAULTS = {"steps": 200, "lr": 3e-4, "eval_every": 25}
+START = "Run the pipeline"
 
 st.title("L13 · Data pipelines")
 st.markdown("""
-A language model becomes what it reads. Raw text from the web or a company's files is full of boilerplate,
-near-empty pages, text in other languages, machine-generated spam and the **same document many times over**.
-Training on it wastes compute and teaches the model to repeat what it saw most often.
+A language model becomes what it reads. Raw text from the web or a company's files is full of menus, cookie
+notices, near-empty pages, spam and the **same document many times over**. A **data pipeline** turns it into
+training data in small steps you can check: **read** the sources and **mix** them, **filter** out what is not
+worth learning from, **remove duplicates**, and **write shards** that a training job streams. Every step counts
+what it keeps and drops, and *why*, so you can see whether the pipeline does what you think.
 
-A **data pipeline** turns raw text into training sequences in small, testable steps: read documents, **filter**
-them (too short, too repetitive, wrong language; each filter says *why* it dropped a document), **deduplicate**
-(exact copies by hashing, near-copies with MinHash), **mix** sources in chosen proportions, **tokenize**, **pack**
-the tokens into fixed-length sequences without wasting padding, and write them into **shards** that a training
-job streams. Counting what every step keeps and drops tells you whether the pipeline does what you think.
-
-Deduplication matters twice: repeated text is memorised, and a benchmark question that slipped into the training
-data makes the evaluation in L14 meaningless (contamination).
+Set up each step below, run it, and watch the funnel fill.
 """)
-st.info("More tools for this lesson are being built: a pipeline builder with filters, deduplication and mixing, "
-        "a funnel chart of what each step kept and dropped, and shard writing. For now, train on llmfs-corpus or "
-        "on a text file of your own below.", icon=":material/construction:")
 panels.default_notice()
 
-left, right = st.columns([1, 2], gap="large")
-with left:
-    st.subheader("Train")
-    cfg = forms.config_form(TrainConfig, key=KEY, defaults=DEFAULTS)
-    if forms.start_button(KEY, cfg):
-        forms.submit_job(KEY, lambda: submit_train(state.jobs(), cfg, owner=KEY))
-with right:
-    panels.latest_run_panel(KEY)
+
+def stage(title: str, why: str):
+    """One step of the pipeline: why it exists on the left; its settings go in the column returned."""
+    st.subheader(title)
+    left, right = st.columns([2, 3], gap="large")
+    left.markdown(why)
+    return right
+
+
+with stage("1 · Sources and mixing", """
+Training sets combine sources: web pages, books, code, papers, your own documents. A **mixing weight** says how
+large a share of the documents each source supplies. It is a choice, not the sources' sizes: GPT-3 read its
+small, clean Wikipedia about 3.4 times over but only about half of its huge web crawl, because cleaner text is
+worth more per word. Weight a source up too far and the model sees the same text so often that it memorises it.
+
+Documents are drawn at random with these weights (seeded, so a rerun draws the same order).
+"""):
+    sources = pv.sources_picker(KEY)
+    mixing = forms.config_form(PipelineConfig, key=f"{KEY}.mix", fields=["mix_until"])
+
+with stage("2 · Quality filters", """
+Much of the web is not text you want a model to imitate: navigation menus, lists of links, tables of numbers,
+keyword spam, pages that repeat one line. **Filters** are cheap rules that drop such documents. They come from
+published recipes (DeepMind's Gopher, Google's C4) and each names the rule a document broke, so after the run you
+can read what every rule threw away.
+
+Thresholds are trade-offs: too strict and you lose good text and its variety; too loose and the model learns
+boilerplate.
+"""):
+    filters = pv.filter_picker(KEY)
+
+with stage("3 · Deduplication", """
+The web is full of copies: mirrored pages, syndicated articles, templates that differ only by a date. Training
+on the same text many times **wastes compute** (steps spent on what the model already saw) and makes the model
+**memorise** it and repeat it word for word, private details included. Copies of benchmark questions in the
+training data also make test scores meaningless (L14).
+
+**Exact** deduplication hashes each text. **Near-duplicates** need **MinHash**: each document becomes a short
+signature of numbers, and documents are compared only when part of their signatures match (**LSH**), so
+millions of documents never need comparing pair by pair. The chart shows how likely a pair is to be caught.
+"""):
+    dedup = pv.dedup_picker(KEY)
+
+with stage("4 · Shards, then packing", """
+Kept documents are written to **shards**: tar files of a few thousand documents that a training job (on one
+machine or many) streams in turn, without loading everything into memory.
+
+When training reads them, it **packs** the documents: their tokens are laid end to end, separated by an
+end-of-text token, and cut into sequences of exactly the context length. Padding each short document to that
+length would spend most of every batch on padding; packing spends none.
+"""):
+    base = forms.config_form(PipelineConfig, key=KEY, fields=[
+        "limit", "shard_max_docs", "shard_max_bytes", "errors", "seed", "samples_per_reason"])
+    cfg = pv.pipeline_config(base, mixing, sources, filters, dedup)
+    if forms.start_button(KEY, cfg, label=START):
+        forms.submit_job(KEY, lambda: pv.submit_pipeline(cfg, owner=KEY))
+
+st.divider()
+st.subheader("What the pipeline did")
+pv.latest_pipeline_panel(KEY, start=START)
