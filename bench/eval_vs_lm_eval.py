@@ -7,7 +7,7 @@ starts; the timed part is requests -> model -> scores. Runs alternate (ours, the
 
 lm-eval is not a dependency of llmfs; install it for this bench only: ``.venv/bin/pip install lm-eval==0.4.13``.
 
-    .venv/bin/python bench/eval_vs_lm_eval.py                   # llmfs-tiny (built on first use), CPU, ~2-4 min
+    .venv/bin/python bench/eval_vs_lm_eval.py                   # llmfs-tiny (built on first use), CPU, ~5 min
     .venv/bin/python bench/eval_vs_lm_eval.py --model path/to/hf-gpt2-folder --limit 100 --device cuda
 """
 
@@ -150,12 +150,16 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads for both sides. 1 by default: on a shared 2-core machine, OpenMP "
+                         "threads that wait on each other made every small op ~10x slower (measured here).")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
     import torch
     from lm_eval.models.huggingface import HFLM
 
+    torch.set_num_threads(args.threads)
     from llmfs.eval.runner import evaluate
     from llmfs.eval.tasks import load_task
     from llmfs.weights import load_pretrained

@@ -195,7 +195,8 @@ class EvalConfig:
                               "lesson). Leave empty to test the model as it is.", advanced=True, label="Adapter")
     task: EvalTask = option(
         "llmfs-cloze", "What to measure. "
-                       "`llmfs-cloze`: pick the real next line of a Python docstring among four (built in, offline). "
+                       "`llmfs-cloze`: pick the words that really come next in Python's documentation, among four "
+                       "(built in, offline). "
                        "`perplexity`: how surprised the model is by held-out text (lower is better). "
                        "`hellaswag`: pick the sensible ending of an everyday scene. "
                        "`mmlu`: school and university exam questions, A/B/C/D. "
@@ -203,8 +204,8 @@ class EvalConfig:
                        "`custom`: your own questions from a JSONL file.", label="Benchmark")
     data: str = option("", "Where the questions come from. Empty: the official dataset from the Hugging Face hub "
                            "(needs a network), or the built-in text for llmfs-cloze and perplexity. Or the path of a "
-                           "local file in the same format (.jsonl; .txt for perplexity). Required for `custom`.",
-                       label="Data file")
+                           "local file in the same format (.jsonl; .txt for perplexity), or `wikitext` for "
+                           "WikiText-2 from the hub (perplexity). Required for `custom`.", label="Data file")
     limit: int = option(0, "Test only this many questions, to get a quick answer (0 = all). For MMLU it counts per "
                            "subject, as lm-evaluation-harness does.", min=0, max=10_000_000, label="Questions (0 = all)")
     seed: int = option(0, "Which questions when a limit is set: 0 takes the first ones (as lm-evaluation-harness "

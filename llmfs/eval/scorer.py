@@ -196,7 +196,7 @@ def _score_shared_batch(model, requests, batch: list[list[int]], results, done) 
     ctx_logits, row_logits = _gpt_shared_logits(
         model, _pad(contexts, device), ctx_lens, _pad(row_tokens, device) if row_tokens else None,
         torch.tensor(row_group, device=device, dtype=torch.long))
-    ctx_last = F.log_softmax(ctx_logits[torch.arange(len(batch), device=device), ctx_lens - 1].float(), -1)  # (G, V)
+    ctx_last = F.log_softmax(ctx_logits.float(), -1)  # (G, V): each context's last position
     row_lp = F.log_softmax(row_logits.float(), -1) if row_logits is not None else None  # (R, Tr, V)
     for gi, g in enumerate(batch):
         for i in g:
@@ -210,7 +210,8 @@ def _score_shared_batch(model, requests, batch: list[list[int]], results, done) 
 
 def _gpt_shared_logits(model, ctx: torch.Tensor, ctx_lens: torch.Tensor, rows: torch.Tensor | None,
                        row_group: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Logits of G contexts (G, Tc) and of R continuation rows (R, Tr), row r continuing context row_group[r].
+    """Logits at the last position of G contexts (G, Tc) -> (G, V), and at every position of R continuation rows
+    (R, Tr) -> (R, Tr, V), row r continuing context row_group[r].
 
     The same computation as ``GPT.forward`` (llmfs/model.py), with one change: a continuation row's queries attend
     to its context's keys and values (computed once, in the context's own causal pass) and then causally to its own.
@@ -242,7 +243,8 @@ def _gpt_shared_logits(model, ctx: torch.Tensor, ctx_lens: torch.Tensor, rows: t
             xr = xr + attn.c_proj(yr.transpose(1, 2).reshape(xr.shape))
             xr = xr + block.mlp(block.ln_2(xr))
     head = lambda h: model.lm_head(tf.ln_f(h))[..., : cfg.vocab_size]  # noqa: E731 - drop padded-vocab columns
-    return head(x), (head(xr) if xr is not None else None)
+    last = x[torch.arange(G, device=ctx.device), ctx_lens - 1]  # (G, C): only these predict a continuation
+    return head(last), (head(xr) if xr is not None else None)
 
 
 def _heads(attn, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -12,8 +12,8 @@ from . import cloze, custom, hellaswag, mmlu, text, truthfulqa
 from .base import MCItem, ReferenceItem, Task, TaskDataError, TextDoc
 
 TASK_INFO: dict[str, str] = {
-    "llmfs-cloze": "Which line is the real start of this docstring? Built from held-out documentation; works "
-                   "offline. Chance: 25%.",
+    "llmfs-cloze": "Which eight words really come next in this paragraph of Python's documentation? Built from "
+                   "held-out documents the model never trained on; works offline. Chance: 25%.",
     "perplexity": "How surprised the model is by text it has not seen, per word, byte and token (lower is better).",
     "hellaswag": "Pick the sensible ending of an everyday scene (4 endings; chance 25%). acc_norm divides by "
                  "length so long endings are not penalised.",
