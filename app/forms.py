@@ -20,7 +20,10 @@ from . import state
 MODEL_SOURCES = {DEFAULT_MODEL: "llmfs-tiny (built in, works offline)", "folder": "A folder on this machine",
                  "hub": "A Hugging Face hub id"}
 DATA_SOURCES = {DEFAULT_DATA: "llmfs-corpus (built in)",
-                "path": "A .txt / .jsonl file or a folder of them"}
+                "upload": "Upload a .txt / .jsonl / .parquet file",
+                "pipeline": "The output of an L13 data pipeline run",
+                "hubdata": "A Hugging Face hub dataset",
+                "path": "A file, a folder or WebDataset shards on this machine"}
 
 
 def config_form(cls: type, key: str, defaults: Any = None, fields: list[str] | None = None) -> Any | None:
@@ -91,7 +94,7 @@ def _widget(name: str, meta: dict, default: Any, key: str) -> Any:
     if name == "model":
         return _source_picker(label, help_, default, wkey, MODEL_SOURCES, DEFAULT_MODEL)
     if name == "data":
-        return _source_picker(label, help_, default, wkey, DATA_SOURCES, DEFAULT_DATA)
+        return _data_picker(label, help_, default, wkey)
     if meta.get("choices"):
         choices = list(meta["choices"])
         return st.selectbox(label, choices, index=choices.index(default) if default in choices else 0,
@@ -136,6 +139,43 @@ def _source_picker(label: str, help_: str | None, default: str, wkey: str, sourc
     return st.text_input("Path on this machine", value=text, placeholder=placeholder, key=f"{wkey}.path")
 
 
+def _data_picker(label: str, help_: str | None, default: str, wkey: str) -> str:
+    """Training text: the built-in corpus, an upload, a pipeline run's shards, a hub dataset, or a path."""
+    from .pipeline_view import MAX_UPLOAD_MB, UPLOAD_SUFFIXES, pipeline_outputs, save_upload
+    kinds = list(DATA_SOURCES)
+    initial = DEFAULT_DATA if default == DEFAULT_DATA else "hubdata" if default.startswith("hf:") else "path"
+    kind = st.selectbox(label, kinds, index=kinds.index(initial), format_func=DATA_SOURCES.get, help=help_,
+                        key=f"{wkey}.kind")
+    if kind == DEFAULT_DATA:
+        return DEFAULT_DATA
+    if kind == "upload":
+        upload = st.file_uploader(f"Your file (up to {MAX_UPLOAD_MB} MB; JSONL: one {{\"text\": ...}} a line)",
+                                  type=[x[1:] for x in UPLOAD_SUFFIXES], key=f"{wkey}.upload",
+                                  max_upload_size=MAX_UPLOAD_MB)
+        if upload is None:
+            return ""
+        try:
+            return str(save_upload(upload))
+        except ValueError as e:
+            st.error(str(e), icon=":material/error:")
+            return ""
+    if kind == "pipeline":
+        outputs = pipeline_outputs()
+        if not outputs:
+            st.caption("No finished pipeline run yet: build one on the L13 page.")
+            return ""
+        pick = st.selectbox("Pipeline run", outputs, format_func=lambda o: o["label"], key=f"{wkey}.pipeline")
+        return pick["path"]
+    if kind == "hubdata":
+        name = st.text_input("Dataset", value=default.removeprefix("hf:") if default.startswith("hf:") else "",
+                             placeholder="wikitext:wikitext-2-raw-v1", key=f"{wkey}.hub",
+                             help="NAME or NAME:CONFIG, streamed from the hub (needs a network).")
+        return f"hf:{name.strip()}" if name.strip() else ""
+    return st.text_input("Path on this machine", value="" if default == DEFAULT_DATA else default,
+                         placeholder="/path/to/texts, file.jsonl or shards/shard-{000000..000009}.tar",
+                         key=f"{wkey}.path")
+
+
 def _base_type(t: Any) -> tuple[type, bool]:
     """(int / float / bool / str, whether None is allowed) for an annotation such as `float | None`."""
     if get_origin(t) in (Union, types.UnionType):
@@ -148,8 +188,11 @@ def _with_range(help_: str | None, meta: dict) -> str | None:
     lo, hi = meta.get("min"), meta.get("max")
     if lo is None and hi is None:
         return help_
-    span = f"from {_num(lo)}" * (lo is not None) + f" to {_num(hi)}" * (hi is not None)
-    return f"{help_ or ''}\n\nAllowed: {span.strip()}."
+    if lo is not None and hi is not None:
+        span = f"from {_num(lo)} to {_num(hi)}"
+    else:
+        span = f"{_num(lo)} or more" if lo is not None else f"at most {_num(hi)}"
+    return f"{help_ or ''}\n\nAllowed: {span}."
 
 
 def _num(x: float) -> str:

@@ -138,8 +138,7 @@ def layer_map(model, key: str) -> dict:
                        lr_decay=cfg.layer_lr_decay)
     groups = plan.groups()
     colors = {"trains": "#2f9e44", "partly trains": "#f08c00", "frozen": "#adb5bd"}
-    labels = [g["group"] + (" (shares the embeddings)" if g.get("tied") else "") + (f" (from step {g['start_step']})" if (g.get("start_step") or 1) > 1 else "")
-              + (f" x{g['lr_scale']:.2f} lr" if (g.get("lr_scale") or 1) != 1 else "") for g in groups]
+    labels = [_group_label(g) for g in groups]
     fig = go.Figure(go.Bar(x=[g["params"] for g in groups], y=labels, orientation="h",
                            marker_color=[colors.get(g["status"], "#adb5bd") for g in groups],
                            text=[g["status"] for g in groups], textposition="auto"))
@@ -162,6 +161,15 @@ def layer_map(model, key: str) -> dict:
         st.caption(note)
     return {"freeze": cfg.freeze, "freeze_layers": cfg.freeze_layers, "unfreeze_every": cfg.unfreeze_every,
             "layer_lr_decay": cfg.layer_lr_decay}
+
+
+def _group_label(g: dict) -> str:
+    label = g["group"] + (" (shares the embeddings)" if g.get("tied") else "")
+    if (g.get("start_step") or 1) > 1:
+        label += f" (from step {g['start_step']})"
+    if (g.get("lr_scale") or 1) != 1:
+        label += f" x{g['lr_scale']:.2f} lr"
+    return label
 
 
 def submit_comparison(key: str, cfg: TrainConfig) -> None:

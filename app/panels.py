@@ -44,10 +44,14 @@ HELP = {"loss": "How surprised the model is by the next token (cross-entropy). L
 def run_panel(run_id: str, *, poll_s: float = POLL_S) -> None:
     """Status, progress with ETA, live loss / memory / throughput charts, logs and a Stop button for one run."""
     try:
-        live = state.jobs().get(run_id).state not in FINAL_STATES
+        run = state.jobs().get(run_id)
     except KeyError:
         st.warning(f"Run {run_id} no longer exists (it was deleted).")
         return
+    if run.kind == "pipeline":  # a data pipeline has documents, not steps: its own panel (the Runs page uses both)
+        from .pipeline_view import pipeline_panel
+        return pipeline_panel(run_id, poll_s=poll_s)
+    live = run.state not in FINAL_STATES
     st.fragment(run_every=poll_s if live else None)(_panel_body)(run_id, live)
 
 

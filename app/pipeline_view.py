@@ -10,11 +10,9 @@ every panel it reads only the run folder.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import re
 import tarfile
-import typing
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,35 +200,8 @@ def filter_picker(key: str) -> tuple[tuple[str, ...], dict] | None:
 
 
 def threshold_form(cls: type, key: str):
-    """`forms.config_form` for a filter class; the values are checked by the class itself, and a refusal is shown
-    under the form. Returns the filter config or None."""
-    values = forms.config_form(_form_class(cls), key=key)
-    if values is None:
-        return None
-    try:
-        return cls(**dataclasses.asdict(values))
-    except ConfigError as e:
-        st.error(f"**{forms.label_of(e.field, field_info(cls).get(e.field, {}))}**: {e}", icon=":material/error:")
-        return None
-
-
-@functools.cache
-def _form_class(cls: type) -> type:
-    """A copy of the dataclass `cls` with each one-sided range (`min` without `max`, as most filter thresholds
-    have) written into the help text instead: app.forms formats a range only when both ends are set (a one-sided
-    one raises TypeError there). The copy does not validate; `threshold_form` builds the real class."""
-    hints = typing.get_type_hints(cls)
-    fields = []
-    for f in dataclasses.fields(cls):
-        meta = dict(f.metadata)
-        lo, hi = meta.get("min"), meta.get("max")
-        if (lo is None) != (hi is None):
-            meta.pop("min", None)
-            meta.pop("max", None)
-            bound = f"{lo:g} or more" if lo is not None else f"at most {hi:g}"
-            meta["help"] = f"{meta.get('help') or ''}\n\nAllowed: {bound}."
-        fields.append((f.name, hints[f.name], dataclasses.field(default=f.default, metadata=meta)))
-    return dataclasses.make_dataclass(cls.__name__, fields, frozen=True)
+    """`forms.config_form` for a filter class: its thresholds with their help, checked by the class itself."""
+    return forms.config_form(cls, key=key)
 
 
 def changed_fields(cfg) -> dict:
@@ -450,27 +421,8 @@ def use_for_training(run: Run, result: dict) -> None:
         st.markdown(f":material/school: **Use this data for training.** The {n:,} kept documents are in "
                     f"{result['shards_written']} shard file(s) in this folder:")
         st.code(str(folder), language=None)
-        if training_reads(folder):
-            st.markdown("On **L12** or **L15**, set *Training data* to *A .txt / .jsonl file or a folder of them* "
-                        "and paste this path.")
-        else:
-            st.markdown("Another pipeline run can read this folder (paste it under *Files on this machine*). The "
-                        "training pages (L12, L15) read only .txt and .jsonl data for now, so they cannot train on "
-                        "these shards yet.")
-
-
-def training_reads(folder: Path) -> bool:
-    """Can the training data loader read a folder of shards? A loader with `data_files` lists the files it can
-    read (or says it found none); one without it reads whatever `llmfs.data.readers` reads, shards included."""
-    from llmfs.data import text
-
-    data_files = getattr(text, "data_files", None)
-    if data_files is None:
-        return True
-    try:
-        return bool(data_files(str(folder)))
-    except (ValueError, OSError):
-        return False
+        st.markdown("On **L12** or **L15**, pick it under *Training data* (it is listed there as a pipeline "
+                    "output), or paste this path.")
 
 
 def pipeline_outputs() -> list[dict]:

@@ -94,7 +94,8 @@ class TrainConfig:
     steps: int = option(100, "How many optimizer updates to make. More steps = longer training.",
                         min=1, max=1_000_000, label="Training steps")
     epochs: float | None = option(None, "Instead of a step count: how many passes over the training data. "
-                                        "Leave empty to use the step count.", min=0.01, max=1000, advanced=True)
+                                        "Leave empty to use the step count.", min=0.01, max=1000, advanced=True,
+                                  label="Epochs")
     batch_size: int = option(8, "Sequences per update. Larger batches use more memory but give steadier updates.",
                              min=1, max=4096, label="Batch size")
     seq_len: int = option(128, "Tokens per sequence (at most the model's context length). Memory grows with it.",
@@ -105,25 +106,28 @@ class TrainConfig:
     lr: float = option(1e-3, "Learning rate: how big each update is. Too high diverges, too low learns slowly.",
                        min=1e-8, max=1.0, label="Learning rate", step=1e-4)
     min_lr_ratio: float = option(0.1, "The learning rate decays (cosine) to this fraction of its peak.",
-                                 min=0.0, max=1.0, advanced=True)
+                                 min=0.0, max=1.0, advanced=True, label="Final learning rate (fraction of peak)")
     warmup_steps: int = option(10, "Steps over which the learning rate ramps up from zero (avoids early "
                                    "instability).", min=0, max=1_000_000, advanced=True, label="Warm-up steps")
     weight_decay: float = option(0.1, "AdamW weight decay (applied to matrices, not to biases or LayerNorms).",
-                                 min=0.0, max=1.0, advanced=True)
-    beta1: float = option(0.9, "AdamW beta1 (momentum).", min=0.0, max=0.9999, advanced=True)
-    beta2: float = option(0.95, "AdamW beta2 (second-moment averaging).", min=0.0, max=0.9999, advanced=True)
+                                 min=0.0, max=1.0, advanced=True, label="Weight decay")
+    beta1: float = option(0.9, "AdamW beta1 (momentum).", min=0.0, max=0.9999, advanced=True, label="Adam beta1")
+    beta2: float = option(0.95, "AdamW beta2 (second-moment averaging).", min=0.0, max=0.9999, advanced=True,
+                          label="Adam beta2")
     grad_clip: float = option(1.0, "Clip the gradient norm to this value; 0 turns clipping off.",
                               min=0.0, max=1000.0, advanced=True, label="Gradient clipping")
     eval_every: int = option(25, "Measure the loss on held-out text every N steps (0 = only at the end).",
                              min=0, max=1_000_000, label="Evaluate every N steps")
-    eval_batches: int = option(4, "Batches of held-out text per evaluation.", min=1, max=10_000, advanced=True)
+    eval_batches: int = option(4, "Batches of held-out text per evaluation.", min=1, max=10_000, advanced=True,
+                               label="Held-out batches per evaluation")
     checkpoint_every: int = option(50, "Save a checkpoint every N steps so the run can resume (0 = only at the "
-                                       "end).", min=0, max=1_000_000, advanced=True)
-    seed: int = option(1337, "Random seed: the same seed gives the same run.", min=0, max=2**31 - 1, advanced=True)
+                                       "end).", min=0, max=1_000_000, advanced=True, label="Checkpoint every N steps")
+    seed: int = option(1337, "Random seed: the same seed gives the same run.", min=0, max=2**31 - 1, advanced=True,
+                       label="Random seed")
     device: Literal["auto", "cpu", "cuda"] = option("auto", "Where to train: `auto` picks the GPU when there is "
-                                                            "one.", advanced=True)
+                                                            "one.", advanced=True, label="Device")
     save_model: bool = option(True, "Save the trained model as a Hugging Face folder in the run directory.",
-                              advanced=True)
+                              advanced=True, label="Save the trained model")
     freeze: FreezeStrategy = option(
         "full", "Which parts of the model learn; the rest keep their pretrained values. "
                 "`full`: everything. "
@@ -207,7 +211,8 @@ class EvalConfig:
                            "local file in the same format (.jsonl; .txt for perplexity), or `wikitext` for "
                            "WikiText-2 from the hub (perplexity). Required for `custom`.", label="Data file")
     limit: int = option(0, "Test only this many questions, to get a quick answer (0 = all). For MMLU it counts per "
-                           "subject, as lm-evaluation-harness does.", min=0, max=10_000_000, label="Questions (0 = all)")
+                           "subject, as lm-evaluation-harness does.", min=0, max=10_000_000,
+                        label="Questions (0 = all)")
     seed: int = option(0, "Which questions when a limit is set: 0 takes the first ones (as lm-evaluation-harness "
                           "does); any other number draws a random sample, the same one every time.",
                        min=0, max=2**31 - 1, advanced=True, label="Sample seed")

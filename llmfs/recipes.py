@@ -28,8 +28,13 @@ def preflight_train(cfg: TrainConfig) -> None:
     elif not is_default(cfg.model) and not Path(cfg.model).expanduser().exists():
         check_hub_source(cfg.model)
     resolve_device(cfg.device)
-    if cfg.data != DEFAULT_DATA and not cfg.data.startswith(HF_PREFIX) and not Path(cfg.data).expanduser().exists():
-        raise SourceError(f"No data at {cfg.data}: use llmfs-corpus or the path of a .txt / .jsonl file or folder.")
+    if cfg.data != DEFAULT_DATA and not cfg.data.startswith(HF_PREFIX):
+        from .data.readers import DataError, resolve_inputs
+        try:
+            resolve_inputs(cfg.data)
+        except DataError as e:
+            raise SourceError(f"No data at {cfg.data}: use llmfs-corpus, a .txt / .jsonl / .parquet file, a folder "
+                              f"or WebDataset shards ({e}).") from e
 
 
 def _log_progress(ctx: JobContext):

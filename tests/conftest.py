@@ -62,3 +62,26 @@ def _save_tiny_tokenizer(folder: Path, vocab_size: int) -> None:
     texts = ["def add(a, b):\n    return a + b\n", "The quick brown fox jumps over the lazy dog. " * 20,
              "Python is a programming language. Lists, dicts and sets are built in."] * 10
     train_tokenizer(texts, folder, vocab_size=vocab_size)
+
+
+# -- a clean exit -----------------------------------------------------------------------------------------------
+# With torch, pyarrow and Streamlit all loaded, CPython's final teardown (C++ static destructors, after every test
+# has passed and every report is written) sometimes aborts with "terminate called without an active exception",
+# turning a green run into exit code 134. Nothing of ours runs then (faulthandler shows no Python frame): the
+# JobManagers have already stopped their workers through their atexit hook. So once pytest is completely done we
+# leave with its own exit status, skipping that teardown.
+_EXIT_STATUS = {"value": 0}
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _EXIT_STATUS["value"] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    import sys
+    if os.environ.get("LLMFS_TEST_NORMAL_EXIT"):
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(_EXIT_STATUS["value"])

@@ -60,7 +60,7 @@ def test_bad_jsonl_fails_with_line_number(jobs, tiny_hf_folder, tmp_path):
     rid = submit_train(jobs, TrainConfig(model=str(tiny_hf_folder), data=str(bad), steps=2, seq_len=16,
                                            device="cpu"))
     assert jobs.wait(rid, 60) == "failed"
-    assert jobs.get(rid).status()["error"].startswith("bad.jsonl, line 2: not valid JSON")
+    assert jobs.get(rid).status()["error"].startswith(f"{bad}, line 2: not valid JSON")
 
 
 def test_hub_dataset_offline_fails_fast(monkeypatch):
@@ -69,7 +69,7 @@ def test_hub_dataset_offline_fails_fast(monkeypatch):
     from llmfs.data.text import DataError, read_texts
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     t0 = time.time()
-    with pytest.raises(DataError, match="Cannot stream the dataset 'wikitext'.*llmfs-corpus"):
+    with pytest.raises(DataError, match="HF_HUB_OFFLINE"):
         read_texts("hf:wikitext:wikitext-2-raw-v1")
     assert time.time() - t0 < 5
 

@@ -31,13 +31,20 @@ from typing import Any, Callable, Iterator, Literal
 
 from ..config import DEFAULT_DATA
 from .documents import Document, ReadError
-from .text import HF_PREFIX, JSONL_SUFFIXES, TEXT_SUFFIXES, DataError
 
+HF_PREFIX = "hf:"
+TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text")
+JSONL_SUFFIXES = (".jsonl", ".json")
 PARQUET_SUFFIXES = (".parquet",)
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 FOLDER_SUFFIXES = TEXT_SUFFIXES + (".jsonl",) + PARQUET_SUFFIXES + TAR_SUFFIXES
 HF_LOCAL_BUILDERS = ("json", "parquet", "text", "csv")  # `datasets` builders that read local files, no hub needed
 HELDOUT = "@heldout"
+
+
+class DataError(ValueError):
+    """A data source that cannot be read; the message names the file (and line) and the fix."""
+
 
 ErrorMode = Literal["skip", "raise"]
 OnError = Callable[[ReadError], None]
