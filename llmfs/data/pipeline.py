@@ -98,23 +98,38 @@ class PipelineStats:
 
 def run_pipeline(cfg: PipelineConfig, out_dir: str | os.PathLike | None, *, emit: Emit | None = None,
                  should_stop: Callable[[], bool] | None = None, log: Callable[[str], None] | None = None,
-                 emit_every_s: float = 0.5) -> dict:
+                 emit_every_s: float = 0.5, resume: bool = False) -> dict:
     """Run the pipeline; write kept documents as WebDataset shards under `out_dir` (None: count only).
 
     `emit(step, kind="pipeline", **counts)` is called about every `emit_every_s` seconds and at the end.
+    `resume`: continue a stopped run in the same `out_dir`. Its finished shards are kept; the inputs are read again
+    in the same (seeded) order, documents already written are skipped before any step, and the deduplicator first
+    learns every written document, so nothing is lost, written twice, or let through as a duplicate of what is
+    already there. (Re-reading costs input I/O; it is what keeps the filters and dedup exact across a restart.)
     Returns the final statistics (see `_summary`).
     """
+    from .readers import read_documents
     from .shards import ShardWriter
 
     stats = PipelineStats()
     should_stop = should_stop or (lambda: False)
     reader_stream, mixer = _read_and_mix(cfg, stats)
     steps, dedup = _build_steps(cfg, stats)
-    stream: Iterator[Document] = _count_in(reader_stream, stats, cfg.limit)
+    written: set[str] = set()
+    start_index = 0
+    if resume and out_dir is not None and Path(out_dir).is_dir() and any(Path(out_dir).glob("shard-*.tar")):
+        start_index = len(list(Path(out_dir).glob("shard-*.tar")))
+        for doc in read_documents(out_dir):
+            written.add(doc.id)
+            if dedup is not None:
+                dedup.add(doc)  # learn it without counting it: it was counted by the run that wrote it
+        if log:
+            log(f"Resuming: {len(written):,} documents already in {start_index} shard(s) are kept and skipped.")
+    stream: Iterator[Document] = _count_in((d for d in reader_stream if d.id not in written), stats, cfg.limit)
     for step in steps:
         stream = step(stream)
     writer = ShardWriter(out_dir, prefix="shard", max_docs=cfg.shard_max_docs, max_bytes=cfg.shard_max_bytes,
-                         overwrite=True) if out_dir is not None else None
+                         start_index=start_index, overwrite=True) if out_dir is not None else None
     last_emit, stopped = 0.0, False
     try:
         for doc in stream:
@@ -133,6 +148,10 @@ def run_pipeline(cfg: PipelineConfig, out_dir: str | os.PathLike | None, *, emit
     finally:
         shards = writer.close() if writer is not None else []
     summary = _summary(cfg, stats, steps, dedup, mixer, shards, stopped)
+    summary["resumed_documents"] = len(written)
+    if start_index:  # the shards of the earlier attempt are part of the result too
+        summary["shards"] = [str(p) for p in sorted(Path(out_dir).glob("shard-*.tar"))]
+        summary["shards_written"] = len(summary["shards"])
     _emit(emit, stats, steps, mixer)
     return summary
 
@@ -238,7 +257,7 @@ def pipeline_job(ctx, payload: dict) -> dict:
     out = Path(payload.get("out_dir") or ctx.run_dir / "shards")
     ctx.log(f"Pipeline over {', '.join(cfg.inputs)}; filters: {', '.join(cfg.filters) or 'none'}; "
             f"dedup: {cfg.dedup}; writing shards to {out}.")
-    result = run_pipeline(cfg, out, emit=ctx.emit, should_stop=ctx.should_stop, log=ctx.log)
+    result = run_pipeline(cfg, out, emit=ctx.emit, should_stop=ctx.should_stop, log=ctx.log, resume=ctx.resume)
     ctx.log(f"{result['documents_in']:,} documents in, {result['documents_out']:,} out, "
             f"{result['shards_written']} shard(s), {result['documents_per_s']:,.0f} documents/s.")
     if result["read_error_count"]:

@@ -113,3 +113,22 @@ def test_cli_data_json_contract(tmp_path, llmfs_home):
     assert res["shards"] == [str(out / "shard-000000.tar")]
     texts = sorted(d.text for d in read_documents(out))
     assert texts == sorted([GOOD, GOOD + " b"])
+
+
+def test_resume_after_stop_loses_nothing_and_writes_nothing_twice(tmp_path):
+    texts = [f"{GOOD} number {i}." for i in range(40)] + [f"{GOOD} number 3."]  # the last duplicates d4
+    src = _write_jsonl(tmp_path / "in.jsonl", texts)
+    cfg = PipelineConfig(inputs=(str(src),), dedup="exact", shard_max_docs=5)
+    calls = {"n": 0}
+
+    def stop():
+        calls["n"] += 1
+        return calls["n"] >= 12
+
+    first = run_pipeline(cfg, tmp_path / "out", should_stop=stop)
+    assert first["stopped"] and first["documents_out"] == 12
+    resumed = run_pipeline(cfg, tmp_path / "out", resume=True)
+    assert resumed["resumed_documents"] == 12 and not resumed["stopped"]
+    ids = [d.id for d in read_documents(tmp_path / "out")]
+    assert sorted(ids) == sorted(f"d{i}" for i in range(1, 41))  # every document once; d41 (a duplicate) dropped
+    assert resumed["duplicates"] == 1 and resumed["shards_written"] == len(list((tmp_path / "out").glob("*.tar")))
