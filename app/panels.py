@@ -66,6 +66,22 @@ def latest_run_panel(key: str, start: str = "Start training") -> None:
     run_panel(run_id)
 
 
+def training_section(key: str, defaults: dict) -> None:
+    """The training form (left) and the live panel of the page's latest run (right), as several lessons use it."""
+    from llmfs.config import TrainConfig
+    from llmfs.recipes import submit_train
+
+    from . import forms
+    left, right = st.columns([1, 2], gap="large")
+    with left:
+        st.subheader("Train")
+        cfg = forms.config_form(TrainConfig, key=key, defaults=defaults)
+        if forms.start_button(key, cfg):
+            forms.submit_job(key, lambda: submit_train(state.jobs(), cfg, owner=key))
+    with right:
+        latest_run_panel(key)
+
+
 def default_notice() -> None:
     """Say, before anyone waits for it, that the first run also builds the built-in model."""
     if not state.default_ready():

@@ -149,11 +149,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_id = submit_train(jobs, cfg, owner="cli", run_dir=args.out)
     run = jobs.get(run_id)
     _err(f"run {run_id} in {run.path}")
-    previous = signal.signal(signal.SIGINT, lambda *_: jobs.cancel(run_id))
-    try:
-        _follow(jobs, run_id)
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    _follow(jobs, run_id)
     status = run.status()
     result = status.get("result") or {}
     out = {"run_dir": str(run.path), "run_id": run_id, "state": status.get("state"), **result}
@@ -253,11 +249,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     jobs = default_manager()
     run_id = jobs.submit("pipeline", {**dataclasses.asdict(cfg), "out_dir": str(out)}, owner="cli")
     _err(f"run {run_id}: writing shards to {out}")
-    previous = signal.signal(signal.SIGINT, lambda *_: jobs.cancel(run_id))
-    try:
-        _follow(jobs, run_id)
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    _follow(jobs, run_id)
     status = jobs.get(run_id).status()
     result = {"run_id": run_id, "run_dir": str(jobs.get(run_id).path), "out": str(out), "state": status["state"],
               **(status.get("result") or {})}
@@ -292,7 +284,15 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 # -- helpers ------------------------------------------------------------------------------------------------------
 def _follow(jobs, run_id: str, interval: float = 0.5) -> None:
-    """Print progress to stderr until the run ends."""
+    """Print progress to stderr until the run ends; Ctrl-C stops the run (at its next step) instead of killing it."""
+    previous = signal.signal(signal.SIGINT, lambda *_: jobs.cancel(run_id))
+    try:
+        _print_progress(jobs, run_id, interval)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _print_progress(jobs, run_id: str, interval: float) -> None:
     from .runs import FINAL_STATES, MetricsCursor, read_new_metrics
     run = jobs.get(run_id)
     cursor, shown = MetricsCursor(), 0

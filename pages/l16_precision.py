@@ -2,9 +2,7 @@
 
 import streamlit as st
 
-from app import forms, panels, state
-from llmfs.config import TrainConfig
-from llmfs.recipes import submit_train
+from app import panels
 
 KEY = "l16"
 DEFAULTS = {"steps": 200, "lr": 3e-4, "eval_every": 25}
@@ -28,11 +26,4 @@ st.info("More tools for this lesson are being built: fp32, fp16 and bf16 runs si
         icon=":material/construction:")
 panels.default_notice()
 
-left, right = st.columns([1, 2], gap="large")
-with left:
-    st.subheader("Train")
-    cfg = forms.config_form(TrainConfig, key=KEY, defaults=DEFAULTS)
-    if forms.start_button(KEY, cfg):
-        forms.submit_job(KEY, lambda: submit_train(state.jobs(), cfg, owner=KEY))
-with right:
-    panels.latest_run_panel(KEY)
+panels.training_section(KEY, DEFAULTS)
