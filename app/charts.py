@@ -508,3 +508,74 @@ def mix_figure(mix: Mapping | None, label=str) -> go.Figure:
                "hovertemplate": "%{x}: %{y:.1%} (%{customdata:,} documents)<extra></extra>"}]
     return _figure(traces, "Source", "Share of documents read", barmode="group",
                    yaxis={"title": {"text": "Share of documents read"}, "tickformat": ".0%", "range": [0, 1.05]})
+
+
+# -- evaluation (L14) ---------------------------------------------------------------------------------------------
+# Scores come from results.json ("metrics": {name: value, name + "_stderr": value}); the live records
+# (kind="eval_progress") carry done / total and the running value of each metric.
+METRIC_NAMES = {"acc": "accuracy", "acc_norm": "accuracy (length-normalised)", "bits_per_byte": "bits per byte",
+                "byte_perplexity": "byte perplexity", "token_perplexity": "token perplexity",
+                "word_perplexity": "word perplexity", "perplexity": "perplexity", "exact_match": "exact match",
+                "loglik": "log-likelihood"}
+LOWER_IS_BETTER = frozenset({"bits_per_byte", "byte_perplexity", "token_perplexity", "word_perplexity",
+                             "perplexity"})
+
+
+def metric_name(metric: str) -> str:
+    return METRIC_NAMES.get(metric, metric.replace("_", " "))
+
+
+def metric_axis(metric: str) -> str:
+    return f"{metric_name(metric)} ({'lower' if metric in LOWER_IS_BETTER else 'higher'} is better)"
+
+
+def running_score_figure(records: list[dict]) -> go.Figure:
+    """The running score of a live evaluation against the questions scored so far, one line per metric."""
+    progress = by_step(of_kind(records, "eval_progress"))
+    if not progress:
+        return _waiting("Questions scored", "Score so far", "Waiting for the first questions")
+    names = [k for k in METRIC_NAMES if any(k in r for r in progress)]
+    xs = [r["done"] for r in progress]
+    traces = [_line(xs, [r.get(m) for r in progress], metric_name(m), _color(i), markers=True,
+                    hover=f"{metric_name(m)} after %{{x:,}} questions: %{{y:.3f}}")
+              for i, m in enumerate(names)]
+    total = progress[-1].get("total") or xs[-1]
+    return _figure(traces, "Questions scored", "Score so far", x_range=_padded(0, max(total, 1), rel=0.02))
+
+
+def eval_comparison_figure(rows: list[dict], metric: str, chance: float | None = None) -> go.Figure:
+    """One bar per model with its standard error as an error bar (rows: {"model", "value", "stderr", "n"}); a dashed
+    line at chance level when there is one."""
+    rows = [r for r in rows if r.get("value") is not None]
+    if not rows:
+        return _waiting("Model", metric_axis(metric), "No scores for this measure yet")
+    stderr = [r.get("stderr") or 0 for r in rows]
+    trace = {"type": "bar", "x": [r["model"] for r in rows], "y": [r["value"] for r in rows],
+             "marker": {"color": [_color(i) for i in range(len(rows))]},
+             "error_y": {"type": "data", "array": stderr, "visible": True, "color": "#343a40", "thickness": 1.5},
+             "text": [f"{r['value']:.3g}" for r in rows], "textposition": "outside", "cliponaxis": False,
+             "customdata": [[e, r.get("n") or 0] for e, r in zip(stderr, rows)],
+             "hovertemplate": "<b>%{x}</b><br>%{y:.3f} ± %{customdata[0]:.3f} (standard error)<br>"
+                              "%{customdata[1]:,} questions<extra></extra>"}
+    fig = _figure([trace], "", metric_axis(metric), showlegend=False)
+    if chance is not None and metric not in LOWER_IS_BETTER:
+        fig.add_hline(y=chance, line_dash="dash", line_color="gray", annotation_text=f"chance {chance:.0%}",
+                      annotation_position="top left")
+    return fig
+
+
+def before_after_figure(pairs: list[dict]) -> go.Figure:
+    """Grouped bars: per task, the base model's score and the fine-tuned model's, each with its standard error.
+    pairs: [{"task", "metric", "before", "before_stderr", "after", "after_stderr"}]."""
+    if not pairs:
+        return _waiting("Benchmark", "Score", "Evaluate a fine-tuned model and its base on the same benchmark")
+    xs = [f"{p['task']}<br>{metric_name(p['metric'])}" for p in pairs]
+    traces = []
+    for i, (side, name) in enumerate((("before", "before: the base model"), ("after", "after fine-tuning"))):
+        errs = [p.get(f"{side}_stderr") or 0 for p in pairs]
+        traces.append({"type": "bar", "name": name, "x": xs, "y": [p[side] for p in pairs],
+                       "marker": {"color": _color(i)}, "text": [f"{p[side]:.3g}" for p in pairs],
+                       "textposition": "outside", "cliponaxis": False,
+                       "error_y": {"type": "data", "array": errs, "visible": True, "color": "#343a40"},
+                       "hovertemplate": f"{name}<br>%{{x}}: %{{y:.3f}}<extra></extra>"})
+    return _figure(traces, "", "Score", barmode="group")

@@ -1,0 +1,442 @@
+"""The L14 page's parts: the model and benchmark pickers, the live panel of an evaluation, the table and charts of
+every finished evaluation on disk (with before / after fine-tuning), and the drill-down into the questions a model
+got wrong.
+
+Like every panel, all of it reads run folders only: `results.json` (scores with standard errors) and
+`items.jsonl` (one record per question) that `llmfs.eval.runner.write_results` leaves, and the live
+`kind="eval_progress"` records in metrics.jsonl.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from llmfs.config import DEFAULT_MODEL, ConfigError, EvalConfig
+from llmfs.eval.runner import preflight_eval
+from llmfs.eval.tasks import TASK_INFO
+from llmfs.paths import runs_dir
+from llmfs.runs import FINAL_STATES, INTERRUPTED, PENDING, RUNNING, SUCCEEDED, Run
+from llmfs.sources import SourceError, looks_like_path
+
+from . import charts, panels, state
+
+PLOT_CONFIG = {"displaylogo": False}
+TASKS = list(TASK_INFO)
+TASK_LABELS = {"llmfs-cloze": "llmfs-cloze: which words come next (built in)",
+               "perplexity": "perplexity: how surprised by unseen text",
+               "hellaswag": "HellaSwag: the sensible ending of a scene", "mmlu": "MMLU: exam questions in 57 subjects",
+               "truthfulqa_mc1": "TruthfulQA MC1: the one true answer",
+               "truthfulqa_mc2": "TruthfulQA MC2: probability on true answers",
+               "custom": "custom: your own questions (.jsonl)"}
+OFFLINE_TASKS = ("llmfs-cloze", "perplexity")   # have built-in data; the others need a file offline
+CHANCE = {"llmfs-cloze": 0.25, "hellaswag": 0.25, "mmlu": 0.25}
+DATA_KINDS = {"default": "The official dataset from the Hugging Face hub (needs a network)",
+              "builtin": "Built in: held-out text of llmfs-corpus", "wikitext": "WikiText-2 from the hub (needs a network)",
+              "upload": "Upload a .jsonl file (.txt for perplexity)", "path": "A file on this machine"}
+FORMATS = {"hellaswag": 'the hub\'s format: {"ctx": ..., "endings": [4 strings], "label": 0-3, "activity_label": ...}',
+           "mmlu": '{"question": ..., "subject": ..., "choices": [4 strings], "answer": 0-3}',
+           "truthfulqa_mc1": '{"question": ..., "mc1_targets": {"choices": [...], "labels": [1, 0, ...]}, ...}',
+           "truthfulqa_mc2": '{"question": ..., "mc2_targets": {"choices": [...], "labels": [1, 1, 0, ...]}, ...}',
+           "custom": '{"question": "2+2=", "choices": ["3", "4"], "answer": 1}, or {"prompt": ..., "reference": ...}',
+           "perplexity": "plain text (.txt), or .jsonl with one {\"text\": ...} a line"}
+WRONG_SHOWN = 10   # questions opened one by one below the table of wrong answers
+
+
+# -- what to evaluate ---------------------------------------------------------------------------------------------
+def trained_models() -> list[dict]:
+    """The `model/` folders of succeeded training runs, newest first: [{"path", "run_id", "base", "label"}]."""
+    found = []
+    for run in state.jobs().list_runs():
+        if run.kind != "train" or run.state != SUCCEEDED or not (run.path / "model" / "config.json").is_file():
+            continue
+        base = run.config().get("model") or DEFAULT_MODEL
+        found.append({"path": str(run.path / "model"), "run_id": run.run_id, "base": base,
+                      "label": f"fine-tuned {short_id(run.run_id)} (from {model_name(base)}, "
+                               f"{state.owner_label(run.status().get('owner'))})"})
+    return found
+
+
+def short_id(run_id: str) -> str:
+    return run_id.rsplit("-", 1)[-1]
+
+
+def model_name(source: str) -> str:
+    """How a model is called in tables and charts: llmfs-tiny, a hub id, `fine-tuned <id>` for a training run's
+    model folder, else the folder's name."""
+    if source == DEFAULT_MODEL:
+        return source
+    path = Path(source).expanduser()
+    if path.name == "model" and path.parent.parent.resolve() == runs_dir().resolve():
+        return f"fine-tuned {short_id(path.parent.name)}"
+    if not (looks_like_path(source) or path.is_dir()):
+        return source   # a hub id
+    return path.name or source
+
+
+def models_picker(key: str) -> list[str]:
+    """llmfs-tiny, the models of finished training runs, and any folders or hub ids typed in."""
+    trained = trained_models()
+    options = [DEFAULT_MODEL] + [m["path"] for m in trained]
+    labels = {DEFAULT_MODEL: "llmfs-tiny (built in, works offline)", **{m["path"]: m["label"] for m in trained}}
+    picked = st.multiselect("Models", options, default=[DEFAULT_MODEL], format_func=labels.get, key=f"{key}.models",
+                            help="Pick several to compare them on the same questions. Fine-tuned models appear "
+                                 "here when a training run (L12, L15, L16) finishes.")
+    more = st.text_input("More models: folders or hub ids, separated by commas", key=f"{key}.more",
+                         placeholder="/path/to/model-folder, gpt2",
+                         help="A folder holding a Hugging Face GPT-2 model (config.json and weights), or a hub id "
+                              "(downloaded once; needs a network).")
+    return picked + [m.strip() for m in more.split(",") if m.strip()]
+
+
+def tasks_picker(key: str) -> dict[str, str | None]:
+    """The benchmarks to run, each with where its questions come from: {task: data} (data "" = the task's default,
+    None while a benchmark still lacks its file)."""
+    tasks = st.multiselect("Benchmarks", TASKS, default=["llmfs-cloze"], format_func=TASK_LABELS.get,
+                           key=f"{key}.tasks", help="\n\n".join(f"**{t}**: {TASK_INFO[t]}" for t in TASKS))
+    return {task: "" if task == "llmfs-cloze" else _data_picker(key, task) for task in tasks}
+
+
+def _data_picker(key: str, task: str) -> str | None:
+    kinds = ["builtin", "wikitext"] if task == "perplexity" else [] if task == "custom" else ["default"]
+    kinds += ["upload", "path"]
+    kind = st.selectbox(f"Questions for {task}" if task != "perplexity" else "Text for perplexity", kinds,
+                        format_func=DATA_KINDS.get, key=f"{key}.{task}.kind",
+                        index=0 if task in OFFLINE_TASKS or task == "custom" else kinds.index("upload"),
+                        help=f"Format: {FORMATS.get(task, '')}.")
+    if kind in ("builtin", "default"):
+        return ""
+    if kind == "wikitext":
+        return "wikitext"
+    if kind == "path":
+        path = st.text_input("Path on this machine", key=f"{key}.{task}.path", placeholder="/data/questions.jsonl")
+        if not path.strip():
+            st.caption(f"Give the path of the {task} file.")
+            return None
+        return path.strip()
+    return _upload(key, task)
+
+
+def _upload(key: str, task: str) -> str | None:
+    from .pipeline_view import MAX_UPLOAD_MB, save_upload
+    upload = st.file_uploader(f"Your {task} file (up to {MAX_UPLOAD_MB} MB)", type=["jsonl", "txt"],
+                              key=f"{key}.{task}.upload", max_upload_size=MAX_UPLOAD_MB)
+    if upload is None:
+        st.caption(f"Upload the {task} file, or pick another source for its questions.")
+        return None
+    saved: dict = st.session_state.setdefault(f"{key}.saved", {})
+    if upload.file_id not in saved:   # save once, not on every rerun
+        try:
+            saved[upload.file_id] = str(save_upload(upload))
+        except ValueError as e:
+            st.error(str(e), icon=":material/error:")
+            return None
+    return saved[upload.file_id]
+
+
+def plan(base: EvalConfig | None, models: list[str], tasks: dict[str, str | None]) -> list[EvalConfig] | None:
+    """One config per (model, task), or None (with the reason shown) when something is missing or refused."""
+    if base is None or None in tasks.values():
+        return None
+    if not models or not tasks:
+        st.warning("Pick at least one model and one benchmark.", icon=":material/rule:")
+        return None
+    try:
+        return [base.replace(model=m, task=t, data=d, num_fewshot=base.num_fewshot if t == "mmlu" else 0)
+                for m in models for t, d in tasks.items()]
+    except ConfigError as e:
+        st.error(str(e), icon=":material/error:")
+        return None
+
+
+def submit_all(key: str, cfgs: list[EvalConfig]) -> None:
+    """Check every evaluation first (missing files, windows too long), then queue them all, one job each."""
+    try:
+        for cfg in cfgs:
+            preflight_eval(cfg)
+    except (ConfigError, SourceError, ValueError, OSError) as e:
+        st.error(str(e), icon=":material/error:")
+        return
+    ids = [state.jobs().submit("eval", cfg, owner=key) for cfg in cfgs]
+    for run_id in ids:
+        state.remember(key, run_id)
+    st.session_state[f"{key}.batch"] = ids
+    st.rerun()
+
+
+# -- the live panel -----------------------------------------------------------------------------------------------
+def latest_panels(key: str, start: str) -> None:
+    """The panels of the evaluations started last from this page (after a refresh: the newest one)."""
+    batch = [r for r in st.session_state.get(f"{key}.batch", []) if r in state.recalled(key)]
+    batch = batch or ([state.latest(key)] if state.latest(key) else [])
+    if not batch:
+        st.info(f"No evaluation yet. Press **{start}**: progress and the running score appear here, live.",
+                icon=":material/fact_check:")
+        return
+    for run_id in batch:
+        with st.container(border=True):
+            eval_panel(run_id)
+
+
+def eval_panel(run_id: str, *, poll_s: float = panels.POLL_S) -> None:
+    """Status, progress and running score of one evaluation, live while it runs; its scores once it is done."""
+    try:
+        live = state.jobs().get(run_id).state not in FINAL_STATES
+    except KeyError:
+        st.warning(f"Run {run_id} no longer exists (it was deleted).")
+        return
+    st.fragment(run_every=poll_s if live else None)(_panel_body)(run_id, live)
+
+
+def _panel_body(run_id: str, was_live: bool) -> None:
+    try:
+        run = state.jobs().get(run_id)
+    except KeyError:
+        st.warning(f"Run {run_id} no longer exists (it was deleted).")
+        return
+    status, cfg = run.status(), run.config()
+    run_state = status.get("state", INTERRUPTED)
+    if was_live and run_state in FINAL_STATES:
+        st.rerun(scope="app")  # redraw once still: polling stops, the results table picks the run up
+    progress = charts.by_step(charts.of_kind(panels.records_of(run_id), "eval_progress"))
+    st.markdown(f"**{model_name(cfg.get('model', '?'))}** on **{cfg.get('task', '?')}**")
+    panels._header(run, status, run_state, progress)
+    result = status.get("result") or {}
+    if run_state == SUCCEEDED and result:
+        _scores(result)
+    elif progress:
+        last = progress[-1]
+        running = ", ".join(f"{charts.metric_name(k)} {last[k]:.3f}" for k in charts.METRIC_NAMES if k in last)
+        st.progress(min(1.0, last["done"] / max(last["total"], 1)),
+                    text=f"{last['done']:,} of {last['total']:,} questions · so far: {running}")
+        if len(progress) > 1:
+            st.plotly_chart(charts.running_score_figure(progress), key=f"running:{run_id}", config=PLOT_CONFIG)
+    elif run_state in (PENDING, RUNNING):
+        st.progress(0, text="Loading the model and the questions…")
+    panels._log(run)
+
+
+def _scores(result: dict) -> None:
+    metrics = result.get("metrics") or {}
+    names = [k for k in metrics if not k.endswith("_stderr") and metrics[k] is not None][:4]
+    cols = st.columns(max(len(names), 1))
+    for col, name in zip(cols, names):
+        err = metrics.get(f"{name}_stderr")
+        col.metric(charts.metric_name(name).capitalize(), f"{metrics[name]:.3g}",
+                   delta=f"± {err:.3f}" if err else None, delta_color="off", delta_arrow="off",
+                   help="± one standard error: the score would move about this much on another sample of "
+                        "questions of the same size.")
+    stopped = " · stopped early: scores are for the questions done" if result.get("stopped") else ""
+    st.caption(f"{result.get('n_items', 0):,} questions from {result.get('source', '?')} · "
+               f"{panels.fmt_duration(result.get('seconds') or 0)}{stopped}")
+
+
+# -- every finished evaluation ------------------------------------------------------------------------------------
+def finished_evals() -> list[Run]:
+    return [r for r in state.jobs().list_runs()
+            if r.kind == "eval" and r.state == SUCCEEDED and (r.status().get("result") or {}).get("metrics")]
+
+
+def result_rows(runs: list[Run]) -> list[dict]:
+    """One row per (run, metric): the long table the page shows and charts are cut from."""
+    rows = []
+    for run in runs:
+        status = run.status()
+        result, cfg = status.get("result") or {}, run.config()
+        metrics = result.get("metrics") or {}
+        for name, value in metrics.items():
+            if name.endswith("_stderr") or value is None:
+                continue
+            err = metrics.get(f"{name}_stderr")
+            rows.append({"model": model_name(cfg.get("model", "?")), "task": result.get("task", cfg.get("task")),
+                         "metric": name, "value": value, "stderr": err,
+                         "score": f"{value:.3f} ± {err:.3f}" if err is not None else f"{value:.4g}",
+                         "n": result.get("n_items"), "few-shot": cfg.get("num_fewshot") or 0,
+                         "data": Path(cfg["data"]).name if cfg.get("data") else "default",
+                         "date": dt.datetime.fromtimestamp(status.get("finished") or status.get("created") or 0),
+                         "run": run.run_id, "source": cfg.get("model", "")})
+    return rows
+
+
+def newest_per_model(rows: list[dict], task: str, metric: str) -> list[dict]:
+    """The chart's bars: for each model, its newest score on `task` / `metric` (rows come newest first)."""
+    seen: dict[str, dict] = {}
+    for r in rows:
+        if r["task"] == task and r["metric"] == metric and r["model"] not in seen:
+            seen[r["model"]] = r
+    return list(seen.values())
+
+
+def primary_metric(metrics: list[str]) -> str:
+    for name in ("acc_norm", "acc", "bits_per_byte", "exact_match"):
+        if name in metrics:
+            return name
+    return metrics[0]
+
+
+def results_section(key: str) -> None:
+    rows = result_rows(finished_evals())
+    if not rows:
+        st.info("No finished evaluation yet: its scores land here, and stay (they are read from the run folders).",
+                icon=":material/table_chart:")
+        return
+    st.dataframe(pd.DataFrame(rows).drop(columns=["source"]), hide_index=True, column_config={
+        "model": "Model", "task": "Benchmark", "metric": "Measure",
+        "value": st.column_config.NumberColumn("Value", format="%.4g"),
+        "stderr": st.column_config.NumberColumn("± stderr", format="%.3f", help="Standard error of the score"),
+        "score": st.column_config.TextColumn("Score ± stderr"),
+        "n": st.column_config.NumberColumn("Questions", help="Questions (or documents) scored"),
+        "few-shot": st.column_config.NumberColumn("Few-shot"), "data": "Data",
+        "date": st.column_config.DatetimeColumn("Finished", format="D MMM, HH:mm"), "run": "Run"})
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    for tab, task in zip(st.tabs(tasks), tasks):
+        with tab:
+            metrics = list(dict.fromkeys(r["metric"] for r in rows if r["task"] == task))
+            metric = st.selectbox("Measure", metrics, index=metrics.index(primary_metric(metrics)),
+                                  format_func=charts.metric_axis, key=f"{key}.metric.{task}")
+            bars = newest_per_model(rows, task, metric)
+            st.plotly_chart(charts.eval_comparison_figure(bars, metric, CHANCE.get(task)),
+                            key=f"compare:{task}:{metric}", config=PLOT_CONFIG)
+            if len(bars) > 1:
+                st.caption(overlap_note(bars, metric))
+    before_after_section(rows)
+
+
+def overlap_note(bars: list[dict], metric: str) -> str:
+    """Whether the best model's lead is larger than the noise (two standard errors of the difference)."""
+    best, second = sorted(bars, key=lambda r: r["value"], reverse=metric not in charts.LOWER_IS_BETTER)[:2]
+    if best.get("stderr") is None or second.get("stderr") is None:
+        return "Each bar is the model's newest score on this benchmark."
+    noise = 2 * (best["stderr"] ** 2 + second["stderr"] ** 2) ** 0.5
+    gap = abs(best["value"] - second["value"])
+    verdict = "larger than" if gap > noise else "within"
+    return (f"**{best['model']}** leads **{second['model']}** by {gap:.3f}, {verdict} the noise (±{noise:.3f}, two "
+            "standard errors of the difference)" + ("." if gap > noise else ": more questions would tell them apart."))
+
+
+def before_after(rows: list[dict]) -> list[dict]:
+    """For each training run's model scored on a task its base model was also scored on: the two scores side by
+    side ({"label", "task", "metric", "before", "before_stderr", "after", "after_stderr"})."""
+    bases = {m["path"]: m for m in trained_models()}
+    pairs = []
+    for task in dict.fromkeys(r["task"] for r in rows):
+        metric = primary_metric([r["metric"] for r in rows if r["task"] == task])
+        newest = {}
+        for r in rows:
+            if r["task"] == task and r["metric"] == metric:
+                newest.setdefault(r["source"], r)
+        for source, after in newest.items():
+            trained = bases.get(source)
+            before = trained and newest.get(trained["base"])
+            if before:
+                pairs.append({"label": trained["label"], "task": task, "metric": metric, "before": before["value"],
+                              "before_stderr": before["stderr"], "after": after["value"],
+                              "after_stderr": after["stderr"]})
+    return pairs
+
+
+def before_after_section(rows: list[dict]) -> None:
+    st.markdown("##### Before and after fine-tuning")
+    pairs = before_after(rows)
+    if not pairs:
+        st.caption("Evaluate a fine-tuned model (listed under *Models* once a training run finishes) **and** the "
+                   "model it started from on the same benchmark: the two scores appear here side by side.")
+        return
+    for label in dict.fromkeys(p["label"] for p in pairs):
+        st.markdown(f"**{label}**")
+        mine = [p for p in pairs if p["label"] == label]
+        st.plotly_chart(charts.before_after_figure(mine), key=f"before-after:{label}", config=PLOT_CONFIG)
+
+
+# -- what the model got wrong -------------------------------------------------------------------------------------
+@st.cache_data(show_spinner=False, max_entries=8)
+def read_items(path: str, mtime: float) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def items_of(run: Run) -> list[dict]:
+    path = run.path / "items.jsonl"
+    return read_items(str(path), path.stat().st_mtime) if path.is_file() else []
+
+
+def is_wrong(item: dict, by: str) -> bool:
+    if "choices" in item:
+        if "labels" in item:   # TruthfulQA MC2: wrong when the top choice is a false answer
+            return not item.get("correct")
+        return item["predicted_norm" if by == "acc_norm" else "predicted"] != item["gold"]
+    return not item.get("exact_match", True)
+
+
+def wrong_items_section(key: str) -> None:
+    runs = [r for r in finished_evals() if (r.path / "items.jsonl").is_file()]
+    if not runs:
+        st.caption("After an evaluation, every question it scored can be read here.")
+        return
+    labels = {r.run_id: f"{model_name(r.config().get('model', '?'))} on {r.config().get('task')} · "
+                        f"{short_id(r.run_id)}" for r in runs}
+    run_id = st.selectbox("Evaluation", list(labels), format_func=labels.get, key=f"{key}.drill")
+    run = state.jobs().get(run_id)
+    items = items_of(run)
+    if items and "choices" not in items[0] and "reference" not in items[0]:
+        return surprising_documents(items)
+    by = "acc"
+    if any("acc_norm" in (i.get("values") or {}) for i in items):
+        by = st.radio("Judge the answers by", ["acc_norm", "acc"], horizontal=True, key=f"{key}.judge",
+                      format_func=charts.metric_name, help="acc takes the choice with the highest total "
+                      "log-likelihood; acc_norm divides it by the choice's length in characters first.")
+    wrong = [i for i in items if is_wrong(i, by)]
+    st.markdown(f"**{len(wrong):,} of {len(items):,}** answered wrong.")
+    if not wrong:
+        return
+    st.dataframe(pd.DataFrame([wrong_row(i, by) for i in wrong]), hide_index=True)
+    for item in wrong[:WRONG_SHOWN]:
+        with st.expander(f"#{item['index']} · {one_line(item.get('prompt', ''), 90)}"):
+            question_view(item, by)
+    if len(wrong) > WRONG_SHOWN:
+        st.caption(f"The first {WRONG_SHOWN} are opened above; the table lists all {len(wrong):,}.")
+
+
+def one_line(text: str, n: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else "…" + text[-(n - 1):]
+
+
+def wrong_row(item: dict, by: str) -> dict:
+    if "choices" not in item:
+        return {"#": item["index"], "prompt": one_line(item["prompt"], 120), "reference": item["reference"],
+                "log-likelihood": item["loglik"]}
+    pred = item["predicted_norm" if by == "acc_norm" else "predicted"]
+    return {"#": item["index"], "subject": item.get("group"), "prompt": one_line(item["prompt"], 120),
+            "model's answer": item["choices"][pred], "right answer": item["choices"][item["gold"]]}
+
+
+def question_view(item: dict, by: str) -> None:
+    """The prompt, then each choice with its log-likelihood (total and per character), the model's pick and the
+    right answer."""
+    st.text(item["prompt"])
+    if "choices" not in item:
+        st.markdown(f"Reference answer: `{item['reference']}` · log-likelihood {item['loglik']:.2f}")
+        return
+    pred = item["predicted_norm" if by == "acc_norm" else "predicted"]
+    rows = [{"choice": c, "log-likelihood": ll, "per character": ll / len(c) if c else ll,
+             "": ("✅ right answer" if k == item["gold"] else "") + (" ❌ model's pick" if k == pred else "")}
+            for k, (c, ll) in enumerate(zip(item["choices"], item["logliks"]))]
+    st.dataframe(pd.DataFrame(rows), hide_index=True, column_config={
+        "log-likelihood": st.column_config.NumberColumn(format="%.2f", help="log P(choice | prompt), summed over "
+                                                                            "its tokens: closer to 0 is likelier"),
+        "per character": st.column_config.NumberColumn(format="%.3f", help="What acc_norm compares")})
+
+
+def surprising_documents(items: list[dict]) -> None:
+    """Perplexity has no wrong answers: list the documents the model found most surprising."""
+    import math
+    rows = [{"#": i["index"], "document": one_line(i["preview"], 140), "tokens": i["tokens"],
+             "token perplexity": math.exp(min(-i["loglik"] / max(i["tokens"], 1), 700))} for i in items]
+    st.markdown("Perplexity has no wrong answers; these are the texts the model found **most surprising**.")
+    st.dataframe(pd.DataFrame(rows).sort_values("token perplexity", ascending=False), hide_index=True,
+                 column_config={"token perplexity": st.column_config.NumberColumn(format="%.1f")})

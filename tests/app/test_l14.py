@@ -1,0 +1,186 @@
+"""The L14 page: it renders on an empty home; seeded finished evaluations fill the results table, the comparison
+chart (with error bars), before / after fine-tuning and the wrong-answers drill-down; a real tiny evaluation
+started from the page finishes and lands in the table."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from app import eval_view
+from llmfs.config import EvalConfig
+from llmfs.eval.runner import write_results
+from llmfs.runs import Run, new_run_id
+
+REPO = Path(__file__).resolve().parents[2]
+PAGE = "pages/l14_eval.py"
+
+
+def open_page() -> AppTest:
+    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=60)
+    at.run()
+    at.switch_page(PAGE).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def specs(at: AppTest) -> list[dict]:
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+def item(index: int, logliks: list[float], gold: int, choices=("a", "bb", "ccc", "dddd")) -> dict:
+    """One multiple-choice record as runner.mc_record writes it (acc by total, acc_norm by per-character)."""
+    pred = max(range(len(logliks)), key=lambda i: (logliks[i], -i))
+    norm = [ll / len(c) for ll, c in zip(logliks, choices)]
+    pred_norm = max(range(len(norm)), key=lambda i: (norm[i], -i))
+    return {"index": index, "id": f"q{index}", "group": None, "prompt": f"Question number {index}:",
+            "choices": list(choices), "delimiter": " ", "logliks": logliks, "is_greedy": [False] * 4,
+            "predicted": pred, "predicted_norm": pred_norm, "gold": gold, "correct": pred == gold,
+            "values": {"acc": float(pred == gold), "acc_norm": float(pred_norm == gold)}}
+
+
+def seed_eval(home: Path, model: str, task: str, items: list[dict], owner: str = "l14") -> str:
+    """A finished eval run folder as eval_job leaves it: config, results.json, items.jsonl, a succeeded status."""
+    from llmfs.eval.scorer import mean_with_stderr
+    cfg = EvalConfig(model=model, task=task, limit=len(items))
+    run = Run.create(home / "runs" / new_run_id("eval"), "eval", dataclasses.asdict(cfg), owner=owner)
+    metrics = {}
+    for name in ("acc", "acc_norm"):
+        metrics[name], metrics[f"{name}_stderr"] = mean_with_stderr([i["values"][name] for i in items])
+    run.append_metrics(len(items), kind="eval_progress", done=len(items), total=len(items),
+                       acc=metrics["acc"], acc_norm=metrics["acc_norm"])
+    summary = write_results(run.path, {
+        "task": task, "kind": "multiple_choice", "source": "test items", "n_items": len(items),
+        "n_total": len(items), "metrics": metrics, "groups": {}, "items": items, "stopped": False, "seconds": 1.0,
+        "items_per_s": float(len(items)), "max_length": 256, "config": dataclasses.asdict(cfg)})
+    run.update_status(started=time.time() - 1)
+    run.mark_finished("succeeded", result=summary)
+    return run.run_id
+
+
+def seed_trained_model(home: Path, seed) -> Path:
+    """A succeeded training run (from llmfs-tiny) with a model/ folder."""
+    run_id = seed(owner="l12")
+    folder = home / "runs" / run_id / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    return folder
+
+
+# Base: right on q0 (by total), wrong on q1 and q2. Fine-tuned: right on all three.
+BASE_ITEMS = [item(0, [-1.0, -5.0, -6.0, -9.0], 0), item(1, [-2.0, -3.0, -9.0, -4.0], 3),
+              item(2, [-1.0, -2.0, -2.5, -30.0], 2)]
+TUNED_ITEMS = [item(0, [-1.0, -5.0, -6.0, -9.0], 0), item(1, [-9.0, -9.0, -9.0, -1.0], 3),
+               item(2, [-9.0, -9.0, -0.5, -30.0], 2)]
+
+
+def test_page_renders_on_an_empty_home(llmfs_home):
+    at = open_page()
+    assert at.title[0].value.startswith("L14")
+    assert [h.value for h in at.subheader] == ["1 · What to test", "2 · How many questions", "Running",
+                                               "3 · Results", "4 · What the model got wrong"]
+    assert at.multiselect(key="l14.models").value == ["llmfs-tiny"]
+    assert at.multiselect(key="l14.tasks").value == ["llmfs-cloze"]
+    assert at.number_input(key="l14.limit").value == 100
+    assert not at.button(key="l14.start").disabled
+    assert "No evaluation yet" in texts(at.info) and "No finished evaluation yet" in texts(at.info)
+    assert not at.get("plotly_chart")
+
+
+def test_offline_benchmarks_need_a_file_and_fewshot_is_for_mmlu(llmfs_home):
+    at = open_page()
+    at.multiselect(key="l14.tasks").set_value(["llmfs-cloze", "hellaswag"]).run()
+    assert at.selectbox(key="l14.hellaswag.kind").value == "upload"   # offline first: upload your copy
+    assert at.button(key="l14.start").disabled
+    with pytest.raises(KeyError):
+        at.number_input(key="l14.num_fewshot")
+    at.selectbox(key="l14.hellaswag.kind").set_value("path").run()
+    at.text_input(key="l14.hellaswag.path").input("/no/such/hellaswag.jsonl").run()
+    assert "2 evaluations" in texts(at.caption)
+    at.button(key="l14.start").click().run()
+    assert "No data file at /no/such/hellaswag.jsonl" in texts(at.error)
+    assert not any((llmfs_home / "runs").glob("*"))                   # nothing queued when one is refused
+    at.multiselect(key="l14.tasks").set_value(["mmlu"]).run()
+    assert at.number_input(key="l14.num_fewshot").value == 0
+
+
+def test_finished_runs_fill_table_charts_before_after_and_wrong_answers(llmfs_home, seed):
+    tuned = seed_trained_model(llmfs_home, seed)
+    base_id = seed_eval(llmfs_home, "llmfs-tiny", "llmfs-cloze", BASE_ITEMS)
+    seed_eval(llmfs_home, str(tuned), "llmfs-cloze", TUNED_ITEMS)
+    tail = tuned.parent.name.rsplit("-", 1)[-1]
+    at = open_page()
+    assert f"fine-tuned {tail} (from llmfs-tiny" in at.multiselect(key="l14.models").options[1]
+
+    table = at.dataframe[0].value
+    assert set(table["model"]) == {"llmfs-tiny", f"fine-tuned {tail}"}
+    assert sorted(table["metric"]) == ["acc", "acc", "acc_norm", "acc_norm"]
+    base_acc = table[(table["model"] == "llmfs-tiny") & (table["metric"] == "acc")].iloc[0]
+    # acc 1/3; stderr = sample sd / sqrt(n) = sqrt(1/3) / sqrt(3) = 1/3 (lm-eval's mean_stderr)
+    assert base_acc["value"] == pytest.approx(1 / 3) and base_acc["stderr"] == pytest.approx(1 / 3)
+    assert base_acc["score"] == "0.333 ± 0.333" and base_acc["n"] == 3
+
+    compare, before_after = specs(at)[:2]
+    bars = compare["data"][0]
+    assert bars["type"] == "bar" and bars["error_y"]["visible"]
+    assert set(bars["x"]) == {"llmfs-tiny", f"fine-tuned {tail}"}
+    assert at.selectbox(key="l14.metric.llmfs-cloze").value == "acc_norm"     # the primary measure for cloze
+    assert [t["name"] for t in before_after["data"]] == ["before: the base model", "after fine-tuning"]
+    assert before_after["data"][1]["y"] == [1.0]
+    assert "leads" in texts(at.caption)
+
+    drill = at.selectbox(key="l14.drill")
+    drill.set_value(base_id).run()
+    at.radio(key="l14.judge").set_value("acc").run()
+    assert "**2 of 3** answered wrong." in texts(at.markdown)
+    wrong = at.dataframe[1].value
+    assert wrong["#"].tolist() == [1, 2]
+    assert wrong["model's answer"].tolist() == ["a", "a"] and wrong["right answer"].tolist() == ["dddd", "ccc"]
+    assert [e.label for e in at.expander if e.label.startswith("#")] == ["#1 · Question number 1:",
+                                                                         "#2 · Question number 2:"]
+    choices = at.dataframe[2].value
+    assert choices["log-likelihood"].tolist() == [-2.0, -3.0, -9.0, -4.0]
+    assert choices[""].tolist() == [" ❌ model's pick", "", "", "✅ right answer"]
+    # per character, q1: -2/1, -3/2, -9/3, -4/4 -> "dddd"; q2: -1, -1, -0.83, -7.5 -> "ccc": both right now
+    at.radio(key="l14.judge").set_value("acc_norm").run()
+    assert "**0 of 3** answered wrong." in texts(at.markdown)
+
+
+def test_before_after_pairs_only_a_model_with_its_base(llmfs_home, seed):
+    tuned = seed_trained_model(llmfs_home, seed)
+    seed_eval(llmfs_home, str(tuned), "llmfs-cloze", TUNED_ITEMS)
+    rows = eval_view.result_rows(eval_view.finished_evals())
+    assert eval_view.before_after(rows) == []                  # the base was never scored
+    seed_eval(llmfs_home, "llmfs-tiny", "hellaswag", BASE_ITEMS)
+    assert eval_view.before_after(eval_view.result_rows(eval_view.finished_evals())) == []  # another task
+    seed_eval(llmfs_home, "llmfs-tiny", "llmfs-cloze", BASE_ITEMS)
+    (pair,) = eval_view.before_after(eval_view.result_rows(eval_view.finished_evals()))
+    assert pair["task"] == "llmfs-cloze" and pair["metric"] == "acc_norm" and pair["after"] == 1.0
+
+
+def test_a_tiny_evaluation_from_the_page_lands_in_the_table(home_with_default):
+    at = open_page()
+    at.number_input(key="l14.limit").set_value(8).run()
+    at.button(key="l14.start").click().run()
+    assert not at.exception and not at.error
+    (run_id,) = at.session_state["l14.batch"]
+    status = home_with_default / "runs" / run_id / "status.json"
+    deadline = time.time() + 120
+    while json.loads(status.read_text())["state"] not in ("succeeded", "failed") and time.time() < deadline:
+        time.sleep(0.3)
+    assert json.loads(status.read_text())["state"] == "succeeded", json.loads(status.read_text()).get("error")
+    at.run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert table["run"].tolist() == [run_id, run_id] and set(table["n"]) == {8}
+    assert "Accuracy" in [m.label for m in at.metric]
+    assert (home_with_default / "runs" / run_id / "items.jsonl").read_text().count("\n") == 8
