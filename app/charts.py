@@ -513,7 +513,7 @@ def mix_figure(mix: Mapping | None, label=str) -> go.Figure:
 # -- evaluation (L14) ---------------------------------------------------------------------------------------------
 # Scores come from results.json ("metrics": {name: value, name + "_stderr": value}); the live records
 # (kind="eval_progress") carry done / total and the running value of each metric.
-METRIC_NAMES = {"acc": "accuracy", "acc_norm": "accuracy (length-normalised)", "bits_per_byte": "bits per byte",
+METRIC_NAMES = {"acc": "accuracy", "acc_norm": "length-normalised accuracy", "bits_per_byte": "bits per byte",
                 "byte_perplexity": "byte perplexity", "token_perplexity": "token perplexity",
                 "word_perplexity": "word perplexity", "perplexity": "perplexity", "exact_match": "exact match",
                 "loglik": "log-likelihood"}
@@ -529,12 +529,13 @@ def metric_axis(metric: str) -> str:
     return f"{metric_name(metric)} ({'lower' if metric in LOWER_IS_BETTER else 'higher'} is better)"
 
 
-def running_score_figure(records: list[dict]) -> go.Figure:
-    """The running score of a live evaluation against the questions scored so far, one line per metric."""
+def running_score_figure(records: list[dict], names: list[str] | None = None) -> go.Figure:
+    """The running score of a live evaluation against the questions scored so far, one line per metric (`names`,
+    default: every metric the records carry)."""
     progress = by_step(of_kind(records, "eval_progress"))
     if not progress:
         return _waiting("Questions scored", "Score so far", "Waiting for the first questions")
-    names = [k for k in METRIC_NAMES if any(k in r for r in progress)]
+    names = names or [k for k in METRIC_NAMES if any(k in r for r in progress)]
     xs = [r["done"] for r in progress]
     traces = [_line(xs, [r.get(m) for r in progress], metric_name(m), _color(i), markers=True,
                     hover=f"{metric_name(m)} after %{{x:,}} questions: %{{y:.3f}}")
@@ -553,7 +554,8 @@ def eval_comparison_figure(rows: list[dict], metric: str, chance: float | None =
     trace = {"type": "bar", "x": [r["model"] for r in rows], "y": [r["value"] for r in rows],
              "marker": {"color": [_color(i) for i in range(len(rows))]},
              "error_y": {"type": "data", "array": stderr, "visible": True, "color": "#343a40", "thickness": 1.5},
-             "text": [f"{r['value']:.3g}" for r in rows], "textposition": "outside", "cliponaxis": False,
+             "text": [f"{r['value']:.3g}" for r in rows], "textposition": "inside", "insidetextanchor": "start",
+             "textfont": {"color": "white"},
              "customdata": [[e, r.get("n") or 0] for e, r in zip(stderr, rows)],
              "hovertemplate": "<b>%{x}</b><br>%{y:.3f} ± %{customdata[0]:.3f} (standard error)<br>"
                               "%{customdata[1]:,} questions<extra></extra>"}
@@ -575,7 +577,7 @@ def before_after_figure(pairs: list[dict]) -> go.Figure:
         errs = [p.get(f"{side}_stderr") or 0 for p in pairs]
         traces.append({"type": "bar", "name": name, "x": xs, "y": [p[side] for p in pairs],
                        "marker": {"color": _color(i)}, "text": [f"{p[side]:.3g}" for p in pairs],
-                       "textposition": "outside", "cliponaxis": False,
+                       "textposition": "inside", "insidetextanchor": "start", "textfont": {"color": "white"},
                        "error_y": {"type": "data", "array": errs, "visible": True, "color": "#343a40"},
                        "hovertemplate": f"{name}<br>%{{x}}: %{{y:.3f}}<extra></extra>"})
     return _figure(traces, "", "Score", barmode="group")

@@ -20,7 +20,7 @@ from llmfs.config import DEFAULT_MODEL, ConfigError, EvalConfig
 from llmfs.eval.runner import preflight_eval
 from llmfs.eval.tasks import TASK_INFO
 from llmfs.paths import runs_dir
-from llmfs.runs import FINAL_STATES, INTERRUPTED, PENDING, RUNNING, SUCCEEDED, Run
+from llmfs.runs import FINAL_STATES, INTERRUPTED, RUNNING, SUCCEEDED, Run
 from llmfs.sources import SourceError, looks_like_path
 
 from . import charts, panels, state
@@ -36,7 +36,8 @@ TASK_LABELS = {"llmfs-cloze": "llmfs-cloze: which words come next (built in)",
 OFFLINE_TASKS = ("llmfs-cloze", "perplexity")   # have built-in data; the others need a file offline
 CHANCE = {"llmfs-cloze": 0.25, "hellaswag": 0.25, "mmlu": 0.25}
 DATA_KINDS = {"default": "The official dataset from the Hugging Face hub (needs a network)",
-              "builtin": "Built in: held-out text of llmfs-corpus", "wikitext": "WikiText-2 from the hub (needs a network)",
+              "builtin": "Built in: held-out text of llmfs-corpus",
+              "wikitext": "WikiText-2 from the hub (needs a network)",
               "upload": "Upload a .jsonl file (.txt for perplexity)", "path": "A file on this machine"}
 FORMATS = {"hellaswag": 'the hub\'s format: {"ctx": ..., "endings": [4 strings], "label": 0-3, "activity_label": ...}',
            "mmlu": '{"question": ..., "subject": ..., "choices": [4 strings], "answer": 0-3}',
@@ -44,6 +45,7 @@ FORMATS = {"hellaswag": 'the hub\'s format: {"ctx": ..., "endings": [4 strings],
            "truthfulqa_mc2": '{"question": ..., "mc2_targets": {"choices": [...], "labels": [1, 1, 0, ...]}, ...}',
            "custom": '{"question": "2+2=", "choices": ["3", "4"], "answer": 1}, or {"prompt": ..., "reference": ...}',
            "perplexity": "plain text (.txt), or .jsonl with one {\"text\": ...} a line"}
+TABLE_COLUMNS = ("model", "task", "metric", "score", "n", "few-shot", "data", "date", "run")
 WRONG_SHOWN = 10   # questions opened one by one below the table of wrong answers
 
 
@@ -172,7 +174,10 @@ def submit_all(key: str, cfgs: list[EvalConfig]) -> None:
 def latest_panels(key: str, start: str) -> None:
     """The panels of the evaluations started last from this page (after a refresh: the newest one)."""
     batch = [r for r in st.session_state.get(f"{key}.batch", []) if r in state.recalled(key)]
-    batch = batch or ([state.latest(key)] if state.latest(key) else [])
+    if not batch:   # a new session (a refresh): every evaluation of this page still going, else the newest
+        batch = [r.run_id for r in reversed(state.jobs().list_runs())
+                 if r.kind == "eval" and r.state not in FINAL_STATES and r.status().get("owner") == key]
+        batch = batch or ([state.latest(key)] if state.latest(key) else [])
     if not batch:
         st.info(f"No evaluation yet. Press **{start}**: progress and the running score appear here, live.",
                 icon=":material/fact_check:")
@@ -204,20 +209,34 @@ def _panel_body(run_id: str, was_live: bool) -> None:
         st.rerun(scope="app")  # redraw once still: polling stops, the results table picks the run up
     progress = charts.by_step(charts.of_kind(panels.records_of(run_id), "eval_progress"))
     st.markdown(f"**{model_name(cfg.get('model', '?'))}** on **{cfg.get('task', '?')}**")
-    panels._header(run, status, run_state, progress)
+    counted = status.get("progress") or {}
+    panels._header(run, status, run_state, progress or ([counted] if counted.get("total") else []))
     result = status.get("result") or {}
     if run_state == SUCCEEDED and result:
         _scores(result)
+    elif run_state == RUNNING and counted.get("total") and not progress:  # items read, the first chunk scoring
+        st.progress(0, text=f"Scoring the first of {counted['total']:,} questions…")
     elif progress:
-        last = progress[-1]
-        running = ", ".join(f"{charts.metric_name(k)} {last[k]:.3f}" for k in charts.METRIC_NAMES if k in last)
+        last, unit = progress[-1], "documents" if cfg.get("task") == "perplexity" else "questions"
+        shown = live_metrics(last)
+        running = ", ".join(f"{charts.metric_name(k)} {last[k]:.3f}" for k in shown)
         st.progress(min(1.0, last["done"] / max(last["total"], 1)),
-                    text=f"{last['done']:,} of {last['total']:,} questions · so far: {running}")
+                    text=f"{last['done']:,} of {last['total']:,} {unit} · so far: {running}")
         if len(progress) > 1:
-            st.plotly_chart(charts.running_score_figure(progress), key=f"running:{run_id}", config=PLOT_CONFIG)
-    elif run_state in (PENDING, RUNNING):
+            st.plotly_chart(charts.running_score_figure(progress, shown), key=f"running:{run_id}",
+                            config=PLOT_CONFIG)
+    elif run_state == RUNNING:
         st.progress(0, text="Loading the model and the questions…")
     panels._log(run)
+
+
+def live_metrics(record: dict) -> list[str]:
+    """What the live panel follows: both accuracies of a multiple-choice task, else the task's main measure
+    (bits per byte for perplexity: word perplexity of a small model runs into the billions and flattens a chart)."""
+    present = [k for k in charts.METRIC_NAMES if k in record]
+    if not present:
+        return []
+    return [k for k in ("acc", "acc_norm") if k in present] or [primary_metric(present)]
 
 
 def _scores(result: dict) -> None:
@@ -284,14 +303,13 @@ def results_section(key: str) -> None:
         st.info("No finished evaluation yet: its scores land here, and stay (they are read from the run folders).",
                 icon=":material/table_chart:")
         return
-    st.dataframe(pd.DataFrame(rows).drop(columns=["source"]), hide_index=True, column_config={
+    st.dataframe(pd.DataFrame(rows), hide_index=True, placeholder="–", column_order=TABLE_COLUMNS, column_config={
         "model": "Model", "task": "Benchmark", "metric": "Measure",
-        "value": st.column_config.NumberColumn("Value", format="%.4g"),
-        "stderr": st.column_config.NumberColumn("± stderr", format="%.3f", help="Standard error of the score"),
-        "score": st.column_config.TextColumn("Score ± stderr"),
+        "score": st.column_config.TextColumn("Score ± stderr", help="The score ± one standard error (none for "
+                                                                     "perplexity: it is one number over all text)"),
         "n": st.column_config.NumberColumn("Questions", help="Questions (or documents) scored"),
-        "few-shot": st.column_config.NumberColumn("Few-shot"), "data": "Data",
-        "date": st.column_config.DatetimeColumn("Finished", format="D MMM, HH:mm"), "run": "Run"})
+        "few-shot": st.column_config.NumberColumn("Few-shot", help="Worked examples shown before each question"),
+        "data": "Data", "date": st.column_config.DatetimeColumn("Finished", format="D MMM, HH:mm"), "run": "Run"})
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     for tab, task in zip(st.tabs(tasks), tasks):
         with tab:
@@ -313,6 +331,8 @@ def overlap_note(bars: list[dict], metric: str) -> str:
         return "Each bar is the model's newest score on this benchmark."
     noise = 2 * (best["stderr"] ** 2 + second["stderr"] ** 2) ** 0.5
     gap = abs(best["value"] - second["value"])
+    if gap == 0:
+        return f"**{best['model']}** and **{second['model']}** score the same here."
     verdict = "larger than" if gap > noise else "within"
     return (f"**{best['model']}** leads **{second['model']}** by {gap:.3f}, {verdict} the noise (±{noise:.3f}, two "
             "standard errors of the difference)" + ("." if gap > noise else ": more questions would tell them apart."))
@@ -398,7 +418,7 @@ def wrong_items_section(key: str) -> None:
         with st.expander(f"#{item['index']} · {one_line(item.get('prompt', ''), 90)}"):
             question_view(item, by)
     if len(wrong) > WRONG_SHOWN:
-        st.caption(f"The first {WRONG_SHOWN} are opened above; the table lists all {len(wrong):,}.")
+        st.caption(f"The table lists all {len(wrong):,}; the first {WRONG_SHOWN} can be opened one by one above.")
 
 
 def one_line(text: str, n: int) -> str:
@@ -411,8 +431,9 @@ def wrong_row(item: dict, by: str) -> dict:
         return {"#": item["index"], "prompt": one_line(item["prompt"], 120), "reference": item["reference"],
                 "log-likelihood": item["loglik"]}
     pred = item["predicted_norm" if by == "acc_norm" else "predicted"]
-    return {"#": item["index"], "subject": item.get("group"), "prompt": one_line(item["prompt"], 120),
-            "model's answer": item["choices"][pred], "right answer": item["choices"][item["gold"]]}
+    row = {"#": item["index"], "subject": item.get("group"), "prompt": one_line(item["prompt"], 120),
+           "model's answer": item["choices"][pred], "right answer": item["choices"][item["gold"]]}
+    return row if item.get("group") else {k: v for k, v in row.items() if k != "subject"}
 
 
 def question_view(item: dict, by: str) -> None:
@@ -424,7 +445,7 @@ def question_view(item: dict, by: str) -> None:
         return
     pred = item["predicted_norm" if by == "acc_norm" else "predicted"]
     rows = [{"choice": c, "log-likelihood": ll, "per character": ll / len(c) if c else ll,
-             "": ("✅ right answer" if k == item["gold"] else "") + (" ❌ model's pick" if k == pred else "")}
+             "": ("✓ right answer" if k == item["gold"] else "") + ("✗ model's pick" if k == pred else "")}
             for k, (c, ll) in enumerate(zip(item["choices"], item["logliks"]))]
     st.dataframe(pd.DataFrame(rows), hide_index=True, column_config={
         "log-likelihood": st.column_config.NumberColumn(format="%.2f", help="log P(choice | prompt), summed over "

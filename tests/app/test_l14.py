@@ -136,7 +136,7 @@ def test_finished_runs_fill_table_charts_before_after_and_wrong_answers(llmfs_ho
     assert at.selectbox(key="l14.metric.llmfs-cloze").value == "acc_norm"     # the primary measure for cloze
     assert [t["name"] for t in before_after["data"]] == ["before: the base model", "after fine-tuning"]
     assert before_after["data"][1]["y"] == [1.0]
-    assert "leads" in texts(at.caption)
+    assert "score the same here" in texts(at.caption)         # acc_norm: both right on all three
 
     drill = at.selectbox(key="l14.drill")
     drill.set_value(base_id).run()
@@ -149,10 +149,26 @@ def test_finished_runs_fill_table_charts_before_after_and_wrong_answers(llmfs_ho
                                                                          "#2 · Question number 2:"]
     choices = at.dataframe[2].value
     assert choices["log-likelihood"].tolist() == [-2.0, -3.0, -9.0, -4.0]
-    assert choices[""].tolist() == [" ❌ model's pick", "", "", "✅ right answer"]
+    assert choices[""].tolist() == ["✗ model's pick", "", "", "✓ right answer"]
     # per character, q1: -2/1, -3/2, -9/3, -4/4 -> "dddd"; q2: -1, -1, -0.83, -7.5 -> "ccc": both right now
     at.radio(key="l14.judge").set_value("acc_norm").run()
     assert "**0 of 3** answered wrong." in texts(at.markdown)
+
+
+def test_a_running_evaluation_shows_progress_and_the_running_score(llmfs_home):
+    run_id = seed_eval(llmfs_home, "llmfs-tiny", "hellaswag", BASE_ITEMS)
+    run = Run(llmfs_home / "runs" / run_id)
+    (run.path / "results.json").unlink()
+    run.update_status(state="running", result=None, progress={"done": 64, "total": 100, "unit": "items"})
+    run.append_metrics(32, kind="eval_progress", done=32, total=100, acc=0.25, acc_norm=0.3125)
+    run.append_metrics(64, kind="eval_progress", done=64, total=100, acc=0.28125, acc_norm=0.34375)
+    at = open_page()                                        # a new session: the page finds the run still going
+    assert "**llmfs-tiny** on **hellaswag**" in texts(at.markdown)
+    assert any(b.label == "Stop" for b in at.button)
+    running = json.loads(at.get("plotly_chart")[0].proto.spec)["data"]
+    assert [t["name"] for t in running] == ["accuracy", "length-normalised accuracy"]
+    assert running[1]["x"][-2:] == [32, 64] and running[1]["y"][-2:] == [0.3125, 0.34375]
+    assert at.button(key="l14.start").disabled
 
 
 def test_before_after_pairs_only_a_model_with_its_base(llmfs_home, seed):
