@@ -571,7 +571,7 @@ def before_after_figure(pairs: list[dict]) -> go.Figure:
     pairs: [{"task", "metric", "before", "before_stderr", "after", "after_stderr"}]."""
     if not pairs:
         return _waiting("Benchmark", "Score", "Evaluate a fine-tuned model and its base on the same benchmark")
-    xs = [f"{p['task']}<br>{metric_name(p['metric'])}" for p in pairs]
+    xs = [f"{p['task']}<br>{metric_axis(p['metric'])}" for p in pairs]
     traces = []
     for i, (side, name) in enumerate((("before", "before: the base model"), ("after", "after fine-tuning"))):
         errs = [p.get(f"{side}_stderr") or 0 for p in pairs]

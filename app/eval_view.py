@@ -421,9 +421,12 @@ def wrong_items_section(key: str) -> None:
         st.caption(f"The table lists all {len(wrong):,}; the first {WRONG_SHOWN} can be opened one by one above.")
 
 
-def one_line(text: str, n: int) -> str:
+def one_line(text: str, n: int, keep_end: bool = True) -> str:
+    """`text` on one line in at most `n` characters: its end (what a prompt leads into) or its beginning."""
     text = " ".join(text.split())
-    return text if len(text) <= n else "…" + text[-(n - 1):]
+    if len(text) <= n:
+        return text
+    return "…" + text[-(n - 1):] if keep_end else text[:n - 1] + "…"
 
 
 def wrong_row(item: dict, by: str) -> dict:
@@ -456,7 +459,7 @@ def question_view(item: dict, by: str) -> None:
 def surprising_documents(items: list[dict]) -> None:
     """Perplexity has no wrong answers: list the documents the model found most surprising."""
     import math
-    rows = [{"#": i["index"], "document": one_line(i["preview"], 140), "tokens": i["tokens"],
+    rows = [{"#": i["index"], "document": one_line(i["preview"], 140, keep_end=False), "tokens": i["tokens"],
              "token perplexity": math.exp(min(-i["loglik"] / max(i["tokens"], 1), 700))} for i in items]
     st.markdown("Perplexity has no wrong answers; these are the texts the model found **most surprising**.")
     st.dataframe(pd.DataFrame(rows).sort_values("token perplexity", ascending=False), hide_index=True,
