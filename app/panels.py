@@ -51,6 +51,9 @@ def run_panel(run_id: str, *, poll_s: float = POLL_S) -> None:
     if run.kind == "pipeline":  # a data pipeline has documents, not steps: its own panel (the Runs page uses both)
         from .pipeline_view import pipeline_panel
         return pipeline_panel(run_id, poll_s=poll_s)
+    if run.kind == "eval":  # an evaluation has questions and scores
+        from .eval_view import eval_panel
+        return eval_panel(run_id, poll_s=poll_s)
     live = run.state not in FINAL_STATES
     st.fragment(run_every=poll_s if live else None)(_panel_body)(run_id, live)
 
