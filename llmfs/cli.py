@@ -167,7 +167,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .config import EvalConfig
     from .eval.runner import submit_eval
     from .recipes import default_manager
-    from .runs import FINAL_STATES, SUCCEEDED, MetricsCursor, read_new_metrics
+    from .runs import SUCCEEDED
 
     cfg = config_from_args(EvalConfig, args)
     if args.out and Path(args.out).exists() and any(Path(args.out).iterdir()):
@@ -180,24 +180,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     run_id = submit_eval(jobs, cfg, owner="cli", run_dir=args.out)
     run = jobs.get(run_id)
     _err(f"run {run_id} in {run.path}")
-    previous = signal.signal(signal.SIGINT, lambda *_: jobs.cancel(run_id))
-    cursor, shown = MetricsCursor(), 0
-    try:
-        while True:
-            state = run.state
-            cursor = read_new_metrics(run.path / "metrics.jsonl", cursor)
-            for rec in cursor.records[shown:]:
-                if rec.get("kind") == "eval_progress":
-                    scores = "  ".join(f"{k} {v:.4g}" for k, v in rec.items()
-                                       if k not in ("step", "time", "kind", "done", "total") and
-                                       isinstance(v, (int, float)))
-                    _err(f"{rec['done']}/{rec['total']} items  {scores}")
-            shown = len(cursor.records)
-            if state in FINAL_STATES:
-                break
-            time.sleep(0.5)
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    _follow(jobs, run_id)
     status = run.status()
     result = status.get("result") or {}
     out = {"run_dir": str(run.path), "run_id": run_id, "state": status.get("state"), "task": cfg.task,
@@ -303,6 +286,10 @@ def _print_progress(jobs, run_id: str, interval: float) -> None:
             if rec.get("kind") == "train":
                 _err(f"step {rec['step']}/{rec.get('total_steps', '?')}  loss {rec['loss']:.4f}  "
                      f"lr {rec['lr']:.2e}  {rec['tokens_per_s']:,.0f} tok/s")
+            elif rec.get("kind") == "eval_progress":
+                scores = "  ".join(f"{k} {v:.4g}" for k, v in rec.items() if isinstance(v, (int, float))
+                                   and k not in ("step", "time", "kind", "done", "total"))
+                _err(f"{rec['done']}/{rec['total']} items  {scores}")
             elif rec.get("kind") == "pipeline":
                 _err(f"{rec['documents_in']:,} documents read, {rec['documents_out']:,} kept, "
                      f"{rec['documents_per_s']:,.0f} documents/s")

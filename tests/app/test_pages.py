@@ -14,8 +14,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 LESSONS = ["pages/l12_pretrained.py", "pages/l13_data.py", "pages/l14_eval.py", "pages/l15_lora.py",
            "pages/l16_precision.py"]
-IN_PROGRESS = LESSONS[2:]  # lesson pages whose own tools are still being built
-TRAINING_FORM = [p for p in LESSONS if p != "pages/l13_data.py"]  # L13 builds data, it does not train
+IN_PROGRESS = LESSONS[3:]  # lesson pages whose own tools are still being built
+TRAINING_FORM = [p for p in LESSONS if p not in ("pages/l13_data.py", "pages/l14_eval.py")]  # these do not train
 
 
 def open_page(page: str | None = None) -> AppTest:
@@ -87,14 +87,14 @@ def test_form_names_advanced_field_and_where_it_is(llmfs_home):
 
 def test_submit_refusal_is_shown_by_the_button(llmfs_home):
     """Preflight checks that need the model (context length) or the disk (a data path) happen on submit."""
-    at = open_page("pages/l14_eval.py")
-    at.number_input(key="l14.seq_len").set_value(512).run()
-    at.button(key="l14.start").click().run()
+    at = open_page("pages/l16_precision.py")
+    at.number_input(key="l16.seq_len").set_value(512).run()
+    at.button(key="l16.start").click().run()
     assert "seq_len" in texts(at.error) and "256" in texts(at.error)
-    at.number_input(key="l14.seq_len").set_value(128).run()
-    at.selectbox(key="l14.data.kind").set_value("path").run()
-    at.text_input(key="l14.data.path").input("/no/such/file.txt").run()
-    at.button(key="l14.start").click().run()
+    at.number_input(key="l16.seq_len").set_value(128).run()
+    at.selectbox(key="l16.data.kind").set_value("path").run()
+    at.text_input(key="l16.data.path").input("/no/such/file.txt").run()
+    at.button(key="l16.start").click().run()
     assert "No data at /no/such/file.txt" in texts(at.error)
     assert not (llmfs_home / "runs").exists() or not any((llmfs_home / "runs").iterdir())
 
