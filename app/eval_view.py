@@ -189,12 +189,7 @@ def latest_panels(key: str, start: str) -> None:
 
 def eval_panel(run_id: str, *, poll_s: float = panels.POLL_S) -> None:
     """Status, progress and running score of one evaluation, live while it runs; its scores once it is done."""
-    try:
-        live = state.jobs().get(run_id).state not in FINAL_STATES
-    except KeyError:
-        st.warning(f"Run {run_id} no longer exists (it was deleted).")
-        return
-    st.fragment(run_every=poll_s if live else None)(_panel_body)(run_id, live)
+    panels.live_fragment(run_id, _panel_body, poll_s=poll_s)
 
 
 def _panel_body(run_id: str, was_live: bool) -> None:

@@ -54,8 +54,18 @@ def run_panel(run_id: str, *, poll_s: float = POLL_S) -> None:
     if run.kind == "eval":  # an evaluation has questions and scores
         from .eval_view import eval_panel
         return eval_panel(run_id, poll_s=poll_s)
-    live = run.state not in FINAL_STATES
-    st.fragment(run_every=poll_s if live else None)(_panel_body)(run_id, live)
+    live_fragment(run_id, _panel_body, poll_s=poll_s)
+
+
+def live_fragment(run_id: str, body, *, poll_s: float = POLL_S) -> None:
+    """Draw `body(run_id, was_live)` in a fragment that re-runs every `poll_s` seconds while the run waits or runs,
+    and only once when it has ended (every panel kind: training, pipeline, evaluation)."""
+    try:
+        live = state.jobs().get(run_id).state not in FINAL_STATES
+    except KeyError:
+        st.warning(f"Run {run_id} no longer exists (it was deleted).")
+        return
+    st.fragment(run_every=poll_s if live else None)(body)(run_id, live)
 
 
 def latest_run_panel(key: str, start: str = "Start training") -> None:

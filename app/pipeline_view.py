@@ -287,12 +287,7 @@ def latest_pipeline_panel(key: str, start: str) -> None:
 def pipeline_panel(run_id: str, *, poll_s: float = panels.POLL_S) -> None:
     """Status, counts, funnel, drop reasons, throughput, memory and mix of one pipeline run, live while it runs;
     after it, the dropped samples, near-duplicates, unreadable records and shards."""
-    try:
-        live = state.jobs().get(run_id).state not in FINAL_STATES
-    except KeyError:
-        st.warning(f"Run {run_id} no longer exists (it was deleted).")
-        return
-    st.fragment(run_every=poll_s if live else None)(_panel_body)(run_id, live)
+    panels.live_fragment(run_id, _panel_body, poll_s=poll_s)
 
 
 def _panel_body(run_id: str, was_live: bool) -> None:
