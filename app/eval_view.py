@@ -95,6 +95,16 @@ def models_picker(key: str) -> list[str]:
     return picked + [m.strip() for m in more.split(",") if m.strip()]
 
 
+def adapters_picker(key: str) -> list[str]:
+    """LoRA adapter folders (PEFT's format) to test on top of every model picked, next to the models alone."""
+    text = st.text_input("LoRA adapters (optional): folders, separated by commas", key=f"{key}.adapters",
+                         placeholder="/path/to/adapter",
+                         help="A folder with adapter_config.json and adapter_model.safetensors (what PEFT and the "
+                              "LoRA lesson save). Each adapter is tested on top of every model above, and the "
+                              "models are also tested alone, so you see what the adapter adds.")
+    return [a.strip() for a in text.split(",") if a.strip()]
+
+
 def tasks_picker(key: str) -> dict[str, str | None]:
     """The benchmarks to run, each with where its questions come from: {task: data} (data "" = the task's default,
     None while a benchmark still lacks its file)."""
@@ -140,7 +150,8 @@ def _upload(key: str, task: str) -> str | None:
     return saved[upload.file_id]
 
 
-def plan(base: EvalConfig | None, models: list[str], tasks: dict[str, str | None]) -> list[EvalConfig] | None:
+def plan(base: EvalConfig | None, models: list[str], tasks: dict[str, str | None],
+         adapters: list[str] = ()) -> list[EvalConfig] | None:
     """One config per (model, task), or None (with the reason shown) when something is missing or refused."""
     if base is None or None in tasks.values():
         return None
@@ -148,8 +159,8 @@ def plan(base: EvalConfig | None, models: list[str], tasks: dict[str, str | None
         st.warning("Pick at least one model and one benchmark.", icon=":material/rule:")
         return None
     try:
-        return [base.replace(model=m, task=t, data=d, num_fewshot=base.num_fewshot if t == "mmlu" else 0)
-                for m in models for t, d in tasks.items()]
+        return [base.replace(model=m, adapter=a, task=t, data=d, num_fewshot=base.num_fewshot if t == "mmlu" else 0)
+                for m in models for a in ["", *adapters] for t, d in tasks.items()]
     except ConfigError as e:
         st.error(str(e), icon=":material/error:")
         return None
@@ -262,11 +273,13 @@ def result_rows(runs: list[Run]) -> list[dict]:
         status = run.status()
         result, cfg = status.get("result") or {}, run.config()
         metrics = result.get("metrics") or {}
+        adapter = (cfg.get("adapter") or "").strip()
+        model = model_name(cfg.get("model", "?")) + (f" + {Path(adapter).name}" if adapter else "")
         for name, value in metrics.items():
             if name.endswith("_stderr") or value is None:
                 continue
             err = metrics.get(f"{name}_stderr")
-            rows.append({"model": model_name(cfg.get("model", "?")), "task": result.get("task", cfg.get("task")),
+            rows.append({"model": model, "task": result.get("task", cfg.get("task")),
                          "metric": name, "value": value, "stderr": err,
                          "score": f"{value:.3f} ± {err:.3f}" if err is not None else f"{value:.4g}",
                          "n": result.get("n_items"), "few-shot": cfg.get("num_fewshot") or 0,

@@ -42,6 +42,7 @@ by each choice's length in characters first, which is fairer when the choices di
 *TruthfulQA*, whether the model repeats popular misconceptions. With four choices, guessing scores 25%.
 """):
     models = ev.models_picker(KEY)
+    adapters = ev.adapters_picker(KEY)
     tasks = ev.tasks_picker(KEY)
 
 with stage("2 · How many questions", """
@@ -56,7 +57,7 @@ and standard errors), so on the full benchmark your numbers compare with publish
     fields = ["limit", "seed"] + (["num_fewshot"] if "mmlu" in tasks else []) + \
         ["batch_size", "max_length", "stride", "device"]
     base = forms.config_form(EvalConfig, key=KEY, defaults={"limit": 100, "task": "mmlu"}, fields=fields)
-    cfgs = ev.plan(base, models, tasks)
+    cfgs = ev.plan(base, models, tasks, adapters)
     if cfgs:
         st.caption(f"{len(cfgs)} evaluation{'s' if len(cfgs) > 1 else ''}: every model on every benchmark, one "
                    "after the other on the shared worker.")

@@ -200,3 +200,11 @@ def test_a_tiny_evaluation_from_the_page_lands_in_the_table(home_with_default):
     assert table["run"].tolist() == [run_id, run_id] and set(table["n"]) == {8}
     assert "Accuracy" in [m.label for m in at.metric]
     assert (home_with_default / "runs" / run_id / "items.jsonl").read_text().count("\n") == 8
+
+
+def test_adapters_are_tested_on_top_of_every_model_and_alone():
+    from app.eval_view import plan
+    from llmfs.config import EvalConfig
+    cfgs = plan(EvalConfig(limit=5), ["llmfs-tiny", "/m/other"], {"llmfs-cloze": ""}, ["/a/lora1"])
+    assert [(c.model, c.adapter) for c in cfgs] == [("llmfs-tiny", ""), ("llmfs-tiny", "/a/lora1"),
+                                                     ("/m/other", ""), ("/m/other", "/a/lora1")]
