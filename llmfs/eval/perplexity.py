@@ -165,5 +165,28 @@ def text_metrics(logliks: Sequence[float], tokens: Sequence[int], words: Sequenc
     }
 
 
+def text_metrics_stderr(logliks: Sequence[float], tokens: Sequence[int], words: Sequence[int],
+                        n_bytes: Sequence[int], iters: int = 1000, seed: int = 1234) -> dict[str, float | None]:
+    """`<metric>_stderr` for each of `text_metrics` by bootstrap over documents (as lm-eval's `bootstrap_stderr`
+    does for metrics without a closed form): resample the documents with replacement, recompute the corpus-level
+    metric, take the standard deviation. None with fewer than two documents."""
+    import numpy as np
+
+    names = ("word_perplexity", "byte_perplexity", "bits_per_byte", "token_perplexity")
+    if len(logliks) < 2:
+        return {f"{n}_stderr": None for n in names}
+    cols = np.array([logliks, tokens, words, n_bytes], dtype=np.float64)        # (4, n_docs)
+    idx = np.random.default_rng(seed).integers(0, cols.shape[1], (iters, cols.shape[1]))
+    ll, n_tok, n_words, n_b = cols[:, idx].sum(axis=2)                           # each (iters,)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        samples = {"word_perplexity": np.exp(-ll / n_words), "byte_perplexity": np.exp(-ll / n_b),
+                   "bits_per_byte": -ll / n_b / math.log(2), "token_perplexity": np.exp(-ll / n_tok)}
+    out = {}
+    for name in names:
+        vals = samples[name][np.isfinite(samples[name])]
+        out[f"{name}_stderr"] = float(vals.std(ddof=1)) if len(vals) > 1 else None
+    return out
+
+
 def _exp(x: float) -> float:
     return math.exp(x) if x < 700 else math.inf

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..config import ConfigError, EvalConfig, from_dict
 from ..fsutil import atomic_write_json
-from .perplexity import document_loglikelihoods, text_metrics, word_count
+from .perplexity import document_loglikelihoods, text_metrics, text_metrics_stderr, word_count
 from .scorer import choose, context_length, encode_requests, mean_with_stderr, pooled_stderr, score_requests
 from .tasks import Task, load_task
 from .tasks.truthfulqa import mc2_score
@@ -154,7 +154,8 @@ def _run_perplexity(model, tokenizer, task, stride, opts: _Options):
 def summarize(task: Task, records: list[dict]) -> tuple[dict, dict]:
     """Task-level metrics (each with ``_stderr`` where lm-eval has one) and, for MMLU, per-subject scores."""
     if task.kind == "perplexity":
-        return text_metrics(*([r[k] for r in records] for k in ("loglik", "tokens", "words", "bytes"))), {}
+        columns = [[r[k] for r in records] for k in ("loglik", "tokens", "words", "bytes")]
+        return {**text_metrics(*columns), **text_metrics_stderr(*columns)}, {}
     metrics: dict[str, float | None] = {}
     names = task.metrics if task.kind == "multiple_choice" else ("loglik", "exact_match")
     for name in names:

@@ -98,3 +98,19 @@ def test_wikitext_metrics_by_hand():
 def test_word_count_is_lm_evals_split():
     assert word_count(" = Robert Boulter = \n") == 6  # re.split(r"\s+") keeps the empty ends
     assert word_count("two words") == 2
+
+
+def test_perplexity_stderr_by_bootstrap_over_documents():
+    import math
+
+    from llmfs.eval.perplexity import text_metrics, text_metrics_stderr
+    # Four documents, one much harder than the rest: the corpus-level bits per byte depends on which are drawn.
+    ll, tok, words, nbytes = [-10.0, -12.0, -11.0, -60.0], [10, 12, 11, 15], [5, 6, 5, 7], [30, 36, 33, 40]
+    errs = text_metrics_stderr(ll, tok, words, nbytes)
+    point = text_metrics(ll, tok, words, nbytes)
+    assert set(errs) == {f"{k}_stderr" for k in point}
+    assert 0 < errs["bits_per_byte_stderr"] < point["bits_per_byte"]
+    # Equal documents: every resample gives the same value, so no spread.
+    same = text_metrics_stderr([-10.0] * 5, [10] * 5, [5] * 5, [30] * 5)
+    assert math.isclose(same["bits_per_byte_stderr"], 0.0, abs_tol=1e-12)
+    assert text_metrics_stderr([-10.0], [10], [5], [30])["bits_per_byte_stderr"] is None
