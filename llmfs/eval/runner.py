@@ -164,6 +164,8 @@ def summarize(task: Task, records: list[dict]) -> tuple[dict, dict]:
         tokens = sum(r["tokens"] for r in records)
         ll = sum(r["loglik"] for r in records)
         metrics["perplexity"] = math.exp(min(-ll / tokens, 700)) if tokens else None
+        lls, toks = [r["loglik"] for r in records], [r["tokens"] for r in records]
+        metrics["perplexity_stderr"] = text_metrics_stderr(lls, toks, toks, toks)["token_perplexity_stderr"]
     groups: dict[str, dict] = {}
     if task.grouped:
         by_group: dict[str, list[dict]] = defaultdict(list)

@@ -88,6 +88,7 @@ def test_reference_items_score_loglik_perplexity_and_exact_match(tmp_path):
     assert second["loglik"] == pytest.approx(2 * hit + miss, abs=1e-4)
     assert res["metrics"]["exact_match"] == 0.5
     assert res["metrics"]["perplexity"] == pytest.approx(math.exp(-(5 * hit + miss) / 6), rel=1e-4)
+    assert res["metrics"]["perplexity_stderr"] > 0  # the two items differ, so resampling them spreads the score
 
 
 @needs_samples
