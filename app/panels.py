@@ -79,6 +79,14 @@ def latest_run_panel(key: str, start: str = "Start training") -> None:
     run_panel(run_id)
 
 
+def stage(title: str, why: str):
+    """A lesson step: why it matters on the left; the step's controls go in the column returned (`with stage(...)`)."""
+    st.subheader(title)
+    left, right = st.columns([2, 3], gap="large")
+    left.markdown(why)
+    return right
+
+
 def training_section(key: str, defaults: dict) -> None:
     """The training form (left) and the live panel of the page's latest run (right), as several lessons use it."""
     from llmfs.config import TrainConfig

@@ -22,15 +22,7 @@ Set up each step below, run it, and watch the funnel fill.
 panels.default_notice()
 
 
-def stage(title: str, why: str):
-    """One step of the pipeline: why it exists on the left; its settings go in the column returned."""
-    st.subheader(title)
-    left, right = st.columns([2, 3], gap="large")
-    left.markdown(why)
-    return right
-
-
-with stage("1 · Sources and mixing", """
+with panels.stage("1 · Sources and mixing", """
 Training sets combine sources: web pages, books, code, papers, your own documents. A **mixing weight** says how
 large a share of the documents each source supplies. It is a choice, not the sources' sizes: GPT-3 read its
 small, clean Wikipedia about 3.4 times over but only about half of its huge web crawl, because cleaner text is
@@ -41,7 +33,7 @@ Documents are drawn at random with these weights (seeded, so a rerun draws the s
     sources = pv.sources_picker(KEY)
     mixing = forms.config_form(PipelineConfig, key=f"{KEY}.mix", fields=["mix_until"])
 
-with stage("2 · Quality filters", """
+with panels.stage("2 · Quality filters", """
 Much of the web is not text you want a model to imitate: navigation menus, lists of links, tables of numbers,
 keyword spam, pages that repeat one line. **Filters** are cheap rules that drop such documents. They come from
 published recipes (DeepMind's Gopher, Google's C4) and each names the rule a document broke, so after the run you
@@ -52,7 +44,7 @@ boilerplate.
 """):
     filters = pv.filter_picker(KEY)
 
-with stage("3 · Deduplication", """
+with panels.stage("3 · Deduplication", """
 The web is full of copies: mirrored pages, syndicated articles, templates that differ only by a date. Training
 on the same text many times **wastes compute** (steps spent on what the model already saw) and makes the model
 **memorise** it and repeat it word for word, private details included. Copies of benchmark questions in the
@@ -64,7 +56,7 @@ millions of documents never need comparing pair by pair. The chart shows how lik
 """):
     dedup = pv.dedup_picker(KEY)
 
-with stage("4 · Shards, then packing", """
+with panels.stage("4 · Shards, then packing", """
 Kept documents are written to **shards**: tar files of a few thousand documents that a training job (on one
 machine or many) streams in turn, without loading everything into memory.
 

@@ -19,15 +19,7 @@ scores, the noise around them, and the questions the model got wrong.
 panels.default_notice()
 
 
-def stage(title: str, why: str):
-    """One step: why it matters on the left; its controls go in the column returned."""
-    st.subheader(title)
-    left, right = st.columns([2, 3], gap="large")
-    left.markdown(why)
-    return right
-
-
-with stage("1 · What to test", """
+with panels.stage("1 · What to test", """
 **Perplexity** measures how surprised a model is by text it has not seen: roughly how many next tokens it is still
 choosing between (lower is better). It needs no questions, only text, but is comparable only between models with
 the same tokenizer, unless counted per word or per byte (**bits per byte**).
@@ -45,7 +37,7 @@ by each choice's length in characters first, which is fairer when the choices di
     adapters = ev.adapters_picker(KEY)
     tasks = ev.tasks_picker(KEY)
 
-with stage("2 · How many questions", """
+with panels.stage("2 · How many questions", """
 A score on 50 questions is a **noisy estimate**: with a true accuracy of 30%, another 50 questions could easily
 give 24% or 36%. The **standard error** (± after each score, the error bars in the charts) says how far: two
 models whose bars overlap are not told apart, so test more questions before believing a 2-point win.
