@@ -58,14 +58,24 @@ def run_panel(run_id: str, *, poll_s: float = POLL_S) -> None:
 
 
 def live_fragment(run_id: str, body, *, poll_s: float = POLL_S) -> None:
-    """Draw `body(run_id, was_live)` in a fragment that re-runs every `poll_s` seconds while the run waits or runs,
+    """Draw `body(run, was_live)` in a fragment that re-runs every `poll_s` seconds while the run waits or runs,
     and only once when it has ended (every panel kind: training, pipeline, evaluation)."""
     try:
         live = state.jobs().get(run_id).state not in FINAL_STATES
     except KeyError:
         st.warning(f"Run {run_id} no longer exists (it was deleted).")
         return
-    st.fragment(run_every=poll_s if live else None)(body)(run_id, live)
+    st.fragment(run_every=poll_s if live else None)(_guarded)(run_id, live, body)
+
+
+def _guarded(run_id: str, was_live: bool, body) -> None:
+    """Each poll reads the run afresh: it may have been deleted (Runs page, another tab) since the last one."""
+    try:
+        run = state.jobs().get(run_id)
+    except KeyError:
+        st.warning(f"Run {run_id} no longer exists (it was deleted).")
+        return
+    body(run, was_live)
 
 
 def latest_run_panel(key: str, start: str = "Start training") -> None:
@@ -119,13 +129,8 @@ def records_of(run_id: str) -> list[dict]:
     return cursor.records
 
 
-def _panel_body(run_id: str, was_live: bool) -> None:
-    jobs = state.jobs()
-    try:
-        run = jobs.get(run_id)
-    except KeyError:
-        st.warning(f"Run {run_id} no longer exists (it was deleted).")
-        return
+def _panel_body(run, was_live: bool) -> None:
+    run_id = run.run_id
     status = run.status()
     run_state = status.get("state", INTERRUPTED)
     if was_live and run_state in FINAL_STATES:

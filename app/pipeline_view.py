@@ -290,12 +290,8 @@ def pipeline_panel(run_id: str, *, poll_s: float = panels.POLL_S) -> None:
     panels.live_fragment(run_id, _panel_body, poll_s=poll_s)
 
 
-def _panel_body(run_id: str, was_live: bool) -> None:
-    try:
-        run = state.jobs().get(run_id)
-    except KeyError:
-        st.warning(f"Run {run_id} no longer exists (it was deleted).")
-        return
+def _panel_body(run, was_live: bool) -> None:
+    run_id = run.run_id
     status = run.status()
     run_state = status.get("state", INTERRUPTED)
     if was_live and run_state in FINAL_STATES:
