@@ -99,14 +99,15 @@ def stage(title: str, why: str):
 
 def training_section(key: str, defaults: dict) -> None:
     """The training form (left) and the live panel of the page's latest run (right), as several lessons use it."""
-    from llmfs.config import TrainConfig
+    from llmfs.config import LORA_FIELDS, TrainConfig
     from llmfs.recipes import submit_train
 
     from . import forms
     left, right = st.columns([1, 2], gap="large")
     with left:
         st.subheader("Train")
-        cfg = forms.config_form(TrainConfig, key=key, defaults=defaults)
+        cfg = forms.config_form(TrainConfig, key=key, defaults=defaults,
+                                fields=[f for f in TrainConfig.__dataclass_fields__ if f not in LORA_FIELDS])
         if forms.start_button(key, cfg):
             forms.submit_job(key, lambda: submit_train(state.jobs(), cfg, owner=key))
     with right:

@@ -18,6 +18,9 @@ DEFAULT_DATA = "llmfs-corpus"
 # Which parameters train; `llmfs.freeze` implements each (its STRATEGIES describes them).
 FreezeStrategy = Literal["full", "linear_probe", "freeze_embeddings", "freeze_bottom", "train_top", "bitfit",
                          "gradual", "llrd"]
+# Fields of TrainConfig that belong to a lesson's own controls (L12's freezing, L15's LoRA).
+FREEZE_FIELDS = ("freeze", "freeze_layers", "unfreeze_every", "layer_lr_decay")
+LORA_FIELDS = ("lora_rank", "lora_alpha", "lora_targets", "lora_dropout", "lora_rslora", "quantize", "double_quant")
 # Strategies that read `freeze_layers`.
 FREEZE_USES_LAYERS = ("freeze_bottom", "train_top")
 
@@ -149,6 +152,29 @@ class TrainConfig:
     layer_lr_decay: float = option(0.8, "For `llrd`: each block down from the top learns at this fraction of the "
                                         "speed of the block above it (1 = all the same).",
                                    min=0.1, max=1.0, advanced=True, label="Layer learning-rate decay", step=0.05)
+    lora_rank: int = option(0, "LoRA: leave the model's weights frozen and train small low-rank adapters beside "
+                               "them. The rank r is the adapters' width: 0 turns LoRA off (the freezing strategy "
+                               "decides what trains); 4 to 16 is typical.", min=0, max=4096,
+                            label="LoRA rank (0 = off)")
+    lora_alpha: float = option(16.0, "LoRA alpha: the adapters' update is scaled by alpha / rank, so doubling alpha "
+                                     "acts like doubling the adapters' learning rate. A common choice is 2 x rank.",
+                               min=0.01, max=100_000.0, label="LoRA alpha", step=1.0)
+    lora_targets: str = option("qkv", "Which layers get adapters, comma-separated: `qkv` (attention's query / key / "
+                                      "value), `attn_proj` (attention's output), `mlp_in`, `mlp_out`, `lm_head` (the "
+                                      "output head), or `all-linear` (every layer in the blocks). For Llama-style "
+                                      "models the same names work; module names such as q_proj,v_proj too.",
+                               label="LoRA target layers")
+    lora_dropout: float = option(0.0, "Dropout on the adapters' input while training; 0.05 to 0.1 can help on small "
+                                      "datasets.", min=0.0, max=0.9, advanced=True, label="LoRA dropout", step=0.05)
+    lora_rslora: bool = option(False, "rsLoRA: scale by alpha / sqrt(rank) instead of alpha / rank, so adapters of "
+                                      "high rank still learn (Kalajdzievski 2023).", advanced=True,
+                               label="rsLoRA scaling")
+    quantize: Literal["none", "4bit"] = option(
+        "none", "QLoRA: keep the frozen base weights in 4-bit NF4 (bitsandbytes), about a quarter of their 16-bit "
+                "memory, while the adapters train in full precision. Needs LoRA (rank above 0).",
+        label="Base weights in 4-bit")
+    double_quant: bool = option(True, "QLoRA's double quantization: also compress the 4-bit weights' scale factors "
+                                      "(about 0.4 bit per weight less).", advanced=True, label="Double quantization")
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -156,6 +182,27 @@ class TrainConfig:
             raise ConfigError("model", "model is empty: use llmfs-tiny, a model folder, or a hub id like gpt2.")
         if not str(self.data).strip():
             raise ConfigError("data", "data is empty: use llmfs-corpus or the path of a .txt / .jsonl file.")
+        if self.quantize != "none" and not self.lora_rank:
+            raise ConfigError("quantize", "4-bit base weights (QLoRA) train adapters only: set a LoRA rank above 0, "
+                                          "or turn 4-bit off.")
+        if self.lora_rank and self.freeze != "full":
+            raise ConfigError("freeze", f"With LoRA the model's own weights stay frozen and only the adapters train, "
+                                        f"so the freezing strategy must stay `full` (got {self.freeze}). Set the "
+                                        "LoRA rank to 0 to use a freezing strategy instead.")
+        if self.lora_rank and self.init != "pretrained":
+            raise ConfigError("init", "LoRA adapts a pretrained model: start from its pretrained weights, or set the "
+                                      "LoRA rank to 0 to train from random weights.")
+        if self.lora_rank:
+            from .lora import parse_targets
+            try:
+                parse_targets(self.lora_targets)
+            except ValueError as e:
+                raise ConfigError("lora_targets", str(e)) from e
+
+    @property
+    def lora(self) -> bool:
+        """True when this run trains LoRA adapters instead of the model's weights."""
+        return self.lora_rank > 0
 
     @property
     def tokens_per_step(self) -> int:

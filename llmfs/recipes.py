@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .config import DEFAULT_DATA, TrainConfig, from_dict
+from .config import DEFAULT_DATA, ConfigError, TrainConfig, from_dict
 from .data.text import HF_PREFIX
 from .eval.runner import eval_job
 from .jobs import JobContext, JobManager
@@ -25,6 +25,10 @@ def preflight_train(cfg: TrainConfig) -> None:
     if model_config is not None:
         cfg.check_context(model_config.n_positions)
         cfg.check_layers(model_config.n_layer)
+        if cfg.lora:
+            _check_lora_fits(cfg, model_config)
+    elif (Path(cfg.model).expanduser() / "config.json").is_file():
+        _preflight_other_architecture(cfg, Path(cfg.model).expanduser())
     elif not is_default(cfg.model) and not Path(cfg.model).expanduser().exists():
         check_hub_source(cfg.model)
     resolve_device(cfg.device)
@@ -35,6 +39,50 @@ def preflight_train(cfg: TrainConfig) -> None:
         except DataError as e:
             raise SourceError(f"No data at {cfg.data}: use llmfs-corpus, a .txt / .jsonl / .parquet file, a folder "
                               f"or WebDataset shards ({e}).") from e
+
+
+def _check_lora_fits(cfg: TrainConfig, model_config) -> None:
+    """The LoRA targets name layers our GPT has, and the rank fits them (checked on shapes alone)."""
+    import torch
+
+    from .lora import matches, target_modules
+    from .model import GPT
+    with torch.device("meta"):
+        model = GPT(model_config)
+    suffixes = target_modules(cfg.lora_targets, "gpt2")
+    layers = [m for n, m in model.named_modules() if matches(n, suffixes) and isinstance(m, torch.nn.Linear)]
+    if not layers:
+        raise ConfigError("lora_targets", f"No layer of this GPT-2 matches {cfg.lora_targets!r}: use qkv, attn_proj, "
+                                          "mlp_in, mlp_out, lm_head or all-linear.")
+    smallest = min(min(m.in_features, m.out_features) for m in layers)
+    if cfg.lora_rank > smallest:
+        raise ConfigError("lora_rank", f"lora_rank must be between 1 and {smallest}, the narrowest adapted layer's "
+                                       f"width (got {cfg.lora_rank}).")
+
+
+def _preflight_other_architecture(cfg: TrainConfig, folder: Path) -> None:
+    """A local folder holding a non-GPT-2 causal LM (Llama, Qwen, ...): it trains through transformers + PEFT, so
+    GPT-2's freezing strategies and random re-initialisation do not apply."""
+    import json
+
+    from .hf_causal import model_type_of
+    from .lora import target_modules
+    model_type = model_type_of(folder) or "unknown"
+    if cfg.freeze != "full":
+        raise ConfigError("freeze", f"Freezing strategies know GPT-2's layers; this is a {model_type} model. Use LoRA "
+                                    "(rank above 0) or train every weight (freeze = full).")
+    if cfg.init != "pretrained":
+        raise ConfigError("init", f"Random re-initialisation is offered for GPT-2-family models only (this is a "
+                                  f"{model_type} model).")
+    hf_config = json.loads((folder / "config.json").read_text())
+    context = hf_config.get("max_position_embeddings") or hf_config.get("n_positions")
+    if isinstance(context, int):
+        cfg.check_context(context)
+    if cfg.lora:
+        try:
+            target_modules(cfg.lora_targets, model_type)
+        except ValueError as e:
+            raise ConfigError("lora_targets", str(e)) from e
 
 
 def _log_progress(ctx: JobContext):
@@ -57,23 +105,15 @@ def submit_train(jobs: JobManager, cfg: TrainConfig, owner: str | None = None,
 
 
 def train_job(ctx: JobContext, payload: dict) -> dict:
-    """Load the model and data named by the config, train with the shared loop, save the model."""
+    """Load the model and data named by the config, train with the shared loop, save the model (or the adapter)."""
     from .data.text import load_token_data
-    from .freeze import apply_freeze, freeze_options
     from .generate import SampleConfig, sample_many
-    from .sources import load_model
     from .weights import save_hf_folder
 
     cfg = from_dict(TrainConfig, payload)
     t0 = time.time()
     ctx.log(f"Loading model {cfg.model} ({cfg.init} weights) ...")
-    model, tokenizer = load_model(cfg.model, init=cfg.init, seed=cfg.seed, progress=_log_progress(ctx))
-    cfg.check_context(model.config.n_positions)
-    cfg.check_layers(model.config.n_layer)
-    plan = apply_freeze(model, **freeze_options(cfg))  # our private copy: load_model built it for this job
-    ctx.log(plan.summary())
-    ctx.emit(0, kind="freeze", strategy=plan.strategy, trainable_params=plan.trainable_params,
-             total_params=plan.total_params)
+    model, tokenizer, plan, base_name = _prepare_model(ctx, cfg)
     ctx.log(f"Reading and tokenizing {cfg.data} ...")
     train_tokens, val_tokens = load_token_data(cfg.data, tokenizer)
     total = total_steps_for(cfg, len(train_tokens))
@@ -89,16 +129,101 @@ def train_job(ctx: JobContext, payload: dict) -> dict:
     ctx.progress(result.steps_done, total)
     after = sample_many(model, tokenizer, prompts, SampleConfig(seed=cfg.seed))
     samples = [{"prompt": b["prompt"], "before": b["text"], "after": a["text"]} for b, a in zip(before, after)]
-    if cfg.save_model and result.history:
-        save_hf_folder(model.cpu(), ctx.run_dir / "model", tokenizer=tokenizer)
-        ctx.log(f"Saved the model to {ctx.run_dir / 'model'} (a Hugging Face folder).")
-    return {
+    out = {
         "final_loss": result.final_loss, "losses": result.losses, "steps": result.steps_done,
         "total_steps": total, "stopped": result.stopped,
         "eval_loss": result.evals[-1]["eval_loss"] if result.evals else None,
         "tokens_per_s": result.tokens_per_s, "peak_memory_bytes": result.peak_memory_bytes,
         "trainable_params": result.trainable_params, "total_params": result.total_params, "samples": samples,
     }
+    if cfg.lora and result.history:
+        out["adapter_dir"] = str(_save_adapter(model, cfg, ctx.run_dir / "adapter", base_name))
+        ctx.log(f"Saved the LoRA adapter to {out['adapter_dir']} (PEFT's format; base model: {base_name}).")
+    elif cfg.save_model and result.history:
+        save_hf_folder(model.cpu(), ctx.run_dir / "model", tokenizer=tokenizer)
+        ctx.log(f"Saved the model to {ctx.run_dir / 'model'} (a Hugging Face folder).")
+    return out
+
+
+def _prepare_model(ctx: JobContext, cfg: TrainConfig):
+    """(model, tokenizer, freeze plan or None, base model name) ready to train, as the config says: our GPT with a
+    freezing strategy or LoRA adapters (on 4-bit weights for QLoRA), or another architecture through PEFT."""
+    from .freeze import apply_freeze, freeze_options
+    from .hf_causal import model_type_of
+    from .sources import load_model, resolve_model_dir
+
+    device = resolve_device(cfg.device)
+    folder = resolve_model_dir(cfg.model, progress=_log_progress(ctx))
+    base_name = cfg.model if not Path(cfg.model).expanduser().exists() else str(Path(cfg.model).expanduser().resolve())
+    if is_default(cfg.model):
+        base_name = str(folder.resolve())  # the built-in model's Hugging Face folder, so PEFT can load the base
+    model_type = model_type_of(folder)
+    if model_type not in (None, "gpt2"):
+        return (*_prepare_hf_model(ctx, cfg, folder, base_name, device), base_name)
+    model, tokenizer = load_model(cfg.model, init=cfg.init, seed=cfg.seed, progress=_log_progress(ctx))
+    cfg.check_context(model.config.n_positions)
+    cfg.check_layers(model.config.n_layer)
+    if not cfg.lora:
+        plan = apply_freeze(model, **freeze_options(cfg))  # our private copy: load_model built it for this job
+        ctx.log(plan.summary())
+        ctx.emit(0, kind="freeze", strategy=plan.strategy, trainable_params=plan.trainable_params,
+                 total_params=plan.total_params)
+        return model, tokenizer, plan, base_name
+    from . import lora
+    from .train import count_params
+    if cfg.quantize == "4bit":
+        n = lora.quantize_4bit(model, double_quant=cfg.double_quant, device=device)
+        ctx.log(f"Base weights of {n} linear layers quantized to 4-bit NF4"
+                f"{' with double quantization' if cfg.double_quant else ''} (bitsandbytes).")
+    layers = lora.add_adapter(model, "default", rank=cfg.lora_rank, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
+                              rslora=cfg.lora_rslora, targets=cfg.lora_targets, seed=cfg.seed)
+    lora.mark_trainable(model, "default")
+    trainable, total = count_params(model)
+    _log_lora(ctx, cfg, trainable, total, len(layers))
+    return model, tokenizer, None, base_name
+
+
+def _prepare_hf_model(ctx: JobContext, cfg: TrainConfig, folder: Path, base_name: str, device: str):
+    """A transformers causal LM (Llama, Qwen, ...): LoRA through PEFT, or every weight trains."""
+    from .hf_causal import CausalLM, add_peft_lora, load_causal_lm
+    from .train import count_params
+    hf, tokenizer = load_causal_lm(folder, quantize=cfg.quantize, double_quant=cfg.double_quant, device=device)
+    if cfg.lora:
+        hf = add_peft_lora(hf, rank=cfg.lora_rank, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
+                           targets=cfg.lora_targets, rslora=cfg.lora_rslora, base_model=base_name)
+    model = CausalLM(hf)
+    cfg.check_context(model.config.n_positions)
+    trainable, total = count_params(model)
+    if cfg.lora:
+        _log_lora(ctx, cfg, trainable, total, None, via="PEFT")
+    else:
+        ctx.log(f"Full fine-tune of a {model.config.model_type} model: all {total:,} parameters train.")
+    return model, tokenizer, None
+
+
+def _log_lora(ctx: JobContext, cfg: TrainConfig, trainable: int, total: int, n_layers: int | None,
+              via: str = "llmfs.lora") -> None:
+    where = f" on {n_layers} layers" if n_layers is not None else ""
+    ctx.log(f"LoRA rank {cfg.lora_rank}, alpha {cfg.lora_alpha:g} ({cfg.lora_targets}){where} via {via}: "
+            f"{trainable:,} of {total:,} parameters train ({trainable / max(total, 1):.2%}).")
+    ctx.emit(0, kind="freeze", strategy=f"lora r={cfg.lora_rank}", trainable_params=trainable, total_params=total)
+
+
+def _save_adapter(model, cfg: TrainConfig, path: Path, base_name: str) -> Path:
+    """The run's adapter in PEFT's format: ours through `llmfs.lora.save_adapter`, PEFT's through its own
+    save_pretrained; both name the base model so `PeftModel.from_pretrained` finds it."""
+    from . import lora
+    from .fsutil import replace_dir
+    from .hf_causal import CausalLM
+    if isinstance(model, CausalLM):
+        import tempfile
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".adapter.tmp-", dir=path.parent))
+        model.hf.save_pretrained(str(tmp))
+        replace_dir(tmp, path)
+        return path
+    return lora.save_adapter(model, path, "default", alpha=cfg.lora_alpha, rslora=cfg.lora_rslora,
+                             base_model=base_name, targets=lora.target_modules(cfg.lora_targets, "gpt2"))
 
 
 def sample_prompts(val_tokens, tokenizer, n: int = 2, length: int = 12) -> list[str]:

@@ -19,7 +19,7 @@ from typing import Callable, Protocol
 
 import torch
 import torch.nn as nn
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, load_model, save_file, save_model
 
 from .config import TrainConfig
 from .freeze import FreezePlan, apply_freeze, freeze_options, param_groups, set_trainable
@@ -116,14 +116,17 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, plan: FreezePlan | None =
 
 
 def count_params(model: nn.Module) -> tuple[int, int]:
-    """(trainable, total), counting a tied tensor once."""
+    """(trainable, total), counting a tied tensor once and a 4-bit tensor by the weights it holds (bitsandbytes
+    packs two per byte, so its `numel()` is half the count)."""
     seen, trainable, total = set(), 0, 0
     for p in model.parameters():
         if id(p) in seen:
             continue
         seen.add(id(p))
-        total += p.numel()
-        trainable += p.numel() if p.requires_grad else 0
+        quant_state = getattr(p, "quant_state", None)
+        n = int(quant_state.shape.numel()) if quant_state is not None else p.numel()
+        total += n
+        trainable += n if p.requires_grad else 0
     return trainable, total
 
 
@@ -249,7 +252,11 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.mkdir(parents=True, exist_ok=True)
-    save_model(model, str(tmp / "model.safetensors"))
+    partial = _partial_state(model)
+    if partial is None:
+        save_model(model, str(tmp / "model.safetensors"))
+    else:
+        save_file(partial, str(tmp / "model.safetensors"))
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     atomic_write_json(tmp / "state.json", {
         "step": result.steps_done, "history": result.history, "evals": result.evals,
@@ -262,7 +269,16 @@ def _load_checkpoint(path: Path, model, optimizer, result: TrainResult) -> None:
     state = read_json(path / "state.json")
     if state is None:
         raise ValueError(f"Checkpoint {path} has no readable state.json; delete it to start over.")
-    load_model(model, str(path / "model.safetensors"), device=str(next(model.parameters()).device))
+    device = str(next(model.parameters()).device)
+    if _partial_state(model) is None:
+        load_model(model, str(path / "model.safetensors"), device=device)
+    else:
+        saved = load_file(str(path / "model.safetensors"), device=device)
+        missing = set(_partial_state(model)) - set(saved)
+        if missing:
+            raise ValueError(f"Checkpoint {path} does not hold {sorted(missing)[0]}: it was written by another kind of "
+                             "run. Delete the checkpoint to start over.")
+        model.load_state_dict(saved, strict=False)
     # weights_only=True: an optimizer state is tensors and numbers; never unpickle arbitrary objects.
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu"))
     result.history = state["history"]
@@ -270,6 +286,16 @@ def _load_checkpoint(path: Path, model, optimizer, result: TrainResult) -> None:
     result.elapsed_s = state.get("elapsed_s", 0.0)
     result.tokens_seen = state.get("tokens_seen", 0)
     result.peak_memory_bytes = state.get("peak_memory_bytes", 0)
+
+
+def _partial_state(model: nn.Module) -> dict[str, torch.Tensor] | None:
+    """For adapter training (LoRA on our GPT, or a transformers model through PEFT): the trainable tensors only,
+    since the frozen base reloads from its source on resume (and a 4-bit base cannot round-trip through
+    safetensors' save_model). None: checkpoint the whole model."""
+    from .lora import has_lora
+    if not (getattr(model, "partial_checkpoint", False) or has_lora(model)):
+        return None
+    return {n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
 def checkpoint_step(checkpoint_dir: str | os.PathLike) -> int | None:

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from app import forms, l12_view, panels, state
-from llmfs.config import TrainConfig
+from llmfs.config import LORA_FIELDS, TrainConfig
 from llmfs.recipes import submit_train
 
 KEY = "l12"
@@ -59,7 +59,8 @@ with train_tab:
     left, right = st.columns([1, 2], gap="large")
     with left:
         cfg = forms.config_form(TrainConfig, key=KEY, defaults=defaults,
-                                fields=[f for f in TrainConfig.__dataclass_fields__ if f not in freeze])
+                                fields=[f for f in TrainConfig.__dataclass_fields__
+                                        if f not in freeze and f not in LORA_FIELDS])
         if forms.start_button(KEY, cfg):
             forms.submit_job(KEY, lambda: submit_train(state.jobs(), cfg, owner=KEY))
     with right:

@@ -1,0 +1,212 @@
+"""Memory estimate (llmfs.memory): parameter counts against transformers, adapter counts against PEFT, 4-bit
+storage against bitsandbytes, and the lesson's "7B: ~14 GB in 16 bits, ~4 GB in QLoRA"."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from llmfs import memory as M
+from llmfs.lora import target_modules
+from llmfs.model import GPT, GPTConfig
+
+TINY_GPT2 = {"model_type": "gpt2", "vocab_size": 100, "n_positions": 32, "n_embd": 64, "n_layer": 2, "n_head": 2}
+TINY_LLAMA = {"model_type": "llama", "vocab_size": 100, "hidden_size": 64, "intermediate_size": 128,
+              "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+              "max_position_embeddings": 64, "tie_word_embeddings": False}
+
+
+def _hf_model(d: dict, meta: bool = False):
+    from transformers import AutoConfig, AutoModelForCausalLM
+    cfg = AutoConfig.for_model(d["model_type"], **{k: v for k, v in d.items() if k != "model_type"})
+    if meta:
+        with torch.device("meta"):
+            return AutoModelForCausalLM.from_config(cfg)
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(cfg)
+
+
+# -- parameter counts ----------------------------------------------------------------------------------------------
+def test_gpt2_small_count_matches_ours_and_transformers():
+    hf_dict = GPTConfig.preset("gpt2").to_hf_dict()
+    assert M.param_count(GPTConfig.preset("gpt2")) == 124_439_808
+    assert M.param_count(hf_dict) == 124_439_808
+    assert M.param_count(M.EXAMPLE_CONFIGS["GPT-2 small (124M)"]) == 124_439_808
+    assert _hf_model(hf_dict, meta=True).num_parameters() == 124_439_808  # GPT2LMHeadModel, tied head once
+
+
+def test_llama_2_7b_count_matches_closed_form():
+    c = M.LLAMA_2_7B
+    h, i, n, v = c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"], c["vocab_size"]
+    # embeddings + untied head, per layer q/k/v/o (4h^2) + gate/up/down (3hi) + two RMSNorms, final norm
+    assert 2 * v * h + n * (4 * h * h + 3 * h * i + 2 * h) + h == 6_738_415_616
+    assert M.param_count(M.LLAMA_2_7B) == 6_738_415_616
+    assert M.param_count(M.EXAMPLE_CONFIGS["GPT-2 XL (1.5B)"]) == 1_557_611_200
+
+
+def test_config_accepted_as_dict_json_folder_and_file(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(TINY_LLAMA))
+    expected = _hf_model(TINY_LLAMA, meta=True).num_parameters()
+    for form in (TINY_LLAMA, json.dumps(TINY_LLAMA, indent=2), str(tmp_path), tmp_path / "config.json"):
+        assert M.param_count(form) == expected
+
+
+def test_linear_shapes_of_our_gpt_equal_transformers_gpt2():
+    # activation_function relu is a variant our GPT does not implement, so this one is built by transformers
+    # (Conv1D layers); the sizes and names must come out as our GPT's.
+    ours = M.linear_shapes(TINY_GPT2)
+    theirs = M.linear_shapes({**TINY_GPT2, "activation_function": "relu"})
+    assert ours == theirs
+    assert ("transformer.h.0.attn.c_attn", 64, 192) in ours and ("lm_head", 64, 100) in ours
+    assert len(ours) == 2 * 4 + 1
+
+
+# -- LoRA adapter counts against PEFT ------------------------------------------------------------------------------
+def _peft_counts(d: dict, targets: str, rank: int) -> tuple[int, int]:
+    from peft import LoraConfig, get_peft_model
+    model = _hf_model(d)
+    cfg = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=target_modules(targets, d["model_type"]),
+                     fan_in_fan_out=d["model_type"] == "gpt2")  # GPT-2's Conv1D stores weights (in, out)
+    return get_peft_model(model, cfg).get_nb_trainable_parameters()
+
+
+@pytest.mark.parametrize("config, targets", [
+    (TINY_GPT2, "qkv"), (TINY_GPT2, "qkv,mlp_out"), (TINY_GPT2, "all-linear"),
+    (TINY_LLAMA, "qkv,attn_proj"), (TINY_LLAMA, "all-linear"),
+])
+def test_lora_trainable_equals_formula_and_peft(config, targets):
+    rank = 4
+    e = M.estimate(config, "lora", rank=rank, targets=targets)
+    suffixes = target_modules(targets, config["model_type"])
+    formula = sum(rank * (i + o) for name, i, o in M.linear_shapes(config)
+                  if any(name == s or name.endswith("." + s) for s in suffixes))
+    assert e.trainable_params == formula > 0
+    assert (e.trainable_params, e.total_params) == _peft_counts(config, targets, rank)
+
+
+def test_llama_qkv_attn_proj_targets_q_k_v_o():
+    assert target_modules("qkv,attn_proj", "llama") == ["q_proj", "k_proj", "v_proj", "o_proj"]
+    # GQA: k and v project to 2 heads * 16 = 32 features, q and o to 64.
+    e = M.estimate(TINY_LLAMA, "lora", rank=2, targets="qkv,attn_proj")
+    assert e.trainable_params == 2 * 2 * ((64 + 64) + (64 + 32) + (64 + 32) + (64 + 64))
+
+
+# -- bytes ---------------------------------------------------------------------------------------------------------
+def test_lesson_7b_numbers():
+    full16 = M.estimate(M.LLAMA_2_7B, "full", weight_dtype="fp16")
+    assert 13.4e9 < full16.weights_bytes < 13.6e9 and M.fmt_bytes(full16.weights_bytes) == "13.5 GB"
+    qlora = M.estimate(M.LLAMA_2_7B, "qlora")
+    assert 3.5e9 < qlora.weights_bytes < 4.2e9
+    # mixed-precision Adam: 2 + 2 + 12 bytes per parameter (ZeRO); fp32 Adam: 4 + 4 + 8
+    for dtype in ("fp16", "fp32"):
+        e = M.estimate(M.LLAMA_2_7B, "full", weight_dtype=dtype)
+        assert (e.weights_bytes + e.gradients_bytes + e.optimizer_bytes) == 16 * e.total_params
+
+
+@pytest.mark.parametrize("config", [M.LLAMA_2_7B, GPTConfig.preset("gpt2")])
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_qlora_below_lora_below_full(config, dtype):
+    est = M.compare(config, rank=8, targets="qkv", batch_size=1, seq_len=256, weight_dtype=dtype)
+    assert est["qlora"].total_bytes < est["lora"].total_bytes < est["full"].total_bytes
+    assert est["lora"].trainable_params == est["qlora"].trainable_params < est["full"].trainable_params
+    for e in est.values():
+        assert sum(b for _, b in e.parts()) == e.total_bytes
+        assert [label for label, _ in e.parts()] == ["Weights", "Gradients", "Optimizer states", "Activations"]
+        json.dumps(e.to_dict())
+
+
+def test_double_quant_saves_the_constants():
+    arch = M.architecture(M.LLAMA_2_7B)
+    plain = M.estimate(M.LLAMA_2_7B, "qlora", double_quant=False).weights_bytes
+    double = M.estimate(M.LLAMA_2_7B, "qlora", double_quant=True).weights_bytes
+    assert double < plain
+    # 0.5 bit -> 0.127 bit of constants per weight (QLoRA sec. 2)
+    assert (plain - double) * 8 / arch.quantized_params == pytest.approx(0.5 - (8 / 64 + 32 / (64 * 256)), abs=1e-6)
+
+
+@pytest.mark.parametrize("double_quant", [True, False])
+def test_quantized_bytes_equal_bitsandbytes_storage(double_quant):
+    pytest.importorskip("bitsandbytes")
+    from llmfs.lora import QUANT_SKIP, quantize_4bit
+    # every quantized layer a multiple of 64 * 256 weights, so bitsandbytes' blocks divide evenly
+    cfg = GPTConfig(vocab_size=256, n_positions=32, n_embd=128, n_layer=1, n_head=2)
+    model = GPT(cfg)
+    n_layers = quantize_4bit(model, double_quant=double_quant)
+    stored, weights = 0, 0
+    for m in model.modules():
+        if type(m).__name__ == "Linear4bit":
+            qs = m.weight.quant_state
+            weights += qs.shape.numel()
+            stored += m.weight.numel() * m.weight.element_size() + qs.absmax.numel() * qs.absmax.element_size()
+            if qs.nested:
+                stored += qs.state2.absmax.numel() * qs.state2.absmax.element_size()
+    arch = M.architecture(cfg)
+    assert (arch.quantized_layers, arch.quantized_params) == (n_layers, weights)
+    assert arch.quantized_layers == len(arch.linears) - 1  # all but the head
+    assert "lm_head" in QUANT_SKIP and not any(type(m).__name__ == "Linear4bit" for m in [model.lm_head])
+    assert M.quantized_bytes(weights, double_quant) == stored
+
+
+def test_qlora_weights_rule():
+    arch = M.architecture(TINY_LLAMA)
+    e = M.estimate(TINY_LLAMA, "qlora", rank=4, targets="qkv")
+    rest = arch.total_params - arch.quantized_params
+    assert rest == 2 * 100 * 64 + 2 * 2 * 64 + 64  # embeddings + head (not quantized), norms
+    assert e.weights_bytes == M.quantized_bytes(arch.quantized_params) + 2 * rest + 4 * e.trainable_params
+    assert e.gradients_bytes == 4 * e.trainable_params and e.optimizer_bytes == 8 * e.trainable_params
+
+
+def test_activations_formula_and_scaling():
+    gpt2 = GPTConfig.preset("gpt2")
+    arch = M.architecture(gpt2)
+    # Korthikanti et al. table 2 for GPT-2 small, s=1024, b=1, 16-bit: 12 * s*b*h*(34 + 5as/h), plus fp32 logits x2
+    assert M.activation_bytes(arch, 1, 1024) == 12 * 1024 * (34 * 768 + 5 * 12 * 1024) + 1024 * 50257 * 8
+
+    def act(**kw):
+        return M.estimate(gpt2, "lora", **kw).activations_bytes
+    assert act(batch_size=4) == 4 * act(batch_size=1)  # linear in batch
+    assert act(seq_len=1024) > 2 * act(seq_len=512)  # superlinear in length (the a*s^2 attention scores)
+    assert act(seq_len=1024, activation_checkpointing=True) < act(seq_len=1024) / 3
+    assert act(weight_dtype="fp32") > act(weight_dtype="bf16")
+
+
+def test_notes_say_what_is_assumed():
+    est = M.compare(M.LLAMA_2_7B, weight_dtype="bf16", seq_len=8192)
+    assert any("master copy" in n for n in est["full"].notes)
+    assert any("4-bit NF4" in n for n in est["qlora"].notes)
+    assert any("longer than the model's context" in n for n in est["lora"].notes)
+
+
+# -- errors --------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("config, words", [
+    ('{"model_type": "llama",}', "not valid JSON"),
+    ('{"model_type": "foo"}', "model_type 'foo' is not known to transformers"),
+    ({"hidden_size": 64}, "no \"model_type\""),
+    ({"model_type": "t5"}, "no causal language model"),
+    ("/no/such/folder", "neither a JSON object"),
+    ({"model_type": "llama", "hidden_size": "big"}, "hidden_size"),
+])
+def test_bad_config_says_why(config, words):
+    with pytest.raises(ValueError, match=words.replace("(", r"\(")):
+        M.param_count(config)
+
+
+def test_bad_settings_say_why():
+    with pytest.raises(ValueError, match="match no linear layer"):
+        M.estimate(TINY_LLAMA, "lora", targets="Wqkv")
+    with pytest.raises(ValueError, match="Unknown method"):
+        M.estimate(TINY_GPT2, "dora")
+    with pytest.raises(ValueError, match="Unknown weight dtype"):
+        M.estimate(TINY_GPT2, weight_dtype="int8")
+    with pytest.raises(ValueError, match="seq_len"):
+        M.estimate(TINY_GPT2, seq_len=0)
+
+
+def test_fmt_bytes():
+    assert M.fmt_bytes(13_476_831_232) == "13.5 GB"
+    assert M.fmt_bytes(497_759_232) == "498 MB"
+    assert M.fmt_bytes(1_500_000) == "1.5 MB"
+    assert M.fmt_bytes(512) == "512 B"
+    assert M.fmt_bytes(None) == "-"
