@@ -136,6 +136,7 @@ def train_job(ctx: JobContext, payload: dict) -> dict:
         "tokens_per_s": result.tokens_per_s, "peak_memory_bytes": result.peak_memory_bytes,
         "trainable_params": result.trainable_params, "total_params": result.total_params, "samples": samples,
     }
+    out["memory_estimate"] = _memory_estimate(model, cfg)
     if cfg.lora and result.history:
         out["adapter_dir"] = str(_save_adapter(model, cfg, ctx.run_dir / "adapter", base_name))
         ctx.log(f"Saved the LoRA adapter to {out['adapter_dir']} (PEFT's format; base model: {base_name}).")
@@ -143,6 +144,20 @@ def train_job(ctx: JobContext, payload: dict) -> dict:
         save_hf_folder(model.cpu(), ctx.run_dir / "model", tokenizer=tokenizer)
         ctx.log(f"Saved the model to {ctx.run_dir / 'model'} (a Hugging Face folder).")
     return out
+
+
+def _memory_estimate(model, cfg: TrainConfig) -> dict | None:
+    """The pre-flight estimate for this run's method, shapes and batch (llmfs.memory), to set beside the measured
+    peak; None when the model's shapes cannot be read (the run's result does not depend on it)."""
+    from .memory import estimate
+    method = "qlora" if cfg.quantize == "4bit" else "lora" if cfg.lora else "full"
+    config = getattr(getattr(model, "hf", None), "config", None)
+    config = config.to_dict() if config is not None else model.config
+    try:
+        return estimate(config, method, rank=max(cfg.lora_rank, 1), targets=cfg.lora_targets,
+                        batch_size=cfg.batch_size, seq_len=cfg.seq_len).to_dict()
+    except (ValueError, TypeError):
+        return None
 
 
 def _prepare_model(ctx: JobContext, cfg: TrainConfig):

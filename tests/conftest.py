@@ -57,6 +57,22 @@ def tiny_hf_folder(tmp_path):
     return folder
 
 
+@pytest.fixture
+def tiny_llama_folder(tmp_path):
+    """A tiny Llama made with transformers and saved with save_pretrained (another architecture than GPT-2)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, vocab_size=300, max_position_embeddings=128, bos_token_id=0,
+                      eos_token_id=0, pad_token_id=0)
+    folder = tmp_path / "tiny-llama"
+    LlamaForCausalLM(cfg).save_pretrained(folder)
+    _save_tiny_tokenizer(folder, vocab_size=300)
+    return folder
+
+
 def _save_tiny_tokenizer(folder: Path, vocab_size: int) -> None:
     from llmfs.corpus import train_tokenizer
     texts = ["def add(a, b):\n    return a + b\n", "The quick brown fox jumps over the lazy dog. " * 20,
