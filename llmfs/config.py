@@ -175,6 +175,18 @@ class TrainConfig:
         label="Base weights in 4-bit")
     double_quant: bool = option(True, "QLoRA's double quantization: also compress the 4-bit weights' scale factors "
                                       "(about 0.4 bit per weight less).", advanced=True, label="Double quantization")
+    precision: Literal["fp32", "fp16", "bf16", "bf16-pure"] = option(
+        "fp32", "Number format for training. `fp32`: 32-bit everywhere (the reference). `fp16`: matmuls in 16-bit "
+                "with loss scaling (fast on GPUs; emulated, so slow, on most CPUs). `bf16`: matmuls in bfloat16, "
+                "fp32's range with fewer digits, no scaling needed (GPUs from compute capability 8.0). `bf16-pure`: "
+                "the weights and optimizer themselves in bf16, half the memory of everything, less accurate "
+                "updates.", label="Precision")
+    tf32: bool = option(False, "On GPUs from compute capability 8.0: run fp32 matmuls on tensor cores in TF32 "
+                               "(10-bit mantissa), much faster, usually with no visible effect on training.",
+                        advanced=True, label="TF32 matmuls")
+    grad_scaling: bool = option(True, "fp16 only: scale the loss so small gradients survive fp16's range (and skip "
+                                      "steps whose gradients overflow). Turn off only to see why it exists.",
+                                advanced=True, label="Loss scaling (fp16)")
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -189,6 +201,9 @@ class TrainConfig:
             raise ConfigError("freeze", f"With LoRA the model's own weights stay frozen and only the adapters train, "
                                         f"so the freezing strategy must stay `full` (got {self.freeze}). Set the "
                                         "LoRA rank to 0 to use a freezing strategy instead.")
+        if self.quantize == "4bit" and self.precision == "bf16-pure":
+            raise ConfigError("precision", "A 4-bit base keeps its own storage format: pick bf16 (autocast) for "
+                                           "QLoRA, not bf16-pure.")
         if self.lora_rank and self.init != "pretrained":
             raise ConfigError("init", "LoRA adapts a pretrained model: start from its pretrained weights, or set the "
                                       "LoRA rank to 0 to train from random weights.")

@@ -77,7 +77,7 @@ class CausalLM(nn.Module):
 
 
 def load_causal_lm(folder: str | os.PathLike, *, quantize: str = "none", double_quant: bool = True,
-                   device: str | torch.device = "cpu"):
+                   device: str | torch.device = "cpu", compute_dtype: torch.dtype = torch.float32):
     """(transformers model, tokenizer) from a local Hugging Face folder; 4-bit base layers when `quantize="4bit"`.
 
     Raises:
@@ -99,7 +99,7 @@ def load_causal_lm(folder: str | os.PathLike, *, quantize: str = "none", double_
                           "tokenizer with the model (tokenizer.save_pretrained).") from e
     if quantize == "4bit":
         from .lora import quantize_4bit
-        quantize_4bit(model, double_quant=double_quant, device=device)
+        quantize_4bit(model, double_quant=double_quant, device=device, compute_dtype=compute_dtype)
     return model.to(device), tokenizer
 
 

@@ -31,7 +31,12 @@ def preflight_train(cfg: TrainConfig) -> None:
         _preflight_other_architecture(cfg, Path(cfg.model).expanduser())
     elif not is_default(cfg.model) and not Path(cfg.model).expanduser().exists():
         check_hub_source(cfg.model)
-    resolve_device(cfg.device)
+    device = resolve_device(cfg.device)
+    from .precision import PrecisionError, plan_precision
+    try:
+        plan_precision(cfg.precision, device, tf32=cfg.tf32)
+    except PrecisionError as e:
+        raise ConfigError("precision", str(e)) from e
     if cfg.data != DEFAULT_DATA and not cfg.data.startswith(HF_PREFIX):
         from .data.readers import DataError, resolve_inputs
         try:
@@ -119,6 +124,7 @@ def train_job(ctx: JobContext, payload: dict) -> dict:
     total = total_steps_for(cfg, len(train_tokens))
     ctx.log(f"{len(train_tokens):,} training tokens, {len(val_tokens):,} held-out; {total} steps of "
             f"{cfg.tokens_per_step:,} tokens on {resolve_device(cfg.device)} (set-up {time.time() - t0:.1f}s).")
+    _log_precision(ctx, cfg)
     prompts = sample_prompts(val_tokens, tokenizer)
     before = sample_many(model, tokenizer, prompts, SampleConfig(seed=cfg.seed))
     ctx.progress(0, total)
@@ -135,15 +141,26 @@ def train_job(ctx: JobContext, payload: dict) -> dict:
         "eval_loss": result.evals[-1]["eval_loss"] if result.evals else None,
         "tokens_per_s": result.tokens_per_s, "peak_memory_bytes": result.peak_memory_bytes,
         "trainable_params": result.trainable_params, "total_params": result.total_params, "samples": samples,
+        "precision": result.precision,
     }
+    if cfg.precision == "fp16" and cfg.grad_scaling:
+        out.update(loss_scales=result.loss_scales, skipped_steps=result.skipped_steps)
     out["memory_estimate"] = _memory_estimate(model, cfg)
     if cfg.lora and result.history:
         out["adapter_dir"] = str(_save_adapter(model, cfg, ctx.run_dir / "adapter", base_name))
         ctx.log(f"Saved the LoRA adapter to {out['adapter_dir']} (PEFT's format; base model: {base_name}).")
     elif cfg.save_model and result.history:
-        save_hf_folder(model.cpu(), ctx.run_dir / "model", tokenizer=tokenizer)
+        save_hf_folder(model.cpu().float(), ctx.run_dir / "model", tokenizer=tokenizer)
         ctx.log(f"Saved the model to {ctx.run_dir / 'model'} (a Hugging Face folder).")
     return out
+
+
+def _log_precision(ctx: JobContext, cfg: TrainConfig) -> None:
+    from .precision import MODE_HELP, plan_precision
+    plan = plan_precision(cfg.precision, resolve_device(cfg.device), tf32=cfg.tf32, grad_scaling=cfg.grad_scaling)
+    ctx.log(f"Precision {plan.mode}{' + TF32' if plan.tf32 else ''}: {MODE_HELP[plan.mode]}")
+    for note in plan.warnings:
+        ctx.log(f"Note: {note}")
 
 
 def _memory_estimate(model, cfg: TrainConfig) -> dict | None:
@@ -185,9 +202,11 @@ def _prepare_model(ctx: JobContext, cfg: TrainConfig):
                  total_params=plan.total_params)
         return model, tokenizer, plan, base_name
     from . import lora
+    from .precision import plan_precision
     from .train import count_params
     if cfg.quantize == "4bit":
-        n = lora.quantize_4bit(model, double_quant=cfg.double_quant, device=device)
+        n = lora.quantize_4bit(model, double_quant=cfg.double_quant, device=device,
+                               compute_dtype=plan_precision(cfg.precision, device).compute_dtype)
         ctx.log(f"Base weights of {n} linear layers quantized to 4-bit NF4"
                 f"{' with double quantization' if cfg.double_quant else ''} (bitsandbytes).")
     layers = lora.add_adapter(model, "default", rank=cfg.lora_rank, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
@@ -201,8 +220,10 @@ def _prepare_model(ctx: JobContext, cfg: TrainConfig):
 def _prepare_hf_model(ctx: JobContext, cfg: TrainConfig, folder: Path, base_name: str, device: str):
     """A transformers causal LM (Llama, Qwen, ...): LoRA through PEFT, or every weight trains."""
     from .hf_causal import CausalLM, add_peft_lora, load_causal_lm
+    from .precision import plan_precision
     from .train import count_params
-    hf, tokenizer = load_causal_lm(folder, quantize=cfg.quantize, double_quant=cfg.double_quant, device=device)
+    hf, tokenizer = load_causal_lm(folder, quantize=cfg.quantize, double_quant=cfg.double_quant, device=device,
+                                   compute_dtype=plan_precision(cfg.precision, device).compute_dtype)
     if cfg.lora:
         hf = add_peft_lora(hf, rank=cfg.lora_rank, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
                            targets=cfg.lora_targets, rslora=cfg.lora_rslora, base_model=base_name)
@@ -239,6 +260,34 @@ def _save_adapter(model, cfg: TrainConfig, path: Path, base_name: str) -> Path:
         return path
     return lora.save_adapter(model, path, "default", alpha=cfg.lora_alpha, rslora=cfg.lora_rslora,
                              base_model=base_name, targets=lora.target_modules(cfg.lora_targets, "gpt2"))
+
+
+def submit_precision_comparison(jobs: JobManager, cfg: TrainConfig, modes=("fp32", "fp16", "bf16"),
+                                owner: str | None = None) -> list[str]:
+    """The same model, data and seed once per precision mode, queued back to back (FIFO: they run one after the
+    other, never competing for the device). Every mode is checked before any is queued."""
+    configs = [cfg.replace(precision=m) for m in modes]
+    if not configs:
+        raise ConfigError("precision", "Pick at least one precision to compare.")
+    for c in configs:
+        preflight_train(c)
+    return [jobs.submit("train", c, owner=owner) for c in configs]
+
+
+def precision_comparison(jobs: JobManager, run_ids: list[str]) -> list[dict]:
+    """`llmfs.precision.summarize` over the runs' results and telemetry (runs still going have no figures yet)."""
+    from .precision import peak_nvml_bytes, summarize
+    rows = []
+    for rid in run_ids:
+        run = jobs.get(rid)
+        status = run.status()
+        result = status.get("result") or {}
+        rows.append({"run_id": rid, "state": status.get("state"),
+                     "precision": result.get("precision") or run.config.get("precision", "fp32"),
+                     "tokens_per_s": result.get("tokens_per_s"), "peak_memory_bytes": result.get("peak_memory_bytes"),
+                     "final_loss": result.get("final_loss"), "skipped_steps": result.get("skipped_steps"),
+                     "peak_nvml_bytes": peak_nvml_bytes(run.read_metrics("telemetry"))})
+    return summarize(rows)
 
 
 def sample_prompts(val_tokens, tokenizer, n: int = 2, length: int = 12) -> list[str]:

@@ -10,6 +10,7 @@ and, for gradual unfreezing, a hook before each step that switches on the blocks
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -24,6 +25,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from .config import TrainConfig
 from .freeze import FreezePlan, apply_freeze, freeze_options, param_groups, set_trainable
 from .fsutil import atomic_write_json, read_json, replace_dir
+from .precision import PrecisionPlan, autocast, make_scaler, matmul_precision, plan_precision, underflow_fraction
 
 
 class Sink(Protocol):
@@ -68,6 +70,9 @@ class TrainResult:
     stopped: bool = False
     elapsed_s: float = 0.0
     tokens_seen: int = 0
+    precision: str = "fp32"
+    loss_scales: list[float] = field(default_factory=list)  # fp16: the gradient scaler's scale at each step
+    skipped_steps: int = 0                                  # fp16: steps the scaler skipped (inf / NaN gradients)
 
     @property
     def losses(self) -> list[float]:
@@ -131,14 +136,17 @@ def count_params(model: nn.Module) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: BatchSource, n_batches: int, device: torch.device) -> float:
-    """Mean loss over the same `n_batches` held-out batches each time, so evaluations are comparable."""
+def evaluate(model: nn.Module, batches: BatchSource, n_batches: int, device: torch.device,
+             plan: PrecisionPlan | None = None) -> float:
+    """Mean loss over the same `n_batches` held-out batches each time (in the run's precision), so evaluations
+    are comparable."""
     was_training = model.training
     model.eval()
     losses = []
     for i in range(n_batches):
         x, y = batches.batch(step=0, micro=i)
-        _, loss = model(x.to(device), y.to(device))
+        with autocast(plan) if plan is not None else contextlib.nullcontext():
+            _, loss = model(x.to(device), y.to(device))
         losses.append(loss.item())
     model.train(was_training)
     return sum(losses) / len(losses)
@@ -164,22 +172,35 @@ def train(model: nn.Module, batches: BatchSource, cfg: TrainConfig, *, val_batch
         FloatingPointError: the loss became NaN or infinite (the last good checkpoint is kept).
     """
     device = torch.device(device or resolve_device(cfg.device))
+    plan = plan_precision(cfg.precision, device, tf32=cfg.tf32, grad_scaling=cfg.grad_scaling)
     model.to(device).train()
+    if plan.param_dtype != torch.float32:
+        model.to(plan.param_dtype)  # bf16-pure: weights (so gradients and optimizer states) in bf16
     total_steps = total_steps or cfg.steps
     if freeze_plan is None and cfg.freeze != "full":
         freeze_plan = apply_freeze(model, **freeze_options(cfg))
     optimizer = make_optimizer(model, cfg, freeze_plan)
-    result = TrainResult()
+    scaler = make_scaler(plan)
+    result = TrainResult(precision=plan.mode)
     result.trainable_params, result.total_params = count_params(model)
     if freeze_plan is not None:  # for gradual unfreezing: all that will train, not only the first step's
         result.trainable_params, result.total_params = freeze_plan.trainable_params, freeze_plan.total_params
     ckpt = Path(checkpoint_dir) / "last" if checkpoint_dir else None
     if resume and ckpt is not None and (ckpt / "state.json").exists():
-        _load_checkpoint(ckpt, model, optimizer, result)
+        _load_checkpoint(ckpt, model, optimizer, result, scaler)
     should_stop = should_stop or (lambda: False)
     emit = sink.emit if sink is not None else (lambda *a, **k: None)
     _reset_peak_memory(device)
+    with matmul_precision(plan):
+        _loop(model, optimizer, scaler, plan, batches, val_batches, cfg, result, total_steps, device, freeze_plan,
+              should_stop, emit, ckpt)
+    if ckpt is not None and result.history:
+        save_checkpoint(ckpt, model, optimizer, result, scaler)
+    return result
 
+
+def _loop(model, optimizer, scaler, plan, batches, val_batches, cfg, result, total_steps, device, freeze_plan,
+          should_stop, emit, ckpt) -> None:
     step = result.steps_done
     while step < total_steps:
         if should_stop():
@@ -187,7 +208,12 @@ def train(model: nn.Module, batches: BatchSource, cfg: TrainConfig, *, val_batch
             break
         step += 1
         trainable_now = _unfreeze_on_schedule(model, freeze_plan, step)
-        record = _train_step(model, optimizer, batches, cfg, step, total_steps, device)
+        record = _train_step(model, optimizer, scaler, plan, batches, cfg, step, total_steps, device)
+        if scaler is not None:
+            result.loss_scales.append(record["loss_scale"])
+            result.skipped_steps += int(record["skipped"])
+            emit(step, kind="scaler", loss_scale=record["loss_scale"], skipped=record["skipped"],
+                 grad_underflow_frac=record["grad_underflow_frac"])
         if trainable_now is not None:
             record["trainable_params"] = trainable_now
         result.elapsed_s += record["step_time_s"]
@@ -197,14 +223,11 @@ def train(model: nn.Module, batches: BatchSource, cfg: TrainConfig, *, val_batch
         result.history.append({"step": step, **record})
         emit(step, kind="train", **record)
         if val_batches is not None and ((cfg.eval_every and step % cfg.eval_every == 0) or step == total_steps):
-            ev = {"step": step, "eval_loss": evaluate(model, val_batches, cfg.eval_batches, device)}
+            ev = {"step": step, "eval_loss": evaluate(model, val_batches, cfg.eval_batches, device, plan)}
             result.evals.append(ev)
             emit(step, kind="eval", eval_loss=ev["eval_loss"])
         if ckpt is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-            save_checkpoint(ckpt, model, optimizer, result)
-    if ckpt is not None and result.history:
-        save_checkpoint(ckpt, model, optimizer, result)
-    return result
+            save_checkpoint(ckpt, model, optimizer, result, scaler)
 
 
 def _unfreeze_on_schedule(model: nn.Module, plan: FreezePlan | None, step: int) -> int | None:
@@ -216,7 +239,7 @@ def _unfreeze_on_schedule(model: nn.Module, plan: FreezePlan | None, step: int) 
     return set_trainable(model, plan, step)
 
 
-def _train_step(model, optimizer, batches, cfg, step, total_steps, device) -> dict:
+def _train_step(model, optimizer, scaler, plan, batches, cfg, step, total_steps, device) -> dict:
     t0 = time.perf_counter()
     lr = lr_at(step, total_steps, cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio)
     for group in optimizer.param_groups:
@@ -225,29 +248,52 @@ def _train_step(model, optimizer, batches, cfg, step, total_steps, device) -> di
     for micro in range(cfg.grad_accum):
         x, y = batches.batch(step, micro)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        _, loss = model(x, y)
-        (loss / cfg.grad_accum).backward()  # average over micro-batches, as one big batch would
+        with autocast(plan):
+            _, loss = model(x, y)
+        part = loss.float() / cfg.grad_accum  # average over micro-batches, as one big batch would
+        (scaler.scale(part) if scaler is not None else part).backward()
         loss_sum += loss.item()
         tokens += x.numel()
     loss = loss_sum / cfg.grad_accum
     if not math.isfinite(loss):
         optimizer.zero_grad(set_to_none=True)
-        raise FloatingPointError(f"The loss became {loss} at step {step}: training diverged. Lower the learning "
-                                 "rate, or use bf16 instead of fp16. The last good checkpoint is kept.")
+        raise FloatingPointError(_diverged(f"The loss became {loss} at step {step}", plan))
     params = [p for g in optimizer.param_groups for p in g["params"]]
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-    optimizer.step()
+    record: dict = {}
+    if scaler is not None:
+        scaler.unscale_(optimizer)  # true gradients, for clipping and for the underflow statistic
+        record["grad_underflow_frac"] = underflow_fraction(params)
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf")))
+    if scaler is not None:
+        # An inf / NaN gradient: the scaler skips this update and halves its scale (Micikevicius et al. 2018).
+        scale = scaler.get_scale()
+        scaler.step(optimizer)
+        scaler.update()
+        record.update(loss_scale=scale, skipped=scaler.get_scale() < scale)
+    else:
+        if not math.isfinite(grad_norm):
+            optimizer.zero_grad(set_to_none=True)
+            raise FloatingPointError(_diverged(f"The gradients became {grad_norm} at step {step}", plan))
+        optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     if device.type == "cuda":
         torch.cuda.synchronize(device)  # honest step times
     dt = time.perf_counter() - t0
-    return {"loss": loss, "lr": lr, "grad_norm": float(grad_norm), "tokens": tokens,
-            "step_time_s": round(dt, 5), "tokens_per_s": tokens / dt if dt > 0 else 0.0}
+    return {"loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens": tokens,
+            "step_time_s": round(dt, 5), "tokens_per_s": tokens / dt if dt > 0 else 0.0, **record}
+
+
+def _diverged(what: str, plan: PrecisionPlan) -> str:
+    advice = ("fp16 cannot hold values above 65,504: use bf16, which has fp32's range, or a lower learning rate"
+              if plan.mode == "fp16" else "lower the learning rate" +
+              (", or use bf16 autocast instead of pure bf16" if plan.mode == "bf16-pure" else ""))
+    return f"{what}: training diverged and was stopped instead of training on garbage. To fix: {advice}. " \
+           "The last good checkpoint is kept."
 
 
 # -- checkpoints ----------------------------------------------------------------------------------------------
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    result: TrainResult) -> None:
+                    result: TrainResult, scaler: torch.amp.GradScaler | None = None) -> None:
     """Write model (safetensors), optimizer state and history into a temp folder, then swap it into place."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -261,11 +307,13 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
     atomic_write_json(tmp / "state.json", {
         "step": result.steps_done, "history": result.history, "evals": result.evals,
         "elapsed_s": result.elapsed_s, "tokens_seen": result.tokens_seen,
-        "peak_memory_bytes": result.peak_memory_bytes})
+        "peak_memory_bytes": result.peak_memory_bytes, "loss_scales": result.loss_scales,
+        "skipped_steps": result.skipped_steps,
+        "scaler": scaler.state_dict() if scaler is not None else None})
     replace_dir(tmp, path)
 
 
-def _load_checkpoint(path: Path, model, optimizer, result: TrainResult) -> None:
+def _load_checkpoint(path: Path, model, optimizer, result: TrainResult, scaler=None) -> None:
     state = read_json(path / "state.json")
     if state is None:
         raise ValueError(f"Checkpoint {path} has no readable state.json; delete it to start over.")
@@ -286,6 +334,10 @@ def _load_checkpoint(path: Path, model, optimizer, result: TrainResult) -> None:
     result.elapsed_s = state.get("elapsed_s", 0.0)
     result.tokens_seen = state.get("tokens_seen", 0)
     result.peak_memory_bytes = state.get("peak_memory_bytes", 0)
+    result.loss_scales = state.get("loss_scales", [])
+    result.skipped_steps = state.get("skipped_steps", 0)
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
 
 
 def _partial_state(model: nn.Module) -> dict[str, torch.Tensor] | None:
