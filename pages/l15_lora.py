@@ -2,29 +2,81 @@
 
 import streamlit as st
 
-from app import panels
+from app import forms, lora_view, panels, state
+from llmfs.config import TrainConfig
+from llmfs.recipes import submit_train
 
 KEY = "l15"
-DEFAULTS = {"steps": 200, "lr": 3e-4, "eval_every": 25}
+DEFAULTS = {"steps": 200, "lr": 1e-3, "eval_every": 25}
 
 st.title("L15 · LoRA & QLoRA")
 st.markdown("""
 Fine-tuning every weight of a large model needs memory for the weights, their gradients and two optimizer values
 per weight: about four copies of the model. **LoRA** (low-rank adaptation) freezes the original weights and learns
-a small correction beside chosen matrices: two thin matrices `B·A` of rank *r* (often 8 or 16), scaled by
-*alpha / r*. Typically well under 1% of the parameters train, the optimizer state shrinks with them, and the result
-is an **adapter** of a few megabytes that can be swapped per task or merged back into the weights.
-
-**QLoRA** goes further: the frozen base model is stored in **4-bit** (the NF4 format) and only the small LoRA
-matrices train in 16-bit. That is how a model that needs a data-centre GPU to fine-tune in full fits on one
-consumer GPU, at a small cost in speed and accuracy.
-
-The questions in production: which layers get adapters, what rank is enough, and how close LoRA gets to full
-fine-tuning on your task, at what fraction of the memory.
+a small correction beside chosen layers, and **QLoRA** also stores the frozen weights in 4 bits. The result is an
+**adapter** of a few megabytes that can be swapped per task, shared as a file, or merged back into the weights.
 """)
-st.info("More tools for this lesson are being built: LoRA settings (rank, alpha, target layers) with trainable "
-        "parameter counts, saving and merging adapters in PEFT's format, and 4-bit QLoRA on a GPU. For now, run a "
-        "full fine-tune below: it is the baseline LoRA is measured against.", icon=":material/construction:")
 panels.default_notice()
 
-panels.training_section(KEY, DEFAULTS)
+with panels.stage("1 · Choose the base and the adapters", """
+Beside each chosen layer W (in → out numbers), LoRA adds two thin matrices: **A** (r × in) and **B** (out × r),
+with the **rank** r small, often 8 or 16. The layer computes W·x + (alpha / r)·B·A·x; W never changes, only A and B
+learn. B starts at zero, so training starts from exactly the original model.
+
+**Alpha** sets how strongly the adapters act: alpha / r multiplies their update (rsLoRA uses alpha / √r so high
+ranks still learn). **Which layers**: attention's query / key / value (*qkv*) is the classic choice; adapting the
+MLP layers too usually learns more, for more parameters.
+
+**QLoRA** keeps the frozen W in 4-bit NF4 (a quarter of 16-bit), while A and B train in full precision. Memory for
+training = weights + gradients + optimizer states + activations: the chart shows which parts each method shrinks.
+"""):
+    picked = forms.config_form(TrainConfig, key=KEY, fields=["model"])
+    lora = lora_view.lora_controls(KEY)
+    estimate = st.container()
+    with st.expander("Try it on a big model", icon=":material/rocket_launch:"):
+        lora_view.big_model(KEY, lora)
+
+with panels.stage("2 · Train the adapter", """
+Train the adapters with the settings of step 1, on the built-in corpus, your own text, or an L13 pipeline's output.
+LoRA tolerates a higher learning rate than a full fine-tune (1e-3 is a common start): only the small matrices move.
+
+When the run finishes, its adapter (PEFT's format: adapter_config.json + adapter_model.safetensors) appears in the
+library below, and the **measured** memory is set beside the **estimate**, with text generated before and after.
+"""):
+    cfg = forms.config_form(TrainConfig, key=KEY, fields=lora_view.TRAIN_FIELDS,
+                            defaults={**DEFAULTS, **lora, **({"model": picked.model} if picked else {})})
+    cfg = cfg if picked else None
+    if forms.start_button(KEY, cfg):
+        forms.submit_job(KEY, lambda: submit_train(state.jobs(), cfg, owner=KEY))
+
+panels.latest_run_panel(KEY)
+lora_view.run_results(state.latest(KEY))
+with estimate:
+    shape = cfg or TrainConfig()
+    lora_view.estimate_panel(picked.model if picked else None, lora, shape.batch_size, shape.seq_len,
+                             lora_view.weight_dtype(shape))
+
+st.divider()
+with panels.stage("3 · Adapter library", """
+Every adapter on this machine: those your runs saved and those you uploaded. An adapter only works on the model it
+was trained on (its **base**). Rename it, download it as a .zip to share, or add one someone else trained, as long
+as it is a PEFT LoRA adapter for a model you have.
+"""):
+    lora_view.upload(KEY)
+lora_view.library_section(KEY)
+
+st.divider()
+with panels.stage("4 · Swap and compare", """
+One base model stays loaded; adapters are switched on and off beside it in an instant, so one server can serve many
+tasks (one adapter each) from one copy of the big model. Here the same prompt and seed go through the base alone,
+each adapter, and a **weighted mix** of two adapters.
+"""):
+    lora_view.compare_section(KEY)
+
+st.divider()
+with panels.stage("5 · Merge and export", """
+For deployment without LoRA code, **merge**: W + (alpha / r)·B·A is computed once and stored as ordinary weights.
+The merged model runs exactly as fast as the base (no extra matrices), but it is a full-size copy and the adapter
+can no longer be switched off.
+"""):
+    lora_view.merge_section(KEY)

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 LESSONS = ["pages/l12_pretrained.py", "pages/l13_data.py", "pages/l14_eval.py", "pages/l15_lora.py",
            "pages/l16_precision.py"]
-IN_PROGRESS = LESSONS[3:]  # lesson pages whose own tools are still being built
+IN_PROGRESS = LESSONS[4:]  # lesson pages whose own tools are still being built
 TRAINING_FORM = [p for p in LESSONS if p not in ("pages/l13_data.py", "pages/l14_eval.py")]  # these do not train
 
 

@@ -1,0 +1,559 @@
+"""The L15 page's parts: the LoRA controls with the live count of what trains and the memory estimate (full
+fine-tune vs LoRA vs QLoRA, for the chosen model or any config.json), the measured numbers of a finished run, the
+adapter library (rename, delete, download, upload), adapters swapped on one loaded base, and merging one into a
+model folder.
+
+Everything is read from disk afresh (run folders, the adapter library). The one thing held in memory is a base
+model with adapters attached, cached process-wide and used under its own lock: switching adapters is a flag on the
+shared model, so two sessions must not generate through it at the same time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from llmfs import adapters as lib
+from llmfs import memory
+from llmfs.config import DEFAULT_MODEL, FREEZE_FIELDS, LORA_FIELDS, TrainConfig, field_info
+from llmfs.lora import FAMILIES, LESSON_TARGETS, TARGET_HELP, matches, target_modules
+from llmfs.paths import llmfs_home
+from llmfs.runs import FINAL_STATES
+from llmfs.sources import SourceError, looks_like_path
+
+from . import charts, eval_view, forms, panels, state
+
+PLOT_CONFIG = {"displaylogo": False}
+RANKS = (1, 2, 4, 8, 16, 32, 64)
+# Fields the page draws itself (step 1) or that do not apply to a LoRA run (the adapter is what it saves).
+NOT_IN_TRAIN_FORM = (*LORA_FIELDS, *FREEZE_FIELDS, "model", "init", "save_model")
+TRAIN_FIELDS = [f for f in TrainConfig.__dataclass_fields__ if f not in NOT_IN_TRAIN_FORM]
+METHOD_LABELS = {"full": "Full fine-tune", "lora": "LoRA", "qlora": "QLoRA (4-bit base)"}
+PART_COLORS = {"Weights": "#4c6ef5", "Gradients": "#f08c00", "Optimizer states": "#e64980",
+               "Activations": "#adb5bd"}
+PASTE = "Paste a config.json"
+SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+# GPT-2's module names -> the lesson's layer names, to describe adapters in words
+GPT2_NAMES = {suffix: name for name, suffixes in FAMILIES["gpt2"].items() for suffix in suffixes}
+
+
+def help_of(name: str) -> str:
+    return field_info(TrainConfig)[name]["help"]
+
+
+# -- 1 · the LoRA settings and what they cost -----------------------------------------------------------------------
+def lora_controls(key: str) -> dict:
+    """Rank, alpha, target layers, 4-bit and the finer settings; returns them as TrainConfig fields."""
+    left, right = st.columns(2)
+    rank = left.select_slider("Rank r", RANKS, value=8, key=f"{key}.lora_rank",
+                              help="The adapters' width: each adapted layer gets A (r × in) and B (out × r). "
+                                   "4 to 16 is typical; more rank = more parameters and more capacity.")
+    alpha = right.number_input("Alpha", min_value=0.01, value=16.0, step=1.0, format="%g", key=f"{key}.lora_alpha",
+                               help=help_of("lora_alpha"))
+    targets = st.multiselect("Layers that get adapters", LESSON_TARGETS, default=["qkv"], key=f"{key}.lora_targets",
+                             format_func=lambda t: f"{t}: {TARGET_HELP[t]}",
+                             help="qkv alone is the LoRA paper's choice; all four block layers (PEFT's "
+                                  "'all-linear') usually learn more for a few times the parameters.")
+    quantize = st.toggle("Store the frozen base in 4-bit (QLoRA)", key=f"{key}.quantize", help=help_of("quantize"))
+    with st.expander("More LoRA settings"):
+        dropout = st.number_input("Dropout on the adapters", min_value=0.0, max_value=0.9, value=0.0, step=0.05,
+                                  format="%g", key=f"{key}.lora_dropout", help=help_of("lora_dropout"))
+        rslora = st.checkbox("rsLoRA scaling (alpha / √r)", key=f"{key}.lora_rslora", help=help_of("lora_rslora"))
+        double_quant = st.checkbox("Double quantization (4-bit only)", value=True, key=f"{key}.double_quant",
+                                   help=help_of("double_quant"), disabled=not quantize)
+        extra = st.text_input("Other module names (other architectures)", key=f"{key}.lora_modules",
+                              placeholder="q_proj, v_proj",
+                              help="For a model whose layers the names above do not cover: module-name endings, "
+                                   "comma-separated, as in PEFT's target_modules.")
+    names = [*targets, *(m.strip() for m in extra.split(",") if m.strip())]
+    scale = alpha / rank ** 0.5 if rslora else alpha / rank
+    st.caption(f"Each adapter's update is scaled by alpha / {'√r' if rslora else 'r'} = **{scale:g}**."
+               + (" QLoRA trains the same adapters; only the frozen base is stored in 4 bits." if quantize else ""))
+    if not names:
+        st.warning("Pick at least one layer to adapt.", icon=":material/rule:")
+    return {"lora_rank": int(rank), "lora_alpha": float(alpha), "lora_targets": ",".join(names),
+            "lora_dropout": float(dropout), "lora_rslora": bool(rslora), "quantize": "4bit" if quantize else "none",
+            "double_quant": bool(double_quant)}
+
+
+def model_config(source: str | None):
+    """What llmfs.memory can read for `source` without loading weights: a GPTConfig, a config.json path, or None."""
+    from llmfs.sources import peek_model_config
+    if not source:
+        return None
+    config = peek_model_config(source)   # llmfs-tiny (even before it is built) and GPT-2 folders
+    if config is not None:
+        return config
+    path = Path(source).expanduser()
+    if (path / "config.json").is_file():
+        return str(path)
+    if looks_like_path(source):
+        return None
+    try:   # a hub id already in the local Hugging Face cache; never a download
+        from huggingface_hub import try_to_load_from_cache
+        cached = try_to_load_from_cache(source, "config.json")
+    except Exception:  # noqa: BLE001 - a malformed id or an unreadable cache: no estimate, no crash
+        return None
+    return cached if isinstance(cached, str) else None
+
+
+def estimate_panel(source: str | None, lora: dict, batch_size: int, seq_len: int, weight_dtype: str = "fp32") -> None:
+    """What trains (count, share, the formula) and the memory chart for the chosen model, live with the controls."""
+    config = model_config(source)
+    if not lora["lora_targets"]:
+        return   # the controls above already ask for a layer
+    if config is None:
+        st.info("The estimate needs the model's config.json. For a hub id that is not downloaded yet, paste its "
+                "config.json under **Try it on a big model** below.", icon=":material/info:")
+        return
+    try:
+        est = memory.compare(config, rank=lora["lora_rank"], targets=lora["lora_targets"],
+                             batch_size=batch_size, seq_len=seq_len, weight_dtype=weight_dtype,
+                             double_quant=lora["double_quant"])
+        groups = adapted_layers(config, lora["lora_targets"])
+    except ValueError as e:
+        st.error(str(e), icon=":material/error:")
+        return
+    trainable = est["lora"].trainable_params
+    base = est["full"].total_params
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Parameters that train", f"{trainable:,}", help="rank × (in + out) for every adapted layer: A has "
+              "r × in numbers, B has out × r. Everything else stays frozen.")
+    c2.metric("Share of the model", f"{trainable / base:.2%}",
+              help=f"Of the model's {base:,} parameters. A full fine-tune trains 100%.")
+    c3.metric("Adapter file", memory.fmt_bytes(trainable * memory.ADAPTER_BYTES),
+              help="The saved adapter: A and B of every adapted layer in fp32 (4 bytes each).")
+    rank = lora["lora_rank"]
+    st.caption(" + ".join(f"{n} layer{'s' if n > 1 else ''} of {i}→{o}: {n} × {rank} × ({i} + {o})"
+                          for (i, o), n in groups.items()) + f" = **{trainable:,}**")
+    chosen = "qlora" if lora["quantize"] == "4bit" else "lora"
+    st.plotly_chart(memory_figure(est, chosen=chosen), key="l15-estimate", config=PLOT_CONFIG)
+    full = est["full"]
+    dominant = ("Activations dominate here: they grow with batch × sequence length, not with the adapters, so on "
+                "a model this small LoRA saves little. On a 7B model the weights dominate: try it below."
+                if full.activations_bytes > full.total_bytes / 2 else
+                "LoRA removes almost all gradients and optimizer states; QLoRA also shrinks the weights.")
+    st.caption(f"For a batch of {batch_size} × {seq_len} tokens (set in step 2), weights in "
+               f"{'16' if weight_dtype != 'fp32' else '32'}-bit as this run keeps them (QLoRA keeps what it does "
+               f"not quantize in 16-bit). {dominant}")
+    notes(est)
+
+
+def weight_dtype(cfg: TrainConfig) -> str:
+    """How the run keeps its weights, for the estimate: 16-bit only under pure bf16 (autocast keeps fp32 weights)."""
+    return "bf16" if getattr(cfg, "precision", "fp32") == "bf16-pure" else "fp32"
+
+
+def adapted_layers(config, targets: str) -> dict[tuple[int, int], int]:
+    """{(in, out): how many adapted layers have that shape}, in model order."""
+    arch = memory.architecture(config)
+    suffixes = target_modules(targets, arch.model_type)
+    groups: dict[tuple[int, int], int] = {}
+    for name, i, o in arch.linears:
+        if matches(name, suffixes):
+            groups[(i, o)] = groups.get((i, o), 0) + 1
+    return groups
+
+
+def memory_figure(estimates: dict, chosen: str | None = None) -> go.Figure:
+    """One stacked horizontal bar per method: weights, gradients, optimizer states, activations; total at the end.
+    The `chosen` method's label is bold and marked."""
+    methods = list(estimates)
+    top = max(e.total_bytes for e in estimates.values()) or 1
+    unit, scale = charts.memory_unit(top)
+    labels = [f"<b>{METHOD_LABELS.get(m, m)} ◀ yours</b>" if m == chosen else METHOD_LABELS.get(m, m)
+              for m in methods]
+    fig = go.Figure()
+    for part, _ in estimates[methods[0]].parts():
+        values = [dict(estimates[m].parts())[part] for m in methods]
+        fig.add_bar(y=labels, x=[v / scale for v in values], name=part, orientation="h",
+                    marker_color=PART_COLORS.get(part), customdata=[memory.fmt_bytes(v) for v in values],
+                    hovertemplate=f"{part}: %{{customdata}}<extra>%{{y}}</extra>")
+    for label, m in zip(labels, methods):
+        total = estimates[m].total_bytes
+        fig.add_annotation(x=total / scale, y=label, text=f" {memory.fmt_bytes(total)}", showarrow=False,
+                           xanchor="left", font=dict(size=13))
+    fig.update_layout(barmode="stack", height=250, margin=dict(l=10, r=10, t=10, b=10),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0, traceorder="normal"),
+                      xaxis=dict(title=f"memory ({unit})", range=[0, top / scale * 1.25]),
+                      yaxis=dict(autorange="reversed"))
+    return fig
+
+
+def where(n_bytes: int) -> str:
+    """Which hardware a memory need fits, in words (GPU sizes as sold: 24 GB consumer, 80 GB data-centre)."""
+    if n_bytes <= 24e9:
+        return "fits one 24 GB consumer GPU" if n_bytes > 16e9 else "fits one consumer GPU"
+    return "needs an 80 GB data-centre GPU" if n_bytes <= 80e9 else "needs several data-centre GPUs"
+
+
+def notes(estimates: dict, *, nested: bool = False) -> None:
+    """The assumptions behind the numbers, folded away (as plain captions inside an expander: they cannot nest)."""
+    lines = list(dict.fromkeys(n for e in estimates.values() for n in e.notes))
+    if nested:
+        st.caption("What the estimate counts:\n" + "\n".join(f"- {n}" for n in lines))
+        return
+    with st.expander("What the estimate counts"):
+        st.markdown("\n".join(f"- {n}" for n in lines))
+
+
+@st.fragment
+def big_model(key: str, lora: dict) -> None:
+    """The same estimate for a model far too big for this machine: an example, or any pasted config.json."""
+    choice = st.selectbox("Model", [*memory.EXAMPLE_CONFIGS, PASTE], key=f"{key}.big.pick",
+                          help="Only the config's shapes are read: nothing is downloaded or loaded.")
+    if choice == PASTE:
+        config = st.text_area("config.json", key=f"{key}.big.json", height=160,
+                              placeholder='{"model_type": "llama", "hidden_size": 4096, ...}',
+                              help="Open the model's page on huggingface.co, click config.json under Files, and "
+                                   "paste its contents here.")
+        if not config.strip():
+            st.caption("Paste a Hugging Face config.json to see its estimate.")
+            return
+    else:
+        config = memory.EXAMPLE_CONFIGS[choice]
+    if not lora["lora_targets"]:
+        st.caption("Pick at least one layer to adapt (above) to see the estimate.")
+        return
+    c1, c2, c3 = st.columns(3)
+    dtype = c1.selectbox("Weights stored in", ["bf16", "fp32"], key=f"{key}.big.dtype",
+                         format_func={"bf16": "16-bit (bf16)", "fp32": "32-bit (fp32)"}.get,
+                         help="How the full fine-tune and LoRA keep the weights; big models ship in 16-bit.")
+    batch = c2.number_input("Batch size", min_value=1, max_value=4096, value=1, key=f"{key}.big.batch")
+    seq = c3.number_input("Sequence length", min_value=1, max_value=131072, value=512, key=f"{key}.big.seq")
+    try:
+        est = memory.compare(config, rank=lora["lora_rank"], targets=lora["lora_targets"],
+                             batch_size=int(batch), seq_len=int(seq), weight_dtype=dtype,
+                             double_quant=lora["double_quant"])
+    except (ValueError, TypeError) as e:
+        st.error(str(e), icon=":material/error:")
+        return
+    w16, w4 = est["lora"].weights_bytes, est["qlora"].weights_bytes
+    m1, m2, m3 = st.columns(3)
+    m1.metric(f"Weights, {'16' if dtype == 'bf16' else '32'}-bit", memory.fmt_bytes(w16),
+              help="The frozen base with the adapters, as LoRA holds it.")
+    m2.metric("Weights, 4-bit (QLoRA)", memory.fmt_bytes(w4),
+              help="The same base in NF4 (half a byte per weight plus its scales), the head and norms in 16-bit.")
+    m3.metric("Adapter parameters", f"{est['lora'].trainable_params:,}",
+              help=f"{est['lora'].trainable_params / est['full'].total_params:.2%} of "
+                   f"{est['full'].total_params:,}.")
+    st.plotly_chart(memory_figure(est), key="l15-big-estimate", config=PLOT_CONFIG)
+    st.markdown(f"Full fine-tune **{memory.fmt_bytes(est['full'].total_bytes)}** ({where(est['full'].total_bytes)}), "
+                f"LoRA **{memory.fmt_bytes(est['lora'].total_bytes)}** ({where(est['lora'].total_bytes)}), QLoRA "
+                f"**{memory.fmt_bytes(est['qlora'].total_bytes)}** ({where(est['qlora'].total_bytes)}).")
+    st.info("**The lesson, from 14 GB to 4 GB:** Llama-2-7B's weights alone take about 14 GB in 16-bit, more than "
+            "most consumer GPUs hold before training even starts; LoRA removes the gradients and optimizer states "
+            "but not that. QLoRA stores the frozen weights in 4 bits, about 4 GB, so the whole fine-tune fits on "
+            "one 12-16 GB card.", icon=":material/lightbulb:")
+    notes(est, nested=True)
+
+
+# -- 2 · after a run: measured next to estimated --------------------------------------------------------------------
+def run_results(run_id: str | None) -> None:
+    """Trainable parameters, the estimate and the measured peak memory of a finished LoRA run, then its samples."""
+    if not run_id:
+        return
+    run = state.jobs().get(run_id)
+    result = run.status().get("result") or {}
+    if not result.get("steps"):   # waiting, running, or ended without training (failed while loading)
+        if run.state not in FINAL_STATES:
+            st.caption("When the run finishes, its measured memory and text generated before and after training "
+                       "appear here.")
+        return
+    cfg = run.config()
+    method = "qlora" if cfg.get("quantize") == "4bit" else "lora" if cfg.get("lora_rank") else "full"
+    est = result.get("memory_estimate") or {}
+    peak = result.get("peak_memory_bytes") or 0
+    gpu = any(r.get("gpu_memory_used_bytes") is not None for r in panels.records_of(run_id)
+              if r.get("kind") == "telemetry")
+    st.markdown(f"##### What this {METHOD_LABELS[method]} run used")
+    c1, c2, c3 = st.columns(3)
+    trainable, total = result.get("trainable_params") or 0, result.get("total_params") or 0
+    c1.metric("Parameters that trained", f"{trainable:,}", help=f"Of {total:,} in all." if total else None,
+              delta=f"{trainable / total:.2%} of the model" if total else None, delta_color="off", delta_arrow="off")
+    c2.metric("Estimated memory", memory.fmt_bytes(est.get("total_bytes")),
+              help="The step 1 estimate for this run's model, method, batch and sequence length.")
+    c3.metric("Measured peak", memory.fmt_bytes(peak or None),
+              help="On a GPU: the most memory PyTorch allocated. On a CPU: the whole app process's memory.")
+    if est and peak:
+        st.plotly_chart(measured_figure(est, peak, gpu), key=f"measured:{run_id}", config=PLOT_CONFIG)
+    if not gpu:
+        st.caption("On this CPU-only machine, **measured** is the memory of the whole app process (Python, "
+                   "Streamlit, PyTorch's libraries, the run's model and data), so it sits well above the estimate, "
+                   "which counts only what training itself needs. On a GPU the two are close.")
+    samples(run_id, result)
+
+
+def samples(run_id: str, result: dict) -> None:
+    """Text generated from the same prompts and seed before and after training, side by side."""
+    if not result.get("samples"):
+        return
+    st.markdown("##### Text before and after training")
+    st.caption("The same prompts (cut from held-out text) and the same seed, before the adapters learned and after.")
+    for n, s in enumerate(result["samples"]):
+        st.markdown(f"**Prompt {n + 1}**")
+        st.code(s["prompt"], language=None, wrap_lines=True)
+        before, after = st.columns(2)
+        before.text_area("Before training", s["before"], height=120, disabled=True, key=f"{run_id}.sample{n}.b")
+        after.text_area("After training", s["after"], height=120, disabled=True, key=f"{run_id}.sample{n}.a")
+        if s["before"] == s["after"]:
+            st.caption("Identical: the adapters have not changed the model's choices here yet. More steps or a "
+                       "higher learning rate (or alpha) let them learn more.")
+
+
+def measured_figure(est: dict, peak: int, gpu: bool) -> go.Figure:
+    unit, scale = charts.memory_unit(max(peak, est.get("total_bytes") or 0))
+    fig = go.Figure()
+    for field, part in memory.PART_LABELS.items():
+        fig.add_bar(y=["Estimate"], x=[(est.get(field) or 0) / scale], name=part, orientation="h",
+                    marker_color=PART_COLORS[part], hovertemplate=f"{part}: %{{x:.1f}} {unit}<extra></extra>")
+    fig.add_bar(y=["Measured peak"], x=[peak / scale], name="GPU, allocated" if gpu else "whole process",
+                orientation="h", marker_color="#2f9e44", hovertemplate=f"%{{x:.1f}} {unit}<extra></extra>")
+    fig.update_layout(barmode="stack", height=190, margin=dict(l=10, r=10, t=10, b=10),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0, traceorder="normal"),
+                      xaxis_title=f"memory ({unit})",
+                      yaxis=dict(autorange="reversed"))
+    return fig
+
+
+# -- 3 · the adapter library ------------------------------------------------------------------------------------
+def base_label(base: str) -> str:
+    """llmfs-tiny for the built-in model's folder, `fine-tuned <id>` for a run's model, else the folder or hub id."""
+    if not base:
+        return "(not recorded)"
+    try:
+        if Path(base).expanduser().resolve() == state.default_assets().model_dir.resolve():
+            return DEFAULT_MODEL
+    except OSError:
+        pass
+    return eval_view.model_name(base)
+
+
+def layers_label(targets: tuple[str, ...]) -> str:
+    return ", ".join(dict.fromkeys(GPT2_NAMES.get(t, t) for t in targets)) or "-"
+
+
+def origin_label(a: lib.AdapterInfo) -> str:
+    return f"run {eval_view.short_id(a.run_id)}" if a.run_id else "uploaded"
+
+
+def adapter_label(a: lib.AdapterInfo) -> str:
+    return f"{a.name} · r={a.rank} on {layers_label(a.targets)} · {base_label(a.base_model)}"
+
+
+def _flash(key: str, kind: str, text: str) -> None:
+    """A message to show once after the rerun a change needs (the table above the buttons must redraw)."""
+    st.session_state[f"{key}.lib.flash"] = (kind, text)
+    st.rerun()
+
+
+def library_section(key: str) -> None:
+    """The table of every adapter (runs' and uploaded), then rename / download / delete for the one picked."""
+    flash = st.session_state.pop(f"{key}.lib.flash", None)
+    if flash:
+        getattr(st, flash[0])(flash[1], icon=":material/check_circle:" if flash[0] == "success" else None)
+    adapters = lib.list_adapters()
+    if not adapters:
+        st.info("No adapters yet. Train one in step 2 (it is saved here when the run finishes), or add a .zip "
+                "above.", icon=":material/inventory_2:")
+    else:
+        st.dataframe([{"name": a.name, "base": base_label(a.base_model), "rank": a.rank, "alpha": a.alpha,
+                       "layers": layers_label(a.targets), "size": memory.fmt_bytes(a.size_bytes),
+                       "from": origin_label(a), "created": dt.datetime.fromtimestamp(a.created)} for a in adapters],
+                     hide_index=True, column_config={
+                         "name": st.column_config.TextColumn("Name"),
+                         "base": st.column_config.TextColumn("Base model", help="The model it was trained on"),
+                         "rank": st.column_config.NumberColumn("Rank"),
+                         "alpha": st.column_config.NumberColumn("Alpha", format="%g"),
+                         "layers": st.column_config.TextColumn("Layers"),
+                         "size": st.column_config.TextColumn("Size"),
+                         "from": st.column_config.TextColumn("From", help="A training run, or an uploaded zip"),
+                         "created": st.column_config.DatetimeColumn("Created", format="D MMM, HH:mm")})
+        manage(key, adapters)
+
+
+def manage(key: str, adapters: list[lib.AdapterInfo]) -> None:
+    by_id = {a.id: a for a in adapters}
+    pick = by_id[st.selectbox("Adapter", list(by_id), format_func=lambda i: adapter_label(by_id[i]),
+                              key=f"{key}.lib.pick")]
+    st.caption(f"Folder: `{pick.path}` (PEFT's format: give this path to L14 to evaluate the model with it).")
+    left, right = st.columns([2, 3], vertical_alignment="bottom")
+    name = left.text_input("Name", value=pick.name, key=f"{key}.lib.name.{pick.id}")
+    row = right.container(horizontal=True)
+    if row.button("Rename", key=f"{key}.lib.rename", icon=":material/edit:", disabled=name.strip() == pick.name):
+        try:
+            renamed = lib.rename_adapter(pick.id, name)
+        except lib.AdapterError as e:
+            st.error(str(e), icon=":material/error:")
+        else:
+            _flash(key, "success", f"Renamed to **{renamed.name}**.")
+    row.download_button("Download", data=functools.partial(lib.export_zip, pick.id), on_click="ignore",
+                        file_name=f"{SAFE_NAME.sub('-', pick.name).strip('-') or 'adapter'}.zip",
+                        mime="application/zip", icon=":material/download:", key=f"{key}.lib.download",
+                        help="A .zip of the adapter folder, which PEFT's from_pretrained reads once unpacked.")
+    confirm = f"{key}.lib.confirm"
+    if row.button("Delete", key=f"{key}.lib.delete", icon=":material/delete:"):
+        st.session_state[confirm] = pick.id
+    if st.session_state.get(confirm) == pick.id:
+        what = "the adapter folder of its run (the run and its charts stay)" if pick.run_id else "its folder"
+        st.warning(f"Delete **{pick.name}**? This removes {what} and cannot be undone.", icon=":material/warning:")
+        buttons = st.container(horizontal=True)
+        if buttons.button("Yes, delete", type="primary", key=f"{key}.lib.yes"):
+            st.session_state.pop(confirm, None)
+            try:
+                lib.delete_adapter(pick.id)
+            except (lib.AdapterError, OSError) as e:
+                st.error(str(e), icon=":material/error:")
+            else:
+                _flash(key, "success", f"Deleted **{pick.name}**.")
+        if buttons.button("Cancel", key=f"{key}.lib.no"):
+            st.session_state.pop(confirm, None)
+            st.rerun()
+
+
+def upload(key: str) -> None:
+    file = st.file_uploader("Add an adapter from a .zip", type=["zip"], key=f"{key}.lib.upload",
+                            help="A zip of a PEFT adapter folder: adapter_config.json and adapter_model.safetensors "
+                                 "(README.md allowed). Its name in the library is the file's name.")
+    if file is None:
+        return
+    done: dict = st.session_state.setdefault(f"{key}.lib.imported", {})
+    if file.file_id not in done:   # import once, not on every rerun while the file sits in the uploader
+        try:
+            info = lib.import_zip(file.getvalue(), name=Path(file.name).stem or "adapter")
+        except lib.AdapterError as e:
+            done[file.file_id] = ("error", str(e))
+        else:
+            done[file.file_id] = ("success", f"Added **{info.name}** to the library.")
+            _flash(key, *done[file.file_id])
+    kind, text = done[file.file_id]
+    if kind == "error":
+        st.error(f"**{file.name}** was not added: {text}", icon=":material/error:")
+
+
+# -- 4 · swap and compare ---------------------------------------------------------------------------------------
+@dataclass
+class Loaded:
+    """A base with adapters "A" (and "B") attached; `lock` serialises generation, since activating is per model."""
+    adapted: object
+    lock: threading.Lock
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading the base model and the adapters ...")
+def loaded(base: str, adapters: tuple[tuple[str, str, float], ...]) -> Loaded:
+    """Keyed by the base and each adapter's (name, folder, weights file time): a changed adapter loads afresh."""
+    from llmfs.adapting import attach
+    return Loaded(attach(base, {name: folder for name, folder, _ in adapters}), threading.Lock())
+
+
+def _stamp(a: lib.AdapterInfo) -> float:
+    try:
+        return (a.path / "adapter_model.safetensors").stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def compare_section(key: str) -> None:
+    from llmfs.generate import SampleConfig
+    adapters = [a for a in lib.list_adapters() if a.base_model]
+    if not adapters:
+        st.info("Train or upload an adapter first (steps 2 and 3): its outputs appear here beside the base "
+                "model's.", icon=":material/compare:")
+        return
+    bases = list(dict.fromkeys(a.base_model for a in adapters))
+    base = st.selectbox("Base model", bases, format_func=base_label, key=f"{key}.swap.base",
+                        help="Adapters only fit the model they were trained on: the lists below show those.")
+    mine = {a.id: a for a in adapters if a.base_model == base}
+    ids = list(mine)
+    left, right = st.columns(2)
+    a_id = left.selectbox("Adapter A", ids, format_func=lambda i: mine[i].name, key=f"{key}.swap.a")
+    b_id = right.selectbox("Adapter B (optional)", [None] + [i for i in ids if i != a_id], key=f"{key}.swap.b",
+                           format_func=lambda i: "(none)" if i is None else mine[i].name)
+    prompt = st.text_area("Prompt", value="def read_config(path):\n", key=f"{key}.swap.prompt", height=80)
+    weight = None
+    if b_id:
+        weight = st.slider("Mix: weight of A (B gets the rest)", 0.0, 1.0, 0.5, 0.05, key=f"{key}.swap.mix",
+                           help="The mixed model adds w × A's update + (1 − w) × B's to the same frozen base.")
+    with st.expander("Sampling settings"):
+        sample = forms.config_form(SampleConfig, key=f"{key}.swap.sample")
+    if st.button("Generate", type="primary", icon=":material/auto_awesome:", key=f"{key}.swap.go",
+                 disabled=sample is None or not prompt.strip()):
+        picked = [("A", mine[a_id])] + ([("B", mine[b_id])] if b_id else [])
+        variants: dict = {"Base model": None, f"A · {mine[a_id].name}": "A"}
+        if b_id:
+            variants[f"B · {mine[b_id].name}"] = "B"
+            variants[f"Mix · {weight:.0%} A + {1 - weight:.0%} B"] = {"A": weight, "B": 1 - weight}
+        st.session_state[f"{key}.swap.result"] = generate(base, picked, prompt, variants, sample)
+    result = st.session_state.get(f"{key}.swap.result")
+    if result:
+        show_outputs(result)
+
+
+def generate(base: str, picked: list, prompt: str, variants: dict, sample) -> dict:
+    """Run the prompt through every variant on the cached base; {"prompt", "outputs"} or {"error"}."""
+    from llmfs.adapting import compare_generations
+    try:
+        model = loaded(base, tuple((name, str(a.path), _stamp(a)) for name, a in picked))
+        if model.adapted.peft:   # PEFT switches one adapter at a time
+            variants = {k: v for k, v in variants.items() if not isinstance(v, dict)}
+        with model.lock, st.spinner("Generating ..."):
+            outputs = compare_generations(model.adapted, prompt, variants, sample)
+    except (SourceError, ValueError, OSError, RuntimeError, KeyError) as e:
+        return {"error": f"Could not generate: {e}"}
+    return {"prompt": prompt, "outputs": outputs}
+
+
+def show_outputs(result: dict) -> None:
+    if "error" in result:
+        st.error(result["error"], icon=":material/error:")
+        return
+    st.caption("Same prompt, same seed, the same loaded base: only which adapter is switched on changes. An "
+               "adapter trained for a few steps may change little; one trained longer on other text changes more.")
+    cols = st.columns(len(result["outputs"]))
+    for col, out in zip(cols, result["outputs"]):
+        col.text_area(out["label"], out["text"] or "(nothing: the model ended the text at once)", height=220,
+                      disabled=True)
+
+
+# -- 5 · merge and export -----------------------------------------------------------------------------------------
+def models_dir() -> Path:
+    return llmfs_home() / "models"
+
+
+def merge_section(key: str) -> None:
+    from llmfs.adapting import merge_adapter
+    adapters = [a for a in lib.list_adapters() if a.base_model]
+    if not adapters:
+        st.info("Train or upload an adapter first: merging needs one.", icon=":material/merge:")
+        return
+    by_id = {a.id: a for a in adapters}
+    pick = by_id[st.selectbox("Adapter to merge", list(by_id), format_func=lambda i: adapter_label(by_id[i]),
+                              key=f"{key}.merge.pick")]
+    name = st.text_input("Name of the merged model", value=f"{pick.name}-merged", key=f"{key}.merge.name.{pick.id}",
+                         help="Letters, digits, dots, dashes and underscores; other characters become dashes.")
+    folder = models_dir() / (SAFE_NAME.sub("-", name.strip()).strip("-.") or "merged")
+    st.caption(f"It will be saved to `{folder}`" + (" (a model of this name exists: it will be replaced)."
+                                                    if folder.exists() else "."))
+    if st.button("Merge and save", type="primary", icon=":material/merge:", key=f"{key}.merge.go"):
+        try:
+            with st.spinner(f"Loading {base_label(pick.base_model)} and folding the adapter in ..."):
+                out = merge_adapter(pick.path, folder)
+        except (SourceError, ValueError, OSError, RuntimeError) as e:
+            st.session_state[f"{key}.merge.done"] = ("error", f"Could not merge: {e}")
+        else:
+            st.session_state[f"{key}.merge.done"] = ("success", str(out))
+    done = st.session_state.get(f"{key}.merge.done")
+    if done and done[0] == "error":
+        st.error(done[1], icon=":material/error:")
+    elif done:
+        st.success(f"Merged model saved to `{done[1]}`: a normal Hugging Face model folder, no adapter needed. "
+                   "Load it on **L12** (Model → *A folder on this machine*), fine-tune it further here, or "
+                   "evaluate it on **L14** (paste the path under *More models*).", icon=":material/check_circle:")
+
