@@ -283,7 +283,7 @@ def precision_comparison(jobs: JobManager, run_ids: list[str]) -> list[dict]:
         status = run.status()
         result = status.get("result") or {}
         rows.append({"run_id": rid, "state": status.get("state"),
-                     "precision": result.get("precision") or run.config.get("precision", "fp32"),
+                     "precision": result.get("precision") or run.config().get("precision", "fp32"),
                      "tokens_per_s": result.get("tokens_per_s"), "peak_memory_bytes": result.get("peak_memory_bytes"),
                      "final_loss": result.get("final_loss"), "skipped_steps": result.get("skipped_steps"),
                      "peak_nvml_bytes": peak_nvml_bytes(run.read_metrics("telemetry"))})

@@ -1,0 +1,702 @@
+"""L16 building blocks: the number formats and their explorer, the loss-scaling demonstration, the comparison form
+with its memory estimate per mode, and the live comparison of the runs (loss, speed, memory, loss scale) with the
+summary table and a conclusion written from the numbers.
+
+Everything about a run is read from its folder (status.json, metrics.jsonl); the demonstration runs on the shared
+llmfs-tiny of `l12_view.loaded` (never mutated: `underflow_demo` works on a copy).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from llmfs import precision as prec
+from llmfs.config import DEFAULT_MODEL, ConfigError, TrainConfig
+from llmfs.runs import FAILED, FINAL_STATES, PENDING, RUNNING, SUCCEEDED
+from llmfs.sources import SourceError
+
+from . import charts, forms, panels, state
+
+PLOT_CONFIG = {"displaylogo": False}
+MODE_COLORS = {"fp32": "#6c757d", "fp16": "#f77f00", "bf16": "#4361ee", "bf16-pure": "#2a9d8f"}
+MODE_LABELS = {"fp32": "fp32 (the reference)", "fp16": "fp16 autocast + loss scaling", "bf16": "bf16 autocast",
+               "bf16-pure": "bf16-pure (weights and optimizer in bf16 too)"}
+MODE_DASHES = {"fp32": "solid", "fp16": "dash", "bf16": "dot", "bf16-pure": "dashdot"}  # coinciding lines stay seen
+DEFAULT_MODES = ["fp32", "fp16", "bf16"]
+
+# -- 1 · number formats ------------------------------------------------------------------------------------------
+DEFAULT_VALUES = "1, 0.1, 1e-8, 70000, 3.14159265"
+MAX_VALUES = 20
+BIT_PARTS = (("sign_bits", "sign", "#adb5bd"), ("exponent_bits", "exponent: the range", "#4361ee"),
+             ("mantissa_bits", "mantissa: the precision", "#f77f00"))
+STATUS_COLORS = {"underflow to 0": "#e63946", "overflow to inf": "#e63946", "subnormal": "#f77f00",
+                 "exact": "#2a9d8f"}
+
+
+def bits_figure(rows: list[dict]) -> go.Figure:
+    """One horizontal bar per format, split into its sign, exponent and mantissa bits."""
+    names = [r["format"] for r in rows]
+    fig = go.Figure()
+    for field, label, color in BIT_PARTS:
+        bits = [r[field] for r in rows]
+        fig.add_bar(y=names, x=bits, name=label, orientation="h", marker_color=color,
+                    text=[str(b) for b in bits], textposition="inside", insidetextanchor="middle",
+                    hovertemplate=f"%{{y}}: %{{x}} {label.split(':')[0]} bit(s)<extra></extra>")
+    fig.update_layout(barmode="stack", height=190, margin=dict(l=10, r=10, t=30, b=10),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0, traceorder="normal"),
+                      xaxis=dict(title="bits", range=[0, 32.5], dtick=4), yaxis=dict(autorange="reversed"))
+    return fig
+
+
+def formats_frame(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame([{"format": r["format"], "largest": fmt_number(r["max"]),
+                          "smallest normal": fmt_number(r["smallest_normal"]),
+                          "smallest at all": fmt_number(r["smallest_subnormal"]),
+                          "gap after 1.0": fmt_number(r["epsilon"]), "decimal digits": r["decimal_digits"]}
+                         for r in rows])
+
+
+FORMAT_COLUMNS = {
+    "format": "Format",
+    "largest": st.column_config.TextColumn("Largest", help="Anything bigger becomes inf (overflow)."),
+    "smallest normal": st.column_config.TextColumn("Smallest normal", help="Below this, digits of precision are "
+                                                   "lost one by one (subnormal numbers)."),
+    "smallest at all": st.column_config.TextColumn("Smallest at all", help="The smallest subnormal: anything "
+                                                   "smaller in size rounds to 0 (underflow)."),
+    "gap after 1.0": st.column_config.TextColumn("Gap after 1.0", help="Machine epsilon: the next number after 1.0 "
+                                                 "is 1 + this. Smaller = finer steps."),
+    "decimal digits": st.column_config.NumberColumn("Decimal digits", format="%.1f",
+                                                    help="About how many significant digits a value keeps."),
+}
+
+
+def fmt_number(x: float) -> str:
+    """A stored value as people read it: inf, 0, 65,504, 3.140625, 6.1e-05."""
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    if x == 0:
+        return "0"
+    if abs(x) >= 1e6 or abs(x) < 1e-3:
+        return f"{x:.3g}"
+    return f"{x:,.9g}" if abs(x) >= 1000 else f"{x:.9g}"
+
+
+def fmt_stored(x: float) -> str:
+    """A value read back from a format, with enough digits (9) to show how it was rounded."""
+    return fmt_number(x) if math.isinf(x) or x == 0 else f"{x:.9g}"
+
+
+_POWER = re.compile(r"^([+-]?\d+(?:\.\d*)?)\s*(?:\^|\*\*)\s*([+-]?\d+)$")
+
+
+def parse_values(text: str) -> list[float]:
+    """The numbers typed, separated by commas (`2^-24` and `2**-24` allowed).
+
+    Raises:
+        ValueError: naming the first token that is not a number, or too many numbers.
+    """
+    values = []
+    for token in [t.strip() for t in text.split(",")]:
+        if not token:
+            continue
+        power = _POWER.match(token.replace(" ", ""))
+        try:
+            value = float(power[1]) ** int(power[2]) if power else float(token)
+        except (ValueError, OverflowError):
+            raise ValueError(f"“{token}” is not a number. Type numbers separated by commas, such as 0.1, 1e-8, "
+                             "70000 or 2^-24.") from None
+        if math.isnan(value):
+            raise ValueError(f"“{token}” is not a number (NaN): NaN stays NaN in every format.")
+        if math.isinf(value):
+            raise ValueError(f"“{token}” is too large for any float (even 64-bit): type a finite number.")
+        values.append(value)
+    if len(values) > MAX_VALUES:
+        raise ValueError(f"{len(values)} numbers: type at most {MAX_VALUES}.")
+    return values
+
+
+def represent_frame(rows: list[dict]) -> pd.DataFrame:
+    """The explorer's table: per value, each format's stored value and what happened to it."""
+    out = []
+    for r in rows:
+        row = {"value": fmt_number(r["value"])}
+        for name in prec.FORMATS:
+            row[name] = fmt_stored(r[name])
+            row[f"{name} status"] = _status_text(r[f"{name}_status"], r[f"{name}_rel_error"])
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def _status_text(status: str, rel: float | None) -> str:
+    if status in ("rounded", "subnormal") and rel:
+        return f"{status} ({rel * 100:.2g}% off)"
+    return status
+
+
+def _status_style(cell: str) -> str:
+    for status, color in STATUS_COLORS.items():
+        if str(cell).startswith(status):
+            weight = "font-weight: bold; " if color == "#e63946" else ""
+            return f"{weight}color: {color}"
+    return ""
+
+
+def explorer(key: str) -> None:
+    """Type numbers, see what each format stores."""
+    text = st.text_input("Numbers to store, separated by commas", value=DEFAULT_VALUES, key=f"{key}.values",
+                         help="Any numbers: 0.1, 1e-8 (a tiny gradient), 70000 (a large activation), 2^-24 "
+                              "(fp16's smallest). Each is stored in fp32, fp16 and bf16 and read back.")
+    try:
+        values = parse_values(text)
+    except ValueError as e:
+        st.error(str(e), icon=":material/error:")
+        return
+    if not values:
+        st.info("Type a few numbers, separated by commas.", icon=":material/keyboard:")
+        return
+    rows = prec.represent(values)
+    frame = represent_frame(rows)
+    status_cols = [c for c in frame.columns if c.endswith("status")]
+    st.dataframe(frame.style.map(_status_style, subset=status_cols), hide_index=True, key=f"{key}.represent",
+                 column_config={"value": "You typed",
+                                **{f: st.column_config.TextColumn(f"{f} stores") for f in prec.FORMATS},
+                                **{f"{f} status": st.column_config.TextColumn(
+                                    f"{f}: what happened", help="exact; rounded (relative error); subnormal (below "
+                                    "the smallest normal: fewer digits); underflow to 0; overflow to inf")
+                                   for f in prec.FORMATS}})
+    st.caption(explorer_note(rows))
+
+
+def explorer_note(rows: list[dict]) -> str:
+    """What fp16 lost that bf16 kept, and the precision bf16 pays for its range, for the values typed."""
+    lost16 = [r for r in rows if r["fp16_status"] in ("underflow to 0", "overflow to inf")]
+    lostbf = [r for r in rows if r["bf16_status"] in ("underflow to 0", "overflow to inf")]
+    both = [r for r in rows if r not in lost16 and r["fp16_rel_error"] is not None and r["bf16_rel_error"] is not None]
+    parts = []
+    if lost16:
+        parts.append("fp16 lost " + ", ".join(f"{fmt_number(r['value'])} ({r['fp16_status']})" for r in lost16) +
+                     ": its 5 exponent bits span only about 6e-8 to 65,504" +
+                     ("; bf16, with fp32's 8 exponent bits, kept them." if not lostbf else "."))
+    else:
+        parts.append("Every value fits fp16's range (about 6e-8 to 65,504).")
+    if both:
+        finer = sum(r["fp16_rel_error"] <= r["bf16_rel_error"] for r in both)
+        parts.append(f"Where both keep a value, fp16 is as close or closer in {finer} of {len(both)}: it has 10 "
+                     "mantissa bits to bf16's 7 (about 3.3 decimal digits to 2.4). bf16 trades precision for range; "
+                     "training tolerates the first far better than the second.")
+    return " ".join(parts)
+
+
+# -- 2 · why fp16 needs loss scaling ---------------------------------------------------------------------------------
+EXPONENTS = list(range(-8, -21, -1))
+DEMO_TEXT = ("The list data type has some more methods. Here are all of the methods of list objects. Add an item to "
+             "the end of the list. Extend the list by appending all the items from the iterable. Insert an item at "
+             "a given position. Remove the first item from the list whose value is equal to x. It raises a "
+             "ValueError if there is no such item. Return a shallow copy of the list. Sort the items of the list in "
+             "place. Dictionaries are sometimes found in other languages as associative memories or arrays. ")
+DEMO_COLORS = {"fp32": MODE_COLORS["fp32"], "fp16, no loss scaling": "#e63946", "fp16 with loss scaling": "#2a9d8f"}
+
+
+def fmt_power(exponent: int) -> str:
+    return f"2^{exponent} ≈ {2.0 ** exponent:.0e}"
+
+
+def demo_ids(tokenizer, batch: int = 4, length: int = 65):
+    """A fixed batch of token ids from a paragraph of Python's documentation (llmfs-tiny's kind of text)."""
+    import torch
+    ids = tokenizer(DEMO_TEXT)["input_ids"]
+    ids = (ids * (batch * length // max(len(ids), 1) + 1))[: batch * length]
+    return torch.tensor(ids).view(batch, length)
+
+
+def underflow_section(key: str) -> None:
+    """The slider, the button, and the gradient entries each variant lost."""
+    from . import l12_view
+    exponent = st.select_slider(
+        "How small the gradients are", options=EXPONENTS, value=-14, format_func=fmt_power, key=f"{key}.factor",
+        help="The loss (and so every gradient) is multiplied by this factor. Late in training the loss is small and "
+             "many gradients are tiny; further right = tinier gradients.")
+    ready = state.default_ready()
+    pressed = st.button("Measure the gradients", key=f"{key}.demo", icon=":material/science:", disabled=not ready)
+    if not ready:
+        st.caption("This needs llmfs-tiny, which is not built yet: start a comparison in step 3 (the first run "
+                   "builds it, about 5 minutes), then come back.")
+    if pressed:
+        try:
+            model, tokenizer, _ = l12_view.loaded(DEFAULT_MODEL)
+        except (SourceError, ValueError, OSError) as e:
+            st.error(str(e), icon=":material/error:")
+            return
+        with st.spinner("Computing one batch's gradients three ways…"):
+            rows = prec.underflow_demo(model, demo_ids(tokenizer), loss_factor=2.0 ** exponent)
+        st.session_state[f"{key}.demo.result"] = {"exponent": exponent, "rows": rows}
+    result = st.session_state.get(f"{key}.demo.result")
+    if not result:
+        if ready:
+            st.caption("Press **Measure the gradients**: one batch of llmfs-tiny, its gradients computed in fp32, "
+                       "then in fp16 without and with a loss scale, compared entry by entry (a second or two).")
+        return
+    show_demo(result["rows"], result["exponent"])
+    if result["exponent"] != exponent:
+        st.caption(f"These results are for {fmt_power(result['exponent'])}: press the button again for the slider's "
+                   "new value.")
+
+
+def show_demo(rows: list[dict], exponent: int) -> None:
+    by = {r["variant"]: r for r in rows}
+    plain, scaled = by["fp16, no loss scaling"], by["fp16 with loss scaling"]
+    a, b, c = st.columns(3)
+    a.metric("Lost without loss scaling", f"{plain['zero_fraction']:.1%}",
+             help="Share of gradient entries that are zero in fp16 although the fp32 gradient is not: those "
+                  "weights get no update at all.")
+    b.metric("Lost with loss scaling", f"{scaled['zero_fraction']:.1%}",
+             help="The same share when the loss is multiplied by the scale below before backward, and the "
+                  "gradients divided by it afterwards.")
+    c.metric("Loss scale used", f"2^{round(math.log2(scaled['loss_scale']))}",
+             help="The largest power of two, from 2^16 down, at which no scaled gradient overflowed fp16: what the "
+                  "GradScaler settles on over a few steps.")
+    st.plotly_chart(demo_figure(rows), key="l16-demo", config=PLOT_CONFIG)
+    st.dataframe(pd.DataFrame([{"variant": r["variant"], "lost to zero": r["zero_fraction"],
+                                "error vs fp32": r["rel_error"], "loss scale": r["loss_scale"]} for r in rows]),
+                 hide_index=True, column_config={
+                     "variant": "Gradients computed in",
+                     "lost to zero": st.column_config.NumberColumn("Entries lost to zero", format="percent"),
+                     "error vs fp32": st.column_config.NumberColumn(
+                         "Error vs fp32", format="percent",
+                         help="Size of the difference from the fp32 gradient, relative to the fp32 gradient's size"),
+                     "loss scale": st.column_config.NumberColumn("Loss scale", format="%.0f")})
+    verdict = ("Without scaling, fp16 threw away most of the learning signal." if plain["zero_fraction"] > 0.5 else
+               "Even here fp16 without scaling loses entries; smaller gradients (slider right) lose far more.")
+    st.caption(f"Gradients scaled by {fmt_power(exponent)}. {verdict} With the loss scaled by "
+               f"2^{round(math.log2(scaled['loss_scale']))} first, they land inside fp16's range and come back "
+               "after the division, almost as in fp32.")
+
+
+def demo_figure(rows: list[dict]) -> go.Figure:
+    shares = [r["zero_fraction"] for r in rows]
+    fig = go.Figure(go.Bar(y=[r["variant"] for r in rows], x=shares, orientation="h",
+                           marker_color=[DEMO_COLORS.get(r["variant"], "#6c757d") for r in rows],
+                           text=[f"{s:.1%}" for s in shares], textposition="outside", cliponaxis=False,
+                           hovertemplate="%{y}: %{x:.2%} of gradient entries lost to zero<extra></extra>"))
+    fig.update_layout(height=200, margin=dict(l=10, r=50, t=10, b=10), showlegend=False,
+                      xaxis=dict(title="gradient entries lost to zero", tickformat=".0%",
+                                 range=[0, max(max(shares) * 1.2, 0.05)]),
+                      yaxis=dict(autorange="reversed"))
+    return fig
+
+
+# -- 3 · the comparison: form, estimate, plan --------------------------------------------------------------------
+FIELDS = ["model", "data", "steps", "batch_size", "seq_len", "lr", "seed", "device", "tf32", "grad_scaling"]
+DEFAULTS = {"steps": 60, "batch_size": 8, "seq_len": 128, "lr": 3e-4, "eval_every": 20, "save_model": False}
+PART_COLORS = {"weights": "#4361ee", "gradients": "#f77f00", "optimizer states": "#2a9d8f",
+               "activations": "#7b2cbf"}
+
+
+def modes_picker(key: str) -> list[str]:
+    picked = st.multiselect("Precisions to compare", prec.PRECISIONS, default=DEFAULT_MODES, key=f"{key}.modes",
+                            format_func=MODE_LABELS.get,
+                            help="One run per precision: same model, data, seed and steps, one after the other.\n\n" +
+                                 "\n\n".join(f"**{m}**: {prec.MODE_HELP[m]}" for m in prec.PRECISIONS))
+    if not picked:
+        st.warning("Pick at least one precision (fp32 and one more to compare).", icon=":material/rule:")
+    return [m for m in prec.PRECISIONS if m in picked]
+
+
+def plan_notes(cfg: TrainConfig, modes: list[str]) -> bool:
+    """What the hardware makes of each mode: an error for what it cannot run (False), notes where it is slow."""
+    from llmfs.train import resolve_device
+    try:
+        device = resolve_device(cfg.device)
+    except ValueError as e:
+        st.error(f"**Device** (under Advanced settings): {e}", icon=":material/error:")
+        return False
+    notes, ok = [], True
+    for mode in modes:
+        try:
+            notes += prec.plan_precision(mode, device, tf32=cfg.tf32, grad_scaling=cfg.grad_scaling).warnings
+        except prec.PrecisionError as e:
+            st.error(f"**{mode}**: {e}", icon=":material/error:")
+            ok = False
+    for note in dict.fromkeys(notes):
+        st.info(note, icon=":material/info:")
+    return ok
+
+
+def model_config(source: str):
+    """What memory_breakdown can read without loading weights: a GPTConfig, a config.json path, or None."""
+    from pathlib import Path
+
+    from llmfs.sources import peek_model_config
+    config = peek_model_config(source)
+    if config is not None:
+        return config
+    path = Path(source).expanduser() / "config.json"
+    return str(path) if path.is_file() else None
+
+
+def estimate_section(cfg: TrainConfig, modes: list[str]) -> None:
+    """The estimated memory of every mode for this model and batch, as stacked bars, before anything runs."""
+    config = model_config(cfg.model)
+    if config is None:
+        st.caption("The memory estimate needs the model's config.json (a hub model not downloaded yet has none "
+                   "here): it appears once the model is on this machine.")
+        return
+    try:
+        rows = [prec.memory_breakdown(config, m, batch_size=cfg.batch_size, seq_len=cfg.seq_len)
+                for m in prec.PRECISIONS]
+    except (ValueError, TypeError, OSError) as e:
+        st.caption(f"No memory estimate for this model: {e}")
+        return
+    st.plotly_chart(estimate_figure(rows, modes), key="l16-estimate", config=PLOT_CONFIG)
+    fp32, pure = rows[0], rows[-1]
+    amp = next(r for r in rows if r["mode"] == "bf16")
+    st.caption(f"Estimated for {rows[0]['params']:,} parameters and a batch of {cfg.batch_size} × {cfg.seq_len} "
+               f"tokens. **AMP (fp16, bf16) shrinks the activations, not the weights or the optimizer**: it keeps "
+               f"fp32 master weights, gradients and AdamW states, plus a 16-bit copy of the weights for the matmuls "
+               f"({amp['total_bytes'] / fp32['total_bytes']:.0%} of fp32 here). **Only bf16-pure halves everything** "
+               f"({pure['total_bytes'] / fp32['total_bytes']:.0%}). The more of the total the activations are "
+               "(big batches, long sequences), the more AMP saves. Modes not picked are drawn faded.")
+
+
+def estimate_figure(rows: list[dict], picked: list[str]) -> go.Figure:
+    top = max(r["total_bytes"] for r in rows) or 1
+    unit, scale = charts.memory_unit(top)
+    modes = [r["mode"] for r in rows]
+    fig = go.Figure()
+    for part, field in (("weights", "weights_bytes"), ("gradients", "gradients_bytes"),
+                        ("optimizer states", "optimizer_bytes"), ("activations", "activations_bytes")):
+        values = [r[field] for r in rows]
+        fig.add_bar(y=modes, x=[v / scale for v in values], name=part, orientation="h",
+                    marker=dict(color=PART_COLORS[part], opacity=[1.0 if m in picked else 0.35 for m in modes]),
+                    customdata=[charts.fmt_bytes(v) for v in values],
+                    hovertemplate=f"{part}: %{{customdata}}<extra>%{{y}}</extra>")
+    for r in rows:
+        fig.add_annotation(x=r["total_bytes"] / scale, y=r["mode"], text=f" {charts.fmt_bytes(r['total_bytes'])}",
+                           showarrow=False, xanchor="left", font=dict(size=13))
+    fig.update_layout(barmode="stack", height=240, margin=dict(l=10, r=10, t=30, b=10),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0, traceorder="normal"),
+                      xaxis=dict(title=f"estimated memory for training ({unit})", range=[0, top / scale * 1.25]),
+                      yaxis=dict(autorange="reversed"))
+    return fig
+
+
+def machine_note() -> None:
+    """Which hardware the runs get, and what that means for the numbers they will show."""
+    m = state.machine()
+    gpus = m.get("gpus") or []
+    if gpus:
+        names = ", ".join(f"{g.get('name', 'GPU')} ({charts.fmt_bytes(g.get('memory_total_bytes'))})" for g in gpus)
+        st.caption(f":material/memory: **This machine**: {names}. The runs train on the GPU, and memory is the "
+                   "GPU's, as the driver reports it (NVML) and as PyTorch allocated it.")
+    elif m.get("cuda_available"):
+        st.caption(":material/memory: **This machine** has a CUDA GPU (its memory could not be read): the runs "
+                   "train there.")
+    else:
+        st.caption(f":material/memory: **This machine**: no GPU, {m.get('cpu_count', '?')} CPU cores. The runs "
+                   "train on the CPU, which has no 16-bit tensor cores: expect **no speed-up** (fp16 is usually "
+                   "slower). Memory is measured as the whole app process's (RSS), so it says little per run: the "
+                   "estimate above is the better guide.")
+
+
+def submit(key: str, cfg: TrainConfig, modes: list[str]) -> None:
+    """Queue one run per mode (every mode checked first); remember them for this page, or say why not."""
+    from llmfs.recipes import submit_precision_comparison
+    try:
+        ids = submit_precision_comparison(state.jobs(), cfg, modes, owner=key)
+    except ConfigError as e:
+        st.error(f"**{forms.label_of(e.field, forms.field_info_any(e.field))}**: {e}", icon=":material/error:")
+        return
+    except (SourceError, ValueError, OSError) as e:
+        st.error(str(e), icon=":material/error:")
+        return
+    for run_id in ids:
+        state.remember(key, run_id)
+    st.session_state[f"{key}.compare"] = ids
+    st.rerun()
+
+
+# -- 3 · the comparison: live runs and results ---------------------------------------------------------------------
+def batch(key: str) -> list[str]:
+    """The runs of the comparison this session started last; after a refresh, the newest one on disk (the newest
+    run from this page and the runs queued just before it with the same settings, one per precision)."""
+    ids = [r for r in st.session_state.get(f"{key}.compare", []) if r in state.recalled(key)]
+    if ids:
+        return ids
+    found, settings = [], None
+    for run in state.jobs().list_runs():
+        if run.kind != "train" or run.status().get("owner") != key:
+            continue
+        cfg = dict(run.config())
+        mode = cfg.pop("precision", "fp32")
+        if settings is None:
+            settings = cfg
+        elif cfg != settings or mode in [m for _, m in found]:
+            break
+        found.append((run.run_id, mode))
+    return [rid for rid, _ in reversed(found)]
+
+
+def comparison_section(key: str, start: str) -> None:
+    ids = batch(key)
+    if not ids:
+        st.info(f"No comparison yet. Press **{start}**: each run's progress, then the loss, speed, memory and "
+                "loss-scale charts appear here, live, and a summary when the runs are done.",
+                icon=":material/monitoring:")
+        return
+    jobs = state.jobs()
+    live = any(jobs.get(r).state not in FINAL_STATES for r in ids)
+    st.fragment(run_every=panels.POLL_S if live else None)(_comparison_body)(ids, live)
+
+
+def _comparison_body(ids: list[str], was_live: bool) -> None:
+    jobs = state.jobs()
+    try:
+        runs = [jobs.get(r) for r in ids]
+    except KeyError:
+        st.warning("A run of this comparison was deleted (Runs page): start a new comparison.")
+        return
+    states = [r.state for r in runs]
+    if was_live and all(s in FINAL_STATES for s in states):
+        st.rerun(scope="app")  # redraw once as still charts: polling stops
+    records = {_mode(r): panels.records_of(r.run_id) for r in runs}
+    _status_lines(runs, records)
+    if any(charts.of_kind(rec, "train") for rec in records.values()):
+        _live_charts(records)
+    if all(s in FINAL_STATES for s in states):
+        results(ids)
+
+
+def _mode(run) -> str:
+    return run.config().get("precision", "fp32")
+
+
+def _status_lines(runs: list, records: dict) -> None:
+    """One progress bar per run, its precision and state in the bar's text; a Stop button while any is going."""
+    jobs = state.jobs()
+    live = [r for r in runs if r.state in (PENDING, RUNNING)]
+    for run in runs:
+        status, mode = run.status(), _mode(run)
+        run_state = status.get("state")
+        label = panels.BADGES.get(run_state, (run_state,))[0]
+        train = charts.by_step(charts.of_kind(records[mode], "train"))
+        total = int((train[-1].get("total_steps") if train else None) or run.config().get("steps") or 1)
+        step = train[-1]["step"] if train else 0
+        if run_state == PENDING:
+            pos = jobs.queue_position(run.run_id)
+            ahead = pos - 1 + len(jobs.active()) if pos else 0
+            text = f"waiting: {ahead} run{'s' if ahead > 1 else ''} ahead" if ahead else "waiting to start"
+        elif run_state == RUNNING and not train:
+            text = "preparing: loading the model and data"
+        else:
+            text = f"{label.lower()} · step {step:,} of {total:,}"
+            if run_state in FINAL_STATES and status.get("finished") and status.get("started"):
+                text += f" · took {panels.fmt_duration(status['finished'] - status['started'])}"
+        st.progress(min(1.0, step / total), text=f"**{mode}** · {text}")
+        if run_state == FAILED:
+            st.error(f"{mode}: {status.get('error') or 'the run failed'}", icon=":material/error:")
+    if live:
+        stopping = st.session_state.get("l16.stopping") == [r.run_id for r in live]
+        if st.button("Stopping…" if stopping else "Stop the comparison", key="l16.stop", icon=":material/stop:",
+                     disabled=stopping, help="Stops the running run after its current step and takes the waiting "
+                                             "ones out of the queue."):
+            for run in live:
+                jobs.cancel(run.run_id)
+            st.session_state["l16.stopping"] = [r.run_id for r in live]
+            st.rerun(scope="fragment")
+    if not state.default_ready() and any(r.state in (PENDING, RUNNING) for r in runs):
+        st.info("The first run on this machine builds llmfs-tiny and its corpus first: about 5 minutes more.",
+                icon=":material/construction:")
+
+
+def _recolor(fig: go.Figure) -> go.Figure:
+    """The same colour for a precision on every chart of the page, and its own dash pattern, so that curves lying
+    on top of each other (the same run in another precision often does) all stay visible."""
+    for trace in fig.data:
+        mode = (trace.name or "").removesuffix(" (held-out)")
+        if mode not in MODE_COLORS:
+            continue
+        trace.update(marker=dict(color=MODE_COLORS[mode]), line=dict(color=MODE_COLORS[mode]))
+        if not trace.name.endswith("(held-out)"):
+            trace.update(line=dict(dash=MODE_DASHES[mode], width=3 if mode == "fp32" else 2))
+    return fig
+
+
+def _live_charts(records: dict) -> None:
+    with st.container(border=True):
+        st.plotly_chart(_recolor(charts.loss_overlay(records)), key="l16:loss", config=PLOT_CONFIG)
+        st.caption("Training loss per step (diamonds: held-out loss). Same data, same seed: the precisions should "
+                   "track each other closely, often on top of each other, since 16 bits change the rounding, not "
+                   "what the model learns.")
+    left, right = st.columns(2)
+    with left, st.container(border=True):
+        st.plotly_chart(_recolor(charts.throughput_overlay(records)), key="l16:tps", config=PLOT_CONFIG)
+        st.caption("Tokens per second: higher is faster. Anything else busy on this machine slows a run down, so "
+                   "compare runs made back to back on an otherwise idle machine.")
+    with right, st.container(border=True):
+        st.plotly_chart(_recolor(charts.memory_overlay(records)), key="l16:memory", config=PLOT_CONFIG)
+        about = charts.memory_series(next(iter(records.values())))["help"]
+        st.caption(about[0].upper() + about[1:] + ".")
+    scaled = {m: charts.of_kind(rec, "scaler") for m, rec in records.items()}
+    scaled = {m: s for m, s in scaled.items() if s}
+    if scaled:
+        with st.container(border=True):
+            st.plotly_chart(loss_scale_figure(scaled), key="l16:scale", config=PLOT_CONFIG)
+            st.caption("The fp16 run's loss scale. The GradScaler starts at 2^16; whenever the scaled gradients "
+                       "overflow (inf) it skips that step, weights unchanged (red ×), and halves the scale; after "
+                       "2,000 good steps in a row it doubles it. A few skipped steps at the start are normal.")
+
+
+def loss_scale_figure(scaler: dict[str, list[dict]]) -> go.Figure:
+    """The loss scale over the steps (log2 axis), skipped steps marked."""
+    fig = go.Figure()
+    scales = []
+    for mode, records in scaler.items():
+        recs = charts.by_step(records)
+        scales += [r["loss_scale"] for r in recs]
+        color = MODE_COLORS.get(mode, MODE_COLORS["fp16"])
+        fig.add_scatter(x=[r["step"] for r in recs], y=[r["loss_scale"] for r in recs], name=f"{mode} loss scale",
+                        mode="lines+markers" if len(recs) <= charts.MARKERS_UP_TO else "lines", line_shape="hv",
+                        line=dict(color=color, width=2), marker=dict(color=color, size=5),
+                        customdata=[r.get("grad_underflow_frac") or 0 for r in recs],
+                        hovertemplate="step %{x}<br>scale %{y:,.0f}<br>%{customdata:.2%} of gradients below fp16's "
+                                      "smallest<extra></extra>")
+        skipped = [r for r in recs if r.get("skipped")]
+        if skipped:
+            fig.add_scatter(x=[r["step"] for r in skipped], y=[r["loss_scale"] for r in skipped], mode="markers",
+                            name="skipped step (overflow)", marker=dict(symbol="x", size=11, color="#e63946"),
+                            hovertemplate="step %{x} skipped: the gradients overflowed at scale %{y:,.0f}"
+                                          "<extra></extra>")
+    lo = math.floor(math.log2(min(scales))) if scales else 0
+    hi = math.ceil(math.log2(max(scales))) if scales else 16
+    ticks = list(range(lo - 1, hi + 2))
+    fig.update_layout(height=charts.HEIGHT, margin=dict(l=10, r=10, t=40, b=10),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
+                      xaxis=dict(title="Step"),
+                      yaxis=dict(title="Loss scale (log₂ axis)", type="log", tickvals=[2.0 ** k for k in ticks],
+                                 ticktext=[f"2^{k}" for k in ticks],
+                                 range=[(lo - 1.5) * math.log10(2), (hi + 1.5) * math.log10(2)]))
+    return fig
+
+
+# -- the results ---------------------------------------------------------------------------------------------------
+def comparison_rows(ids: list[str]) -> list[dict]:
+    """`llmfs.precision.summarize` over the runs' results and telemetry: one row per run, speed-up, memory ratio
+    and final-loss difference against the fp32 run (runs that failed or were stopped have no figures)."""
+    jobs = state.jobs()
+    rows = []
+    for rid in ids:
+        run = jobs.get(rid)
+        status = run.status()
+        result = status.get("result") or {}
+        rows.append({"run_id": rid, "state": status.get("state"), "precision": result.get("precision") or _mode(run),
+                     "tokens_per_s": result.get("tokens_per_s"), "peak_memory_bytes": result.get("peak_memory_bytes"),
+                     "final_loss": result.get("final_loss"), "skipped_steps": result.get("skipped_steps"),
+                     "peak_nvml_bytes": prec.peak_nvml_bytes(run.read_metrics("telemetry"))})
+    return prec.summarize(rows)
+
+
+def results(ids: list[str]) -> None:
+    rows = comparison_rows(ids)
+    gpu = bool(state.machine().get("gpus")) or bool(state.machine().get("cuda_available"))
+    st.markdown("##### Summary")
+    frame = pd.DataFrame([{**r, "peak_memory": charts.fmt_bytes(r.get("peak_memory_bytes")),
+                           "peak_nvml": charts.fmt_bytes(r.get("peak_nvml_bytes"))} for r in rows])
+    columns = ["precision", "state", "tokens_per_s", "speedup", "peak_memory", "memory_ratio", "final_loss",
+               "loss_diff", "skipped_steps"] + (["peak_nvml"] if gpu else [])
+    mem_help = ("Peak memory PyTorch allocated on the GPU during training." if gpu else
+                "The app process's resident memory (RSS) at its peak: the whole app, every earlier run included.")
+    st.dataframe(frame.reindex(columns=columns), hide_index=True, placeholder="–", key="l16.summary", column_config={
+        "precision": "Precision", "state": "State",
+        "tokens_per_s": st.column_config.NumberColumn("Tokens / s", format="%,.0f",
+                                                      help="Training tokens per second over the whole run."),
+        "speedup": st.column_config.NumberColumn("Speed-up vs fp32", format="%.2f×",
+                                                 help="Tokens per second divided by the fp32 run's: 2.00× = twice "
+                                                      "as fast."),
+        "peak_memory": st.column_config.TextColumn("Peak memory", help=mem_help),
+        "memory_ratio": st.column_config.NumberColumn("Memory vs fp32", format="%.2f×",
+                                                      help="Peak memory divided by the fp32 run's: 0.50× = half."),
+        "final_loss": st.column_config.NumberColumn("Final loss", format="%.3f"),
+        "loss_diff": st.column_config.NumberColumn("Loss vs fp32", format="%+.4f",
+                                                   help="Final training loss minus the fp32 run's: near 0 = the "
+                                                        "lower precision learned as well."),
+        "skipped_steps": st.column_config.NumberColumn("Skipped steps", help="fp16: steps the loss scaler "
+                                                                             "skipped because of inf gradients."),
+        "peak_nvml": st.column_config.TextColumn("GPU memory (nvidia-smi)", help="The largest GPU memory the driver "
+                                                 "reported (NVML): PyTorch's cache and the CUDA context included.")})
+    if any(r.get("speedup") for r in rows):
+        left, right = st.columns(2)
+        left.plotly_chart(ratio_figure(rows, "speedup", "Speed vs fp32 (higher is faster)"), key="l16:speedup",
+                          config=PLOT_CONFIG)
+        right.plotly_chart(ratio_figure(rows, "memory_ratio", "Peak memory vs fp32 (lower is smaller)"),
+                           key="l16:memratio", config=PLOT_CONFIG)
+    for line in conclusion(rows, gpu):
+        st.markdown(line)
+
+
+def ratio_figure(rows: list[dict], field: str, title: str) -> go.Figure:
+    shown = [r for r in rows if r.get(field) is not None]
+    fig = go.Figure(go.Bar(x=[r["precision"] for r in shown], y=[r[field] for r in shown],
+                           marker_color=[MODE_COLORS.get(r["precision"], "#6c757d") for r in shown],
+                           text=[f"{r[field]:.2f}×" for r in shown], textposition="outside", cliponaxis=False,
+                           hovertemplate="%{x}: %{y:.2f}× fp32<extra></extra>"))
+    top = max([r[field] for r in shown] + [1.0])
+    fig.add_hline(y=1.0, line_dash="dash", line_color="gray", annotation_text="fp32",
+                  annotation_position="top left")
+    fig.update_layout(height=260, margin=dict(l=10, r=10, t=40, b=10), showlegend=False,
+                      title=dict(text=title, font=dict(size=14)), yaxis=dict(range=[0, top * 1.25]))
+    return fig
+
+
+def conclusion(rows: list[dict], gpu: bool) -> list[str]:
+    """The comparison in sentences, from its numbers and the hardware it ran on."""
+    lines = []
+    for r in rows:
+        if r.get("state") != SUCCEEDED:
+            lines.append(f"**{r['precision']}** {r.get('state') or 'did not finish'}: it has no figures.")
+    ref = next((r for r in rows if r["precision"] == "fp32" and r.get("tokens_per_s")), None)
+    if ref is None:
+        lines.append("Include **fp32** in the comparison: speed-up, memory and loss are measured against it.")
+        return lines
+    others = [r for r in rows if r is not ref and r.get("speedup")]
+    for r in others:
+        line = f"**{r['precision']}** ran **{r['speedup']:.1f}×** as fast as fp32"
+        if r.get("memory_ratio"):
+            line += f" with {r['memory_ratio']:.2f}× its peak memory"
+        diff = r.get("loss_diff")
+        if diff is not None:
+            line += (", and reached the same loss (within 0.02)" if abs(diff) < 0.02 else
+                     f", and ended {abs(diff):.3f} {'above' if diff > 0 else 'below'} fp32's loss")
+        if r.get("skipped_steps"):
+            line += (f"; the scaler skipped {r['skipped_steps']} step{'s' if r['skipped_steps'] > 1 else ''} while it "
+                     "lowered a scale that started too high (normal)")
+        lines.append(line + ".")
+    if not others:
+        return lines
+    best = max(others, key=lambda r: r["speedup"])
+    if not gpu:
+        if best["speedup"] >= 1.15:
+            lines.append(f"**{best['precision']}** was {best['speedup']:.1f}× faster even on this CPU: some recent "
+                         "processors have 16-bit instructions (AVX-512 BF16, AMX), and on a shared machine timings "
+                         "also vary with whatever else runs. The 2-3× of mixed precision comes from a GPU's tensor "
+                         "cores on big matmuls (fp16 on NVIDIA GPUs since Volta, bf16 since Ampere).")
+        else:
+            lines.append(f"On this CPU the best was {best['precision']} at {best['speedup']:.1f}×: the 2-3× speed-up "
+                         "needs a GPU's tensor cores, which multiply 16-bit numbers several times faster than 32-bit "
+                         "ones (fp16 on NVIDIA GPUs since Volta, bf16 since Ampere). A CPU mostly converts 16-bit "
+                         "numbers back and forth instead, so it gains little or loses.")
+        lines.append("The memory columns measure the whole app process here (RSS), not one run: the estimate above "
+                     "shows what 16 bits save.")
+    elif best["speedup"] >= 1.5:
+        lines.append(f"On this GPU **{best['precision']}** was {best['speedup']:.1f}× faster: its matmuls ran on "
+                     "16-bit tensor cores. Memory falls by less than half under AMP, because the fp32 weights, "
+                     "gradients and optimizer states stay; only bf16-pure halves them.")
+    else:
+        lines.append(f"Even on this GPU the best speed-up was {best['speedup']:.1f}×: this model's matmuls are too "
+                     "small to keep the tensor cores busy, so the time goes to launching kernels and moving data. "
+                     "The speed-up appears with bigger matrices: a bigger model, batch or sequence length.")
+    return lines
