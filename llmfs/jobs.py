@@ -16,6 +16,7 @@ import dataclasses
 import errno
 import queue
 import threading
+import time
 import traceback
 import weakref
 from dataclasses import dataclass
@@ -106,6 +107,10 @@ class JobManager:
         self._order: list[str] = []          # pending run ids in FIFO order, for queue positions
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._lock = threading.RLock()
+        self._submit_lock = threading.Lock()
+        self._running = threading.Event()   # cleared: the queue is paused (running jobs go on, none starts)
+        self._running.set()
+        self.policy: Callable[["JobManager", str, dict, str | None], None] | None = None
         self.interrupted_at_start = mark_interrupted(self.root)
         self._workers = [threading.Thread(target=self._work, name=f"llmfs-worker-{i}", daemon=True)
                          for i in range(slots)]
@@ -125,18 +130,23 @@ class JobManager:
     def kinds(self) -> tuple[str, ...]:
         return tuple(self._kinds)
 
-    def submit(self, kind: str, config: Any, owner: str | None = None, run_dir: str | Path | None = None) -> str:
+    def submit(self, kind: str, config: Any, owner: str | None = None, run_dir: str | Path | None = None,
+               user: str | None = None) -> str:
         """Create the run directory (status pending) and queue the job. Returns the run id.
 
-        `config` is a dataclass (validated when it was built) or a plain dict.
+        `config` is a dataclass (validated when it was built) or a plain dict. `user` names who asked (workshops:
+        each browser session's name); the `policy`, when set, may refuse the submission (raising `LimitError`).
         """
         if kind not in self._kinds:
             raise ValueError(f"Unknown job kind {kind!r}; known kinds: {', '.join(sorted(self._kinds)) or 'none'}.")
         cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
-        path = Path(run_dir) if run_dir else self.root / new_run_id(kind)
-        run = Run.create(path, kind, cfg, owner=owner)
-        run.log(f"Queued {kind} job.")
-        self._enqueue(run, cfg, resume=False)
+        with self._submit_lock:  # the policy's count of a user's queued jobs and the enqueue are one step
+            if self.policy is not None:
+                self.policy(self, kind, cfg, user)
+            path = Path(run_dir) if run_dir else self.root / new_run_id(kind)
+            run = Run.create(path, kind, cfg, owner=owner, user=user)
+            run.log(f"Queued {kind} job" + (f" for {user}." if user else "."))
+            self._enqueue(run, cfg, resume=False)
         return run.run_id
 
     def resume(self, run_id: str) -> str:
@@ -179,6 +189,47 @@ class JobManager:
         if job is not None:
             job.done.wait(timeout)
         return self.get(run_id).state
+
+    # -- the queue, for workshops ------------------------------------------------------------------------------
+    def pause(self) -> None:
+        """Start no new job until `unpause` (the running ones go on; submissions still queue)."""
+        self._running.clear()
+
+    def unpause(self) -> None:
+        self._running.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
+
+    def user_jobs(self, user: str | None) -> list[str]:
+        """Run ids of `user`'s jobs that are pending or running in this manager."""
+        with self._lock:
+            return [rid for rid, j in self._jobs.items()
+                    if not j.done.is_set() and j.run.status().get("user") == user]
+
+    def queue_snapshot(self) -> list[dict]:
+        """The running jobs, then the waiting ones in order: run_id, kind, user, owner, state, position (None for
+        running), and `wait_s`, the estimated seconds before it starts (0 when running)."""
+        with self._lock:
+            running = [rid for rid in self.active()]
+            waiting = list(self._order)
+        rows, ahead = [], 0.0
+        for rid in running:
+            run = self.get(rid)
+            status = run.status()
+            remaining = estimate_remaining_s(run, status)
+            ahead += remaining
+            rows.append({"run_id": rid, "kind": run.kind, "user": status.get("user"), "owner": status.get("owner"),
+                         "state": status.get("state"), "position": None, "wait_s": 0.0, "remaining_s": remaining})
+        for pos, rid in enumerate(waiting, start=1):
+            run = self.get(rid)
+            status = run.status()
+            rows.append({"run_id": rid, "kind": run.kind, "user": status.get("user"), "owner": status.get("owner"),
+                         "state": status.get("state"), "position": pos, "wait_s": ahead,
+                         "remaining_s": estimate_remaining_s(run, status)})
+            ahead += rows[-1]["remaining_s"]
+        return rows
 
     def queue_position(self, run_id: str) -> int | None:
         """1 = next to start; None when the run is not waiting."""
@@ -233,6 +284,9 @@ class JobManager:
             run_id = self._queue.get()
             if run_id is None:
                 return
+            while not self._running.wait(0.5):  # paused: hold the next job (its place is kept) until unpaused
+                if self._exiting:
+                    break
             with self._lock:
                 if run_id not in self._order:
                     continue  # cancelled while pending
@@ -281,6 +335,53 @@ class JobManager:
         finally:
             _release_accelerator_memory()
             job.done.set()
+
+
+class LimitError(ValueError):
+    """A submission refused by the server's limits (a workshop's per-user rules); the message says which and why."""
+
+
+SECONDS_PER_JOB_GUESS = 60.0  # a job kind never run here before
+
+
+def estimate_remaining_s(run: Run, status: dict | None = None) -> float:
+    """Seconds `run` still needs: from its own pace while it runs (elapsed / done x left), else from the pace of
+    recent finished runs of its kind (seconds per step x its steps), else a flat guess."""
+    status = status or run.status()
+    progress = status.get("progress") or {}
+    done, total = progress.get("done") or 0, progress.get("total") or 0
+    if status.get("state") == "running" and status.get("started") and done and total:
+        elapsed = time.time() - status["started"]
+        return max(0.0, elapsed / done * (total - done))
+    steps = (run.config() or {}).get("steps")
+    per_step = _recent_seconds_per_step(run.path.parent, run.kind)
+    if per_step is not None and steps:
+        return per_step * steps
+    return SECONDS_PER_JOB_GUESS
+
+
+_PACE_CACHE: dict[tuple[str, str], tuple[float, float | None]] = {}
+_PACE_TTL_S = 15.0  # every browser polls the queue each second; the run folders are read at most this often
+
+
+def _recent_seconds_per_step(root: Path, kind: str, n: int = 5) -> float | None:
+    """Median wall seconds per step (set-up included) of the last `n` succeeded runs of `kind` under `root`."""
+    key = (str(root), kind)
+    cached = _PACE_CACHE.get(key)
+    if cached is not None and time.monotonic() - cached[0] < _PACE_TTL_S:
+        return cached[1]
+    paces = []
+    for run in list_runs(root):
+        status = run.status()
+        progress = status.get("progress") or {}
+        if (run.kind == kind and status.get("state") == SUCCEEDED and status.get("started")
+                and status.get("finished") and progress.get("done")):
+            paces.append((status["finished"] - status["started"]) / progress["done"])
+            if len(paces) >= n:
+                break
+    pace = sorted(paces)[len(paces) // 2] if paces else None
+    _PACE_CACHE[key] = (time.monotonic(), pace)
+    return pace
 
 
 def summarize_exception(e: BaseException) -> str:

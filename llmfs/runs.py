@@ -69,16 +69,18 @@ class Run:
 
     # -- creation ---------------------------------------------------------------------------------------------
     @classmethod
-    def create(cls, path: str | os.PathLike, kind: str, config: dict, owner: str | None = None) -> "Run":
+    def create(cls, path: str | os.PathLike, kind: str, config: dict, owner: str | None = None,
+               user: str | None = None) -> "Run":
         path = Path(path)
         if (path / "status.json").exists():
             raise FileExistsError(f"A run already exists at {path}; choose another output folder or delete it.")
         path.mkdir(parents=True, exist_ok=True)
         run = cls(path)
         now = time.time()
-        atomic_write_json(path / "config.json", {"kind": kind, "config": config, "owner": owner, "created": now})
-        atomic_write_json(path / "status.json",
-                          {"state": PENDING, "created": now, "kind": kind, "owner": owner, **_owner_fields()})
+        atomic_write_json(path / "config.json", {"kind": kind, "config": config, "owner": owner, "user": user,
+                                                 "created": now})
+        atomic_write_json(path / "status.json", {"state": PENDING, "created": now, "kind": kind, "owner": owner,
+                                                 "user": user, **_owner_fields()})
         (path / "metrics.jsonl").touch()
         (path / "log.txt").touch()
         return run
