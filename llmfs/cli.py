@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import signal
 import sys
 import time
@@ -106,6 +107,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="Print one JSON object as the last stdout line.")
     p.set_defaults(func=cmd_data)
 
+    p = sub.add_parser("adapters", help="LoRA adapters (L15): list them, merge one into its base model, or export "
+                                        "one as a folder or a zip.",
+                       description="LoRA adapters: the ones saved by LoRA training runs (id run:<run id>) and the "
+                                   "ones in the adapter library (id lib:<name>).")
+    adapters = p.add_subparsers(dest="adapters_command", required=True, metavar="{list,merge,export}")
+    q = adapters.add_parser("list", help="Show every adapter: id, name, base model, rank, size.",
+                            description="Show every adapter, newest first: those saved by LoRA training runs and "
+                                        "those in the adapter library.")
+    q.add_argument("--json", action="store_true", help="Print one JSON object as the last stdout line.")
+    q.set_defaults(func=cmd_adapters_list)
+    q = adapters.add_parser("merge", help="Fold an adapter into its base model's weights and save the result as an "
+                                          "ordinary Hugging Face model folder.",
+                            description="Fold an adapter into a full copy of its base model's weights and save that "
+                                        "as a Hugging Face model folder: it loads anywhere a model does (training, "
+                                        "evaluation, transformers) and runs as fast as the base, with no adapter "
+                                        "to attach.")
+    q.add_argument("adapter", metavar="ADAPTER", help="The adapter: an id from `adapters list` (run:... or lib:...) "
+                                                      "or the path of a folder holding adapter_config.json and "
+                                                      "adapter_model.safetensors.")
+    q.add_argument("--out", required=True, help="Folder to write the merged model to (new or empty).")
+    q.add_argument("--base", default=None, help="The base model the adapter was trained on: llmfs-tiny, a model "
+                                                "folder or a hub id (default: the one the adapter names).")
+    q.add_argument("--json", action="store_true", help="Print one JSON object as the last stdout line.")
+    q.set_defaults(func=cmd_adapters_merge)
+    q = adapters.add_parser("export", help="Copy an adapter out, as a folder or a .zip, to share it or load it with "
+                                           "PEFT.",
+                            description="Copy an adapter out in PEFT's format (adapter_config.json + "
+                                        "adapter_model.safetensors): into a new folder, or into a zip when the path "
+                                        "ends in .zip. PeftModel.from_pretrained loads the folder; the app's "
+                                        "adapter library imports the zip.")
+    q.add_argument("adapter", metavar="ADAPTER", help="The adapter: an id from `adapters list` (run:... or lib:...) "
+                                                      "or the path of an adapter folder.")
+    q.add_argument("--out", required=True, help="Where to write it: a path ending in .zip gives a zip file, any "
+                                                "other path a folder (new or empty).")
+    q.add_argument("--json", action="store_true", help="Print one JSON object as the last stdout line.")
+    q.set_defaults(func=cmd_adapters_export)
+
     p = sub.add_parser("runs", help="List runs and their status.")
     p.add_argument("--limit", type=int, default=50, help="Show at most this many (newest first).")
     p.add_argument("--json", action="store_true", help="Print one JSON object as the last stdout line.")
@@ -119,8 +157,39 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (ConfigError, ValueError, FileNotFoundError) as e:
         _err(f"error: {e}")
-        _emit_json(args, {"error": str(e), "field": getattr(e, "field", None)})
+        out = {"error": str(e), "field": getattr(e, "field", None)}
+        hint = _hint(args, out["field"])
+        if hint:
+            _err(f"fix: {hint}")
+            out["hint"] = hint
+        _emit_json(args, out)
         return EXIT_BAD_INPUT
+    except Exception as e:  # an unexpected failure still ends with one JSON line (and the traceback on stderr)
+        import traceback
+        traceback.print_exc(file=sys.stderr)
+        _err(f"error: {type(e).__name__}: {e}")
+        _emit_json(args, {"error": f"{type(e).__name__}: {e}", "field": None})
+        return EXIT_RUN_FAILED
+
+
+# The config's messages speak the app's language (labels); on the command line, name the flags that fix it.
+_LORA_HINTS = {
+    "quantize": "add --lora-rank 8 (any rank above 0) to train LoRA adapters on the 4-bit base, or drop "
+                "--quantize 4bit",
+    "freeze": "drop --freeze (with LoRA only the adapters train), or drop --lora-rank to use a freezing strategy",
+    "init": "drop --init random (LoRA adapts pretrained weights), or drop --lora-rank",
+}
+
+
+def _hint(args: argparse.Namespace, field: str | None) -> str | None:
+    """The flag to change for a refused config field (None when the command has no such flag)."""
+    if not field or not hasattr(args, field):
+        return None
+    if field == "quantize" and not getattr(args, "lora_rank", 0):
+        return _LORA_HINTS[field]
+    if field in ("freeze", "init") and getattr(args, "lora_rank", 0):
+        return _LORA_HINTS[field]
+    return f"change {_flag(field)} (python -m llmfs {args.command} --help says what it takes)"
 
 
 # -- commands -----------------------------------------------------------------------------------------------------
@@ -135,10 +204,11 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    cfg = config_from_args(TrainConfig, args)  # bad values are refused before the slow imports below
+
     from .recipes import default_manager, submit_train
     from .runs import SUCCEEDED
 
-    cfg = config_from_args(TrainConfig, args)
     if args.out and Path(args.out).exists() and any(Path(args.out).iterdir()):
         raise ValueError(f"--out {args.out} exists and is not empty; choose a new folder.")
     jobs = default_manager()
@@ -155,6 +225,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = {"run_dir": str(run.path), "run_id": run_id, "state": status.get("state"), **result}
     for key in ("final_loss", "losses", "tokens_per_s", "peak_memory_bytes", "trainable_params", "total_params"):
         out.setdefault(key, None)
+    if cfg.lora:
+        out.setdefault("adapter_dir", None)  # None: the run stopped before its first step, so nothing was saved
     if status.get("error"):
         out["error"] = status["error"]
         _err(f"error: {status['error']}")
@@ -265,6 +337,116 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_adapters_list(args: argparse.Namespace) -> int:
+    from .adapters import list_adapters
+
+    rows = [_adapter_row(a) for a in list_adapters()]
+    lines = [f"{'id':<34} {'name':<30} {'rank':>4} {'alpha':>6} {'size':>10}  {'targets':<24} base model"]
+    for r in rows:
+        lines.append(f"{r['id']:<34} {r['name'][:30]:<30} {r['rank']:>4} {r['alpha']:>6g} "
+                     f"{_mib(r['size_bytes']):>10}  {','.join(r['targets'])[:24]:<24} {r['base_model'] or '-'}")
+    human = "\n".join(lines) if rows else "no adapters yet: train with --lora-rank above 0 to make one"
+    _emit_json(args, {"adapters": rows, "count": len(rows)}, human=human)
+    return EXIT_OK
+
+
+def cmd_adapters_merge(args: argparse.Namespace) -> int:
+    info = _find_adapter(args.adapter)
+    out = Path(args.out).expanduser()
+    _refuse_existing(out)
+    base = (args.base or "").strip() or info.base_model
+    if not base:
+        raise ValueError(f"The adapter {info.id} does not name its base model; say which model it was trained on "
+                         "with --base (llmfs-tiny, a model folder or a hub id).")
+
+    from .adapting import merge_adapter
+    if base == "llmfs-tiny":  # build it here, with a progress bar, rather than silently
+        from .bootstrap import ensure_default
+        with _StderrProgress() as progress:
+            ensure_default(progress=progress)
+    _err(f"merging {info.id} into {base} ...")
+    model_dir = merge_adapter(info.path, out, base=base)
+    _usual_permissions(model_dir)
+    result = {"model_dir": str(model_dir.resolve()), "base_model": base, "adapter": info.id,
+              "adapter_dir": str(info.path)}
+    _emit_json(args, result, human=f"merged {info.id} into {base}: {result['model_dir']}")
+    return EXIT_OK
+
+
+def cmd_adapters_export(args: argparse.Namespace) -> int:
+    import shutil
+    import tempfile
+
+    from .adapters import ALLOWED_FILES, write_zip
+
+    info = _find_adapter(args.adapter)
+    out = Path(args.out).expanduser()
+    _refuse_existing(out)
+    if out.suffix.lower() == ".zip":
+        write_zip(info, out)
+        _usual_permissions(out)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        try:
+            for fname in ALLOWED_FILES:  # the adapter and PEFT's model card; not the library's name file
+                if (info.path / fname).is_file():
+                    shutil.copyfile(info.path / fname, tmp / fname)
+            _usual_permissions(tmp)
+            os.replace(tmp, out)  # a folder appears complete or not at all
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    result = {"path": str(out.resolve()), "adapter": info.id, "format": "zip" if out.suffix.lower() == ".zip"
+              else "folder"}
+    _emit_json(args, result, human=f"exported {info.id} to {result['path']}")
+    return EXIT_OK
+
+
+def _find_adapter(key: str):
+    """The adapter with this id or at this path; a folder that exists but is not an adapter gets that message."""
+    from .adapters import get_adapter, read_adapter
+    path = Path(key).expanduser()
+    if not key.startswith(("run:", "lib:")) and path.is_dir():
+        return read_adapter(path)
+    return get_adapter(key)
+
+
+def _refuse_existing(out: Path) -> None:
+    """Nothing is overwritten: --out must be new (or an empty folder)."""
+    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
+        raise ValueError(f"--out {out} already exists; choose a new path (nothing is overwritten).")
+
+
+def _usual_permissions(path: Path) -> None:
+    """Temp folders and files are created private (0700 / 0600); give what we hand over the permissions a plain
+    mkdir / open would (the umask's), so other users and tools can read it."""
+    umask = _umask()
+    paths = [path, *path.rglob("*")] if path.is_dir() else [path]
+    for p in paths:
+        p.chmod((0o777 if p.is_dir() else 0o666) & ~umask)
+
+
+def _umask() -> int:
+    try:  # read it without setting it (os.umask sets the process-wide mask, even for a moment)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
+
+
+def _adapter_row(a) -> dict:
+    d = a.to_dict()
+    return {k: d.get(k) for k in ("id", "name", "base_model", "rank", "alpha", "targets", "size_bytes", "path",
+                                  "origin", "run_id", "run_state", "created")}
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.2f} MiB" if n >= 2**20 else f"{n / 1024:.1f} KiB"
+
+
 # -- helpers ------------------------------------------------------------------------------------------------------
 def _follow(jobs, run_id: str, interval: float = 0.5) -> None:
     """Print progress to stderr until the run ends; Ctrl-C stops the run (at its next step) instead of killing it."""
@@ -304,8 +486,11 @@ def _print_progress(jobs, run_id: str, interval: float) -> None:
 def _train_summary(out: dict) -> str:
     if out.get("final_loss") is None:
         return f"{out['state']}: {out.get('error', '')}"
-    return (f"{out['state']}: final loss {out['final_loss']:.4f}, {out['tokens_per_s']:,.0f} tokens/s, "
+    text = (f"{out['state']}: final loss {out['final_loss']:.4f}, {out['tokens_per_s']:,.0f} tokens/s, "
             f"{out['trainable_params']:,} trainable parameters; run dir {out['run_dir']}")
+    if out.get("adapter_dir"):
+        text += f"\nLoRA adapter (PEFT format): {out['adapter_dir']} (id run:{out['run_id']})"
+    return text
 
 
 def _emit_json(args: argparse.Namespace, obj: dict, human: str | None = None) -> None:
