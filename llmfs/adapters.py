@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .fsutil import atomic_write_bytes, atomic_write_json, read_json
+from .fsutil import atomic_write_bytes, atomic_write_json, make_temp_dir, read_json
 from .paths import llmfs_home, runs_dir
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -232,7 +232,7 @@ def import_zip(data: bytes, name: str | None = None, max_bytes: int = MAX_UPLOAD
         members, top = _plan_members(zf, max_bytes)
         lib = library_dir()
         lib.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".import-", dir=lib))
+        tmp = make_temp_dir(".import-", lib)
         try:
             budget = max_bytes
             for fname, member in members.items():
@@ -252,7 +252,7 @@ def import_folder(path: str | os.PathLike, name: str | None = None) -> AdapterIn
     display = clean_name(name) if name is not None else clean_name(source.name)
     lib = library_dir()
     lib.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".import-", dir=lib))
+    tmp = make_temp_dir(".import-", lib)
     try:
         for fname in ALLOWED_FILES:
             if (source.path / fname).is_file():

@@ -7,7 +7,6 @@ GPT-2-family bases carry our `llmfs.lora` layers; other architectures carry PEFT
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,7 +121,7 @@ def merge_adapter(adapter_dir: str | os.PathLike, out_dir: str | os.PathLike, ba
     Raises:
         SourceError: no base named, or the adapter does not fit it.
     """
-    from .fsutil import replace_dir
+    from .fsutil import make_temp_dir, replace_dir
     from .hf_causal import model_type_of
     from .sources import resolve_model_dir
     base = base or base_of(adapter_dir)
@@ -132,7 +131,7 @@ def merge_adapter(adapter_dir: str | os.PathLike, out_dir: str | os.PathLike, ba
     folder = resolve_model_dir(base)
     out_dir = Path(out_dir).expanduser()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    tmp = make_temp_dir(f".{out_dir.name}.tmp-", out_dir.parent)
     try:
         if model_type_of(folder) not in (None, "gpt2"):
             from peft import PeftModel

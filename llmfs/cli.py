@@ -25,9 +25,12 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_config_args(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One flag per config field, with the field's help text and default (so UI and CLI never drift)."""
+def add_config_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
+    """One flag per config field (but `skip`), with the field's help text and default (so UI and CLI never
+    drift)."""
     for name, meta in field_info(cls).items():
+        if name in skip:
+            continue
         help_text = meta.get("help", "").replace("`", "").replace("%", "%%")
         default = meta["default"]
         if meta.get("choices"):
@@ -144,6 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true", help="Print one JSON object as the last stdout line.")
     q.set_defaults(func=cmd_adapters_export)
 
+    p = sub.add_parser("compare-precision", help="Train the same model, data and seed once per precision (fp32, "
+                                                 "fp16, bf16, ...) back to back; print speed, peak memory and final "
+                                                 "loss side by side (L16).")
+    add_config_args(p, TrainConfig, skip=("precision",))
+    p.add_argument("--modes", default="fp32,fp16,bf16",
+                   help="Comma-separated precisions to compare: fp32, fp16, bf16, bf16-pure (default fp32,fp16,bf16).")
+    p.add_argument("--json", action="store_true", help="Print one JSON object as the last stdout line.")
+    p.set_defaults(func=cmd_compare_precision)
+
     p = sub.add_parser("runs", help="List runs and their status.")
     p.add_argument("--limit", type=int, default=50, help="Show at most this many (newest first).")
     p.add_argument("--json", action="store_true", help="Print one JSON object as the last stdout line.")
@@ -232,6 +244,47 @@ def cmd_train(args: argparse.Namespace) -> int:
         _err(f"error: {status['error']}")
     _emit_json(args, out, human=_train_summary(out))
     return EXIT_OK if status.get("state") == SUCCEEDED else EXIT_RUN_FAILED
+
+
+def cmd_compare_precision(args: argparse.Namespace) -> int:
+    """One training run per precision through the queue; the table of tokens/s, peak memory and final loss, with
+    speed-up and memory ratio against fp32."""
+    from .precision import PRECISIONS
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    bad = [m for m in modes if m not in PRECISIONS]
+    if bad or not modes:
+        raise ConfigError("modes", f"--modes takes some of {', '.join(PRECISIONS)} (got {args.modes!r}).")
+    args.precision = "fp32"
+    cfg = config_from_args(TrainConfig, args)
+
+    from .recipes import default_manager, precision_comparison, submit_precision_comparison
+    from .runs import SUCCEEDED
+    jobs = default_manager()
+    if cfg.model.strip() == "llmfs-tiny":
+        from .bootstrap import ensure_default
+        with _StderrProgress() as progress:
+            ensure_default(progress=progress)
+    run_ids = submit_precision_comparison(jobs, cfg, modes, owner="cli")
+    for mode, rid in zip(modes, run_ids):
+        _err(f"{mode}: run {rid}")
+        _follow(jobs, rid)
+    rows = precision_comparison(jobs, run_ids)
+    lines = ["precision   state      tokens/s  speed-up  peak memory  memory ratio  final loss  vs fp32"]
+    for r in rows:
+        lines.append(f"{r['precision']:<11} {r['state']:<10} {_num(r.get('tokens_per_s'), ',.0f'):>8}  "
+                     f"{_num(r.get('speedup'), '.2f', 'x'):>8}  {_num(r.get('peak_memory_bytes'), 'mib'):>11}  "
+                     f"{_num(r.get('memory_ratio'), '.2f', 'x'):>12}  {_num(r.get('final_loss'), '.4f'):>10}  "
+                     f"{_num(r.get('loss_diff'), '+.4f'):>7}")
+    _emit_json(args, {"runs": rows, "modes": modes}, human="\n".join(lines))
+    return EXIT_OK if all(r["state"] == SUCCEEDED for r in rows) else EXIT_RUN_FAILED
+
+
+def _num(value, fmt: str, suffix: str = "") -> str:
+    if value is None:
+        return "-"
+    if fmt == "mib":
+        return f"{value / 2**20:,.0f} MiB"
+    return f"{value:{fmt}}{suffix}"
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -375,9 +428,9 @@ def cmd_adapters_merge(args: argparse.Namespace) -> int:
 
 def cmd_adapters_export(args: argparse.Namespace) -> int:
     import shutil
-    import tempfile
 
     from .adapters import ALLOWED_FILES, write_zip
+    from .fsutil import make_temp_dir
 
     info = _find_adapter(args.adapter)
     out = Path(args.out).expanduser()
@@ -387,7 +440,7 @@ def cmd_adapters_export(args: argparse.Namespace) -> int:
         _usual_permissions(out)
     else:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        tmp = make_temp_dir(f".{out.name}.tmp-", out.parent)
         try:
             for fname in ALLOWED_FILES:  # the adapter and PEFT's model card; not the library's name file
                 if (info.path / fname).is_file():

@@ -43,6 +43,16 @@ def read_json(path: str | os.PathLike, default: Any = None) -> Any:
         return default
 
 
+def make_temp_dir(prefix: str, dir: str | os.PathLike) -> Path:
+    """A fresh folder to build something in before renaming it into place. Unlike `tempfile.mkdtemp` (0700) it
+    gets the usual permissions (0777 minus the umask), so the finished folder is as readable as any other."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=dir))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o777 & ~umask)
+    return path
+
+
 def replace_dir(new: str | os.PathLike, target: str | os.PathLike) -> None:
     """Move a fully written folder `new` into place at `target`, replacing an old one.
 

@@ -23,7 +23,6 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -32,7 +31,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .fsutil import replace_dir
+from .fsutil import make_temp_dir, replace_dir
 from .sources import SourceError
 
 # -- which layers ---------------------------------------------------------------------------------------------------
@@ -439,7 +438,7 @@ def save_adapter(model: nn.Module, path: str | os.PathLike, name: str = "default
                         fan_in_fan_out=_is_gpt2(model), inference_mode=True)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    tmp = make_temp_dir(f".{path.name}.tmp-", path.parent)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

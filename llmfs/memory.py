@@ -319,7 +319,7 @@ def activation_bytes(arch: Architecture, batch_size: int, seq_len: int, value_by
 
 def estimate(config: Any, method: str = "full", *, rank: int = 8, targets: Any = "qkv", batch_size: int = 1,
              seq_len: int = 512, weight_dtype: str = "fp32", optimizer: str = "adamw", double_quant: bool = True,
-             activation_checkpointing: bool = False) -> Estimate:
+             activation_checkpointing: bool = False, qlora_compute_dtype: str = "bf16") -> Estimate:
     """Bytes a fine-tuning run needs, before it starts.
 
     Rules (P = all parameters, d = bytes per value of `weight_dtype`: 4 for fp32, 2 for bf16 / fp16):
@@ -337,6 +337,8 @@ def estimate(config: Any, method: str = "full", *, rank: int = 8, targets: Any =
 
     Args:
         config: anything `architecture` accepts (GPTConfig, config.json dict / text / path).
+        qlora_compute_dtype: the dtype of QLoRA's non-quantized parts and compute: bf16 as in the paper; a CPU run
+            of this lab computes in fp32 (pass "fp32" to estimate that run).
         targets: the lesson's layer names ("qkv,attn_proj", "all-linear", ...) or module-name suffixes, mapped
             to the model's names by `llmfs.lora.target_modules`; used by lora and qlora.
     Raises:
@@ -379,12 +381,16 @@ def estimate(config: Any, method: str = "full", *, rank: int = 8, targets: Any =
             act_value_bytes = d
         else:
             rest = arch.total_params - arch.quantized_params
-            weights = quantized_bytes(arch.quantized_params, double_quant) + rest * QLORA_REST_BYTES + adapters
-            act_value_bytes = QLORA_REST_BYTES
+            if qlora_compute_dtype not in WEIGHT_DTYPES:
+                raise ValueError(f"Unknown QLoRA compute dtype {qlora_compute_dtype!r}; choose one of "
+                                 f"{', '.join(WEIGHT_DTYPES)}.")
+            rest_bytes = WEIGHT_DTYPES[qlora_compute_dtype]
+            weights = quantized_bytes(arch.quantized_params, double_quant) + rest * rest_bytes + adapters
+            act_value_bytes = rest_bytes
             notes.append(f"{arch.quantized_layers} linear layers ({arch.quantized_params:,} weights) in 4-bit NF4"
                          f"{' with double quantization' if double_quant else ''}; the other {rest:,} parameters "
-                         "(embeddings, norms, biases, head) in bf16.")
-            if weight_dtype == "fp32":
+                         f"(embeddings, norms, biases, head) in {qlora_compute_dtype}.")
+            if weight_dtype == "fp32" and rest_bytes < 4:
                 notes.append("QLoRA keeps its non-quantized parts and its compute in bf16; weight_dtype=fp32 "
                              "applies to full fine-tuning and LoRA only.")
         grads = adapters

@@ -166,13 +166,20 @@ def _log_precision(ctx: JobContext, cfg: TrainConfig) -> None:
 def _memory_estimate(model, cfg: TrainConfig) -> dict | None:
     """The pre-flight estimate for this run's method, shapes and batch (llmfs.memory), to set beside the measured
     peak; None when the model's shapes cannot be read (the run's result does not depend on it)."""
+    import torch
+
     from .memory import estimate
     method = "qlora" if cfg.quantize == "4bit" else "lora" if cfg.lora else "full"
     config = getattr(getattr(model, "hf", None), "config", None)
     config = config.to_dict() if config is not None else model.config
     try:
+        from .precision import plan_precision
+        compute = plan_precision(cfg.precision, resolve_device(cfg.device)).compute_dtype
+        dtype = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(compute, "fp32")
         return estimate(config, method, rank=max(cfg.lora_rank, 1), targets=cfg.lora_targets,
-                        batch_size=cfg.batch_size, seq_len=cfg.seq_len).to_dict()
+                        batch_size=cfg.batch_size, seq_len=cfg.seq_len,
+                        weight_dtype="bf16" if cfg.precision == "bf16-pure" else "fp32",
+                        qlora_compute_dtype=dtype).to_dict()
     except (ValueError, TypeError):
         return None
 
@@ -249,12 +256,11 @@ def _save_adapter(model, cfg: TrainConfig, path: Path, base_name: str) -> Path:
     """The run's adapter in PEFT's format: ours through `llmfs.lora.save_adapter`, PEFT's through its own
     save_pretrained; both name the base model so `PeftModel.from_pretrained` finds it."""
     from . import lora
-    from .fsutil import replace_dir
+    from .fsutil import make_temp_dir, replace_dir
     from .hf_causal import CausalLM
     if isinstance(model, CausalLM):
-        import tempfile
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".adapter.tmp-", dir=path.parent))
+        tmp = make_temp_dir(".adapter.tmp-", path.parent)
         model.hf.save_pretrained(str(tmp))
         replace_dir(tmp, path)
         return path

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from llmfs.model import GPT, GPTConfig
 
-from .fsutil import replace_dir
+from .fsutil import make_temp_dir, replace_dir
 
 # HF's GPT-2 uses Conv1D, whose weight is (in, out); nn.Linear's is (out, in).
 CONV1D_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -165,7 +164,7 @@ def save_hf_folder(model: GPT, path: str | os.PathLike, tokenizer: Any = None) -
     if target.exists() and not target.is_dir():
         raise FileExistsError(f"{target} exists and is not a folder")
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    tmp = make_temp_dir(f".{target.name}.tmp-", target.parent)
     try:
         _write_hf_files(model, tmp, tokenizer)
         replace_dir(tmp, target)
