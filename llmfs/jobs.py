@@ -52,6 +52,7 @@ class JobContext:
         self.resume = resume
         self._stop = stop_event
         self.last_step = 0
+        self.peak_memory_bytes = 0  # the largest reading the telemetry sampler saw (CUDA peak, else process RSS)
 
     @property
     def run_dir(self) -> Path:
@@ -108,6 +109,7 @@ class JobManager:
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._lock = threading.RLock()
         self._submit_lock = threading.Lock()
+        self._unrecorded: dict[str, str] = {}  # run id -> failure the disk could not take (full disk)
         self._running = threading.Event()   # cleared: the queue is paused (running jobs go on, none starts)
         self._running.set()
         self.policy: Callable[["JobManager", str, dict, str | None], None] | None = None
@@ -188,6 +190,8 @@ class JobManager:
         job = self._jobs.get(run_id)
         if job is not None:
             job.done.wait(timeout)
+        if run_id in self._unrecorded:
+            return FAILED
         return self.get(run_id).state
 
     # -- the queue, for workshops ------------------------------------------------------------------------------
@@ -309,8 +313,12 @@ class JobManager:
         ctx = JobContext(run, job.stop, resume=job.resume)
         run.mark_running()
         run.log(f"Started {run.kind} job" + (" (resuming)." if job.resume else "."))
-        sampler = telemetry.Sampler(lambda snap: ctx.emit(ctx.last_step, kind="telemetry", **snap),
-                                    self.telemetry_interval).start()
+        def sample(snap: dict) -> None:
+            reading = snap.get("cuda_peak_allocated_bytes") or snap.get("process_rss_bytes") or 0
+            ctx.peak_memory_bytes = max(ctx.peak_memory_bytes, int(reading))
+            ctx.emit(ctx.last_step, kind="telemetry", **snap)
+
+        sampler = telemetry.Sampler(sample, self.telemetry_interval).start()
         try:
             result = job.fn(ctx, job.config) or {}
             sampler.stop()
@@ -328,10 +336,18 @@ class JobManager:
         except BaseException as e:  # noqa: BLE001 - a job's failure must never take the worker (or server) down
             sampler.stop()
             summary = summarize_exception(e)
-            run.log(f"Failed: {summary}")
-            run.log(traceback.format_exc())
-            run.mark_finished(FAILED, error=summary, traceback=traceback.format_exc(),
-                              error_type=type(e).__name__)
+            tb = traceback.format_exc()
+            _release_accelerator_memory()  # first: an out-of-memory job's tensors go before anything else runs
+            try:
+                run.log(f"Failed: {summary}")
+                run.log(tb)
+            except OSError:
+                pass  # a full disk: the status below is small and may still fit; the traceback is in it
+            try:
+                run.mark_finished(FAILED, error=summary, traceback=tb, error_type=type(e).__name__,
+                                  error_kind=error_kind(e), peak_memory_bytes=ctx.peak_memory_bytes or None)
+            except OSError:
+                self._unrecorded[run.run_id] = summary  # the disk refused even that; say so while we live
         finally:
             _release_accelerator_memory()
             job.done.set()
@@ -382,6 +398,17 @@ def _recent_seconds_per_step(root: Path, kind: str, n: int = 5) -> float | None:
     pace = sorted(paces)[len(paces) // 2] if paces else None
     _PACE_CACHE[key] = (time.monotonic(), pace)
     return pace
+
+
+def error_kind(e: BaseException) -> str | None:
+    """A machine-readable class of failure the UI offers remedies for: out_of_memory, disk_full, diverged."""
+    if isinstance(e, MemoryError) or "outofmemory" in type(e).__name__.lower() or "out of memory" in str(e).lower():
+        return "out_of_memory"
+    if (isinstance(e, OSError) and getattr(e, "errno", None) == errno.ENOSPC) or "no space left" in str(e).lower():
+        return "disk_full"
+    if isinstance(e, FloatingPointError):
+        return "diverged"
+    return None
 
 
 def summarize_exception(e: BaseException) -> str:

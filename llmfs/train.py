@@ -11,8 +11,10 @@ and, for gradual unfreezing, a hook before each step that switches on the blocks
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -298,6 +300,28 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.mkdir(parents=True, exist_ok=True)
+    try:
+        _write_checkpoint(tmp, model, optimizer, result, scaler)
+    except BaseException as e:
+        # A full disk (or any failure) leaves the last complete checkpoint in place and frees what was written.
+        full = _disk_full(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if full and not (isinstance(e, OSError) and e.errno == errno.ENOSPC):
+            # torch.save reports a full disk as a RuntimeError from its zip writer ("unexpected pos ..."): say what
+            # it is, so the run ends with the disk-full explanation
+            raise OSError(errno.ENOSPC, f"No space left on device while writing the checkpoint ({e})") from e
+        raise
+    replace_dir(tmp, path)
+
+
+def _disk_full(path: Path, margin: int = 1 << 20) -> bool:
+    try:
+        return shutil.disk_usage(path).free < margin
+    except OSError:
+        return False
+
+
+def _write_checkpoint(tmp: Path, model, optimizer, result: TrainResult, scaler) -> None:
     partial = _partial_state(model)
     if partial is None:
         save_model(model, str(tmp / "model.safetensors"))
@@ -310,7 +334,6 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
         "peak_memory_bytes": result.peak_memory_bytes, "loss_scales": result.loss_scales,
         "skipped_steps": result.skipped_steps,
         "scaler": scaler.state_dict() if scaler is not None else None})
-    replace_dir(tmp, path)
 
 
 def _load_checkpoint(path: Path, model, optimizer, result: TrainResult, scaler=None) -> None:
