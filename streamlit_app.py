@@ -1,6 +1,8 @@
-"""llmfs-lab: the router. Page config and navigation only; every page lives in pages/."""
+"""llmfs-lab: the router. Page config, navigation and the sidebar every page shares; every page lives in pages/."""
 
 import streamlit as st
+
+from app import identity, panels
 
 st.set_page_config(page_title="llmfs-lab", page_icon=":material/school:", layout="wide")
 
@@ -14,6 +16,11 @@ PAGES = {
         st.Page("pages/l16_precision.py", title="L16 Mixed precision", icon=":material/speed:"),
     ],
     "Your work": [st.Page("pages/runs.py", title="Runs", icon=":material/history:")],
+    "Workshop": [st.Page("pages/instructor.py", title="Instructor", icon=":material/admin_panel_settings:")],
 }
 
-st.navigation(PAGES, expanded=True).run()
+page = st.navigation(PAGES, expanded=True)
+if page.url_path != "instructor":  # the instructor needs no participant name
+    identity.name_prompt()
+panels.workshop_sidebar()
+page.run()

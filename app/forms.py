@@ -13,6 +13,7 @@ from typing import Any, Callable, Union, get_args, get_origin
 import streamlit as st
 
 from llmfs.config import DEFAULT_DATA, DEFAULT_MODEL, ConfigError, field_info
+from llmfs.jobs import LimitError
 from llmfs.sources import SourceError, looks_like_path
 
 from . import state
@@ -66,17 +67,28 @@ def start_button(key: str, cfg: Any | None, label: str = "Start training") -> bo
 
 def submit_job(key: str, submit: Callable[[], str]) -> None:
     """Call `submit()` (which queues a job and returns its run id); remember the run for page `key` and redraw
-    the page, or show why it was refused (a bad value, a missing file, no GPU) where the user pressed the button."""
+    the page, or show why it was refused (a bad value, a missing file, no GPU, a workshop limit) where the user
+    pressed the button."""
+    if try_submit(key, submit) is not None:
+        st.rerun()  # redraw the page with the run in it: the start button off, the panel live
+
+
+def try_submit(key: str, submit: Callable[[], str]) -> str | None:
+    """`submit()` and remember the run for page `key`; returns its id, or None after showing the refusal here.
+    Every submission goes through `state.jobs()`, so it carries the session's name and meets the workshop's limits."""
     try:
         run_id = submit()
     except ConfigError as e:
         st.error(f"**{label_of(e.field, field_info_any(e.field))}**: {e}", icon=":material/error:")
         return None
+    except LimitError as e:
+        st.error(f"**Not queued: a limit of this workshop.** {e}", icon=":material/block:")
+        return None
     except (SourceError, ValueError, OSError) as e:
         st.error(str(e), icon=":material/error:")
         return None
     state.remember(key, run_id)
-    st.rerun()  # redraw the page with the run in it: the start button off, the panel live
+    return run_id
 
 
 def label_of(name: str, meta: dict) -> str:

@@ -174,10 +174,12 @@ def _group_label(g: dict) -> str:
 
 def submit_comparison(key: str, cfg: TrainConfig) -> None:
     """Queue the same fine-tune twice, from pretrained and from random weights; remember both for the overlay."""
-    from llmfs.recipes import submit_train
+    from llmfs.recipes import preflight_train
     try:
-        ids = [submit_train(state.jobs(), cfg.replace(init=init, save_model=False), owner=key)
-               for init in ("pretrained", "random")]
+        configs = [cfg.replace(init=init, save_model=False) for init in ("pretrained", "random")]
+        for c in configs:
+            preflight_train(c)
+        ids = state.jobs().submit_batch([("train", c) for c in configs], owner=key)  # both or neither
     except (ValueError, OSError) as e:
         st.error(str(e), icon=":material/error:")
         return

@@ -9,6 +9,8 @@ as a still fragment (run_every=None), so finished runs cost nothing.
 from __future__ import annotations
 
 import statistics
+import threading
+import time
 
 import streamlit as st
 
@@ -24,7 +26,7 @@ from llmfs.runs import (
     read_new_metrics,
 )
 
-from . import charts, state, tables
+from . import charts, identity, state, tables
 
 POLL_S = 1.0
 BADGES = {PENDING: ("Waiting", "gray", ":material/hourglass_empty:"),
@@ -168,13 +170,17 @@ def _header(run, status: dict, run_state: str, train: list[dict]) -> None:
     if run_state == PENDING:
         pos = jobs.queue_position(run.run_id)
         ahead = (pos - 1 if pos else 0) + len(jobs.active())
-        label += f" · {ahead} run{'s' if ahead > 1 else ''} ahead" if ahead else " · starting"
+        label += f" · {ahead} run{'s' if ahead > 1 else ''} ahead" if ahead else \
+            " · queue paused" if jobs.paused else " · starting"
     elif run_state == RUNNING and not train:
         label = "Preparing: loading the model and data"
     row = st.container(horizontal=True, vertical_alignment="center")
     with row:
         st.badge(label, color=color, icon=icon)
-        if run_state in (PENDING, RUNNING):
+        if not _may_control(status):
+            if run_state in (PENDING, RUNNING):
+                st.caption("Only the person who started it (or the instructor) can stop it.")
+        elif run_state in (PENDING, RUNNING):
             stopping = st.session_state.get(f"stopping:{run.run_id}")
             if st.button("Stopping…" if stopping else "Stop", key=f"stop:{run.run_id}", icon=":material/stop:",
                          disabled=bool(stopping), help="Stops after the current step; the last checkpoint is kept "
@@ -197,9 +203,13 @@ def _header(run, status: dict, run_state: str, train: list[dict]) -> None:
                 else:
                     st.session_state.pop(f"stopping:{run.run_id}", None)
                     st.rerun(scope="app")
-        st.caption(f"Run `{run.run_id}` · started from {state.owner_label(status.get('owner'))}")
+        user = status.get("user")
+        by = f" by **{user}**" if user and not identity.is_mine(user) else ""
+        st.caption(f"Run `{run.run_id}` · started from {state.owner_label(status.get('owner'))}{by}")
     if run_state == FAILED:
         st.error(status.get("error") or "The run failed.", icon=":material/error:")
+        if run.kind == "train" and out_of_memory(status):
+            oom_retry(run, status)
         if status.get("traceback"):
             with st.expander("Technical details (traceback)"):
                 st.code(status["traceback"], language=None)
@@ -207,10 +217,18 @@ def _header(run, status: dict, run_state: str, train: list[dict]) -> None:
         st.warning(status["error"], icon=":material/pause_circle:")
     elif run_state == PENDING:
         st.caption("Runs take turns on this machine's one training slot (two at once would only slow both "
-                   "down); this one starts when the runs ahead of it finish.")
+                   "down); this one starts when the runs ahead of it finish."
+                   + (" **The instructor has paused the queue**: it starts after they resume it."
+                      if jobs.paused else ""))
     elif run_state == RUNNING and not train and not state.default_ready():
         st.info("The first run on this machine builds llmfs-tiny and its corpus first: about 5 minutes more.",
                 icon=":material/construction:")
+
+
+def _may_control(status: dict) -> bool:
+    """Stop and Resume: anyone in a single user's lab; in a workshop, only on your own runs (the instructor view
+    can cancel any)."""
+    return identity.is_mine(status.get("user")) or not status.get("user") or not identity.workshop_mode()
 
 
 def _progress(run_state: str, status: dict, train: list[dict], config: dict) -> None:
@@ -289,6 +307,173 @@ def _checkpoint_step(run) -> int | None:
     return checkpoint_step(run.checkpoint_dir)
 
 
+# -- out of memory: what it used, and one-click retries that need less ---------------------------------------------
+OOM_TYPES = ("OutOfMemoryError", "MemoryError")
+OPENED = "runs.open"  # a run id the Runs page should open next (a retry just queued it)
+
+
+def out_of_memory(status: dict) -> bool:
+    return (str(status.get("error") or "").startswith("The job ran out of memory")
+            or status.get("error_type") in OOM_TYPES or status.get("error_kind") == "out_of_memory")
+
+
+def retry_options(cfg: dict, cuda: bool) -> dict[str, dict]:
+    """The retries offered for a training run that ran out of memory: name -> label, icon, the config changes,
+    what each saves (the button's help), and why it is off (None: on)."""
+    batch, accum = int(cfg.get("batch_size") or 1), int(cfg.get("grad_accum") or 1)
+    precision, rank = cfg.get("precision") or "fp32", int(cfg.get("lora_rank") or 0)
+    random_init = cfg.get("init") == "random"
+    lora_changes = {"lora_rank": rank or 8, "freeze": "full"}
+    return {
+        "half": {"label": "Half the batch", "icon": ":material/splitscreen:",
+                 "changes": {"batch_size": max(1, batch // 2), "grad_accum": accum * 2},
+                 "help": f"Batch size {batch} → {max(1, batch // 2)} and gradient accumulation {accum} → {accum * 2}: "
+                         "the activations held in memory at once halve, while each update still averages as many "
+                         "tokens as before (the same learning curve per step, a little slower).",
+                 "off": "The batch is already a single sequence: lower the sequence length instead."
+                 if batch < 2 else None},
+        "bf16": {"label": "bf16 precision", "icon": ":material/speed:", "changes": {"precision": "bf16"},
+                 "help": "Matmuls in bfloat16: the activations kept for the backward pass take about half of fp32's "
+                         "memory (the weights and Adam's state stay fp32). Best on GPUs from compute capability 8.0.",
+                 "off": "This run already used bf16." if precision.startswith("bf16") else None},
+        "lora": {"label": "LoRA (rank 8)", "icon": ":material/tune:", "changes": lora_changes,
+                 "help": "Freeze the model's weights and train small rank-8 adapters beside them: no gradients and "
+                         "no Adam state (two numbers per trained weight) for the model itself, so training needs "
+                         "little more than the weights' own memory.",
+                 "off": "This run already trained LoRA adapters." if rank else
+                 "LoRA adapts pretrained weights; this run started from random ones." if random_init else None},
+        "4bit": {"label": "4-bit base (QLoRA)", "icon": ":material/compress:",
+                 "changes": {**lora_changes, "quantize": "4bit",
+                             **({"precision": "bf16"} if precision == "bf16-pure" else {})},
+                 "help": "LoRA as above, and the frozen base weights stored in 4-bit NF4: about a quarter of their "
+                         "16-bit memory, an eighth of fp32's. Needs an NVIDIA GPU (bitsandbytes).",
+                 "off": "This run already kept its base in 4-bit." if cfg.get("quantize") == "4bit" else
+                 "LoRA adapts pretrained weights; this run started from random ones." if random_init else
+                 "4-bit weights need an NVIDIA GPU; this machine has none." if not cuda else None},
+    }
+
+
+def oom_retry(run, status: dict) -> None:
+    """The memory the run reached before it failed, and buttons that queue the same run again with one change
+    that needs less (through the same submission path: the session's name, the workshop's limits)."""
+    from llmfs.config import ConfigError, TrainConfig, from_dict
+    from llmfs.recipes import submit_train
+
+    from . import forms
+    mem = charts.memory_series(records_of(run.run_id))
+    own = status.get("peak_memory_bytes") or (status.get("result") or {}).get("peak_memory_bytes")
+    if mem["used"]:
+        total = f" of {charts.fmt_bytes(mem['total'])}" if mem.get("total") else ""
+        text = f"**Peak memory before it failed:** {charts.fmt_bytes(max(mem['used']))}{total} ({mem['label'].lower()})"
+        if own and mem["allocated"] is not None:  # on a GPU: what this job's tensors took, of what all used
+            text += f"; this run's own tensors peaked at {charts.fmt_bytes(own)}"
+    elif own:
+        text = f"**Peak memory before it failed:** {charts.fmt_bytes(own)}"
+    else:
+        text = "No memory reading was recorded before it failed"
+    st.markdown(text + ". Try again with one change that needs less:")
+    cfg = run.config()
+    options = retry_options(cfg, bool(state.machine().get("cuda_available")))
+    pressed = None
+    with st.container(horizontal=True):
+        for name, o in options.items():
+            if st.button(o["label"], key=f"retry:{name}:{run.run_id}", icon=o["icon"], disabled=bool(o["off"]),
+                         help=o["off"] or o["help"]):
+                pressed = name
+    if pressed is None:
+        return
+    owner = status.get("owner")
+    try:
+        new_cfg = from_dict(TrainConfig, cfg).replace(**options[pressed]["changes"])
+    except ConfigError as e:
+        st.error(f"**{forms.label_of(e.field, forms.field_info_any(e.field))}**: {e}", icon=":material/error:")
+        return
+    new_id = forms.try_submit(owner or "runs", lambda: submit_train(state.jobs(), new_cfg, owner=owner))
+    if new_id is not None:
+        st.session_state[OPENED] = new_id
+        st.rerun(scope="app")
+
+
+# -- the shared queue, in every page's sidebar --------------------------------------------------------------------
+QUEUE_POLL_S = 2.0
+QUEUE_LINES = 6  # waiting jobs listed by name; the rest are counted (the participant's own are always listed)
+
+
+def workshop_sidebar() -> None:
+    """Every page's sidebar, under the navigation: who you are, and the shared queue."""
+    with st.sidebar:
+        identity.name_control()
+        st.fragment(run_every=QUEUE_POLL_S)(_queue_body)()
+
+
+_SNAPSHOTS: dict[str, tuple[float, tuple, list[dict]]] = {}
+_SNAPSHOTS_LOCK = threading.Lock()
+
+
+def queue_rows() -> list[dict]:
+    """`queue_snapshot()`, shared by every session for about one poll (it reads each queued run's folder); taken
+    afresh at once when a job joins, starts or leaves the queue."""
+    jobs = state.jobs()
+    key = (tuple(jobs.active()), tuple(jobs.pending()))
+    now = time.monotonic()
+    with _SNAPSHOTS_LOCK:
+        hit = _SNAPSHOTS.get(str(jobs.root))
+        if hit and hit[1] == key and now - hit[0] < QUEUE_POLL_S:
+            return hit[2]
+    rows = jobs.queue_snapshot()
+    with _SNAPSHOTS_LOCK:
+        _SNAPSHOTS[str(jobs.root)] = (now, key, rows)
+    return rows
+
+
+def _queue_body() -> None:
+    jobs = state.jobs()
+    rows = queue_rows()
+    me = identity.current_user()
+    running = [r for r in rows if r["position"] is None]
+    waiting = [r for r in rows if r["position"] is not None]
+    with st.container(border=True, gap="small"):
+        st.markdown("**:material/queue: Queue**", help="One training slot, shared by everyone on this server: runs "
+                    "take turns in the order they were started. Estimates come from the pace of recent runs.")
+        for r in [r for r in rows if identity.is_mine(r["user"], me)]:
+            if r["position"] is None:
+                text = f"Your {r['kind']} run is running · {_about(r['remaining_s'])} left"
+            elif jobs.paused:
+                text = f"You are #{r['position']}"
+            else:
+                text = f"You are #{r['position']} · {_about(r['wait_s'])}" if r["wait_s"] else \
+                    f"You are #{r['position']} · starting"
+            st.markdown(f":blue-background[**{text}**]")
+        if jobs.paused:
+            st.caption(":material/pause_circle: **Paused by the instructor**: running jobs go on, none starts.")
+        if not rows:
+            st.caption("Empty: the slot is free, a new run starts at once.")
+            return
+        lines = [f":material/play_arrow: {_who(r, me)} · {r['kind']} · {_about(r['remaining_s'])} left"
+                 for r in running]
+        shown = [r for i, r in enumerate(waiting) if i < QUEUE_LINES or identity.is_mine(r["user"], me)]
+        lines += [f"#{r['position']} {_who(r, me)} · {r['kind']}" for r in shown]
+        if len(waiting) > len(shown):
+            lines.append(f"… and {len(waiting) - len(shown)} more waiting")
+        st.caption("  \n".join(lines))
+
+
+def _who(row: dict, me: str | None) -> str:
+    if identity.is_mine(row["user"], me):
+        return "**you**"
+    return f"**{row['user']}**" if row["user"] else "**-**"
+
+
+def _about(seconds: float | None) -> str:
+    """A rough duration for estimates: they are guesses, so no seconds past the first minute."""
+    seconds = float(seconds or 0)
+    if seconds < 60:
+        return "under a minute"
+    if seconds < 3600:
+        return f"about {round(seconds / 60)} min"
+    return f"about {seconds / 3600:.1f} h"
+
+
 def runs_overview(runs: list) -> None:
     """The table of all runs; it refreshes every couple of seconds while any of them is waiting or running."""
     live = any(r.state not in FINAL_STATES for r in runs)
@@ -300,8 +485,14 @@ def _overview_body(run_ids: list[str], was_live: bool) -> None:
     runs = [jobs.get(r) for r in run_ids if (jobs.root / r / "status.json").exists()]
     if was_live and all(r.state in FINAL_STATES for r in runs):
         st.rerun(scope="app")  # redraw once with polling off
-    st.dataframe(tables.runs_table(runs), hide_index=True, placeholder="–", column_config={
+    table = tables.runs_table(runs)
+    me = identity.current_user()
+    users = [r.status().get("user") for r in runs]
+    if not all(identity.is_mine(u, me) for u in users):  # someone else's runs are here: say whose each is
+        table.insert(1, "user", [f"{u} (you)" if u and identity.is_mine(u, me) else u for u in users])
+    st.dataframe(table, hide_index=True, placeholder="–", column_config={
         "run": st.column_config.TextColumn("Run", help="The run's folder name under $LLMFS_HOME/runs"),
+        "user": st.column_config.TextColumn("User", help="Who started it (the name they gave this workshop)"),
         "status": st.column_config.TextColumn("Status"),
         "kind": st.column_config.TextColumn("Kind"),
         "started from": st.column_config.TextColumn("Started from"),

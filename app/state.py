@@ -1,15 +1,18 @@
 """Process-wide singletons (the job manager, the machine description) and the session's memory of its runs.
 
 The job manager is one per process (`st.cache_resource`), keyed by its runs folder so that a changed
-`$LLMFS_HOME` (tests, a second lab folder) gets its own. Which runs a page started lives in `st.session_state` as
-run ids only; everything else about a run is read from its folder.
+`$LLMFS_HOME` (tests, a second lab folder) gets its own; the workshop's limits (if any) are put on it when it is
+made. Pages reach it through `jobs()`, which wraps it for the calling browser session so that every submission, from
+whichever page or helper, is recorded under the session's participant name (`identity.current_user()`) and counted
+against that person's limits. Which runs a page started lives in `st.session_state` as run ids only; everything
+else about a run is read from its folder.
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
-from llmfs import telemetry
+from llmfs import telemetry, workshop
 from llmfs.bootstrap import DefaultAssets
 from llmfs.jobs import JobManager
 from llmfs.paths import default_dir, runs_dir
@@ -22,12 +25,47 @@ OWNERS = {"home": "Home quick start", "l12": "L12 Pretrained weights", "l13": "L
 
 @st.cache_resource(show_spinner=False)
 def _manager(root: str) -> JobManager:
+    from llmfs.config import ConfigError
     from llmfs.recipes import default_manager
-    return default_manager(root)
+    manager = default_manager(root)
+    try:
+        workshop.install(manager)
+    except ConfigError:  # a broken limits file must not take the lab down: the instructor view shows it
+        manager.policy = None
+    return manager
+
+
+class SessionJobs:
+    """The shared JobManager as one browser session uses it: `submit` fills in `user` with the session's name
+    (raising ValueError in workshop mode before there is one); everything else is the manager's own."""
+
+    def __init__(self, manager: JobManager):
+        self.manager = manager
+
+    def submit(self, kind, config, owner=None, run_dir=None, user=None) -> str:
+        if user is None:
+            from .identity import user_for_submission
+            user = user_for_submission()
+        return self.manager.submit(kind, config, owner=owner, run_dir=run_dir, user=user)
+
+    def submit_batch(self, items, owner=None, user=None) -> list[str]:
+        if user is None:
+            from .identity import user_for_submission
+            user = user_for_submission()
+        return self.manager.submit_batch(items, owner=owner, user=user)
+
+    def __getattr__(self, name):
+        return getattr(self.manager, name)
 
 
 def jobs() -> JobManager:
-    """The process-wide JobManager over `$LLMFS_HOME/runs` (one worker slot, shared by every browser tab)."""
+    """The process-wide JobManager over `$LLMFS_HOME/runs` (one worker slot, shared by every browser tab), seen
+    from this session: what it submits carries the session's participant name."""
+    return SessionJobs(manager())  # type: ignore[return-value]
+
+
+def manager() -> JobManager:
+    """The process-wide JobManager itself (the instructor view: re-installing limits, pausing)."""
     return _manager(str(runs_dir()))
 
 
@@ -63,12 +101,16 @@ def recalled(key: str) -> list[str]:
 
 def latest(key: str) -> str | None:
     """The run page `key` should show: the last one this session started there, else (after a browser refresh,
-    which starts a new session) the newest run on disk that was started from that page."""
+    which starts a new session) the newest run on disk that this participant started from that page (in a
+    workshop, someone else's run is theirs: it must neither fill your panel nor turn your start button off)."""
     ids = recalled(key)
     if ids:
         return ids[-1]
+    from .identity import current_user, is_mine
+    me = current_user()
     for run in jobs().list_runs():
-        if run.status().get("owner") == key:
+        status = run.status()
+        if status.get("owner") == key and is_mine(status.get("user"), me):
             return run.run_id
     return None
 

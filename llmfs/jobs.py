@@ -53,6 +53,7 @@ class JobContext:
         self._stop = stop_event
         self.last_step = 0
         self.peak_memory_bytes = 0  # the largest reading the telemetry sampler saw (CUDA peak, else process RSS)
+        self._progress_at = 0.0
 
     @property
     def run_dir(self) -> Path:
@@ -65,12 +66,16 @@ class JobContext:
     def emit(self, step: int, kind: str = "train", **metrics: Any) -> None:
         self.last_step = max(self.last_step, int(step))
         self.run.append_metrics(step, kind=kind, **metrics)
+        if kind == "train" and metrics.get("total_steps") and time.monotonic() - self._progress_at > 2.0:
+            # the queue's wait estimates read progress from status.json: keep it current, at most every 2 s
+            self.progress(step, int(metrics["total_steps"]))
 
     def log(self, message: str) -> None:
         self.run.log(message)
 
     def progress(self, done: int, total: int, unit: str = "steps") -> None:
         """Coarse progress for the queue view and ETA (the live panel reads finer progress from metrics)."""
+        self._progress_at = time.monotonic()
         self.run.update_status(progress={"done": int(done), "total": int(total), "unit": unit})
 
     def should_stop(self) -> bool:
@@ -112,7 +117,9 @@ class JobManager:
         self._unrecorded: dict[str, str] = {}  # run id -> failure the disk could not take (full disk)
         self._running = threading.Event()   # cleared: the queue is paused (running jobs go on, none starts)
         self._running.set()
-        self.policy: Callable[["JobManager", str, dict, str | None], None] | None = None
+        # policy(manager, kind, config, user, n_before): raise LimitError to refuse; n_before counts the jobs of
+        # the same batch already accepted ahead of this one
+        self.policy: Callable[["JobManager", str, dict, str | None, int], None] | None = None
         self.interrupted_at_start = mark_interrupted(self.root)
         self._workers = [threading.Thread(target=self._work, name=f"llmfs-worker-{i}", daemon=True)
                          for i in range(slots)]
@@ -139,17 +146,33 @@ class JobManager:
         `config` is a dataclass (validated when it was built) or a plain dict. `user` names who asked (workshops:
         each browser session's name); the `policy`, when set, may refuse the submission (raising `LimitError`).
         """
-        if kind not in self._kinds:
-            raise ValueError(f"Unknown job kind {kind!r}; known kinds: {', '.join(sorted(self._kinds)) or 'none'}.")
-        cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
+        return self._submit([(kind, config)], owner, user, run_dir)[0]
+
+    def submit_batch(self, items: list[tuple[str, Any]], owner: str | None = None, user: str | None = None
+                     ) -> list[str]:
+        """Queue several jobs (kind, config) back to back, all or none: the policy sees the whole batch before any
+        is queued (a comparison of three precisions is refused whole, not queued in part)."""
+        return self._submit(items, owner, user, None)
+
+    def _submit(self, items, owner, user, run_dir) -> list[str]:
+        prepared = []
+        for kind, config in items:
+            if kind not in self._kinds:
+                raise ValueError(f"Unknown job kind {kind!r}; known kinds: "
+                                 f"{', '.join(sorted(self._kinds)) or 'none'}.")
+            prepared.append((kind, dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)))
+        ids = []
         with self._submit_lock:  # the policy's count of a user's queued jobs and the enqueue are one step
             if self.policy is not None:
-                self.policy(self, kind, cfg, user)
-            path = Path(run_dir) if run_dir else self.root / new_run_id(kind)
-            run = Run.create(path, kind, cfg, owner=owner, user=user)
-            run.log(f"Queued {kind} job" + (f" for {user}." if user else "."))
-            self._enqueue(run, cfg, resume=False)
-        return run.run_id
+                for i, (kind, cfg) in enumerate(prepared):
+                    self.policy(self, kind, cfg, user, i)
+            for kind, cfg in prepared:
+                path = Path(run_dir) if run_dir else self.root / new_run_id(kind)
+                run = Run.create(path, kind, cfg, owner=owner, user=user)
+                run.log(f"Queued {kind} job" + (f" for {user}." if user else "."))
+                self._enqueue(run, cfg, resume=False)
+                ids.append(run.run_id)
+        return ids
 
     def resume(self, run_id: str) -> str:
         """Queue an interrupted, failed or cancelled run again in its own folder; the job continues from its last

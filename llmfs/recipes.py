@@ -277,7 +277,7 @@ def submit_precision_comparison(jobs: JobManager, cfg: TrainConfig, modes=("fp32
         raise ConfigError("precision", "Pick at least one precision to compare.")
     for c in configs:
         preflight_train(c)
-    return [jobs.submit("train", c, owner=owner) for c in configs]
+    return jobs.submit_batch([("train", c) for c in configs], owner=owner)
 
 
 def precision_comparison(jobs: JobManager, run_ids: list[str]) -> list[dict]:

@@ -85,19 +85,26 @@ def load_limits(path: str | os.PathLike | None = None) -> WorkshopLimits:
 def make_policy(limits: WorkshopLimits):
     """A `JobManager.policy`: refuses a submission that breaks `limits`, saying which limit and what to change."""
 
-    def policy(jobs: JobManager, kind: str, cfg: dict, user: str | None) -> None:
-        check_submission(limits, jobs, kind, cfg, user)
+    def policy(jobs: JobManager, kind: str, cfg: dict, user: str | None, n_before: int = 0) -> None:
+        check_submission(limits, jobs, kind, cfg, user, n_before)
 
     return policy
 
 
-def check_submission(limits: WorkshopLimits, jobs: JobManager, kind: str, cfg: dict, user: str | None) -> None:
-    """Raises:
+def check_submission(limits: WorkshopLimits, jobs: JobManager, kind: str, cfg: dict, user: str | None,
+                     n_before: int = 0) -> None:
+    """`n_before`: jobs of the same batch accepted ahead of this one (not queued yet).
+
+    Raises:
         LimitError: naming the limit, the value asked for, and what to do instead."""
     if limits.max_queued_per_user is not None:
-        mine = jobs.user_jobs(user)
-        if len(mine) >= limits.max_queued_per_user:
-            raise LimitError(f"You already have {len(mine)} job(s) waiting or running, the most this workshop allows "
+        mine = len(jobs.user_jobs(user)) + n_before
+        if mine >= limits.max_queued_per_user:
+            if n_before:
+                raise LimitError(f"This asks for {n_before + 1} jobs at once and you have {mine - n_before} waiting "
+                                 f"or running; this workshop allows {limits.max_queued_per_user} per person. Compare "
+                                 "fewer at a time, or wait for your jobs to finish.")
+            raise LimitError(f"You already have {mine} job(s) waiting or running, the most this workshop allows "
                              f"per person ({limits.max_queued_per_user}). Wait for one to finish, or stop one.")
     steps = cfg.get("steps")
     if limits.max_steps is not None and kind == "train" and isinstance(steps, int) and steps > limits.max_steps:

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from app import panels, state, tables
+from app import identity, panels, state, tables
 
 SELECTED = "runs.selected"
 CONFIRM = "runs.confirm_delete"
@@ -11,20 +11,32 @@ st.title("Runs")
 st.markdown("Every run started here, from a lesson page or from the command line (`python -m llmfs train`). Runs "
             "live in folders on disk, so they survive a closed tab or a restarted app.")
 jobs = state.jobs()
+me = identity.current_user()
 runs = jobs.list_runs()
+users = {r.run_id: r.status().get("user") for r in runs}
+mine = [r for r in runs if identity.is_mine(users[r.run_id], me)]
+runs = mine + [r for r in runs if not identity.is_mine(users[r.run_id], me)]  # yours first, newest first in each
 if not runs:
     st.info("No runs yet. Start one with the quick start on Home or from any lesson page; it will be listed here.",
             icon=":material/history:")
     st.page_link("pages/home.py", label="Go to Home", icon=":material/home:")
     st.stop()
 
+if len(mine) < len(runs):
+    st.caption(f"**Your runs first** ({len(mine)}), then everyone else's on this server ({len(runs) - len(mine)}), "
+               "each newest first. Anyone's runs can be opened and compared"
+               + ("; only your own can be stopped or deleted." if identity.workshop_mode() else "."))
 panels.runs_overview(runs)
 
 ids = [r.run_id for r in runs]
+if st.session_state.get(panels.OPENED) in ids:  # a retry of a failed run was just queued: open it
+    st.session_state[SELECTED] = [st.session_state.pop(panels.OPENED)]
 if SELECTED not in st.session_state:  # first visit: the run named in the link (?run=<id>), else the newest
     st.session_state[SELECTED] = [st.query_params["run"]] if st.query_params.get("run") in ids else ids[:1]
 st.session_state[SELECTED] = [r for r in st.session_state[SELECTED] if r in ids]
-owners = {r.run_id: state.owner_label(r.status().get("owner")) for r in runs}
+owners = {r.run_id: state.owner_label(r.status().get("owner"))
+          + ("" if identity.is_mine(users[r.run_id], me) or not users[r.run_id] else f" · {users[r.run_id]}")
+          for r in runs}
 # The labels must not change while a run goes on (no status in them): the browser keeps a selection by its label.
 selected = st.multiselect("Runs to open (one) or compare (several)", ids, key=SELECTED,
                           format_func=lambda rid: f"{rid} · {owners[rid]}",
@@ -55,8 +67,11 @@ elif len(selected) > 1:
         st.dataframe(diff, column_config={"_index": st.column_config.TextColumn("Setting", width="medium")})
 
 if selected:
+    foreign = [r for r in selected if not identity.is_mine(users.get(r), me)] if identity.workshop_mode() else []
     st.button(f"Delete {len(selected)} selected run{'s' if len(selected) > 1 else ''}…", icon=":material/delete:",
-              on_click=lambda: st.session_state.update({CONFIRM: list(selected)}))
+              on_click=lambda: st.session_state.update({CONFIRM: list(selected)}), disabled=bool(foreign),
+              help=f"Only your own runs can be deleted in a workshop ({', '.join(foreign)} "
+                   f"{'is' if len(foreign) == 1 else 'are'} someone else's)." if foreign else None)
 for error in st.session_state.pop("runs.delete_errors", []):
     st.error(error)
 to_delete = st.session_state.get(CONFIRM)

@@ -150,3 +150,26 @@ def test_limits_file(tmp_path, monkeypatch):
 def test_password():
     assert password_ok("s3cret", "s3cret")
     assert not password_ok("s3cret!", "s3cret") and not password_ok("", None) and not password_ok("x", "")
+
+
+def test_a_batch_is_queued_whole_or_not_at_all(jobs):
+    install(jobs, WorkshopLimits(max_queued_per_user=3))
+    jobs.pause()
+    jobs.submit("train", {"steps": 1}, user="ada")
+    with pytest.raises(LimitError, match="asks for 3 jobs at once and you have 1"):
+        jobs.submit_batch([("train", {"steps": 1})] * 3, user="ada")
+    assert len(jobs.user_jobs("ada")) == 1  # nothing of the refused batch was queued
+    ids = jobs.submit_batch([("train", {"steps": 1})] * 2, user="ada")
+    assert [r["run_id"] for r in jobs.queue_snapshot()][1:] == ids
+    jobs.unpause()
+
+
+def test_running_training_reports_progress_for_the_wait_estimate(tmp_path):
+    from llmfs.jobs import JobContext
+    from llmfs.runs import Run
+    run = Run.create(tmp_path / "r", "train", {"steps": 10})
+    ctx = JobContext(run, threading.Event())
+    ctx.emit(3, kind="train", loss=1.0, total_steps=10)
+    assert run.status()["progress"] == {"done": 3, "total": 10, "unit": "steps"}
+    ctx.emit(4, kind="train", loss=1.0, total_steps=10)  # within 2 s: not written again
+    assert run.status()["progress"]["done"] == 3
