@@ -4,15 +4,11 @@ queue, sees a participant's queued run and cancels it. Nothing trains (the queue
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from test_browser import CHROMIUM, CHROMIUM_ARGS, REPO, free_port, wait_for, wait_healthy  # tests/app is on sys.path
+from apphelpers import CHROMIUM, CHROMIUM_ARGS, serve, wait_for  # tests/app is on sys.path
 
 from llmfs.runs import list_runs
 
@@ -28,26 +24,8 @@ def served_workshop(llmfs_home, tmp_path):
         pytest.skip("chromium is not installed (make browser)")
     pytest.importorskip("playwright.sync_api")
     (llmfs_home / "workshop.toml").write_text("max_queued_per_user = 2\nmax_steps = 1000\n")
-    port = free_port()
-    env = {**os.environ, "LLMFS_HOME": str(llmfs_home), "HF_HUB_OFFLINE": "1", "LLMFS_INSTRUCTOR_PASSWORD": PASSWORD,
-           "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
-    log = open(tmp_path / "streamlit.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port",
-                               str(port), "--server.address", "127.0.0.1", "--server.headless", "true"],
-                              cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, server)
+    with serve(llmfs_home, tmp_path / "streamlit.log", env={"LLMFS_INSTRUCTOR_PASSWORD": PASSWORD}) as url:
         yield url, llmfs_home
-    finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait(5)
-        log.close()
 
 
 def test_name_is_remembered_and_the_instructor_cancels_a_queued_run(served_workshop):

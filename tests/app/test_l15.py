@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import apphelpers  # tests/app is on sys.path
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -17,15 +18,10 @@ PAGE = "pages/l15_lora.py"
 
 
 def open_page() -> AppTest:
-    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=120)
-    at.run()
-    at.switch_page(PAGE).run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+    return apphelpers.open_page(PAGE, timeout=120)
 
 
-def texts(elements) -> str:
-    return "\n".join(str(e.value) for e in elements)
+texts = apphelpers.texts
 
 
 def metric(at: AppTest, label: str) -> str:

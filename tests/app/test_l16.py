@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import apphelpers  # tests/app is on sys.path
 import torch
 from streamlit.testing.v1 import AppTest
 
@@ -18,15 +19,10 @@ PAGE = "pages/l16_precision.py"
 
 
 def open_page() -> AppTest:
-    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=60)
-    at.run()
-    at.switch_page(PAGE).run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+    return apphelpers.open_page(PAGE, timeout=60)
 
 
-def texts(elements) -> str:
-    return "\n".join(str(e.value) for e in elements)
+texts = apphelpers.texts
 
 
 def table_with(at: AppTest, column: str):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import apphelpers  # tests/app is on sys.path
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -18,17 +19,10 @@ LESSONS = ["pages/l12_pretrained.py", "pages/l13_data.py", "pages/l14_eval.py", 
 TRAINING_FORM = [p for p in LESSONS if p not in ("pages/l13_data.py", "pages/l14_eval.py", "pages/l16_precision.py")]
 
 
-def open_page(page: str | None = None) -> AppTest:
-    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=60)
-    at.run()
-    if page:
-        at.switch_page(page).run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+open_page = apphelpers.open_page
 
 
-def texts(elements) -> str:
-    return "\n".join(str(e.value) for e in elements)
+texts = apphelpers.texts
 
 
 def plotly_charts(at: AppTest) -> list:

@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
+from apphelpers import REPO, texts  # tests/app is on sys.path
 from streamlit.testing.v1 import AppTest
-from test_pages import REPO, texts  # tests/app is on sys.path
 
 from app import identity, instructor_view, panels, state
 from llmfs.config import TrainConfig
