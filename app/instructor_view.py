@@ -29,7 +29,7 @@ POLL_S = 3.0
 WRONG_PASSWORD_DELAY_S = 1.0  # slows down guessing; only the guesser's own session waits
 # The process-wide caches that hold models (st.cache_resource functions, "module:function"). Never the job
 # manager's (app.state._manager): clearing it would orphan the queue.
-MODEL_CACHES = ("app.l12_view:loaded", "app.lora_view:loaded")
+MODEL_CACHES = ("app.l12_view:loaded", "app.adapter_view:loaded")
 
 HOW_TO_SET = """No instructor password is set on this server, so this view stays locked. Set one, then restart the app:
 

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from app import forms, lora_view, panels, state
+from app import adapter_view, forms, lora_view, panels, state
 from llmfs.config import TrainConfig
 from llmfs.recipes import submit_train
 
@@ -62,8 +62,8 @@ Every adapter on this machine: those your runs saved and those you uploaded. An 
 was trained on (its **base**). Rename it, download it as a .zip to share, or add one someone else trained, as long
 as it is a PEFT LoRA adapter for a model you have.
 """):
-    lora_view.upload(KEY)
-lora_view.library_section(KEY)
+    adapter_view.upload(KEY)
+adapter_view.library_section(KEY)
 
 st.divider()
 with panels.stage("4 · Swap and compare", """
@@ -71,7 +71,7 @@ One base model stays loaded; adapters are switched on and off beside it in an in
 tasks (one adapter each) from one copy of the big model. Here the same prompt and seed go through the base alone,
 each adapter, and a **weighted mix** of two adapters.
 """):
-    lora_view.compare_section(KEY)
+    adapter_view.compare_section(KEY)
 
 st.divider()
 with panels.stage("5 · Merge and export", """
@@ -79,4 +79,4 @@ For deployment without LoRA code, **merge**: W + (alpha / r)·B·A is computed o
 The merged model runs exactly as fast as the base (no extra matrices), but it is a full-size copy and the adapter
 can no longer be switched off.
 """):
-    lora_view.merge_section(KEY)
+    adapter_view.merge_section(KEY)

@@ -1,0 +1,268 @@
+"""The L15 page's adapter parts: the adapter library (rename, delete, download, upload), adapters swapped on one
+loaded base with generations side by side, and merging one into a model folder.
+
+Everything is read from disk afresh (the adapter library, run folders). The one thing held in memory is a base
+model with adapters attached, cached process-wide and used under its own lock: switching adapters is a flag on the
+shared model, so two sessions must not generate through it at the same time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+
+from llmfs import adapters as lib
+from llmfs import memory
+from llmfs.config import DEFAULT_MODEL
+from llmfs.lora import FAMILIES
+from llmfs.paths import llmfs_home
+from llmfs.sources import SourceError
+
+from . import eval_view, forms, state
+
+PLOT_CONFIG = {"displaylogo": False}
+SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+# GPT-2's module names -> the lesson's layer names, to describe adapters in words
+GPT2_NAMES = {suffix: name for name, suffixes in FAMILIES["gpt2"].items() for suffix in suffixes}
+
+
+# -- 3 · the adapter library ------------------------------------------------------------------------------------
+def base_label(base: str) -> str:
+    """llmfs-tiny for the built-in model's folder, `fine-tuned <id>` for a run's model, else the folder or hub id."""
+    if not base:
+        return "(not recorded)"
+    try:
+        if Path(base).expanduser().resolve() == state.default_assets().model_dir.resolve():
+            return DEFAULT_MODEL
+    except OSError:
+        pass
+    return eval_view.model_name(base)
+
+
+def layers_label(targets: tuple[str, ...]) -> str:
+    return ", ".join(dict.fromkeys(GPT2_NAMES.get(t, t) for t in targets)) or "-"
+
+
+def origin_label(a: lib.AdapterInfo) -> str:
+    return f"run {eval_view.short_id(a.run_id)}" if a.run_id else "uploaded"
+
+
+def adapter_label(a: lib.AdapterInfo) -> str:
+    return f"{a.name} · r={a.rank} on {layers_label(a.targets)} · {base_label(a.base_model)}"
+
+
+def _flash(key: str, kind: str, text: str) -> None:
+    """A message to show once after the rerun a change needs (the table above the buttons must redraw)."""
+    st.session_state[f"{key}.lib.flash"] = (kind, text)
+    st.rerun()
+
+
+def library_section(key: str) -> None:
+    """The table of every adapter (runs' and uploaded), then rename / download / delete for the one picked."""
+    flash = st.session_state.pop(f"{key}.lib.flash", None)
+    if flash:
+        getattr(st, flash[0])(flash[1], icon=":material/check_circle:" if flash[0] == "success" else None)
+    adapters = lib.list_adapters()
+    if not adapters:
+        st.info("No adapters yet. Train one in step 2 (it is saved here when the run finishes), or add a .zip "
+                "above.", icon=":material/inventory_2:")
+    else:
+        st.dataframe([{"name": a.name, "base": base_label(a.base_model), "rank": a.rank, "alpha": a.alpha,
+                       "layers": layers_label(a.targets), "size": memory.fmt_bytes(a.size_bytes),
+                       "from": origin_label(a), "created": dt.datetime.fromtimestamp(a.created)} for a in adapters],
+                     hide_index=True, column_config={
+                         "name": st.column_config.TextColumn("Name"),
+                         "base": st.column_config.TextColumn("Base model", help="The model it was trained on"),
+                         "rank": st.column_config.NumberColumn("Rank"),
+                         "alpha": st.column_config.NumberColumn("Alpha", format="%g"),
+                         "layers": st.column_config.TextColumn("Layers"),
+                         "size": st.column_config.TextColumn("Size"),
+                         "from": st.column_config.TextColumn("From", help="A training run, or an uploaded zip"),
+                         "created": st.column_config.DatetimeColumn("Created", format="D MMM, HH:mm")})
+        manage(key, adapters)
+
+
+def manage(key: str, adapters: list[lib.AdapterInfo]) -> None:
+    by_id = {a.id: a for a in adapters}
+    pick = by_id[st.selectbox("Adapter", list(by_id), format_func=lambda i: adapter_label(by_id[i]),
+                              key=f"{key}.lib.pick")]
+    st.caption(f"Folder: `{pick.path}` (PEFT's format: give this path to L14 to evaluate the model with it).")
+    left, right = st.columns([2, 3], vertical_alignment="bottom")
+    name = left.text_input("Name", value=pick.name, key=f"{key}.lib.name.{pick.id}")
+    row = right.container(horizontal=True)
+    if row.button("Rename", key=f"{key}.lib.rename", icon=":material/edit:", disabled=name.strip() == pick.name):
+        try:
+            renamed = lib.rename_adapter(pick.id, name)
+        except lib.AdapterError as e:
+            st.error(str(e), icon=":material/error:")
+        else:
+            _flash(key, "success", f"Renamed to **{renamed.name}**.")
+    row.download_button("Download", data=functools.partial(lib.export_zip, pick.id), on_click="ignore",
+                        file_name=f"{SAFE_NAME.sub('-', pick.name).strip('-') or 'adapter'}.zip",
+                        mime="application/zip", icon=":material/download:", key=f"{key}.lib.download",
+                        help="A .zip of the adapter folder, which PEFT's from_pretrained reads once unpacked.")
+    confirm = f"{key}.lib.confirm"
+    if row.button("Delete", key=f"{key}.lib.delete", icon=":material/delete:"):
+        st.session_state[confirm] = pick.id
+    if st.session_state.get(confirm) == pick.id:
+        what = "the adapter folder of its run (the run and its charts stay)" if pick.run_id else "its folder"
+        st.warning(f"Delete **{pick.name}**? This removes {what} and cannot be undone.", icon=":material/warning:")
+        buttons = st.container(horizontal=True)
+        if buttons.button("Yes, delete", type="primary", key=f"{key}.lib.yes"):
+            st.session_state.pop(confirm, None)
+            try:
+                lib.delete_adapter(pick.id)
+            except (lib.AdapterError, OSError) as e:
+                st.error(str(e), icon=":material/error:")
+            else:
+                _flash(key, "success", f"Deleted **{pick.name}**.")
+        if buttons.button("Cancel", key=f"{key}.lib.no"):
+            st.session_state.pop(confirm, None)
+            st.rerun()
+
+
+def upload(key: str) -> None:
+    file = st.file_uploader("Add an adapter from a .zip", type=["zip"], key=f"{key}.lib.upload",
+                            help="A zip of a PEFT adapter folder: adapter_config.json and adapter_model.safetensors "
+                                 "(README.md allowed). Its name in the library is the file's name.")
+    if file is None:
+        return
+    done: dict = st.session_state.setdefault(f"{key}.lib.imported", {})
+    if file.file_id not in done:   # import once, not on every rerun while the file sits in the uploader
+        try:
+            info = lib.import_zip(file.getvalue(), name=Path(file.name).stem or "adapter")
+        except lib.AdapterError as e:
+            done[file.file_id] = ("error", str(e))
+        else:
+            done[file.file_id] = ("success", f"Added **{info.name}** to the library.")
+            _flash(key, *done[file.file_id])
+    kind, text = done[file.file_id]
+    if kind == "error":
+        st.error(f"**{file.name}** was not added: {text}", icon=":material/error:")
+
+
+# -- 4 · swap and compare ---------------------------------------------------------------------------------------
+@dataclass
+class Loaded:
+    """A base with adapters "A" (and "B") attached; `lock` serialises generation, since activating is per model."""
+    adapted: object
+    lock: threading.Lock
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading the base model and the adapters ...")
+def loaded(base: str, adapters: tuple[tuple[str, str, float], ...]) -> Loaded:
+    """Keyed by the base and each adapter's (name, folder, weights file time): a changed adapter loads afresh."""
+    from llmfs.adapting import attach
+    return Loaded(attach(base, {name: folder for name, folder, _ in adapters}), threading.Lock())
+
+
+def _stamp(a: lib.AdapterInfo) -> float:
+    try:
+        return (a.path / "adapter_model.safetensors").stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def compare_section(key: str) -> None:
+    from llmfs.generate import SampleConfig
+    adapters = [a for a in lib.list_adapters() if a.base_model]
+    if not adapters:
+        st.info("Train or upload an adapter first (steps 2 and 3): its outputs appear here beside the base "
+                "model's.", icon=":material/compare:")
+        return
+    bases = list(dict.fromkeys(a.base_model for a in adapters))
+    base = st.selectbox("Base model", bases, format_func=base_label, key=f"{key}.swap.base",
+                        help="Adapters only fit the model they were trained on: the lists below show those.")
+    mine = {a.id: a for a in adapters if a.base_model == base}
+    ids = list(mine)
+    left, right = st.columns(2)
+    a_id = left.selectbox("Adapter A", ids, format_func=lambda i: mine[i].name, key=f"{key}.swap.a")
+    b_id = right.selectbox("Adapter B (optional)", [None] + [i for i in ids if i != a_id], key=f"{key}.swap.b",
+                           format_func=lambda i: "(none)" if i is None else mine[i].name)
+    prompt = st.text_area("Prompt", value="def read_config(path):\n", key=f"{key}.swap.prompt", height=80)
+    weight = None
+    if b_id:
+        weight = st.slider("Mix: weight of A (B gets the rest)", 0.0, 1.0, 0.5, 0.05, key=f"{key}.swap.mix",
+                           help="The mixed model adds w × A's update + (1 − w) × B's to the same frozen base.")
+    with st.expander("Sampling settings"):
+        sample = forms.config_form(SampleConfig, key=f"{key}.swap.sample")
+    if st.button("Generate", type="primary", icon=":material/auto_awesome:", key=f"{key}.swap.go",
+                 disabled=sample is None or not prompt.strip()):
+        picked = [("A", mine[a_id])] + ([("B", mine[b_id])] if b_id else [])
+        variants: dict = {"Base model": None, f"A · {mine[a_id].name}": "A"}
+        if b_id:
+            variants[f"B · {mine[b_id].name}"] = "B"
+            variants[f"Mix · {weight:.0%} A + {1 - weight:.0%} B"] = {"A": weight, "B": 1 - weight}
+        st.session_state[f"{key}.swap.result"] = generate(base, picked, prompt, variants, sample)
+    result = st.session_state.get(f"{key}.swap.result")
+    if result:
+        show_outputs(result)
+
+
+def generate(base: str, picked: list, prompt: str, variants: dict, sample) -> dict:
+    """Run the prompt through every variant on the cached base; {"prompt", "outputs"} or {"error"}."""
+    from llmfs.adapting import compare_generations
+    try:
+        model = loaded(base, tuple((name, str(a.path), _stamp(a)) for name, a in picked))
+        if model.adapted.peft:   # PEFT switches one adapter at a time
+            variants = {k: v for k, v in variants.items() if not isinstance(v, dict)}
+        with model.lock, st.spinner("Generating ..."):
+            outputs = compare_generations(model.adapted, prompt, variants, sample)
+    except (SourceError, ValueError, OSError, RuntimeError, KeyError) as e:
+        return {"error": f"Could not generate: {e}"}
+    return {"prompt": prompt, "outputs": outputs}
+
+
+def show_outputs(result: dict) -> None:
+    if "error" in result:
+        st.error(result["error"], icon=":material/error:")
+        return
+    st.caption("Same prompt, same seed, the same loaded base: only which adapter is switched on changes. An "
+               "adapter trained for a few steps may change little; one trained longer on other text changes more.")
+    cols = st.columns(len(result["outputs"]))
+    for col, out in zip(cols, result["outputs"]):
+        col.text_area(out["label"], out["text"] or "(nothing: the model ended the text at once)", height=220,
+                      disabled=True)
+
+
+# -- 5 · merge and export -----------------------------------------------------------------------------------------
+def models_dir() -> Path:
+    return llmfs_home() / "models"
+
+
+def merge_section(key: str) -> None:
+    from llmfs.adapting import merge_adapter
+    adapters = [a for a in lib.list_adapters() if a.base_model]
+    if not adapters:
+        st.info("Train or upload an adapter first: merging needs one.", icon=":material/merge:")
+        return
+    by_id = {a.id: a for a in adapters}
+    pick = by_id[st.selectbox("Adapter to merge", list(by_id), format_func=lambda i: adapter_label(by_id[i]),
+                              key=f"{key}.merge.pick")]
+    name = st.text_input("Name of the merged model", value=f"{pick.name}-merged", key=f"{key}.merge.name.{pick.id}",
+                         help="Letters, digits, dots, dashes and underscores; other characters become dashes.")
+    folder = models_dir() / (SAFE_NAME.sub("-", name.strip()).strip("-.") or "merged")
+    st.caption(f"It will be saved to `{folder}`" + (" (a model of this name exists: it will be replaced)."
+                                                    if folder.exists() else "."))
+    if st.button("Merge and save", type="primary", icon=":material/merge:", key=f"{key}.merge.go"):
+        try:
+            with st.spinner(f"Loading {base_label(pick.base_model)} and folding the adapter in ..."):
+                out = merge_adapter(pick.path, folder)
+        except (SourceError, ValueError, OSError, RuntimeError) as e:
+            st.session_state[f"{key}.merge.done"] = ("error", f"Could not merge: {e}")
+        else:
+            st.session_state[f"{key}.merge.done"] = ("success", str(out))
+    done = st.session_state.get(f"{key}.merge.done")
+    if done and done[0] == "error":
+        st.error(done[1], icon=":material/error:")
+    elif done:
+        st.success(f"Merged model saved to `{done[1]}`: a normal Hugging Face model folder, no adapter needed. "
+                   "Load it on **L12** (Model → *A folder on this machine*), fine-tune it further here, or "
+                   "evaluate it on **L14** (paste the path under *More models*).", icon=":material/check_circle:")
+
