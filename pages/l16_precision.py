@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from app import formats_view as fv
 from app import forms, panels
 from app import precision_view as pv
 from llmfs.config import TrainConfig
@@ -33,10 +34,10 @@ digits). Gradients are often tiny, so range matters more than digits: that is wh
 Type your own numbers below and see what each format keeps.
 """):
     formats = format_table()
-    st.plotly_chart(pv.bits_figure(formats), key="l16-bits", config=pv.PLOT_CONFIG)
-    st.dataframe(pv.formats_frame(formats), hide_index=True, column_config=pv.FORMAT_COLUMNS)
+    st.plotly_chart(fv.bits_figure(formats), key="l16-bits", config=pv.PLOT_CONFIG)
+    st.dataframe(fv.formats_frame(formats), hide_index=True, column_config=fv.FORMAT_COLUMNS)
 st.markdown("##### Try your own numbers")
-pv.explorer(KEY)
+fv.explorer(KEY)
 
 st.divider()
 with panels.stage("2 · Why fp16 needs loss scaling", """
