@@ -73,6 +73,13 @@ def tiny_llama_folder(tmp_path):
     return folder
 
 
+@pytest.fixture(scope="session")
+def save_tiny_tokenizer():
+    """The function that writes the tiny byte-level tokenizer into a model folder (for module-scoped fixtures that
+    build their own tiny model; a test module cannot import conftest reliably, tests/app has one too)."""
+    return _save_tiny_tokenizer
+
+
 def _save_tiny_tokenizer(folder: Path, vocab_size: int) -> None:
     from llmfs.corpus import train_tokenizer
     texts = ["def add(a, b):\n    return a + b\n", "The quick brown fox jumps over the lazy dog. " * 20,

@@ -15,16 +15,15 @@ RANK = 4
 
 
 @pytest.fixture(scope="module")
-def base_folder(tmp_path_factory):
+def base_folder(tmp_path_factory, save_tiny_tokenizer):
     """The same tiny GPT-2 as conftest's `tiny_hf_folder`, built once for the module (one training run serves
     every test here)."""
-    from conftest import _save_tiny_tokenizer
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("base") / "tiny-gpt2"
     GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=64, vocab_size=300)).save_pretrained(folder)
-    _save_tiny_tokenizer(folder, vocab_size=300)
+    save_tiny_tokenizer(folder, vocab_size=300)
     return folder
 
 

@@ -32,6 +32,7 @@ def served_app(home_with_default, tmp_path):
 
 def test_train_watch_and_stop_in_a_real_browser(served_app):
     from playwright.sync_api import expect, sync_playwright
+    expect.set_options(timeout=60_000)  # a busy 2-core CI machine renders the first page slowly
 
     url, home = served_app
     with sync_playwright() as p:

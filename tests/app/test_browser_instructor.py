@@ -30,6 +30,7 @@ def served_workshop(llmfs_home, tmp_path):
 
 def test_name_is_remembered_and_the_instructor_cancels_a_queued_run(served_workshop):
     from playwright.sync_api import expect, sync_playwright
+    expect.set_options(timeout=60_000)  # a busy 2-core CI machine renders the first page slowly
 
     url, home = served_workshop
     with sync_playwright() as p:
