@@ -143,7 +143,7 @@ def _upload(key: str, task: str) -> str | None:
     saved: dict = st.session_state.setdefault(f"{key}.saved", {})
     if upload.file_id not in saved:   # save once, not on every rerun
         try:
-            saved[upload.file_id] = str(save_upload(upload))
+            saved[upload.file_id] = str(save_upload(upload, kind="benchmark", task=task))
         except ValueError as e:
             st.error(str(e), icon=":material/error:")
             return None
@@ -174,7 +174,11 @@ def submit_all(key: str, cfgs: list[EvalConfig]) -> None:
     except (ConfigError, SourceError, ValueError, OSError) as e:
         st.error(str(e), icon=":material/error:")
         return
-    ids = [state.jobs().submit("eval", cfg, owner=key) for cfg in cfgs]
+    try:
+        ids = state.jobs().submit_batch([("eval", cfg) for cfg in cfgs], owner=key)
+    except ValueError as e:  # a workshop limit (LimitError): nothing was queued
+        st.error(str(e), icon=":material/error:")
+        return
     for run_id in ids:
         state.remember(key, run_id)
     st.session_state[f"{key}.batch"] = ids
@@ -186,8 +190,11 @@ def latest_panels(key: str, start: str) -> None:
     """The panels of the evaluations started last from this page (after a refresh: the newest one)."""
     batch = [r for r in st.session_state.get(f"{key}.batch", []) if r in state.recalled(key)]
     if not batch:   # a new session (a refresh): every evaluation of this page still going, else the newest
+        from .identity import current_user, is_mine
+        me = current_user()
         batch = [r.run_id for r in reversed(state.jobs().list_runs())
-                 if r.kind == "eval" and r.state not in FINAL_STATES and r.status().get("owner") == key]
+                 if r.kind == "eval" and r.state not in FINAL_STATES and r.status().get("owner") == key
+                 and is_mine(r.status().get("user"), me)]
         batch = batch or ([state.latest(key)] if state.latest(key) else [])
     if not batch:
         st.info(f"No evaluation yet. Press **{start}**: progress and the running score appear here, live.",

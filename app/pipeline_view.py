@@ -10,22 +10,19 @@ every panel it reads only the run folder.
 from __future__ import annotations
 
 import dataclasses
-import os
-import re
 import tarfile
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
+from llmfs import uploads
 from llmfs.config import DEFAULT_DATA, ConfigError, field_info
 from llmfs.data.dedup import MinHashConfig
 from llmfs.data.filters import FILTERS
 from llmfs.data.pipeline import SAMPLE_CHARS, PipelineConfig
 from llmfs.data.text import HF_PREFIX
-from llmfs.paths import llmfs_home
 from llmfs.runs import FINAL_STATES, INTERRUPTED, PENDING, RUNNING, SUCCEEDED, Run
 
 from . import charts, forms, panels, state
@@ -33,9 +30,8 @@ from . import charts, forms, panels, state
 PLOT_CONFIG = {"displaylogo": False}
 
 # -- sources ------------------------------------------------------------------------------------------------------
-UPLOAD_SUFFIXES = (".txt", ".jsonl", ".parquet")
+UPLOAD_SUFFIXES = uploads.TEXT_SUFFIXES    # .txt, .jsonl, .parquet
 MAX_UPLOAD_MB = 200
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
 @dataclass(frozen=True)
@@ -45,41 +41,30 @@ class Source:
 
 
 def safe_upload_name(name: str) -> str:
-    """The file name an upload is saved under: letters, digits, `.`, `_` and `-` only (spaces become `_`), no
-    leading dots. Refuses names with a folder in them (a browser sends only the file name, so a path is a mistake
-    or an attack) and files that are not .txt / .jsonl / .parquet.
+    """The file name a training-text upload is saved under (`llmfs.uploads.safe_name`: letters, digits, `.`, `_`
+    and `-`, no leading dots, no folders, .txt / .jsonl / .parquet only).
 
     Raises:
-        ValueError: with a message for the user.
+        llmfs.uploads.UploadError (a ValueError): with a message for the user.
     """
-    if any(c in name for c in "/\\\0") or name.strip() in (".", ".."):
-        raise ValueError(f"{name!r} is not a plain file name: upload the file itself, not a path.")
-    safe = _UNSAFE.sub("", re.sub(r"\s+", "_", name.strip())).lstrip(".")
-    if not safe.lower().endswith(UPLOAD_SUFFIXES) or safe.lower() in UPLOAD_SUFFIXES:
-        raise ValueError(f"{name!r}: upload a {', '.join(UPLOAD_SUFFIXES[:-1])} or {UPLOAD_SUFFIXES[-1]} file.")
-    return safe
+    return uploads.safe_name(name, UPLOAD_SUFFIXES)
 
 
 def uploads_dir() -> Path:
-    return llmfs_home() / "uploads"
+    return uploads.uploads_dir()
 
 
-def save_upload(upload) -> Path:
-    """Write a Streamlit upload to `$LLMFS_HOME/uploads/<safe name>` (atomically: a pipeline reading the old file
-    keeps reading it) and return the path. Raises ValueError for a refused name or a file over the size limit."""
-    name = safe_upload_name(upload.name)
-    if upload.size > MAX_UPLOAD_MB * 1024 * 1024:
-        raise ValueError(f"{upload.name} is {upload.size / 2**20:,.0f} MB: the limit is {MAX_UPLOAD_MB} MB. Put "
-                         "bigger data in a folder on this machine and give its path below.")
-    folder = uploads_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / name
-    if target.resolve().parent != folder.resolve():  # belt and braces: the name above cannot leave the folder
-        raise ValueError(f"{upload.name!r} is not a plain file name.")
-    tmp = folder / f".{name}.{uuid.uuid4().hex[:8]}.part"
-    tmp.write_bytes(upload.getbuffer())
-    os.replace(tmp, target)
-    return target
+def save_upload(upload, kind: str = "text", task: str = "custom") -> Path:
+    """Check a Streamlit upload and save it under `$LLMFS_HOME/uploads/` (`llmfs.uploads.save_upload`: name, size,
+    type and content checked, written atomically); returns the path. `kind="benchmark"` with the L14 `task`.
+
+    Raises:
+        llmfs.uploads.UploadError (a ValueError): the upload was refused; the message lists why (with line numbers
+            for malformed content) and nothing was written.
+    """
+    uploads.safe_name(upload.name, uploads.suffixes_for(kind, task))
+    uploads.check_size(upload.name, upload.size)   # before the bytes are read
+    return uploads.save_upload(upload.name, upload.getbuffer(), kind=kind, task=task)
 
 
 def source_label(spec: str) -> str:

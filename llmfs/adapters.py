@@ -23,6 +23,7 @@ import stat
 import tempfile
 import time
 import zipfile
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -306,6 +307,15 @@ def _read_config(path: Path) -> dict:
     r = config.get("r")
     if isinstance(r, bool) or not isinstance(r, int) or r <= 0:
         raise AdapterError(f"{path} has rank r={r!r}; it must be a positive integer. Re-save the adapter with PEFT.")
+    alpha = config.get("lora_alpha")
+    if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0):
+        raise AdapterError(f"{path} has lora_alpha={alpha!r}; it must be a positive number. Re-save the adapter "
+                           "with PEFT.")
+    targets = config.get("target_modules")
+    if targets is not None and not isinstance(targets, str) and not (
+            isinstance(targets, list) and all(isinstance(t, str) for t in targets)):
+        raise AdapterError(f"{path} has target_modules={targets!r}; it must be a module name or a list of them. "
+                           "Re-save the adapter with PEFT.")
     return config
 
 
@@ -411,8 +421,10 @@ def _extract(zf: zipfile.ZipFile, member: zipfile.ZipInfo, dest: Path, budget: i
                 if written > budget:
                     raise AdapterError("The zip unpacks to more than the size limit; zip only the adapter files.")
                 out.write(chunk)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError, RuntimeError) as e:
-        # Bad CRC, truncated data, an unsupported compression method or an encrypted member.
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError, RuntimeError, zlib.error,
+            ValueError) as e:
+        # Bad CRC, truncated or corrupt deflate data, a damaged header offset ("negative seek value"), an unsupported
+        # compression method or an encrypted member.
         raise AdapterError(f"{member.filename} could not be unpacked ({e}); re-create the zip without a password "
                            "using standard (deflate) compression.") from e
     return written
