@@ -50,3 +50,19 @@ def seed_run(home: Path, *, state: str = "succeeded", steps: int = 20, done: int
 def seed(llmfs_home):
     """seed(**kw) -> run id: a seeded run folder in this test's LLMFS_HOME (see seed_run)."""
     return functools.partial(seed_run, llmfs_home)
+
+
+@pytest.fixture
+def router_on_every_run(monkeypatch):
+    """Every AppTest run goes through streamlit_app.py, as in a browser. AppTest (Streamlit 1.67) resets
+    `PagesManager.uses_pages_directory` before each run, and with a pages/ folder beside the entry point it then runs
+    the page's own script in the old pages-folder mode on every run after the first: no router, so no name prompt
+    and no sidebar. A served app sets the flag once, through st.navigation, and keeps it."""
+    from streamlit.runtime import pages_manager
+    init = pages_manager.PagesManager.__init__
+
+    def v2_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        pages_manager.PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(pages_manager.PagesManager, "__init__", v2_init)

@@ -20,20 +20,7 @@ OOM_ERROR = ("The job ran out of memory. Try a smaller batch size or sequence le
              "full fine-tuning, or 4-bit base weights. (CUDA out of memory. Tried to allocate 2.00 GiB)")
 
 
-@pytest.fixture(autouse=True)
-def router_on_every_run(monkeypatch):
-    """Every AppTest run goes through streamlit_app.py, as in a browser. AppTest (Streamlit 1.67) resets
-    `PagesManager.uses_pages_directory` before each run, and with a pages/ folder beside the entry point it then runs
-    the page's own script in the old pages-folder mode on every run after the first: no router, so no name prompt
-    and no sidebar. A served app sets the flag once, through st.navigation, and keeps it."""
-    from streamlit.runtime import pages_manager
-    init = pages_manager.PagesManager.__init__
-
-    def v2_init(self, *args, **kwargs):
-        init(self, *args, **kwargs)
-        pages_manager.PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(pages_manager.PagesManager, "__init__", v2_init)
+pytestmark = pytest.mark.usefixtures("router_on_every_run")  # see tests/app/conftest.py
 
 
 def workshop_limits(home: Path, text: str = "max_queued_per_user = 5\n") -> Path:
