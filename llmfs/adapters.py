@@ -226,7 +226,8 @@ def import_zip(data: bytes, name: str | None = None, max_bytes: int = MAX_UPLOAD
                            "usually a few MiB: zip only adapter_config.json and adapter_model.safetensors.")
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as e:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, NotImplementedError) as e:
+        # NotImplementedError: a damaged "version needed" field names a zip version this reader does not know
         raise AdapterError(f"The upload is not a zip file ({e}). Upload a .zip of the adapter folder "
                            f"({' + '.join(ADAPTER_FILES)}).") from e
     with zf:

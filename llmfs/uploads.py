@@ -253,9 +253,9 @@ def _check_parquet(data: bytes) -> tuple[Problems, int, str]:
     try:
         pf = pq.ParquetFile(pa.BufferReader(data))
         schema = pf.schema_arrow
+        names = list(schema.names)  # a damaged footer can hold column names that are not UTF-8: raises here
     except (pa.ArrowException, OSError, ValueError, TypeError, IndexError) as e:
         return [(0, f"not a readable Parquet file ({_clip(str(e))})")], 1, fix
-    names = list(schema.names)
     if names.count("text") != 1:
         found = "two columns" if names.count("text") else "no column"
         return [(0, f'{found} named "text" (columns: {_clip(", ".join(names) or "none")})')], 1, fix
@@ -269,6 +269,7 @@ def _check_parquet(data: bytes) -> tuple[Problems, int, str]:
     try:
         for batch in pf.iter_batches(batch_size=4096):
             col = batch.column(index)
+            col.validate(full=True)  # damaged string data (not UTF-8) is refused here, not later by a reader
             if col.null_count:
                 for i, null in enumerate(col.is_null().to_pylist()):
                     if null:

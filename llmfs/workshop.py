@@ -45,6 +45,10 @@ class WorkshopLimits:
     max_upload_mb: float = option(200.0, "Size of one uploaded file, in MB.", min=0.001, max=100_000)
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # TOML can hold any type: a number is what each setting needs
+            value = getattr(self, f.name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise ConfigError(f.name, f"{f.name} must be a number (got {value!r}).")
         check_fields(self)
 
     @property

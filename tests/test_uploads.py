@@ -310,6 +310,7 @@ GOOD_PARQUET = parquet_bytes({"text": ["one", "two", "three"], "n": [1, 2, 3]})
 
 
 @FUZZ
+@example(flips=[(24, 128)], cut=0)  # once: non-UTF-8 column names escaped as UnicodeDecodeError
 @given(flips=st.lists(st.tuples(st.integers(0, len(GOOD_PARQUET) - 1), st.integers(0, 255)), min_size=1,
                       max_size=4),
        cut=st.integers(0, len(GOOD_PARQUET)))
@@ -398,6 +399,7 @@ def test_fuzz_import_zip_members(llmfs_home, members, name):
 @FUZZ
 @given(flips=st.lists(st.tuples(st.integers(0, len(GOOD_ZIP) - 1), st.integers(0, 255)), min_size=1, max_size=3))
 @example(flips=[(49, 0)])
+@example(flips=[(370, 64)])   # a central-directory "version needed" of 6.4: ZipFile() raises NotImplementedError
 def test_fuzz_import_damaged_zip(llmfs_home, flips):
     data = bytearray(GOOD_ZIP)
     for at, value in flips:

@@ -145,6 +145,9 @@ def test_limits_file(tmp_path, monkeypatch):
     path.write_text("max_steps = 0\n")
     with pytest.raises(ConfigError, match="max_steps must be between 1"):
         load_limits()
+    path.write_text("max_upload_mb = 'lots'\n")
+    with pytest.raises(ConfigError, match="max_upload_mb must be a number"):
+        load_limits()
 
 
 def test_password():
