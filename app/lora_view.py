@@ -6,7 +6,6 @@ The adapters themselves (library, swap and compare, merge) are in `app.adapter_v
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import plotly.graph_objects as go
 import streamlit as st
@@ -15,7 +14,6 @@ from llmfs import memory
 from llmfs.config import FREEZE_FIELDS, LORA_FIELDS, TrainConfig, field_info
 from llmfs.lora import FAMILIES, LESSON_TARGETS, TARGET_HELP, matches, target_modules
 from llmfs.runs import FINAL_STATES
-from llmfs.sources import looks_like_path
 
 from . import charts, panels, state
 
@@ -72,30 +70,9 @@ def lora_controls(key: str) -> dict:
             "double_quant": bool(double_quant)}
 
 
-def model_config(source: str | None):
-    """What llmfs.memory can read for `source` without loading weights: a GPTConfig, a config.json path, or None."""
-    from llmfs.sources import peek_model_config
-    if not source:
-        return None
-    config = peek_model_config(source)   # llmfs-tiny (even before it is built) and GPT-2 folders
-    if config is not None:
-        return config
-    path = Path(source).expanduser()
-    if (path / "config.json").is_file():
-        return str(path)
-    if looks_like_path(source):
-        return None
-    try:   # a hub id already in the local Hugging Face cache; never a download
-        from huggingface_hub import try_to_load_from_cache
-        cached = try_to_load_from_cache(source, "config.json")
-    except Exception:  # noqa: BLE001 - a malformed id or an unreadable cache: no estimate, no crash
-        return None
-    return cached if isinstance(cached, str) else None
-
-
 def estimate_panel(source: str | None, lora: dict, batch_size: int, seq_len: int, weight_dtype: str = "fp32") -> None:
     """What trains (count, share, the formula) and the memory chart for the chosen model, live with the controls."""
-    config = model_config(source)
+    config = memory.config_of(source)
     if not lora["lora_targets"]:
         return   # the controls above already ask for a layer
     if config is None:

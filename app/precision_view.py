@@ -16,6 +16,7 @@ import streamlit as st
 
 from llmfs import precision as prec
 from llmfs.config import DEFAULT_MODEL, ConfigError, TrainConfig
+from llmfs.memory import config_of
 from llmfs.runs import FAILED, FINAL_STATES, PENDING, RUNNING, SUCCEEDED
 from llmfs.sources import SourceError
 
@@ -163,21 +164,9 @@ def plan_notes(cfg: TrainConfig, modes: list[str]) -> bool:
     return ok
 
 
-def model_config(source: str):
-    """What memory_breakdown can read without loading weights: a GPTConfig, a config.json path, or None."""
-    from pathlib import Path
-
-    from llmfs.sources import peek_model_config
-    config = peek_model_config(source)
-    if config is not None:
-        return config
-    path = Path(source).expanduser() / "config.json"
-    return str(path) if path.is_file() else None
-
-
 def estimate_section(cfg: TrainConfig, modes: list[str]) -> None:
     """The estimated memory of every mode for this model and batch, as stacked bars, before anything runs."""
-    config = model_config(cfg.model)
+    config = config_of(cfg.model)
     if config is None:
         st.caption("The memory estimate needs the model's config.json (a hub model not downloaded yet has none "
                    "here): it appears once the model is on this machine.")

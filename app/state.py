@@ -43,19 +43,21 @@ class SessionJobs:
         self.manager = manager
 
     def submit(self, kind, config, owner=None, run_dir=None, user=None) -> str:
-        if user is None:
-            from .identity import user_for_submission
-            user = user_for_submission()
-        return self.manager.submit(kind, config, owner=owner, run_dir=run_dir, user=user)
+        return self.manager.submit(kind, config, owner=owner, run_dir=run_dir, user=_user(user))
 
     def submit_batch(self, items, owner=None, user=None) -> list[str]:
-        if user is None:
-            from .identity import user_for_submission
-            user = user_for_submission()
-        return self.manager.submit_batch(items, owner=owner, user=user)
+        return self.manager.submit_batch(items, owner=owner, user=_user(user))
 
     def __getattr__(self, name):
         return getattr(self.manager, name)
+
+
+def _user(user: str | None) -> str | None:
+    """`user`, else the session's participant name."""
+    if user is not None:
+        return user
+    from .identity import user_for_submission
+    return user_for_submission()
 
 
 def jobs() -> JobManager:

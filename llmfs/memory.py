@@ -165,6 +165,29 @@ def architecture(config: Any) -> Architecture:
     return _architecture_cached(text)
 
 
+def config_of(source: str | None) -> GPTConfig | str | None:
+    """What `architecture` can read for a model source without loading weights or downloading: a GPTConfig
+    (llmfs-tiny, even before it is built, and GPT-2 folders), the path of a folder's or the local Hugging Face
+    cache's config.json (other architectures, hub ids already downloaded), or None."""
+    from .sources import looks_like_path, peek_model_config
+    if not source:
+        return None
+    config = peek_model_config(source)
+    if config is not None:
+        return config
+    path = Path(source).expanduser()
+    if (path / "config.json").is_file():
+        return str(path)
+    if looks_like_path(source):
+        return None
+    try:  # a hub id already in the local Hugging Face cache; never a download
+        from huggingface_hub import try_to_load_from_cache
+        cached = try_to_load_from_cache(source, "config.json")
+    except Exception:  # noqa: BLE001 - a malformed id or an unreadable cache: no estimate, no error
+        return None
+    return cached if isinstance(cached, str) else None
+
+
 def linear_shapes(config: Any) -> list[tuple[str, int, int]]:
     """(module name, in_features, out_features) for every linear layer of the model, head included.
 

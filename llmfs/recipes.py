@@ -193,9 +193,10 @@ def _prepare_model(ctx: JobContext, cfg: TrainConfig):
 
     device = resolve_device(cfg.device)
     folder = resolve_model_dir(cfg.model, progress=_log_progress(ctx))
-    base_name = cfg.model if not Path(cfg.model).expanduser().exists() else str(Path(cfg.model).expanduser().resolve())
-    if is_default(cfg.model):
-        base_name = str(folder.resolve())  # the built-in model's Hugging Face folder, so PEFT can load the base
+    # What an adapter names as its base: a hub id as given; for llmfs-tiny and folders the Hugging Face folder's
+    # absolute path, so PeftModel.from_pretrained finds the base from anywhere.
+    local = is_default(cfg.model) or Path(cfg.model).expanduser().exists()
+    base_name = str(folder.resolve()) if local else cfg.model
     model_type = model_type_of(folder)
     if model_type not in (None, "gpt2"):
         return (*_prepare_hf_model(ctx, cfg, folder, base_name, device), base_name)

@@ -130,15 +130,11 @@ def check_submission(limits: WorkshopLimits, jobs: JobManager, kind: str, cfg: d
 def model_params(source: str) -> int | None:
     """Parameter count from the model's config alone (no weights loaded), or None when it cannot be known cheaply
     (a hub id not downloaded yet: the job's own checks then apply)."""
-    from .sources import peek_model_config
-    config: Any = peek_model_config(source)
+    from .memory import config_of, param_count
+    config = config_of(source)
     if config is None:
-        folder = Path(source).expanduser()
-        if not (folder / "config.json").is_file():
-            return None
-        config = folder
+        return None
     try:
-        from .memory import param_count
         return param_count(config)
     except (ValueError, TypeError, OSError):
         return None
