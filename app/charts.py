@@ -54,8 +54,8 @@ def memory_series(records: Iterable[dict]) -> dict:
                 if any(r.get("cuda_allocated_bytes") is not None for r in gpu) else None,
                 "total": gpu[-1].get("gpu_memory_total_bytes")}
     rss = [r for r in tele if r.get("process_rss_bytes") is not None]
-    return {"label": "App process memory", "help": "no GPU: the resident memory of the app process the run "
-                                                   "trains in (it includes the app itself)",
+    return {"label": "Run process memory", "help": "no GPU: the resident memory of the process the run trains "
+                                                   "in (Python and PyTorch's libraries included)",
             "t": [r["time"] - t0 for r in rss], "used": [r["process_rss_bytes"] for r in rss], "allocated": None,
             "total": rss[-1].get("system_total_bytes") if rss else None}
 
@@ -209,7 +209,9 @@ def _trend_line(xs: list, ys: list, name: str, i: int) -> dict:
 # Figures are assembled as plain dicts and validated once by go.Figure: about 5x cheaper than many update_*()
 # calls, which matters for a panel that redraws every second while a run trains in the same process.
 _PALETTE = ("#4361ee", "#f77f00", "#2a9d8f", "#e63946", "#7b2cbf", "#588157", "#bc6c25", "#6c757d")
-MAX_POINTS = 2000   # longer series are thinned (evenly, keeping the last point) before they are sent
+# A chart is about 700 px wide: more points than that only add bytes to every poll of every viewer. Longer series
+# keep each bucket's lowest and highest point (a spike in the loss stays visible), and the last point.
+MAX_POINTS = 800
 
 
 def _color(i: int) -> str:
@@ -275,10 +277,21 @@ def _waiting(x_title: str, y_title: str, message: str) -> go.Figure:
 
 
 def _thin(xs: list, ys: list, limit: int = MAX_POINTS) -> tuple[list, list]:
-    if len(xs) <= limit:
+    """At most `limit` points: the first, each bucket's minimum and maximum in order, the last."""
+    n = len(xs)
+    if n <= limit:
         return xs, ys
-    stride = -(-(len(xs) - 1) // (limit - 1))  # ceil: at most limit - 1 strided points, then the last one
-    keep = list(range(0, len(xs) - 1, stride)) + [len(xs) - 1]
+    buckets = max(1, (limit - 2) // 2)
+    keep = [0]
+    for b in range(buckets):
+        lo, hi = 1 + (n - 2) * b // buckets, 1 + (n - 2) * (b + 1) // buckets
+        if lo >= hi:
+            continue
+        part = [(ys[i] if ys[i] is not None else float("nan"), i) for i in range(lo, hi)]
+        i_min = min(part, key=lambda t: (t[0] != t[0], t[0]))[1]  # NaN (a diverged step) never the minimum
+        i_max = max(part, key=lambda t: (t[0] == t[0], t[0]))[1]
+        keep.extend(sorted({i_min, i_max}))
+    keep.append(n - 1)
     return [xs[i] for i in keep], [ys[i] for i in keep]
 
 

@@ -117,6 +117,10 @@ def _active_row(mgr, run, position: int | None) -> None:
         st.button("Cancelling…" if cancelling else "Cancel", key=f"instructor.cancel:{rid}",
                   icon=":material/cancel:", disabled=cancelling is True, on_click=_cancel, args=(mgr, rid),
                   help="A waiting run leaves the queue at once; a running one stops after its current step.")
+        if cancelling is True and status.get("state") == RUNNING and getattr(mgr, "isolation", "") == "process":
+            st.button("End now", key=f"instructor.kill:{rid}", icon=":material/dangerous:", on_click=mgr.kill,
+                      args=(rid,), help="For a run that does not stop by itself (a step that never ends): ends its "
+                                        "process at once. Its log, metrics and last checkpoint are kept.")
     if cancelling == "unmanaged":
         st.warning(f"{rid} is not managed by this server (the command line started it?): stop it there.",
                    icon=":material/warning:")
@@ -219,7 +223,8 @@ def memory_section() -> None:
     label = "Free GPU memory" if gpu else "Free memory"
     st.markdown("The lesson pages keep the models they show (L12's pretrained model, L15's base with adapters) "
                 f"loaded, shared by everyone. **{label}** drops them: the next page that needs one loads it "
-                "again. A running job's memory is its own: cancel the job to free that.")
+                "again. A running job's memory belongs to its own process: cancel the job (or end it) and all of it "
+                "goes back when that process ends.")
     if st.button(label, icon=":material/memory:", key="instructor.free"):
         before = telemetry.snapshot()
         cleared = free_memory()

@@ -247,13 +247,13 @@ def run_results(run_id: str | None) -> None:
     c2.metric("Estimated memory", memory.fmt_bytes(est.get("total_bytes")),
               help="The step 1 estimate for this run's model, method, batch and sequence length.")
     c3.metric("Measured peak", memory.fmt_bytes(peak or None),
-              help="On a GPU: the most memory PyTorch allocated. On a CPU: the whole app process's memory.")
+              help="On a GPU: the most memory PyTorch allocated. On a CPU: the memory of the run's own process.")
     if est and peak:
         st.plotly_chart(measured_figure(est, peak, gpu), key=f"measured:{run_id}", config=PLOT_CONFIG)
     if not gpu:
-        st.caption("On this CPU-only machine, **measured** is the memory of the whole app process (Python, "
-                   "Streamlit, PyTorch's libraries, the run's model and data), so it sits well above the estimate, "
-                   "which counts only what training itself needs. On a GPU the two are close.")
+        st.caption("On this CPU-only machine, **measured** is the memory of the run's own process (Python and "
+                   "PyTorch's libraries, a few hundred MB, as well as the model and data), so it sits above the "
+                   "estimate, which counts only what training itself needs. On a GPU the two are close.")
     samples(run_id, result)
 
 

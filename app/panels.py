@@ -22,11 +22,9 @@ from llmfs.runs import (
     PENDING,
     RUNNING,
     SUCCEEDED,
-    MetricsCursor,
-    read_new_metrics,
 )
 
-from . import charts, identity, state, tables
+from . import charts, identity, live, state, tables
 
 POLL_S = 1.0
 BADGES = {PENDING: ("Waiting", "gray", ":material/hourglass_empty:"),
@@ -39,8 +37,8 @@ HELP = {"loss": "How surprised the model is by the next token (cross-entropy). L
         "eval": "The same loss on held-out text the model never trains on: the honest measure. If it rises while "
                 "the training loss falls, the model is memorising.",
         "tps": "Training tokens processed per second (median of the last 20 steps).",
-        "mem": "GPU memory in use (NVML) on a GPU; on a CPU-only machine, the memory of the app process the run "
-               "trains in."}
+        "mem": "GPU memory in use (NVML) on a GPU; on a CPU-only machine, the memory of the process the run "
+               "trains in (each run has its own)."}
 
 
 def run_panel(run_id: str, *, poll_s: float = POLL_S) -> None:
@@ -124,12 +122,17 @@ def default_notice() -> None:
 
 
 def records_of(run_id: str) -> list[dict]:
-    """All metrics records of a run, reading only the lines added since the last call in this session."""
-    key = f"metrics-cursor:{run_id}"
-    cursor = st.session_state.get(key) or MetricsCursor()
-    cursor = read_new_metrics(state.jobs().root / run_id / "metrics.jsonl", cursor)
-    st.session_state[key] = cursor
-    return cursor.records
+    """All metrics records of a run, read once per poll for every session watching it (`app.live`); read-only."""
+    return live.records(_metrics_path(run_id))
+
+
+def _metrics_path(run_id: str):
+    return state.jobs().root / run_id / "metrics.jsonl"
+
+
+def _chart(run_id: str, name: str, build, *args):
+    """A chart of one run's records, built once per poll for every session watching it."""
+    return live.figure(_metrics_path(run_id), name, build, *args)
 
 
 def _panel_body(run, was_live: bool) -> None:
@@ -149,13 +152,15 @@ def _panel_body(run, was_live: bool) -> None:
         return
     _numbers(records, train)
     with st.container(border=True):
-        st.plotly_chart(charts.loss_figure(records, _total(train, run.config())), key=f"loss:{run_id}",
-                        config={"displaylogo": False})
+        st.plotly_chart(_chart(run_id, "loss", charts.loss_figure, _total(train, run.config())),
+                        key=f"loss:{run_id}", config={"displaylogo": False})
     left, right = st.columns(2)
     with left, st.container(border=True):
-        st.plotly_chart(charts.memory_figure(records), key=f"memory:{run_id}", config={"displaylogo": False})
+        st.plotly_chart(_chart(run_id, "memory", charts.memory_figure), key=f"memory:{run_id}",
+                        config={"displaylogo": False})
     with right, st.container(border=True):
-        st.plotly_chart(charts.throughput_figure(records), key=f"tps:{run_id}", config={"displaylogo": False})
+        st.plotly_chart(_chart(run_id, "tps", charts.throughput_figure), key=f"tps:{run_id}",
+                        config={"displaylogo": False})
     _log(run)
 
 

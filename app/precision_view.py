@@ -224,8 +224,8 @@ def machine_note() -> None:
     else:
         st.caption(f":material/memory: **This machine**: no GPU, {m.get('cpu_count', '?')} CPU cores. The runs "
                    "train on the CPU, which has no 16-bit tensor cores: expect **no speed-up** (fp16 is usually "
-                   "slower). Memory is measured as the whole app process's (RSS), so it says little per run: the "
-                   "estimate above is the better guide.")
+                   "slower). Memory is each run's own process (RSS), Python and PyTorch's libraries included, so "
+                   "the differences between runs are smaller than the estimate above shows.")
 
 
 def submit(key: str, cfg: TrainConfig, modes: list[str]) -> None:
@@ -434,7 +434,7 @@ def results(ids: list[str]) -> None:
     columns = ["precision", "state", "tokens_per_s", "speedup", "peak_memory", "memory_ratio", "final_loss",
                "loss_diff", "skipped_steps"] + (["peak_nvml"] if gpu else [])
     mem_help = ("Peak memory PyTorch allocated on the GPU during training." if gpu else
-                "The app process's resident memory (RSS) at its peak: the whole app, every earlier run included.")
+                "The run's own process's resident memory (RSS) at its peak, Python and PyTorch's libraries included.")
     st.dataframe(frame.reindex(columns=columns), hide_index=True, placeholder="–", key="l16.summary", column_config={
         "precision": "Precision", "state": "State",
         "tokens_per_s": st.column_config.NumberColumn("Tokens / s", format="%,.0f",
@@ -514,8 +514,8 @@ def conclusion(rows: list[dict], gpu: bool) -> list[str]:
                          "needs a GPU's tensor cores, which multiply 16-bit numbers several times faster than 32-bit "
                          "ones (fp16 on NVIDIA GPUs since Volta, bf16 since Ampere). A CPU mostly converts 16-bit "
                          "numbers back and forth instead, so it gains little or loses.")
-        lines.append("The memory columns measure the whole app process here (RSS), not one run: the estimate above "
-                     "shows what 16 bits save.")
+        lines.append("The memory columns measure each run's whole process here (RSS), libraries included: the "
+                     "estimate above shows more clearly what 16 bits save.")
     elif best["speedup"] >= 1.5:
         lines.append(f"On this GPU **{best['precision']}** was {best['speedup']:.1f}× faster: its matmuls ran on "
                      "16-bit tensor cores. Memory falls by less than half under AMP, because the fp32 weights, "

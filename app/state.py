@@ -10,6 +10,8 @@ else about a run is read from its folder.
 
 from __future__ import annotations
 
+import os
+
 import streamlit as st
 
 from llmfs import telemetry, workshop
@@ -27,7 +29,8 @@ OWNERS = {"home": "Home quick start", "l12": "L12 Pretrained weights", "l13": "L
 def _manager(root: str) -> JobManager:
     from llmfs.config import ConfigError
     from llmfs.recipes import default_manager
-    manager = default_manager(root)
+    # each job in its own process: the sessions' reruns never share a GIL with a training loop (bench/ui_response.py)
+    manager = default_manager(root, isolation=os.environ.get("LLMFS_JOB_ISOLATION", "process"))
     try:
         workshop.install(manager)
     except ConfigError:  # a broken limits file must not take the lab down: the instructor view shows it

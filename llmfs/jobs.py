@@ -5,6 +5,14 @@ never train on one GPU at once). A job is a plain function `fn(ctx, config) -> r
 ("train", "eval", ...). It reports through its `JobContext` (`emit`, `log`, `should_stop`) and never touches a UI:
 everything it says lands in its run directory (see `llmfs.runs`), which is what every UI and the CLI read.
 
+Where a job runs is the manager's `isolation`:
+- "thread": in the worker thread itself (the CLI, scripts and tests that patch a job's code in-process);
+- "process": in a child process per job (the web app). A server's Python (every browser session's reruns) then never
+  competes with the training loop for one GIL, a job that crashes the interpreter or is killed by the kernel cannot
+  take the server with it, and all of a job's memory, GPU memory included, goes back when it ends. Children come from
+  a fork server that has already imported torch, so a job starts in well under a second; the worker thread waits for
+  its child and records what the child could not (a child killed by a signal fails with the reason).
+
 States: pending -> running -> succeeded | failed | cancelled; a run whose process died is marked interrupted
 the next time a manager starts on the same folder.
 """
@@ -14,7 +22,10 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import errno
+import multiprocessing
+import os
 import queue
+import signal
 import threading
 import time
 import traceback
@@ -47,7 +58,7 @@ class JobCancelled(Exception):
 class JobContext:
     """What a running job may do: report metrics and logs, and ask whether it should stop."""
 
-    def __init__(self, run: Run, stop_event: threading.Event, resume: bool = False):
+    def __init__(self, run: Run, stop_event, resume: bool = False):
         self.run = run
         self.resume = resume
         self._stop = stop_event
@@ -102,9 +113,13 @@ class _Job:
 class JobManager:
     """Queue, workers and the registry of runs under `root` (usually `$LLMFS_HOME/runs`)."""
 
-    def __init__(self, root: str | Path, slots: int = 1, telemetry_interval: float = 1.0):
+    def __init__(self, root: str | Path, slots: int = 1, telemetry_interval: float = 1.0,
+                 isolation: str = "thread"):
         if slots < 1:
             raise ValueError(f"slots must be at least 1 (got {slots}).")
+        if isolation not in ISOLATIONS:
+            raise ValueError(f"isolation must be one of {', '.join(ISOLATIONS)} (got {isolation!r}).")
+        self.isolation = isolation
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.telemetry_interval = telemetry_interval
@@ -115,6 +130,10 @@ class JobManager:
         self._lock = threading.RLock()
         self._submit_lock = threading.Lock()
         self._unrecorded: dict[str, str] = {}  # run id -> failure the disk could not take (full disk)
+        self._children: dict[str, Any] = {}     # run id -> its process (isolation="process")
+        self._exiting = False
+        # set before a shutdown cancels anything, so a child ends its run as interrupted (resumable), not cancelled
+        self._exit_event = _process_context().Event() if isolation == "process" else None
         self._running = threading.Event()   # cleared: the queue is paused (running jobs go on, none starts)
         self._running.set()
         # policy(manager, kind, config, user, n_before): raise LimitError to refuse; n_before counts the jobs of
@@ -125,7 +144,6 @@ class JobManager:
                          for i in range(slots)]
         for w in self._workers:
             w.start()
-        self._exiting = False
         # On interpreter exit (server stopped, test session over) stop running jobs cleanly at their next step:
         # a worker thread still inside torch when Python tears down aborts the process.
         ref = weakref.ref(self)
@@ -133,6 +151,9 @@ class JobManager:
 
     # -- registration and submission --------------------------------------------------------------------------
     def register(self, kind: str, fn: JobFn) -> None:
+        if self.isolation == "process" and "<locals>" in getattr(fn, "__qualname__", "<locals>"):
+            raise ValueError(f"A job run in a child process must be a module-level function (got {fn!r} for "
+                             f"{kind!r}); use isolation='thread' for local functions.")
         self._kinds[kind] = fn
 
     @property
@@ -188,7 +209,8 @@ class JobManager:
         return run_id
 
     def _enqueue(self, run: Run, cfg: dict, resume: bool) -> None:
-        job = _Job(run, self._kinds[run.kind], cfg, resume, threading.Event(), threading.Event())
+        stop = _process_context().Event() if self.isolation == "process" else threading.Event()
+        job = _Job(run, self._kinds[run.kind], cfg, resume, stop, threading.Event())
         with self._lock:
             self._jobs[run.run_id] = job
             self._order.append(run.run_id)
@@ -303,6 +325,8 @@ class JobManager:
 
     def _stop_for_exit(self, timeout: float = 20.0) -> None:
         self._exiting = True
+        if self._exit_event is not None:
+            self._exit_event.set()
         self.shutdown(cancel_running=True, timeout=timeout)
 
     # -- the worker -------------------------------------------------------------------------------------------
@@ -321,59 +345,221 @@ class JobManager:
                 job = self._jobs[run_id]
             self._execute(job)
 
-    def _finish_stopped(self, run: Run, **fields) -> None:
-        """A stopped job: cancelled by a user, or interrupted (resumable) because the server is shutting down."""
-        if self._exiting:
-            run.mark_finished(INTERRUPTED, error="The server was stopped while this run was going. Its metrics and "
-                                                 "last checkpoint are kept; resume it to continue.", **fields)
-            run.log("Stopped because the server is shutting down.")
-        else:
-            run.mark_finished(CANCELLED, **fields)
-            run.log("Stopped at the user's request.")
-
     def _execute(self, job: _Job) -> None:
-        run = job.run
-        ctx = JobContext(run, job.stop, resume=job.resume)
-        run.mark_running()
-        run.log(f"Started {run.kind} job" + (" (resuming)." if job.resume else "."))
-        def sample(snap: dict) -> None:
-            reading = snap.get("cuda_peak_allocated_bytes") or snap.get("process_rss_bytes") or 0
-            ctx.peak_memory_bytes = max(ctx.peak_memory_bytes, int(reading))
-            ctx.emit(ctx.last_step, kind="telemetry", **snap)
-
-        sampler = telemetry.Sampler(sample, self.telemetry_interval).start()
         try:
-            result = job.fn(ctx, job.config) or {}
-            sampler.stop()
-            state = CANCELLED if job.stop.is_set() else SUCCEEDED
-            if result:
-                atomic_write_json(run.path / "results.json", result)
-            if state == CANCELLED:
-                self._finish_stopped(run, result=result)
+            if self.isolation == "process":
+                unrecorded = self._execute_in_child(job)
             else:
-                run.mark_finished(state, result=result)
-                run.log("Finished.")
-        except JobCancelled:
-            sampler.stop()
-            self._finish_stopped(run)
-        except BaseException as e:  # noqa: BLE001 - a job's failure must never take the worker (or server) down
-            sampler.stop()
-            summary = summarize_exception(e)
-            tb = traceback.format_exc()
-            _release_accelerator_memory()  # first: an out-of-memory job's tensors go before anything else runs
-            try:
-                run.log(f"Failed: {summary}")
-                run.log(tb)
-            except OSError:
-                pass  # a full disk: the status below is small and may still fit; the traceback is in it
-            try:
-                run.mark_finished(FAILED, error=summary, traceback=tb, error_type=type(e).__name__,
-                                  error_kind=error_kind(e), peak_memory_bytes=ctx.peak_memory_bytes or None)
-            except OSError:
-                self._unrecorded[run.run_id] = summary  # the disk refused even that; say so while we live
+                unrecorded = execute_job(job.fn, job.run, job.config, job.resume, job.stop, lambda: self._exiting,
+                                         self.telemetry_interval)
+            if unrecorded:
+                self._unrecorded[job.run.run_id] = unrecorded
         finally:
-            _release_accelerator_memory()
             job.done.set()
+
+    def _execute_in_child(self, job: _Job) -> str | None:
+        """Run the job in a child process and wait for it; what the child could not record, record here."""
+        run = job.run
+        mp = _process_context()
+        receive, send = mp.Pipe(duplex=False)
+        # the server's pid owns the run (status.json): a server killed mid-run leaves it orphaned, so the next
+        # start marks it interrupted; the child watches that pid and ends itself when the server is gone
+        run.mark_running()
+        env = dict(os.environ)
+        child = mp.Process(target=_child_main, name=f"llmfs-job-{run.run_id}", daemon=True,
+                           args=(job.fn, str(run.path), job.config, job.resume, job.stop, self._exit_event,
+                                 self.telemetry_interval, os.getpid(), env, os.getcwd(), send))
+        try:
+            child.start()
+        except Exception as e:  # noqa: BLE001 - e.g. no memory to fork: the job fails, the server goes on
+            send.close()
+            _record_failure(run, e, traceback.format_exc(), 0)
+            return None
+        send.close()
+        with self._lock:
+            self._children[run.run_id] = child
+        try:
+            child.join()
+        finally:
+            with self._lock:
+                self._children.pop(run.run_id, None)
+        outcome = {}
+        try:
+            if receive.poll(0):
+                outcome = receive.recv()
+        except (EOFError, OSError):
+            pass
+        receive.close()
+        if run.state not in FINAL_STATES:  # the child died before it could say how the job ended
+            _record_child_death(run, child.exitcode, job.stop.is_set(), self._exiting)
+        return outcome.get("unrecorded")
+
+    def kill(self, run_id: str) -> bool:
+        """End a running job's process at once (SIGKILL), for a job that does not reach its next step (stuck in a
+        long forward, a hung data source). Only for isolation="process"; the run fails, its files kept."""
+        with self._lock:
+            child = self._children.get(run_id)
+            job = self._jobs.get(run_id)
+        if child is None or job is None:
+            return False
+        job.stop.set()
+        child.kill()
+        return True
+
+
+ISOLATIONS = ("thread", "process")
+
+
+def execute_job(fn: JobFn, run: Run, config: dict, resume: bool, stop, exiting: Callable[[], bool],
+                telemetry_interval: float, mark_running: bool = True) -> str | None:
+    """Run one job to its end in the calling thread and record how it ended in its run directory.
+
+    Returns the failure summary the disk refused to record (a full disk), else None.
+    """
+    ctx = JobContext(run, stop, resume=resume)
+    if mark_running:
+        run.mark_running()
+    run.log(f"Started {run.kind} job" + (" (resuming)." if resume else "."))
+
+    def sample(snap: dict) -> None:
+        reading = snap.get("cuda_peak_allocated_bytes") or snap.get("process_rss_bytes") or 0
+        ctx.peak_memory_bytes = max(ctx.peak_memory_bytes, int(reading))
+        ctx.emit(ctx.last_step, kind="telemetry", **snap)
+
+    sampler = telemetry.Sampler(sample, telemetry_interval).start()
+    try:
+        result = fn(ctx, config) or {}
+        sampler.stop()
+        state = CANCELLED if stop.is_set() else SUCCEEDED
+        if result:
+            atomic_write_json(run.path / "results.json", result)
+        if state == CANCELLED:
+            _finish_stopped(run, exiting(), result=result)
+        else:
+            run.mark_finished(state, result=result)
+            run.log("Finished.")
+    except JobCancelled:
+        sampler.stop()
+        _finish_stopped(run, exiting())
+    except BaseException as e:  # noqa: BLE001 - a job's failure must never take the worker (or server) down
+        sampler.stop()
+        tb = traceback.format_exc()
+        _release_accelerator_memory()  # first: an out-of-memory job's tensors go before anything else runs
+        return _record_failure(run, e, tb, ctx.peak_memory_bytes)
+    finally:
+        _release_accelerator_memory()
+    return None
+
+
+def _record_failure(run: Run, e: BaseException, tb: str, peak_memory_bytes: int) -> str | None:
+    summary = summarize_exception(e)
+    try:
+        run.log(f"Failed: {summary}")
+        run.log(tb)
+    except OSError:
+        pass  # a full disk: the status below is small and may still fit; the traceback is in it
+    try:
+        run.mark_finished(FAILED, error=summary, traceback=tb, error_type=type(e).__name__,
+                          error_kind=error_kind(e), peak_memory_bytes=peak_memory_bytes or None)
+    except OSError:
+        return summary  # the disk refused even that; the manager says so while it lives
+    return None
+
+
+def _finish_stopped(run: Run, exiting: bool, **fields) -> None:
+    """A stopped job: cancelled by a user, or interrupted (resumable) because the server is shutting down."""
+    if exiting:
+        run.mark_finished(INTERRUPTED, error="The server was stopped while this run was going. Its metrics and "
+                                             "last checkpoint are kept; resume it to continue.", **fields)
+        run.log("Stopped because the server is shutting down.")
+    else:
+        run.mark_finished(CANCELLED, **fields)
+        run.log("Stopped at the user's request.")
+
+
+def _record_child_death(run: Run, exitcode: int | None, stopped: bool, exiting: bool) -> None:
+    """The job's process ended without recording an outcome: killed by a signal (the kernel's out-of-memory killer
+    sends SIGKILL), or the interpreter crashed."""
+    peak = max((int(r.get("cuda_peak_allocated_bytes") or r.get("process_rss_bytes") or 0)
+                for r in _safe_read(run, "telemetry")), default=0)
+    if stopped and exiting:
+        _finish_stopped(run, True)
+        return
+    if stopped:
+        run.mark_finished(CANCELLED, error="Stopped at once (its process was ended).")
+        run.log("Its process was ended at the user's request.")
+        return
+    if exitcode is not None and exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        if -exitcode == signal.SIGKILL:
+            error = (f"The job's process was killed ({name}), most often by the system when the machine ran out of "
+                     "memory. Try a smaller batch size or sequence length, bf16 precision, LoRA instead of full "
+                     "fine-tuning, or 4-bit base weights.")
+            kind = "out_of_memory"
+        else:
+            error = f"The job's process ended abruptly ({name}); its log and metrics up to then are kept."
+            kind = None
+    else:
+        error = (f"The job's process exited (code {exitcode}) without saying how the job ended; its log and "
+                 "metrics up to then are kept.")
+        kind = None
+    run.log(f"Failed: {error}")
+    run.mark_finished(FAILED, error=error, error_type="ProcessDied", error_kind=kind, exitcode=exitcode,
+                      peak_memory_bytes=peak or None)
+
+
+def _safe_read(run: Run, kind: str) -> list[dict]:
+    try:
+        return run.read_metrics(kind)
+    except OSError:
+        return []
+
+
+def _child_main(fn: JobFn, run_path: str, config: dict, resume: bool, stop, exiting, telemetry_interval: float,
+                server_pid: int, env: dict, cwd: str, send) -> None:
+    """A job's process: the server's environment and folder, a watch on the server, then the job itself."""
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
+    threading.Thread(target=_watch_server, args=(server_pid,), name="llmfs-server-watch", daemon=True).start()
+    unrecorded = execute_job(fn, Run(run_path), config, resume, stop, exiting.is_set, telemetry_interval,
+                             mark_running=False)
+    try:
+        send.send({"unrecorded": unrecorded})
+    finally:
+        send.close()
+
+
+def _watch_server(server_pid: int, every_s: float = 0.5) -> None:
+    """End this job's process when the server that started it is gone (killed): an orphan must not go on writing
+    to a run the next server marks interrupted."""
+    while True:
+        time.sleep(every_s)
+        try:
+            os.kill(server_pid, 0)
+        except ProcessLookupError:
+            os._exit(70)
+        except PermissionError:
+            pass  # alive, owned by someone else (cannot happen for our parent; harmless)
+
+
+_MP_CONTEXT = None
+_MP_LOCK = threading.Lock()
+
+
+def _process_context():
+    """The multiprocessing context job processes come from: a fork server that preloads torch and our recipes
+    (forking a server full of threads is unsafe; spawning re-imports torch for every job, seconds each)."""
+    global _MP_CONTEXT
+    with _MP_LOCK:
+        if _MP_CONTEXT is None:
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(["llmfs.recipes"])
+            _MP_CONTEXT = ctx
+        return _MP_CONTEXT
 
 
 class LimitError(ValueError):

@@ -1,6 +1,6 @@
 """Recipes: the jobs the runner knows, each turning a config into model + data + loop (torchtune's recipes).
 
-A recipe runs in a worker thread with a `JobContext`; it never touches a UI. `preflight_*` checks run before a job
+A recipe runs in a worker thread or a job process (`llmfs.jobs`) with a `JobContext`; it never touches a UI. `preflight_*` checks run before a job
 is queued, so bad input is refused with a message instead of becoming a failed run.
 """
 
@@ -310,9 +310,11 @@ def pipeline_job(ctx: JobContext, payload: dict) -> dict:
     return run(ctx, payload)
 
 
-def default_manager(root: str | Path | None = None, slots: int = 1, telemetry_interval: float = 1.0) -> JobManager:
-    """A JobManager over `$LLMFS_HOME/runs` with every recipe registered."""
-    jobs = JobManager(root or runs_dir(), slots=slots, telemetry_interval=telemetry_interval)
+def default_manager(root: str | Path | None = None, slots: int = 1, telemetry_interval: float = 1.0,
+                    isolation: str = "thread") -> JobManager:
+    """A JobManager over `$LLMFS_HOME/runs` with every recipe registered (isolation="process": each job in a child
+    process, as the web app runs them)."""
+    jobs = JobManager(root or runs_dir(), slots=slots, telemetry_interval=telemetry_interval, isolation=isolation)
     jobs.register("train", train_job)
     jobs.register("pipeline", pipeline_job)
     jobs.register("eval", eval_job)

@@ -55,7 +55,7 @@ SERVER = """
 import sys, json
 from llmfs.config import TrainConfig
 from llmfs.recipes import default_manager, submit_train
-jm = default_manager(sys.argv[1], telemetry_interval=0.2)
+jm = default_manager(sys.argv[1], telemetry_interval=0.2, isolation=sys.argv[3])
 cfg = TrainConfig(**json.loads(sys.argv[2]))
 rid = submit_train(jm, cfg)
 print(rid, flush=True)
@@ -63,22 +63,28 @@ import time; time.sleep(600)
 """
 
 
+@pytest.mark.parametrize("isolation", ["process", "thread"])
 def test_server_killed_mid_run_restarts_interrupted_and_resumes_from_its_checkpoint(tiny_hf_folder, text_file,
-                                                                                     tmp_path):
+                                                                                     tmp_path, isolation):
+    import psutil
     root = tmp_path / "runs"
     cfg = dict(model=str(tiny_hf_folder), data=str(text_file), steps=400, batch_size=2, seq_len=32, eval_every=0,
                warmup_steps=1, checkpoint_every=5, device="cpu")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(root), json.dumps(cfg)], stdout=subprocess.PIPE,
-                            text=True, env=env, cwd=ROOT)
+    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(root), json.dumps(cfg), isolation],
+                            stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
     try:
         rid = proc.stdout.readline().strip()
         run = Run(root / rid)
         ckpt_state = run.checkpoint_dir / "last" / "state.json"
         assert _wait_for(lambda: ckpt_state.exists() and len(run.read_metrics("train")) >= 12, 120)
+        helpers = psutil.Process(proc.pid).children(recursive=True)  # the job's process (and its fork server)
+        assert len(helpers) >= (2 if isolation == "process" else 0)
     finally:
         proc.kill()  # SIGKILL: no clean-up of any kind, as when a server is killed
         proc.wait()
+    # a job process outliving its server would go on writing to a run the next server marks interrupted
+    assert _wait_for(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in helpers), 20)
     seen_before = [m["loss"] for m in run.read_metrics("train")]
     checkpoint = json.loads(ckpt_state.read_text())["step"]
     jm = default_manager(root, telemetry_interval=0.5)

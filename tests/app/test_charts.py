@@ -70,3 +70,12 @@ def test_a_trend_line_appears_once_there_are_enough_steps():
     assert charts.smooth([1.0, 2.0, 3.0, 4.0, 5.0], half_window=1) == [1.5, 2.0, 3.0, 4.0, 4.5]  # no lag
     middle = many.data[1].y[10:-10]
     assert max(middle) - min(middle) < 0.5  # the +-1 zigzag is mostly smoothed away (window of 5: +-0.2)
+
+
+def test_thinning_keeps_a_spike_and_the_order_of_steps():
+    records = [train(s, 3.0 if s == 4321 else 1.0 + 1e-5 * s, total=20_000) for s in range(1, 20_001)]
+    fig = charts.loss_figure(records)
+    xs, ys = list(fig.data[0].x), list(fig.data[0].y)
+    assert len(xs) <= charts.MAX_POINTS and xs == sorted(xs) and xs[0] == 1 and xs[-1] == 20_000
+    assert 4321 in xs and max(ys) == 3.0  # evenly strided points would have dropped the one diverging step
+    assert min(ys) == ys[0]

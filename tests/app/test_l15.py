@@ -109,7 +109,7 @@ def test_short_lora_run_saves_an_adapter_to_the_library(home_with_default):
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert metric(at, "Parameters that trained") == f"{expected_trainable(8, 'qkv'):,}"
-    assert "whole app process" in texts(at.caption)
+    assert "run's own process" in texts(at.caption)
     assert library_names(at) == [run.run_id]
     table = next(d.value for d in at.dataframe if "name" in d.value.columns)
     assert table.loc[0, "base"] == "llmfs-tiny" and table.loc[0, "layers"] == "qkv"
