@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -134,9 +135,10 @@ def _data_picker(key: str, task: str) -> str | None:
 
 
 def _upload(key: str, task: str) -> str | None:
-    from .pipeline_view import MAX_UPLOAD_MB, save_upload
-    upload = st.file_uploader(f"Your {task} file (up to {MAX_UPLOAD_MB} MB)", type=["jsonl", "txt"],
-                              key=f"{key}.{task}.upload", max_upload_size=MAX_UPLOAD_MB)
+    from .pipeline_view import fmt_mb, save_upload, upload_limit_mb
+    limit = upload_limit_mb()
+    upload = st.file_uploader(f"Your {task} file (up to {fmt_mb(limit)})", type=["jsonl", "txt"],
+                              key=f"{key}.{task}.upload", max_upload_size=max(1, math.ceil(limit)))
     if upload is None:
         st.caption(f"Upload the {task} file, or pick another source for its questions.")
         return None

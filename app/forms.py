@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import types
+from pathlib import Path
 from typing import Any, Callable, Union, get_args, get_origin
 
 import streamlit as st
@@ -153,7 +154,7 @@ def _source_picker(label: str, help_: str | None, default: str, wkey: str, sourc
 
 def _data_picker(label: str, help_: str | None, default: str, wkey: str) -> str:
     """Training text: the built-in corpus, an upload, a pipeline run's shards, a hub dataset, or a path."""
-    from .pipeline_view import MAX_UPLOAD_MB, UPLOAD_SUFFIXES, pipeline_outputs, save_upload
+    from .pipeline_view import UPLOAD_SUFFIXES, fmt_mb, pipeline_outputs, save_upload, upload_limit_mb
     kinds = list(DATA_SOURCES)
     initial = DEFAULT_DATA if default == DEFAULT_DATA else "hubdata" if default.startswith("hf:") else "path"
     kind = st.selectbox(label, kinds, index=kinds.index(initial), format_func=DATA_SOURCES.get, help=help_,
@@ -161,16 +162,21 @@ def _data_picker(label: str, help_: str | None, default: str, wkey: str) -> str:
     if kind == DEFAULT_DATA:
         return DEFAULT_DATA
     if kind == "upload":
-        upload = st.file_uploader(f"Your file (up to {MAX_UPLOAD_MB} MB; JSONL: one {{\"text\": ...}} a line)",
+        limit = upload_limit_mb()
+        upload = st.file_uploader(f"Your file (up to {fmt_mb(limit)}; JSONL: one {{\"text\": ...}} a line)",
                                   type=[x[1:] for x in UPLOAD_SUFFIXES], key=f"{wkey}.upload",
-                                  max_upload_size=MAX_UPLOAD_MB)
+                                  max_upload_size=max(1, math.ceil(limit)))
         if upload is None:
             return ""
-        try:
-            return str(save_upload(upload))
-        except ValueError as e:
-            st.error(str(e), icon=":material/error:")
-            return ""
+        saved: dict = st.session_state.setdefault(f"{wkey}.saved", {})
+        path = saved.get(upload.file_id)
+        if path is None or not Path(path).exists():  # check and save once, not on every rerun of the form
+            try:
+                path = saved[upload.file_id] = str(save_upload(upload))
+            except ValueError as e:
+                st.error(str(e), icon=":material/error:")
+                return ""
+        return path
     if kind == "pipeline":
         outputs = pipeline_outputs()
         if not outputs:

@@ -184,7 +184,8 @@ def limits_section() -> None:
             "max_steps = 500              # training steps per run\n"
             "max_params = 200_000_000     # model size a participant may train or evaluate\n"
             "max_tokens_per_step = 16384  # batch size x sequence length x accumulation\n"
-            "max_upload_mb = 50           # size of one uploaded file", language="toml")
+            "max_upload_mb = 50           # size of one uploaded file\n"
+            "max_processes = 1            # training processes (GPUs) one run may use", language="toml")
     if st.button("Apply the limits file now", icon=":material/refresh:", key="instructor.reload_limits"):
         try:
             applied = workshop.install(state.manager())

@@ -10,6 +10,7 @@ every panel it reads only the run folder.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,20 @@ PLOT_CONFIG = {"displaylogo": False}
 
 # -- sources ------------------------------------------------------------------------------------------------------
 UPLOAD_SUFFIXES = uploads.TEXT_SUFFIXES    # .txt, .jsonl, .parquet
-MAX_UPLOAD_MB = 200
+
+
+def upload_limit_mb() -> float:
+    """The size limit of one upload in MB, as the upload widgets show and enforce it: the workshop's `max_upload_mb`
+    (200 MB without a limits file). A broken limits file closes uploads (save_upload says why); the widgets then
+    show the default."""
+    try:
+        return uploads.upload_limit_bytes() / 1_000_000
+    except uploads.UploadError:
+        return 200.0
+
+
+def fmt_mb(mb: float) -> str:
+    return f"{mb:,.0f} MB" if mb >= 10 else f"{mb:g} MB"
 
 
 @dataclass(frozen=True)
@@ -55,8 +69,9 @@ def uploads_dir() -> Path:
 
 
 def save_upload(upload, kind: str = "text", task: str = "custom") -> Path:
-    """Check a Streamlit upload and save it under `$LLMFS_HOME/uploads/` (`llmfs.uploads.save_upload`: name, size,
-    type and content checked, written atomically); returns the path. `kind="benchmark"` with the L14 `task`.
+    """Check a Streamlit upload and save it under `$LLMFS_HOME/uploads/` (in a workshop, in the participant's folder)
+    (`llmfs.uploads.save_upload`: name, size, type and content checked, written atomically); returns the path.
+    `kind="benchmark"` with the L14 `task`.
 
     Raises:
         llmfs.uploads.UploadError (a ValueError): the upload was refused; the message lists why (with line numbers
@@ -64,7 +79,9 @@ def save_upload(upload, kind: str = "text", task: str = "custom") -> Path:
     """
     uploads.safe_name(upload.name, uploads.suffixes_for(kind, task))
     uploads.check_size(upload.name, upload.size)   # before the bytes are read
-    return uploads.save_upload(upload.name, upload.getbuffer(), kind=kind, task=task)
+    from .identity import current_user, workshop_mode
+    person = current_user() if workshop_mode() else None  # a workshop: each participant's own folder
+    return uploads.save_upload(upload.name, upload.getbuffer(), kind=kind, task=task, person=person)
 
 
 def source_label(spec: str) -> str:
@@ -81,10 +98,11 @@ def sources_picker(key: str) -> list[Source]:
         "**llmfs-corpus**: Python's documentation (built in)", value=True, key=f"{key}.builtin"))
     if builtin:
         sources.append(Source(DEFAULT_DATA, weight))
+    limit = upload_limit_mb()
     uploads = st.file_uploader(
         f"Upload files: .txt (one document per file), .jsonl (one `{{\"text\": ...}}` per line) or .parquet (a "
-        f"`text` column); up to {MAX_UPLOAD_MB} MB each", type=[s[1:] for s in UPLOAD_SUFFIXES],
-        accept_multiple_files=True, max_upload_size=MAX_UPLOAD_MB, key=f"{key}.uploads")
+        f"`text` column); up to {fmt_mb(limit)} each", type=[s[1:] for s in UPLOAD_SUFFIXES],
+        accept_multiple_files=True, max_upload_size=max(1, math.ceil(limit)), key=f"{key}.uploads")
     for path in _saved_uploads(key, uploads or []):
         _, weight = _source_row(key, f"upload.{path.name}",
                                 lambda p=path: st.markdown(f":material/upload_file: `{p.name}`"))

@@ -35,3 +35,6 @@ $PY bench/precision_modes.py --preset gpt2 --batch 8 --seq 1024 --steps 12 --war
 
 echo "== LoRA vs PEFT and full / LoRA / QLoRA memory on CUDA"
 $PY bench/lora_vs_peft.py --device cuda 2>&1 | tail -30
+
+echo "== GPT-2 small through our loop and bare DDP: tokens/s and MFU (all GPUs through torchrun when several)"
+$PY bench/distributed_scaling.py --gpu --steps 20 --warmup 5 2>&1 | tail -6

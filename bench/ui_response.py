@@ -4,7 +4,8 @@ while a training run trains in the same server.
 Set-up: a fresh LLMFS_HOME (the embedded default copied from ~/.cache/llmfs, else built first: minutes), a real
 `streamlit run streamlit_app.py` on a free loopback port, and one headless Debian Chromium. A first browser session
 starts a fine-tune from the L12 page (llmfs-tiny, the page's defaults: batch 8 x 128 tokens, `--train-steps` steps)
-and leaves; the run trains in the server's job thread for the whole benchmark. Then, for each concurrency level,
+and leaves; the run trains for the whole benchmark, in a child process of the server (the app's default) or, with
+`--isolation thread`, in the server's job thread. Then, for each concurrency level,
 that many new browser contexts (separate Streamlit sessions, like separate participants) open the L12 page at the
 same moment:
 
@@ -104,10 +105,10 @@ def prepare_home(home: Path) -> None:
                    cwd=REPO, env={**os.environ, "LLMFS_HOME": str(home)}, check=True)
 
 
-def start_server(home: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
+def start_server(home: Path, log_path: Path, isolation: str = "process") -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "LLMFS_HOME": str(home), "HF_HUB_OFFLINE": "1",
-           "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+           "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false", "LLMFS_JOB_ISOLATION": isolation}
     env.pop("LLMFS_WORKSHOP_CONFIG", None)
     server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
                                "--server.address", "127.0.0.1", "--server.headless", "true"], cwd=REPO, env=env,
@@ -217,8 +218,94 @@ async def one_session(browser, url: str, observe_s: float, timeout_s: float) -> 
         await ctx.close()
 
 
-def cpu_seconds(server: subprocess.Popen) -> tuple[dict, dict]:
-    """CPU seconds used so far, by pid: the server (with its children), and Chromium's processes."""
+async def protocol_session(url: str, observe_s: float, timeout_s: float) -> dict:
+    """One participant without a browser: a WebSocket client speaking Streamlit's own protocol (BackMsg /
+    ForwardMsg protobufs) opens the L12 page and re-runs each auto-rerun fragment at its interval, as the browser's
+    frontend does (the run panel's every second, the sidebar's queue box every two), for `observe_s` seconds after
+    the run panel (its progress bar) first arrives. `rerun_s`: from asking for a fragment rerun to its end."""
+    import websockets
+    from streamlit.proto.BackMsg_pb2 import BackMsg
+    from streamlit.proto.ClientState_pb2 import ClientState
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+    page = PAGE.strip("/")
+    out = {"load_s": None, "intervals_s": [], "updates": 0, "push_intervals_s": [], "rerun_s": [], "stage": "load"}
+    import collections
+    fragments: dict[str, float] = {}
+    pending: collections.deque = collections.deque()  # (fragment id, sent at): the server runs them in order
+    steps: list[tuple[float, int]] = []
+    finished: list[float] = []
+    panel_at: list[float] = []
+
+    def rerun(fragment_id: str = "") -> bytes:
+        return BackMsg(rerun_script=ClientState(page_name=page, fragment_id=fragment_id,
+                                                is_auto_rerun=bool(fragment_id))).SerializeToString()
+
+    async def tick(ws, fragment_id: str) -> None:
+        while fragment_id in fragments:
+            await asyncio.sleep(fragments[fragment_id])
+            if all(f != fragment_id for f, _ in pending):  # one outstanding rerun per fragment
+                pending.append((fragment_id, time.perf_counter()))
+                await ws.send(rerun(fragment_id))
+
+    t0 = time.perf_counter()
+    deadline = t0 + timeout_s
+    try:
+        async with websockets.connect(url.replace("http://", "ws://") + "/_stcore/stream",
+                                      subprotocols=["streamlit"], max_size=None, open_timeout=timeout_s) as ws:
+            pending.append(("", t0))
+            await ws.send(rerun())
+            tasks = []
+            while True:
+                now = time.perf_counter()
+                end = panel_at[0] + observe_s if panel_at else deadline if out["load_s"] is None else \
+                    t0 + out["load_s"] + timeout_s
+                if now >= end:
+                    break
+                try:
+                    raw = await asyncio.wait_for(ws.recv(), timeout=end - now)
+                except asyncio.TimeoutError:
+                    break
+                msg = ForwardMsg.FromString(raw)
+                kind = msg.WhichOneof("type")
+                now = time.perf_counter()
+                if kind == "delta" and msg.delta.WhichOneof("type") == "new_element":
+                    el = msg.delta.new_element
+                    what = el.WhichOneof("type")
+                    if what == "heading" and out["load_s"] is None and TITLE.match(el.heading.body):
+                        out["load_s"], out["stage"] = now - t0, "panel"
+                    elif what == "progress" and (m := re.search(r"Step ([\d,]+) of", el.progress.text)):
+                        if not panel_at:
+                            panel_at.append(now)
+                        step = int(m.group(1).replace(",", ""))
+                        if not steps or steps[-1][1] != step:
+                            steps.append((now, step))
+                elif kind == "auto_rerun" and msg.auto_rerun.fragment_id not in fragments:
+                    fragments[msg.auto_rerun.fragment_id] = msg.auto_rerun.interval
+                    tasks.append(asyncio.create_task(tick(ws, msg.auto_rerun.fragment_id)))
+                elif kind == "script_finished":
+                    if pending:
+                        out["rerun_s"].append(now - pending.popleft()[1])
+                    finished.append(now)
+            fragments.clear()
+            for task in tasks:
+                task.cancel()
+    except (OSError, asyncio.TimeoutError, websockets.exceptions.WebSocketException) as e:
+        out["error"] = f"{type(e).__name__}: {e}"
+    if panel_at:
+        out["stage"] = "ok"
+        watched = [t for t, _ in steps if t >= panel_at[0]]
+        out["intervals_s"] = [b - a for a, b in zip(watched, watched[1:])]
+        done = [t for t in finished if t >= panel_at[0]]
+        out["push_intervals_s"] = [b - a for a, b in zip(done, done[1:])]
+        out["updates"] = len(watched)
+        out["rerun_s"] = out["rerun_s"][1:]  # the first is the page load
+    return out
+
+
+def cpu_seconds(server: subprocess.Popen) -> tuple[dict, dict, dict]:
+    """CPU seconds used so far, by pid: the server process itself (the pages), its children (the job's process and
+    the fork server; nothing with --isolation thread), and Chromium's processes."""
     import psutil
 
     def used(procs) -> dict:
@@ -233,7 +320,7 @@ def cpu_seconds(server: subprocess.Popen) -> tuple[dict, dict]:
 
     root = psutil.Process(server.pid)
     chromium = [p for p in psutil.process_iter(["name"]) if "chrom" in (p.info["name"] or "")]
-    return used([root, *root.children(recursive=True)]), used(chromium)
+    return used([root]), used(root.children(recursive=True)), used(chromium)
 
 
 def cpu_delta(before: dict, after: dict) -> float:
@@ -260,14 +347,17 @@ def proc_stat() -> list[int]:
 async def level(browser, url: str, n: int, args, run_dir: Path, server: subprocess.Popen) -> dict:
     observe_s = args.observe
     steps0, t0 = train_steps_done(run_dir), time.time()
-    server_cpu0, chromium_cpu0 = cpu_seconds(server)
+    server_cpu0, job_cpu0, chromium_cpu0 = cpu_seconds(server)
     stat0 = proc_stat()
     if n == 0:   # the baseline: the run's pace with no browser session open
         await asyncio.sleep(observe_s)
-    results = await asyncio.gather(*(one_session(browser, url, observe_s, args.timeout) for _ in range(n)),
-                                   return_exceptions=True)
+    if args.clients == "protocol":
+        sessions = (protocol_session(url, observe_s, args.timeout) for _ in range(n))
+    else:
+        sessions = (one_session(browser, url, observe_s, args.timeout) for _ in range(n))
+    results = await asyncio.gather(*sessions, return_exceptions=True)
     steps1, t1 = train_steps_done(run_dir), time.time()
-    server_cpu1, chromium_cpu1 = cpu_seconds(server)
+    server_cpu1, job_cpu1, chromium_cpu1 = cpu_seconds(server)
     ticks = [b - a for a, b in zip(stat0, proc_stat())]
     busy = {name: ticks[i] / max(sum(ticks), 1) for i, name in ((0, "user"), (2, "system"), (3, "idle"),
                                                                 (4, "iowait"), (7, "steal"))}
@@ -277,6 +367,7 @@ async def level(browser, url: str, n: int, args, run_dir: Path, server: subproce
     loads = [r["load_s"] if r["load_s"] is not None else args.timeout for r in ok]
     intervals = [i for r in ok for i in r["intervals_s"]]
     pushes = [i for r in ok for i in r["push_intervals_s"]]
+    reruns = [i for r in ok for i in r.get("rerun_s", [])]
     return {"sessions": n, "ok": sum(r["stage"] == "ok" for r in ok), "errors": errors, "cpu_shares": busy,
             "load_timeouts": sum(r["load_s"] is None for r in ok),
             "load_median_s": statistics.median(loads) if loads else None,
@@ -285,10 +376,12 @@ async def level(browser, url: str, n: int, args, run_dir: Path, server: subproce
             "refresh_p95_s": quantile(intervals, 0.95), "refresh_samples": len(intervals),
             "train_steps_per_s": (steps1 - steps0) / (t1 - t0), "run_state_after": run_state(run_dir),
             "seconds": t1 - t0, "server_cores": cpu_delta(server_cpu0, server_cpu1) / (t1 - t0),
+            "job_cores": cpu_delta(job_cpu0, job_cpu1) / (t1 - t0),
             "chromium_cores": cpu_delta(chromium_cpu0, chromium_cpu1) / (t1 - t0),
             "machine_busy_cores": (1 - busy["idle"]) * (os.cpu_count() or 1),
             "push_median_s": statistics.median(pushes) if pushes else None, "push_p95_s": quantile(pushes, 0.95),
-            "push_samples": len(pushes)}
+            "push_samples": len(pushes), "rerun_median_s": statistics.median(reruns) if reruns else None,
+            "rerun_p95_s": quantile(reruns, 0.95), "rerun_samples": len(reruns)}
 
 
 def server_rss_mb(server: subprocess.Popen) -> float | None:
@@ -316,12 +409,14 @@ async def bench(args) -> list[dict]:
     server = None
     try:
         prepare_home(home)
-        server, url = start_server(home, home / "streamlit.log")
+        server, url = start_server(home, home / "streamlit.log", args.isolation)
         async with async_playwright() as p:
             browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
                 run_dir = await start_training(browser, url, args.train_steps, home)
                 print(f"training run {run_dir.name} is going ({train_steps_done(run_dir)} steps done)", file=sys.stderr)
+                if args.clients == "protocol":  # the browser is not needed any more: leave the CPU to the server
+                    await browser.close()
                 rows = []
                 for n in args.levels:
                     row = await level(browser, url, n, args, run_dir, server)
@@ -370,21 +465,30 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=240.0,
                     help="seconds a session waits for the page, then for the run panel, before giving up")
     ap.add_argument("--keep", action="store_true", help="keep the temporary LLMFS_HOME (server log inside)")
+    ap.add_argument("--clients", choices=["browser", "protocol"], default="browser",
+                    help="browser: a Chromium context per session (on this machine's cores too); protocol: a "
+                         "WebSocket client per session speaking Streamlit's protocol, no rendering (the server's "
+                         "side of a workshop whose browsers are on the participants' laptops)")
+    ap.add_argument("--isolation", choices=["process", "thread"], default="process",
+                    help="where the server runs the job: a child process (the app's default) or a thread of the "
+                         "server (as before; $LLMFS_JOB_ISOLATION)")
     args = ap.parse_args()
     rows = asyncio.run(bench(args))
     print(json.dumps({"machine": machine(), "rows": rows}))
     print(f"\n{machine()}\n")
     print("| sessions | page load median | page load p95 | server update interval median | p95 | "
-          "step counter interval median | p95 | training steps/s meanwhile | server CPU (cores) | "
-          "Chromium CPU (cores) | other processes (cores) | sessions failed | server RSS | Chromium RSS |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "step counter interval median | p95 | fragment rerun median | p95 | training steps/s meanwhile | "
+          "server CPU (pages, cores) | job CPU (cores) | Chromium CPU (cores) | other processes (cores) | "
+          "sessions failed | server RSS | Chromium RSS |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         bound = ">= " if r["load_timeouts"] else ""   # timed-out loads counted at the timeout: lower bounds
         print(f"| {r['sessions']} | {bound}{fmt(r['load_median_s'])} | {bound}{fmt(r['load_p95_s'])} | "
               f"{fmt(r['push_median_s'])} | {fmt(r['push_p95_s'])} | "
-              f"{fmt(r['refresh_median_s'])} | {fmt(r['refresh_p95_s'])} | {r['train_steps_per_s']:.2f} | "
-              f"{r['server_cores']:.2f} | {r['chromium_cores']:.2f} | "
-              f"{max(0.0, r['machine_busy_cores'] - r['server_cores'] - r['chromium_cores']):.2f} | "
+              f"{fmt(r['refresh_median_s'])} | {fmt(r['refresh_p95_s'])} | {fmt(r['rerun_median_s'])} | "
+              f"{fmt(r['rerun_p95_s'])} | {r['train_steps_per_s']:.2f} | "
+              f"{r['server_cores']:.2f} | {r['job_cores']:.2f} | {r['chromium_cores']:.2f} | "
+              f"{max(0.0, r['machine_busy_cores'] - r['server_cores'] - r['job_cores'] - r['chromium_cores']):.2f} | "
               f"{len(r['errors'])} of {r['sessions']} | "
               f"{fmt(r['server_rss_mb'], 'MiB', 0)} | {fmt(r['chromium_rss_mb'], 'MiB', 0)} |")
 

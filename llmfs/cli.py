@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p, TrainConfig)
     p.add_argument("--out", default=None, help="Run directory to create (default: a new folder under "
                                                 "$LLMFS_HOME/runs).")
+    p.add_argument("--resume", action="store_true", help="With --out naming an existing run: continue it from its "
+                                                         "last checkpoint (on any number of processes).")
+    p.add_argument("--attach", default=None, metavar="RUN_DIR", help=argparse.SUPPRESS)  # the job runner's torchrun
     p.add_argument("--json", action="store_true", help="Print one JSON object as the last stdout line.")
     p.set_defaults(func=cmd_train)
 
@@ -218,23 +221,48 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = config_from_args(TrainConfig, args)  # bad values are refused before the slow imports below
 
+    from . import distributed
     from .recipes import default_manager, submit_train
-    from .runs import SUCCEEDED
 
-    if args.out and Path(args.out).exists() and any(Path(args.out).iterdir()):
-        raise ValueError(f"--out {args.out} exists and is not empty; choose a new folder.")
-    jobs = default_manager()
+    if distributed.launched():  # one of several processes started by torchrun
+        return _train_rank(args, cfg)
+    if args.resume:
+        if not args.out or not (Path(args.out) / "status.json").is_file():
+            raise ValueError("--resume continues an existing run: give its folder with --out.")
+    elif args.out and Path(args.out).exists() and any(Path(args.out).iterdir()):
+        raise ValueError(f"--out {args.out} exists and is not empty; choose a new folder (or add --resume).")
     if cfg.model.strip() == "llmfs-tiny":  # build it here, with a progress bar, rather than silently in the job
         from .bootstrap import ensure_default
         with _StderrProgress() as progress:
             ensure_default(progress=progress)
-    run_id = submit_train(jobs, cfg, owner="cli", run_dir=args.out)
+    if args.resume:
+        jobs = default_manager(Path(args.out).resolve().parent)
+        run_id = jobs.resume(Path(args.out).resolve().name)
+    else:
+        jobs = default_manager()
+        run_id = submit_train(jobs, cfg, owner="cli", run_dir=args.out)
     run = jobs.get(run_id)
     _err(f"run {run_id} in {run.path}")
     _follow(jobs, run_id)
-    status = run.status()
+    return _train_report(args, cfg, run.status(), run.path, run_id)
+
+
+def _train_rank(args: argparse.Namespace, cfg: TrainConfig) -> int:
+    """This process is one rank of a torchrun run: rank 0 creates (or attaches to) the run and reports it; the
+    others train and print nothing."""
+    from .launch import rank_main
+    if args.resume and not args.attach and not args.out:
+        raise ValueError("--resume continues an existing run: give its folder with --out.")
+    run, status = rank_main(cfg, args.attach or args.out, attach=bool(args.attach), resume=args.resume)
+    if status is None or args.attach:
+        return EXIT_OK
+    return _train_report(args, cfg, status, run.path, run.run_id)
+
+
+def _train_report(args: argparse.Namespace, cfg: TrainConfig, status: dict, run_path: Path, run_id: str) -> int:
+    from .runs import SUCCEEDED
     result = status.get("result") or {}
-    out = {"run_dir": str(run.path), "run_id": run_id, "state": status.get("state"), **result}
+    out = {"run_dir": str(run_path), "run_id": run_id, "state": status.get("state"), **result}
     for key in ("final_loss", "losses", "tokens_per_s", "peak_memory_bytes", "trainable_params", "total_params"):
         out.setdefault(key, None)
     if cfg.lora:

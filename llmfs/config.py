@@ -20,6 +20,7 @@ FreezeStrategy = Literal["full", "linear_probe", "freeze_embeddings", "freeze_bo
                          "gradual", "llrd"]
 # Fields of TrainConfig that belong to a lesson's own controls (L12's freezing, L15's LoRA).
 FREEZE_FIELDS = ("freeze", "freeze_layers", "unfreeze_every", "layer_lr_decay")
+DIST_FIELDS = ("processes", "strategy")
 LORA_FIELDS = ("lora_rank", "lora_alpha", "lora_targets", "lora_dropout", "lora_rslora", "quantize", "double_quant")
 # Strategies that read `freeze_layers`.
 FREEZE_USES_LAYERS = ("freeze_bottom", "train_top")
@@ -187,6 +188,14 @@ class TrainConfig:
     grad_scaling: bool = option(True, "fp16 only: scale the loss so small gradients survive fp16's range (and skip "
                                       "steps whose gradients overflow). Turn off only to see why it exists.",
                                 advanced=True, label="Loss scaling (fp16)")
+    processes: int = option(0, "Training processes, started through torchrun (one per GPU): 0 = one per GPU when "
+                               "this machine has several, else 1. Above 1 without GPUs: CPU processes (gloo), to try "
+                               "distributed training out. The batch size is per process.",
+                            min=0, max=1024, advanced=True, label="Processes")
+    strategy: Literal["ddp", "fsdp"] = option(
+        "ddp", "With several processes: `ddp` keeps a whole copy of the model in each and averages the gradients "
+               "(simplest and fastest when the model fits one GPU); `fsdp` splits weights, gradients and optimizer "
+               "states across them, for models that do not fit one.", advanced=True, label="Distributed strategy")
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -207,6 +216,11 @@ class TrainConfig:
         if self.lora_rank and self.init != "pretrained":
             raise ConfigError("init", "LoRA adapts a pretrained model: start from its pretrained weights, or set the "
                                       "LoRA rank to 0 to train from random weights.")
+        if self.strategy == "fsdp" and self.quantize != "none":
+            raise ConfigError("strategy", "FSDP cannot shard 4-bit (bitsandbytes) weights: use ddp for QLoRA.")
+        if self.strategy == "fsdp" and self.precision == "fp16":
+            raise ConfigError("precision", "fp16's loss scaler needs every rank to agree on skipped steps, which "
+                                           "sharded gradients do not give: use bf16 with FSDP.")
         if self.lora_rank:
             from .lora import parse_targets
             try:

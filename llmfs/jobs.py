@@ -65,6 +65,7 @@ class JobContext:
         self.last_step = 0
         self.peak_memory_bytes = 0  # the largest reading the telemetry sampler saw (CUDA peak, else process RSS)
         self._progress_at = 0.0
+        self.sampler = None
 
     @property
     def run_dir(self) -> Path:
@@ -95,6 +96,11 @@ class JobContext:
     def check_stop(self) -> None:
         if self._stop.is_set():
             raise JobCancelled()
+
+    def stop_telemetry(self) -> None:
+        """Stop sampling this process's memory (a job whose work runs in other processes samples them itself)."""
+        if self.sampler is not None:
+            self.sampler.stop()
 
 
 JobFn = Callable[[JobContext, dict], "dict | None"]
@@ -426,7 +432,7 @@ def execute_job(fn: JobFn, run: Run, config: dict, resume: bool, stop, exiting: 
         ctx.peak_memory_bytes = max(ctx.peak_memory_bytes, int(reading))
         ctx.emit(ctx.last_step, kind="telemetry", **snap)
 
-    sampler = telemetry.Sampler(sample, telemetry_interval).start()
+    sampler = ctx.sampler = telemetry.Sampler(sample, telemetry_interval).start()
     try:
         result = fn(ctx, config) or {}
         sampler.stop()
@@ -524,6 +530,7 @@ def _child_main(fn: JobFn, run_path: str, config: dict, resume: bool, stop, exit
     os.environ.clear()
     os.environ.update(env)
     os.chdir(cwd)
+    _yield_to_the_pages()
     threading.Thread(target=_watch_server, args=(server_pid,), name="llmfs-server-watch", daemon=True).start()
     unrecorded = execute_job(fn, Run(run_path), config, resume, stop, exiting.is_set, telemetry_interval,
                              mark_running=False)
@@ -531,6 +538,23 @@ def _child_main(fn: JobFn, run_path: str, config: dict, resume: bool, stop, exit
         send.send({"unrecorded": unrecorded})
     finally:
         send.close()
+
+
+def _yield_to_the_pages() -> None:
+    """On a shared server the pages come first: a job runs at a lower CPU priority (nice `LLMFS_JOB_NICE`, 10 by
+    default) and leaves one core to the server (`LLMFS_JOB_THREADS`, default cores - 1). Two threads on two busy cores
+    made every step wait at OpenMP's barriers for a descheduled thread: 20x slower than one (bench/ui_response.py)."""
+    try:
+        os.nice(int(os.environ.get("LLMFS_JOB_NICE", "10")))
+    except (OSError, ValueError):
+        pass
+    cores = os.cpu_count() or 1
+    threads = os.environ.get("LLMFS_JOB_THREADS")
+    try:
+        import torch
+        torch.set_num_threads(int(threads) if threads else max(1, cores - 1))
+    except (ImportError, ValueError, RuntimeError):
+        pass
 
 
 def _watch_server(server_pid: int, every_s: float = 0.5) -> None:
@@ -611,6 +635,8 @@ def _recent_seconds_per_step(root: Path, kind: str, n: int = 5) -> float | None:
 
 def error_kind(e: BaseException) -> str | None:
     """A machine-readable class of failure the UI offers remedies for: out_of_memory, disk_full, diverged."""
+    if getattr(e, "error_kind", None):  # a failure that already knows its class (a distributed run's rank 0)
+        return e.error_kind
     if isinstance(e, MemoryError) or "outofmemory" in type(e).__name__.lower() or "out of memory" in str(e).lower():
         return "out_of_memory"
     if (isinstance(e, OSError) and getattr(e, "errno", None) == errno.ENOSPC) or "no space left" in str(e).lower():
@@ -623,6 +649,8 @@ def error_kind(e: BaseException) -> str | None:
 def summarize_exception(e: BaseException) -> str:
     """One or two plain sentences a workshop participant can act on."""
     text = str(e).strip() or type(e).__name__
+    if getattr(e, "plain_message", False):  # already written for the participant
+        return text
     lowered = text.lower()
     if isinstance(e, MemoryError) or "out of memory" in lowered or "outofmemory" in type(e).__name__.lower():
         return ("The job ran out of memory. Try a smaller batch size or sequence length, bf16 precision, "

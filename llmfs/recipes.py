@@ -1,7 +1,8 @@
 """Recipes: the jobs the runner knows, each turning a config into model + data + loop (torchtune's recipes).
 
-A recipe runs in a worker thread or a job process (`llmfs.jobs`) with a `JobContext`; it never touches a UI. `preflight_*` checks run before a job
-is queued, so bad input is refused with a message instead of becoming a failed run.
+A recipe runs in a worker thread or a job process (`llmfs.jobs`), or on each rank of a torchrun run
+(`llmfs.launch`), with a `JobContext`; it never touches a UI. `preflight_*` checks run before a job is queued, so bad
+input is refused with a message instead of becoming a failed run.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def preflight_train(cfg: TrainConfig) -> None:
     elif not is_default(cfg.model) and not Path(cfg.model).expanduser().exists():
         check_hub_source(cfg.model)
     device = resolve_device(cfg.device)
+    _check_processes(cfg, device)
     from .precision import PrecisionError, plan_precision
     try:
         plan_precision(cfg.precision, device, tf32=cfg.tf32)
@@ -44,6 +46,24 @@ def preflight_train(cfg: TrainConfig) -> None:
         except DataError as e:
             raise SourceError(f"No data at {cfg.data}: use llmfs-corpus, a .txt / .jsonl / .parquet file, a folder "
                               f"or WebDataset shards ({e}).") from e
+
+
+def _check_processes(cfg: TrainConfig, device: str) -> None:
+    """Several processes: one GPU each (or a CPU core each), and a freezing strategy that does not change mid-run."""
+    if cfg.processes <= 1:
+        return
+    import os
+
+    import torch
+    if device == "cuda" and cfg.processes > torch.cuda.device_count():
+        raise ConfigError("processes", f"processes must be at most {torch.cuda.device_count()}, the GPUs on this "
+                                       f"machine, one each (got {cfg.processes}); 0 picks that for you.")
+    if device == "cpu" and cfg.processes > (os.cpu_count() or 1):
+        raise ConfigError("processes", f"processes must be at most {os.cpu_count()}, the CPU cores of this machine "
+                                       f"(got {cfg.processes}).")
+    if cfg.freeze == "gradual":
+        raise ConfigError("freeze", "Gradual unfreezing changes which weights train during the run, which DDP and "
+                                    "FSDP fix when they start: use one process for it, or another strategy.")
 
 
 def _check_lora_fits(cfg: TrainConfig, model_config) -> None:
@@ -111,27 +131,45 @@ def submit_train(jobs: JobManager, cfg: TrainConfig, owner: str | None = None,
 
 def train_job(ctx: JobContext, payload: dict) -> dict:
     """Load the model and data named by the config, train with the shared loop, save the model (or the adapter)."""
+    from . import distributed
     from .data.text import load_token_data
     from .generate import SampleConfig, sample_many
+    from .launch import launch_job, processes_for
     from .weights import save_hf_folder
 
     cfg = from_dict(TrainConfig, payload)
+    if not distributed.launched() and processes_for(cfg) > 1:  # several processes: torchrun runs this job's ranks
+        return launch_job(ctx, cfg, processes_for(cfg))
+    env = distributed.current()
     t0 = time.time()
     ctx.log(f"Loading model {cfg.model} ({cfg.init} weights) ...")
     model, tokenizer, plan, base_name = _prepare_model(ctx, cfg)
     ctx.log(f"Reading and tokenizing {cfg.data} ...")
     train_tokens, val_tokens = load_token_data(cfg.data, tokenizer)
     total = total_steps_for(cfg, len(train_tokens))
+    where = resolve_device(cfg.device) + (f", {env.world_size} processes ({cfg.strategy.upper()})" if env.active
+                                          else "")
     ctx.log(f"{len(train_tokens):,} training tokens, {len(val_tokens):,} held-out; {total} steps of "
-            f"{cfg.tokens_per_step:,} tokens on {resolve_device(cfg.device)} (set-up {time.time() - t0:.1f}s).")
+            f"{cfg.tokens_per_step * env.world_size:,} tokens on {where} (set-up {time.time() - t0:.1f}s).")
     _log_precision(ctx, cfg)
     prompts = sample_prompts(val_tokens, tokenizer)
-    before = sample_many(model, tokenizer, prompts, SampleConfig(seed=cfg.seed))
+    before = sample_many(model, tokenizer, prompts, SampleConfig(seed=cfg.seed)) if env.is_main else []
     ctx.progress(0, total)
-    result = train(model, RandomWindows(train_tokens, cfg.batch_size, cfg.seq_len, seed=cfg.seed),
-                   cfg, val_batches=RandomWindows(val_tokens, cfg.batch_size, cfg.seq_len, seed=cfg.seed + 1),
+    # Several processes: each step's global batch (per-process batch x processes) is drawn as one process would
+    # draw it and every rank trains on its own rows of it, so the run matches one process with the global batch.
+    batches = RandomWindows(train_tokens, cfg.batch_size * env.world_size, cfg.seq_len, seed=cfg.seed)
+    if env.active:
+        batches = distributed.RankSlice(batches, env)
+    result = train(model, batches, cfg,
+                   val_batches=RandomWindows(val_tokens, cfg.batch_size, cfg.seq_len, seed=cfg.seed + 1),
                    sink=ctx, should_stop=ctx.should_stop, checkpoint_dir=ctx.checkpoint_dir, resume=ctx.resume,
                    total_steps=total, freeze_plan=plan)
+    if env.active and distributed.is_fsdp(model):  # gather the shards: rank 0 samples and saves a whole copy
+        whole, _ = distributed.full_state(model, None)
+        if env.is_main:
+            model = _whole_copy(ctx, cfg, whole)
+    if not env.is_main:
+        return {}
     ctx.progress(result.steps_done, total)
     after = sample_many(model, tokenizer, prompts, SampleConfig(seed=cfg.seed))
     samples = [{"prompt": b["prompt"], "before": b["text"], "after": a["text"]} for b, a in zip(before, after)]
@@ -153,6 +191,15 @@ def train_job(ctx: JobContext, payload: dict) -> dict:
         save_hf_folder(model.cpu().float(), ctx.run_dir / "model", tokenizer=tokenizer)
         ctx.log(f"Saved the model to {ctx.run_dir / 'model'} (a Hugging Face folder).")
     return out
+
+
+def _whole_copy(ctx: JobContext, cfg: TrainConfig, state: dict):
+    """The trained model as one plain module on the CPU, from an FSDP run's gathered tensors."""
+    from .launch import RankContext, StopFile
+    quiet = RankContext(ctx.run, StopFile(ctx.run_dir), resume=False)
+    model = _prepare_model(quiet, cfg.replace(device="cpu"))[0]
+    model.load_state_dict(state, strict=False)
+    return model
 
 
 def _log_precision(ctx: JobContext, cfg: TrainConfig) -> None:
@@ -187,11 +234,11 @@ def _memory_estimate(model, cfg: TrainConfig) -> dict | None:
 def _prepare_model(ctx: JobContext, cfg: TrainConfig):
     """(model, tokenizer, freeze plan or None, base model name) ready to train, as the config says: our GPT with a
     freezing strategy or LoRA adapters (on 4-bit weights for QLoRA), or another architecture through PEFT."""
+    from . import distributed
     from .freeze import apply_freeze, freeze_options
     from .hf_causal import model_type_of
     from .sources import load_model, resolve_model_dir
-
-    device = resolve_device(cfg.device)
+    device = distributed.device_for(distributed.current(), resolve_device(cfg.device))  # a rank's own GPU
     folder = resolve_model_dir(cfg.model, progress=_log_progress(ctx))
     # What an adapter names as its base: a hub id as given; for llmfs-tiny and folders the Hugging Face folder's
     # absolute path, so PeftModel.from_pretrained finds the base from anywhere.

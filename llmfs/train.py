@@ -6,6 +6,7 @@ evaluates on held-out batches every `eval_every` steps, reports every step throu
 checkpoint, and returns its history, so tests check it without threads and jobs stream it to the run directory.
 Freezing (`llmfs.freeze`) enters in two places: the optimizer's parameter groups (per-group learning-rate scale)
 and, for gradual unfreezing, a hook before each step that switches on the blocks whose turn has come.
+Under torchrun the same loop runs on every rank (`llmfs.distributed`: DDP or FSDP, rank 0 alone reports and writes).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file, load_model, save_file, save_model
 
+from . import distributed
 from .config import TrainConfig
 from .freeze import FreezePlan, apply_freeze, freeze_options, param_groups, set_trainable
 from .fsutil import atomic_write_json, read_json, replace_dir
@@ -173,7 +175,8 @@ def train(model: nn.Module, batches: BatchSource, cfg: TrainConfig, *, val_batch
     Raises:
         FloatingPointError: the loss became NaN or infinite (the last good checkpoint is kept).
     """
-    device = torch.device(device or resolve_device(cfg.device))
+    env = distributed.current()
+    device = torch.device(distributed.device_for(env, str(device or resolve_device(cfg.device))))
     plan = plan_precision(cfg.precision, device, tf32=cfg.tf32, grad_scaling=cfg.grad_scaling)
     model.to(device).train()
     if plan.param_dtype != torch.float32:
@@ -181,6 +184,10 @@ def train(model: nn.Module, batches: BatchSource, cfg: TrainConfig, *, val_batch
     total_steps = total_steps or cfg.steps
     if freeze_plan is None and cfg.freeze != "full":
         freeze_plan = apply_freeze(model, **freeze_options(cfg))
+    if env.active and freeze_plan is not None and freeze_plan.schedule:
+        raise ValueError("Gradual unfreezing changes which weights train during the run, and DDP / FSDP fix that "
+                         "set when they start: train it on one process, or pick another freezing strategy.")
+    net = distributed.wrap(model, cfg.strategy, env)  # before the optimizer: FSDP replaces the parameters
     optimizer = make_optimizer(model, cfg, freeze_plan)
     scaler = make_scaler(plan)
     result = TrainResult(precision=plan.mode)
@@ -190,27 +197,31 @@ def train(model: nn.Module, batches: BatchSource, cfg: TrainConfig, *, val_batch
     ckpt = Path(checkpoint_dir) / "last" if checkpoint_dir else None
     if resume and ckpt is not None and (ckpt / "state.json").exists():
         _load_checkpoint(ckpt, model, optimizer, result, scaler)
-    should_stop = should_stop or (lambda: False)
-    emit = sink.emit if sink is not None else (lambda *a, **k: None)
+    asked = should_stop or (lambda: False)
+    should_stop = (lambda: distributed.any_rank(asked(), env)) if env.active else asked
+    emit = sink.emit if sink is not None and env.is_main else (lambda *a, **k: None)
     _reset_peak_memory(device)
     with matmul_precision(plan):
-        _loop(model, optimizer, scaler, plan, batches, val_batches, cfg, result, total_steps, device, freeze_plan,
-              should_stop, emit, ckpt)
+        _loop(model, net, optimizer, scaler, plan, batches, val_batches, cfg, result, total_steps, device,
+              freeze_plan, should_stop, emit, ckpt, env)
     if ckpt is not None and result.history:
         save_checkpoint(ckpt, model, optimizer, result, scaler)
     return result
 
 
-def _loop(model, optimizer, scaler, plan, batches, val_batches, cfg, result, total_steps, device, freeze_plan,
-          should_stop, emit, ckpt) -> None:
-    step = result.steps_done
+def _loop(model, net, optimizer, scaler, plan, batches, val_batches, cfg, result, total_steps, device, freeze_plan,
+          should_stop, emit, ckpt, env) -> None:
+    step = first = result.steps_done
     while step < total_steps:
         if should_stop():
             result.stopped = True
             break
         step += 1
+        if env.active and step == first + 1:  # once: which rows each process trains on
+            emit(step, kind="ranks", world_size=env.world_size, strategy=cfg.strategy,
+                 data_fingerprints=distributed.gather(distributed.fingerprint(batches.batch(step, 0)[0]), env))
         trainable_now = _unfreeze_on_schedule(model, freeze_plan, step)
-        record = _train_step(model, optimizer, scaler, plan, batches, cfg, step, total_steps, device)
+        record = _train_step(net, optimizer, scaler, plan, batches, cfg, step, total_steps, device, env)
         if scaler is not None:
             result.loss_scales.append(record["loss_scale"])
             result.skipped_steps += int(record["skipped"])
@@ -241,7 +252,7 @@ def _unfreeze_on_schedule(model: nn.Module, plan: FreezePlan | None, step: int) 
     return set_trainable(model, plan, step)
 
 
-def _train_step(model, optimizer, scaler, plan, batches, cfg, step, total_steps, device) -> dict:
+def _train_step(net, optimizer, scaler, plan, batches, cfg, step, total_steps, device, env) -> dict:
     t0 = time.perf_counter()
     lr = lr_at(step, total_steps, cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio)
     for group in optimizer.param_groups:
@@ -250,13 +261,16 @@ def _train_step(model, optimizer, scaler, plan, batches, cfg, step, total_steps,
     for micro in range(cfg.grad_accum):
         x, y = batches.batch(step, micro)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with autocast(plan):
-            _, loss = model(x, y)
-        part = loss.float() / cfg.grad_accum  # average over micro-batches, as one big batch would
-        (scaler.scale(part) if scaler is not None else part).backward()
+        # several processes: gradients are averaged across them once, on the last micro-batch's backward
+        with distributed.gradient_sync(net, micro == cfg.grad_accum - 1):
+            with autocast(plan):
+                _, loss = net(x, y)
+            part = loss.float() / cfg.grad_accum  # average over micro-batches, as one big batch would
+            (scaler.scale(part) if scaler is not None else part).backward()
         loss_sum += loss.item()
         tokens += x.numel()
-    loss = loss_sum / cfg.grad_accum
+    loss = distributed.mean(loss_sum / cfg.grad_accum, env)  # the global batch's loss
+    tokens = distributed.total(tokens, env)
     if not math.isfinite(loss):
         optimizer.zero_grad(set_to_none=True)
         raise FloatingPointError(_diverged(f"The loss became {loss} at step {step}", plan))
@@ -265,7 +279,8 @@ def _train_step(model, optimizer, scaler, plan, batches, cfg, step, total_steps,
     if scaler is not None:
         scaler.unscale_(optimizer)  # true gradients, for clipping and for the underflow statistic
         record["grad_underflow_frac"] = underflow_fraction(params)
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf")))
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+    grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)  # FSDP: a DTensor
     if scaler is not None:
         # An inf / NaN gradient: the scaler skips this update and halves its scale (Micikevicius et al. 2018).
         scale = scaler.get_scale()
@@ -296,12 +311,23 @@ def _diverged(what: str, plan: PrecisionPlan) -> str:
 # -- checkpoints ----------------------------------------------------------------------------------------------
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer,
                     result: TrainResult, scaler: torch.amp.GradScaler | None = None) -> None:
-    """Write model (safetensors), optimizer state and history into a temp folder, then swap it into place."""
-    path = Path(path)
+    """Write model (safetensors), optimizer state and history into a temp folder, then swap it into place.
+
+    Several processes: every rank calls this (an FSDP model's shards are gathered first); rank 0 alone writes, in
+    the single-process format, and the others wait for it.
+    """
+    env = distributed.current()
+    whole = distributed.full_state(model, optimizer) if env.active and distributed.is_fsdp(model) else None
+    if env.is_main:
+        _save_checkpoint(Path(path), model, optimizer, result, scaler, whole)
+    distributed.barrier(env)
+
+
+def _save_checkpoint(path: Path, model, optimizer, result: TrainResult, scaler, whole) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.mkdir(parents=True, exist_ok=True)
     try:
-        _write_checkpoint(tmp, model, optimizer, result, scaler)
+        _write_checkpoint(tmp, model, optimizer, result, scaler, whole)
     except BaseException as e:
         # A full disk (or any failure) leaves the last complete checkpoint in place and frees what was written.
         full = _disk_full(tmp)
@@ -321,14 +347,23 @@ def _disk_full(path: Path, margin: int = 1 << 20) -> bool:
         return False
 
 
-def _write_checkpoint(tmp: Path, model, optimizer, result: TrainResult, scaler) -> None:
-    partial = _partial_state(model)
-    if partial is None:
-        save_model(model, str(tmp / "model.safetensors"))
+def _write_checkpoint(tmp: Path, model, optimizer, result: TrainResult, scaler, whole=None) -> None:
+    if whole is not None:  # an FSDP model's gathered tensors; the optimizer state keyed by parameter name
+        model_sd, optim_sd = whole
+        trainable = _trainable_names(model)
+        if trainable is not None:
+            model_sd = {k: v for k, v in model_sd.items() if k in trainable}
+        save_file({k: v.contiguous() for k, v in _untied(model_sd).items()}, str(tmp / "model.safetensors"))
+        torch.save(optim_sd, tmp / "optimizer.pt")
     else:
-        save_file(partial, str(tmp / "model.safetensors"))
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        partial = _partial_state(model)
+        if partial is None:
+            save_model(model, str(tmp / "model.safetensors"))
+        else:
+            save_file(partial, str(tmp / "model.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     atomic_write_json(tmp / "state.json", {
+        "optimizer_keys": "names" if whole is not None else "indices",
         "step": result.steps_done, "history": result.history, "evals": result.evals,
         "elapsed_s": result.elapsed_s, "tokens_seen": result.tokens_seen,
         "peak_memory_bytes": result.peak_memory_bytes, "loss_scales": result.loss_scales,
@@ -340,18 +375,26 @@ def _load_checkpoint(path: Path, model, optimizer, result: TrainResult, scaler=N
     state = read_json(path / "state.json")
     if state is None:
         raise ValueError(f"Checkpoint {path} has no readable state.json; delete it to start over.")
-    device = str(next(model.parameters()).device)
-    if _partial_state(model) is None:
-        load_model(model, str(path / "model.safetensors"), device=device)
-    else:
-        saved = load_file(str(path / "model.safetensors"), device=device)
-        missing = set(_partial_state(model)) - set(saved)
-        if missing:
-            raise ValueError(f"Checkpoint {path} does not hold {sorted(missing)[0]}: it was written by another kind of "
-                             "run. Delete the checkpoint to start over.")
-        model.load_state_dict(saved, strict=False)
     # weights_only=True: an optimizer state is tensors and numbers; never unpickle arbitrary objects.
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu"))
+    optim_sd = torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu")
+    by_name = state.get("optimizer_keys") == "names"  # written by an FSDP run
+    if distributed.is_fsdp(model):
+        saved = load_file(str(path / "model.safetensors"), device="cpu")
+        _check_holds(path, model, saved)
+        distributed.load_full_state(model, optimizer, saved,
+                                    optim_sd if by_name else _optimizer_state_by_name(model, optimizer, optim_sd))
+    else:
+        device = str(next(model.parameters()).device)
+        if _partial_state(model) is None and not by_name:
+            load_model(model, str(path / "model.safetensors"), device=device)
+        else:
+            saved = load_file(str(path / "model.safetensors"), device=device)
+            _check_holds(path, model, saved)
+            model.load_state_dict(saved, strict=False)
+        if by_name:
+            distributed.load_full_state(model, optimizer, None, optim_sd)
+        else:
+            optimizer.load_state_dict(optim_sd)
     result.history = state["history"]
     result.evals = state.get("evals", [])
     result.elapsed_s = state.get("elapsed_s", 0.0)
@@ -361,6 +404,47 @@ def _load_checkpoint(path: Path, model, optimizer, result: TrainResult, scaler=N
     result.skipped_steps = state.get("skipped_steps", 0)
     if scaler is not None and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
+
+
+def _check_holds(path: Path, model: nn.Module, saved: dict) -> None:
+    """A checkpoint must hold every tensor this run trains (a LoRA run's adapters, or the whole model)."""
+    wanted = _trainable_names(model)
+    if wanted is None:
+        wanted = {n for n, _ in model.named_parameters()}
+    missing = wanted - set(saved)
+    if missing:
+        raise ValueError(f"Checkpoint {path} does not hold {sorted(missing)[0]}: it was written by another kind of "
+                         "run. Delete the checkpoint to start over.")
+
+
+def _trainable_names(model: nn.Module) -> set[str] | None:
+    """The names a partial (adapter) checkpoint holds; None when the whole model is checkpointed."""
+    from .lora import has_lora
+    if not (getattr(model, "partial_checkpoint", False) or has_lora(model)):
+        return None
+    return {n for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _untied(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """safetensors refuses two names for one storage (GPT-2's tied embedding and head): keep the first name."""
+    seen: dict[int, str] = {}
+    out = {}
+    for name, t in state.items():
+        ptr = t.untyped_storage().data_ptr() if t.numel() else id(t)
+        if ptr in seen:
+            continue
+        seen[ptr] = name
+        out[name] = t
+    return out
+
+
+def _optimizer_state_by_name(model: nn.Module, optimizer: torch.optim.Optimizer, optim_sd: dict) -> dict:
+    """A plain optimizer state (parameters numbered in the optimizer's order) keyed by parameter name instead, as
+    FSDP's loader takes it: a single-process checkpoint resumed on several processes."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    order = [names[id(p)] for g in optimizer.param_groups for p in g["params"]]
+    return {"state": {order[int(i)]: s for i, s in optim_sd["state"].items()},
+            "param_groups": [{**g, "params": [order[int(i)] for i in g["params"]]} for g in optim_sd["param_groups"]]}
 
 
 def _partial_state(model: nn.Module) -> dict[str, torch.Tensor] | None:

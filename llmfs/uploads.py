@@ -77,9 +77,19 @@ def safe_name(name: str, suffixes: tuple[str, ...] = TEXT_SUFFIXES) -> str:
     return safe
 
 
-def uploads_dir() -> Path:
-    """`$LLMFS_HOME/uploads` (created by the first save)."""
-    return llmfs_home() / "uploads"
+def uploads_dir(person: str | None = None) -> Path:
+    """`$LLMFS_HOME/uploads`, or a participant's own folder under it (created by the first save): in a workshop
+    two people uploading `notes.txt` must not overwrite each other's file."""
+    root = llmfs_home() / "uploads"
+    return root / person_folder(person) if person else root
+
+
+def person_folder(person: str) -> str:
+    """A folder name for a participant: their name's letters, digits, `-` and `_` (spaces as `_`), then a short
+    hash of the whole name, so that names differing only in other characters ("Ana M." / "Ana M") stay apart."""
+    import hashlib
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "_", person.strip()).strip("_")[:40] or "person"
+    return f"{slug}-{hashlib.sha1(person.encode('utf-8', 'surrogatepass')).hexdigest()[:6]}"
 
 
 # -- size ---------------------------------------------------------------------------------------------------------
@@ -113,14 +123,15 @@ def check_size(name: str, size: int, max_bytes: int | None = None) -> None:
 
 # -- saving -------------------------------------------------------------------------------------------------------
 def save_upload(name: str, data: bytes | bytearray | memoryview, kind: str = "text", max_bytes: int | None = None,
-                *, task: str = "custom") -> Path:
-    """Check an upload and save it as `$LLMFS_HOME/uploads/<safe_name(name)>`; returns that path.
+                *, task: str = "custom", person: str | None = None) -> Path:
+    """Check an upload and save it as `$LLMFS_HOME/uploads/[<person's folder>/]<safe_name(name)>`; returns that path.
 
     Args:
         kind: "text" (training text: .txt, .jsonl with a "text" field, .parquet with a "text" column) or
             "benchmark" (questions for L14: `task`'s records; .jsonl, or .txt too for perplexity).
         max_bytes: the size limit (default: the workshop's, `upload_limit_bytes()`).
         task: a benchmark's task (`BENCHMARK_TASKS`); its own loader checks the records.
+        person: who uploads it (a workshop participant's name): saved in their own folder (`person_folder`).
     Raises:
         UploadError: a refused name, type, size or content (nothing is written), or the file could not be saved.
     """
@@ -134,7 +145,7 @@ def save_upload(name: str, data: bytes | bytearray | memoryview, kind: str = "te
     if problems:
         raise _refusal(shown, problems, total, fix, "row" if suffix == ".parquet" else "line")
     try:
-        folder = uploads_dir()
+        folder = uploads_dir(person)
         folder.mkdir(parents=True, exist_ok=True)
         root = folder.resolve()
         target = root / safe

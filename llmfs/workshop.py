@@ -43,6 +43,8 @@ class WorkshopLimits:
     max_tokens_per_step: int | None = option(None, "Tokens per training step (batch x sequence x accumulation).",
                                              min=1, max=10**9)
     max_upload_mb: float = option(200.0, "Size of one uploaded file, in MB.", min=0.001, max=100_000)
+    max_processes: int | None = option(None, "Training processes (GPUs) one run may use at once; 1 keeps every run "
+                                             "on one, so participants' runs take turns per GPU.", min=1, max=1024)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):  # TOML can hold any type: a number is what each setting needs
@@ -58,7 +60,7 @@ class WorkshopLimits:
     @property
     def active(self) -> bool:
         return any(getattr(self, f) is not None for f in ("max_queued_per_user", "max_steps", "max_params",
-                                                            "max_tokens_per_step"))
+                                                            "max_tokens_per_step", "max_processes"))
 
 
 def limits_path() -> Path:
@@ -120,11 +122,25 @@ def check_submission(limits: WorkshopLimits, jobs: JobManager, kind: str, cfg: d
             raise LimitError(f"Each step would read {tokens:,} tokens (batch x sequence x accumulation), more than "
                              f"this workshop allows ({limits.max_tokens_per_step:,}). Lower the batch size or the "
                              "sequence length.")
+    if limits.max_processes is not None and kind == "train":
+        asked = _processes_asked(cfg)
+        if asked > limits.max_processes:
+            raise LimitError(f"This run would start {asked} training processes, more than this workshop allows per "
+                             f"run ({limits.max_processes}). Set Processes to {limits.max_processes}.")
     if limits.max_params is not None and cfg.get("model"):
         n = model_params(str(cfg["model"]))
         if n is not None and n > limits.max_params:
             raise LimitError(f"{cfg['model']} has {n:,} parameters, more than this workshop allows "
                              f"({limits.max_params:,}). Pick a smaller model (llmfs-tiny always fits).")
+
+
+def _processes_asked(cfg: dict) -> int:
+    from .config import TrainConfig, from_dict
+    from .launch import processes_for
+    try:
+        return processes_for(from_dict(TrainConfig, cfg))
+    except (ValueError, TypeError):
+        return int(cfg.get("processes") or 1)
 
 
 def model_params(source: str) -> int | None:

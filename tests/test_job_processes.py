@@ -23,6 +23,11 @@ def steady_job(ctx, cfg):
     return {"pid": os.getpid(), "probe": os.environ.get("LLMFS_PROBE"), "cwd": os.getcwd()}
 
 
+def scheduling_job(ctx, cfg):
+    import torch
+    return {"nice": os.nice(0), "threads": torch.get_num_threads()}
+
+
 def stuck_job(ctx, cfg):
     ctx.emit(1, loss=1.0)
     time.sleep(600)  # never asks whether it should stop
@@ -44,7 +49,7 @@ def self_killing_job(ctx, cfg):
 @pytest.fixture
 def jobs(tmp_path):
     jm = JobManager(tmp_path / "runs", telemetry_interval=0.1, isolation="process")
-    for fn in (steady_job, stuck_job, failing_job, self_killing_job):
+    for fn in (steady_job, stuck_job, failing_job, self_killing_job, scheduling_job):
         jm.register(fn.__name__, fn)
     yield jm
     jm.shutdown()
@@ -71,6 +76,19 @@ def test_job_runs_in_its_own_process_with_the_servers_environment(jobs, tmp_path
     assert [m["step"] for m in jobs.get(rid).read_metrics("train")] == [1, 2, 3, 4, 5]
     assert status["pid"] == os.getpid()  # the server owns the run: if it dies, a restart marks the run interrupted
     assert "Started steady_job job." in jobs.get(rid).log_tail()
+
+
+def test_a_job_yields_the_cpu_to_the_pages(jobs, monkeypatch):
+    rid = jobs.submit("scheduling_job", {})
+    assert jobs.wait(rid, 60) == SUCCEEDED
+    result = jobs.get(rid).status()["result"]
+    assert result["nice"] == min(19, os.nice(0) + 10)  # a lower priority than the server's
+    assert result["threads"] == max(1, (os.cpu_count() or 1) - 1)  # one core left for the pages
+    monkeypatch.setenv("LLMFS_JOB_THREADS", "1")
+    monkeypatch.setenv("LLMFS_JOB_NICE", "3")
+    rid = jobs.submit("scheduling_job", {})
+    assert jobs.wait(rid, 60) == SUCCEEDED
+    assert jobs.get(rid).status()["result"] == {"nice": min(19, os.nice(0) + 3), "threads": 1}
 
 
 def test_a_failure_in_the_child_is_recorded_like_a_threads(jobs):

@@ -18,7 +18,15 @@ from hypothesis import strategies as st
 
 from llmfs import adapters as ad
 from llmfs.data.readers import read_documents
-from llmfs.uploads import MAX_NAME_CHARS, UploadError, check_size, safe_name, save_upload, upload_limit_bytes
+from llmfs.uploads import (
+    MAX_NAME_CHARS,
+    UploadError,
+    check_size,
+    person_folder,
+    safe_name,
+    save_upload,
+    upload_limit_bytes,
+)
 
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -64,6 +72,20 @@ def test_long_names_are_shortened_keeping_the_suffix(llmfs_home):
     assert safe_name(name) == "a" * (MAX_NAME_CHARS - len(".jsonl")) + ".jsonl"
     path = save_upload(name, b'{"text": "hi"}\n')
     assert path.parent == llmfs_home / "uploads" and len(path.name) == MAX_NAME_CHARS
+
+
+def test_each_person_uploads_into_their_own_folder(llmfs_home):
+    ada = save_upload("notes.txt", b"Ada's notes\n", person="Ada Lovelace")
+    alan = save_upload("notes.txt", b"Alan's notes\n", person="Alan")
+    other_ada = save_upload("notes.txt", b"another Ada\n", person="Ada-Lovelace")  # differs only in punctuation
+    assert len({ada.parent, alan.parent, other_ada.parent}) == 3
+    assert all(p.parent.parent == llmfs_home / "uploads" and p.name == "notes.txt" for p in (ada, alan, other_ada))
+    assert ada.read_bytes() == b"Ada's notes\n" and alan.read_bytes() == b"Alan's notes\n"  # nothing overwritten
+    assert ada.parent.name.startswith("Ada_Lovelace-")
+    for name in ("../../etc", "..", "/", ".hidden", "a/b\\c", "名前", "x" * 500):
+        folder = person_folder(name)
+        assert "/" not in folder and "\\" not in folder and not folder.startswith(".") and len(folder) <= 47
+        assert save_upload("t.txt", b"hi\n", person=name).parent.parent == llmfs_home / "uploads"
 
 
 def test_benchmark_uploads_take_the_types_their_task_reads(llmfs_home):

@@ -263,11 +263,10 @@ class DocumentReader:
         # webdataset's own pipeline hands its error handler an exception without the member name and cannot start
         # mid-shard, so the members are walked here; `gopen` (file, http(s) via curl, pipe:) and `base_plus_ext`
         # (key = name up to the first dot) are webdataset's, so samples group exactly as `wds.WebDataset` groups them.
-        from webdataset.gopen import gopen
         from webdataset.tariterators import base_plus_ext
 
         try:
-            stream = gopen(inp.location)
+            stream = open_stream(inp.location)
         except Exception as e:  # gopen raises ValueError, OSError, ... by scheme
             self._report(inp.location, "open", f"cannot open ({e})")
             return
@@ -379,6 +378,25 @@ def _open_hf(spec: str):
     except Exception as e:  # FileNotFoundError, DatasetNotFoundError, ...: the message is the library's
         first = str(e).splitlines()[0][:200] if str(e) else ""
         raise DataError(f"Could not open the dataset {name!r}: {type(e).__name__}: {first}") from e
+
+
+OBJECT_STORES = {"s3": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs"}
+
+
+def open_stream(location: str):
+    """A binary stream of a shard: object storage (s3://, gs://, az://) through fsspec, the rest (a path, http(s)
+    through curl, `pipe:COMMAND`) through webdataset's gopen."""
+    scheme = location.split("://", 1)[0].lower() if "://" in location else ""
+    if scheme in OBJECT_STORES:
+        import fsspec
+        try:
+            return fsspec.open(location, "rb").open()
+        except ImportError as e:
+            raise DataError(f"Reading {scheme}:// needs the {OBJECT_STORES[scheme]} package: pip install "
+                            f"{OBJECT_STORES[scheme]} (credentials as that library reads them: environment or "
+                            "config files).") from e
+    from webdataset.gopen import gopen
+    return gopen(location)
 
 
 def resolve_inputs(spec: str | os.PathLike) -> list[_Input]:

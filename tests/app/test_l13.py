@@ -209,7 +209,8 @@ def test_uploads_are_saved_under_the_uploads_folder_with_a_size_limit(llmfs_home
 
     path = pipeline_view.save_upload(upload("my web.jsonl", b'{"text": "hi"}\n'))
     assert path == llmfs_home / "uploads" / "my_web.jsonl" and path.read_bytes() == b'{"text": "hi"}\n'
-    big = SimpleNamespace(name="big.txt", size=pipeline_view.MAX_UPLOAD_MB * 2**20 + 1, getbuffer=None)
+    assert pipeline_view.upload_limit_mb() == 200  # no workshop limits file
+    big = SimpleNamespace(name="big.txt", size=250_000_000, getbuffer=None)
     with pytest.raises(ValueError, match="200 MB"):
         pipeline_view.save_upload(big)
     assert sorted(p.name for p in (llmfs_home / "uploads").iterdir()) == ["my_web.jsonl"]

@@ -300,3 +300,17 @@ def test_out_of_memory_is_recognised_by_message_type_or_kind():
     assert panels.out_of_memory({"error": "CUDA error", "error_type": "OutOfMemoryError"})
     assert panels.out_of_memory({"error": "x", "error_kind": "out_of_memory"})
     assert not panels.out_of_memory({"error": "The loss became nan at step 7: training diverged."})
+
+
+def test_upload_widgets_show_and_enforce_the_workshop_limit(llmfs_home):
+    workshop_limits(llmfs_home, "max_upload_mb = 5\n")
+    at = open_as("Ada", "pages/l13_data.py")
+    uploaders = at.get("file_uploader")
+    assert uploaders and all(u.proto.max_upload_size_mb == 5 for u in uploaders)  # the browser refuses bigger
+    assert all("up to 5 MB" in u.proto.label for u in uploaders)
+    # a participant's upload lands in their own folder: two people's notes.jsonl never overwrite each other
+    at.file_uploader(key="l13.uploads").set_value([("notes.jsonl", b'{"text": "Ada\'s"}\n', "application/json")])
+    at.run()
+    assert not at.exception and not at.error
+    from llmfs.uploads import person_folder
+    assert (llmfs_home / "uploads" / person_folder("Ada") / "notes.jsonl").read_bytes() == b'{"text": "Ada\'s"}\n'
