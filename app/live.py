@@ -16,6 +16,8 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable
 
+import plotly.graph_objects as go
+
 from llmfs.runs import MetricsCursor, read_new_metrics
 
 FRESH_S = 0.5   # below the panels' 1 s poll: a session never sees records older than half a poll
@@ -63,8 +65,9 @@ def records(metrics_path: str | os.PathLike) -> list[dict]:
         return entry.cursor.records
 
 
-def figure(metrics_path: str | os.PathLike, name: str, build: Callable[..., Any], *args: Any) -> Any:
-    """`build(records(metrics_path), *args)`, built once per run, chart, records seen and arguments."""
+def shared(metrics_path: str | os.PathLike, name: str, build: Callable[..., Any], *args: Any) -> Any:
+    """`build(records(metrics_path), *args)` (a chart, the panel's numbers), built once per run, name, records seen
+    and arguments; a plotly figure comes back as a `SharedFigure`."""
     path = Path(metrics_path)
     recs = records(path)
     entry = _entry(path)
@@ -73,10 +76,25 @@ def figure(metrics_path: str | os.PathLike, name: str, build: Callable[..., Any]
         fig = entry.figures.get(key)
         if fig is None:
             fig = build(recs, *args)
+            if isinstance(fig, go.Figure):
+                fig = SharedFigure(fig)
             # keep the figures of the latest records only: older ones are never asked for again
             entry.figures = {k: v for k, v in entry.figures.items() if k[1] == len(recs)}
             entry.figures[key] = fig
         return fig
+
+
+class SharedFigure(go.Figure):
+    """A built figure drawn by many sessions. `st.plotly_chart` calls `to_dict()` on every draw, and plotly's deep-
+    copies every data array (two thirds of a live panel's server time); here that dict is made once, and readers
+    (Streamlit serialises it to JSON) never change it."""
+
+    def __init__(self, figure: go.Figure):
+        super().__init__()
+        self._shared_dict = figure.to_dict()
+
+    def to_dict(self) -> dict:
+        return self._shared_dict
 
 
 def clear() -> None:

@@ -131,8 +131,8 @@ def _metrics_path(run_id: str):
 
 
 def _chart(run_id: str, name: str, build, *args):
-    """A chart of one run's records, built once per poll for every session watching it."""
-    return live.figure(_metrics_path(run_id), name, build, *args)
+    """A chart (or other read-only value) of one run's records, built once per poll for every session watching it."""
+    return live.shared(_metrics_path(run_id), name, build, *args)
 
 
 def _panel_body(run, was_live: bool) -> None:
@@ -141,8 +141,8 @@ def _panel_body(run, was_live: bool) -> None:
     run_state = status.get("state", INTERRUPTED)
     if was_live and run_state in FINAL_STATES:
         st.rerun(scope="app")  # redraw once as a still panel: polling stops
-    records = records_of(run_id)
-    train = charts.by_step(charts.of_kind(records, "train"))
+    records_of(run_id)  # read the new lines (at most every half poll, for every viewer)
+    train = _chart(run_id, "train", _train_records)
     _header(run, status, run_state, train)
     _progress(run_state, status, train, run.config())
     if not train:  # nothing to chart yet (or ever, for a run that failed while loading)
@@ -150,7 +150,7 @@ def _panel_body(run, was_live: bool) -> None:
             st.caption("The charts appear here as soon as the first training step is done.")
         _log(run)
         return
-    _numbers(records, train)
+    _numbers(_chart(run_id, "numbers", _figures_of), train)
     with st.container(border=True):
         st.plotly_chart(_chart(run_id, "loss", charts.loss_figure, _total(train, run.config())),
                         key=f"loss:{run_id}", config={"displaylogo": False})
@@ -255,19 +255,29 @@ def _progress(run_state: str, status: dict, train: list[dict], config: dict) -> 
     st.progress(min(1.0, step / total) if total else 0.0, text=text)
 
 
-def _numbers(records: list[dict], train: list[dict]) -> None:
+def _train_records(records: list[dict]) -> list[dict]:
+    return charts.by_step(charts.of_kind(records, "train"))
+
+
+def _figures_of(records: list[dict]) -> dict:
+    """The panel's headline numbers from a run's records (computed once per poll for all viewers)."""
     evals = charts.of_kind(records, "eval")
-    mem = charts.memory_series(records)
+    used = charts.memory_series(records)["used"]
+    return {"eval_loss": evals[-1]["eval_loss"] if evals else None, "tps": charts.recent_tokens_per_s(records),
+            "mem": used[-1] if used else None, "mem_peak": max(used) if used else None}
+
+
+def _numbers(figures: dict, train: list[dict]) -> None:
     cols = st.columns(4)
     cols[0].metric("Training loss", f"{train[-1]['loss']:.3f}" if train else "-", help=HELP["loss"],
                    delta=f"{train[-1]['loss'] - train[0]['loss']:+.3f} since step 1" if len(train) > 1 else None,
                    delta_color="inverse")
-    cols[1].metric("Held-out loss", f"{evals[-1]['eval_loss']:.3f}" if evals else "-", help=HELP["eval"])
-    tps = charts.recent_tokens_per_s(records)
+    eval_loss, tps = figures["eval_loss"], figures["tps"]
+    cols[1].metric("Held-out loss", f"{eval_loss:.3f}" if eval_loss is not None else "-", help=HELP["eval"])
     cols[2].metric("Tokens / second", f"{tps:,.0f}" if tps else "-", help=HELP["tps"])
-    cols[3].metric("Memory", charts.fmt_bytes(mem["used"][-1]) if mem["used"] else "-",
-                   help=HELP["mem"], delta=f"peak {charts.fmt_bytes(max(mem['used']))}" if mem["used"] else None,
-                   delta_color="off", delta_arrow="off")
+    cols[3].metric("Memory", charts.fmt_bytes(figures["mem"]) if figures["mem"] is not None else "-",
+                   help=HELP["mem"], delta=f"peak {charts.fmt_bytes(figures['mem_peak'])}"
+                   if figures["mem_peak"] is not None else None, delta_color="off", delta_arrow="off")
 
 
 def compare_runs(run_ids: list[str], *, poll_s: float = POLL_S) -> None:

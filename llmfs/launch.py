@@ -193,23 +193,26 @@ def rank_main(cfg: TrainConfig | None, run_dir: str | None, attach: bool, resume
     """One rank of a torchrun run of `llmfs train`. Returns (the run, rank 0's status or None on other ranks).
 
     attach: the run directory exists (the job runner made it and owns its status); cfg is read from it.
+    resume: continue the run in `run_dir` from its last checkpoint, with its own config, on this run's number of
+        processes (whatever it was before).
     """
     from .jobs import execute_job
     from .paths import runs_dir
     from .recipes import preflight_train
     from .runs import new_run_id
 
-    if attach:
-        record = Run(run_dir).config()
+    if attach or resume:  # an existing run: its own config (a resumed run continues as it was set up)
         from .config import from_dict
-        cfg = from_dict(TrainConfig, record)
+        if not run_dir or not Run(run_dir).exists():
+            raise ValueError(f"No run at {run_dir}: --resume continues an existing run, named with --out.")
+        cfg = from_dict(TrainConfig, Run(run_dir).config())
     assert cfg is not None
     env = distributed.setup(cfg.device)
     _stop_on_sigterm()
     try:
         path = None
         if env.is_main:
-            if attach:
+            if attach or resume:
                 path = str(Path(run_dir).resolve())
             else:
                 preflight_train(cfg)

@@ -409,12 +409,13 @@ def _load_checkpoint(path: Path, model, optimizer, result: TrainResult, scaler=N
 def _check_holds(path: Path, model: nn.Module, saved: dict) -> None:
     """A checkpoint must hold every tensor this run trains (a LoRA run's adapters, or the whole model)."""
     wanted = _trainable_names(model)
-    if wanted is None:
-        wanted = {n for n, _ in model.named_parameters()}
-    missing = wanted - set(saved)
-    if missing:
-        raise ValueError(f"Checkpoint {path} does not hold {sorted(missing)[0]}: it was written by another kind of "
-                         "run. Delete the checkpoint to start over.")
+    aliases: dict[int, list[str]] = {}  # a tied tensor (GPT-2's embedding and head) is saved under one of its names
+    for name, p in model.named_parameters(remove_duplicate=False):
+        aliases.setdefault(id(p), []).append(name)
+    for names in aliases.values():
+        if (wanted is None or any(n in wanted for n in names)) and not any(n in saved for n in names):
+            raise ValueError(f"Checkpoint {path} does not hold {names[0]}: it was written by another kind of run. "
+                             "Delete the checkpoint to start over.")
 
 
 def _trainable_names(model: nn.Module) -> set[str] | None:

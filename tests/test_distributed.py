@@ -226,3 +226,23 @@ def test_the_job_runner_launches_torchrun_and_stop_ends_every_rank(tiny_hf_folde
         assert (lrun.path / "checkpoints" / "last" / "state.json").is_file()  # stopped at a step, checkpointed
     finally:
         jobs.shutdown()
+
+
+def test_a_one_process_checkpoint_resumes_on_two_fsdp_processes(tiny_hf_folder, text_file, tmp_path):
+    run = one_process(tmp_path / "runs", _cfg(tiny_hf_folder, text_file, batch_size=4, steps=4, strategy="fsdp"))
+    first = run.status()["result"]["losses"]
+    record = json.loads((run.path / "config.json").read_text())
+    record["config"]["steps"] = 6
+    record["config"]["batch_size"] = 2  # per process: the same global batch on two
+    (run.path / "config.json").write_text(json.dumps(record))
+    run.update_status(state=INTERRUPTED)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "llmfs",
+           "train", "--out", str(run.path), "--resume", "--json"]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    summary = _last_json(p.stdout)
+    assert summary["state"] == SUCCEEDED and summary["steps"] == 6
+    assert summary["losses"][:4] == pytest.approx(first, rel=1e-6)  # the history carried over
+    assert run.read_metrics("ranks")[-1]["strategy"] == "fsdp"  # the optimizer state went over by name
+    steps = [m["step"] for m in run.read_metrics("train")]
+    assert steps == [1, 2, 3, 4, 5, 6]
