@@ -145,8 +145,16 @@ def train_job(ctx: JobContext, payload: dict) -> dict:
     ctx.log(f"Loading model {cfg.model} ({cfg.init} weights) ...")
     model, tokenizer, plan, base_name = _prepare_model(ctx, cfg)
     ctx.log(f"Reading and tokenizing {cfg.data} ...")
-    train_tokens, val_tokens = load_token_data(cfg.data, tokenizer)
-    total = total_steps_for(cfg, len(train_tokens))
+    part = _data_part(cfg.data, env)
+    train_tokens, val_tokens = load_token_data(cfg.data, tokenizer, part=part)
+    if part is None:
+        total = total_steps_for(cfg, len(train_tokens))
+    else:  # every rank its own share: the same step count on all of them, from the whole
+        shares = distributed.gather(len(train_tokens), env)
+        total = total_steps_for(cfg, sum(shares) // env.world_size)
+        ctx.log(f"Each of the {env.world_size} processes reads its own part of {cfg.data} (whole shards or every "
+                f"{env.world_size}th document): {', '.join(f'{n:,}' for n in shares)} training tokens.")
+        ctx.emit(0, kind="data_parts", train_tokens=shares)
     where = resolve_device(cfg.device) + (f", {env.world_size} processes ({cfg.strategy.upper()})" if env.active
                                           else "")
     ctx.log(f"{len(train_tokens):,} training tokens, {len(val_tokens):,} held-out; {total} steps of "
@@ -155,11 +163,15 @@ def train_job(ctx: JobContext, payload: dict) -> dict:
     prompts = sample_prompts(val_tokens, tokenizer)
     before = sample_many(model, tokenizer, prompts, SampleConfig(seed=cfg.seed)) if env.is_main else []
     ctx.progress(0, total)
-    # Several processes: each step's global batch (per-process batch x processes) is drawn as one process would
-    # draw it and every rank trains on its own rows of it, so the run matches one process with the global batch.
-    batches = RandomWindows(train_tokens, cfg.batch_size * env.world_size, cfg.seq_len, seed=cfg.seed)
-    if env.active:
-        batches = distributed.RankSlice(batches, env)
+    if part is not None:  # each rank draws from its own share of the data
+        batches = RandomWindows(train_tokens, cfg.batch_size, cfg.seq_len, seed=cfg.seed + 1_000_003 * env.rank)
+    else:
+        # Several processes on data every rank read whole: each step's global batch (per-process batch x processes)
+        # is drawn as one process would draw it and every rank trains on its own rows of it, so the run matches one
+        # process with the global batch.
+        batches = RandomWindows(train_tokens, cfg.batch_size * env.world_size, cfg.seq_len, seed=cfg.seed)
+        if env.active:
+            batches = distributed.RankSlice(batches, env)
     result = train(model, batches, cfg,
                    val_batches=RandomWindows(val_tokens, cfg.batch_size, cfg.seq_len, seed=cfg.seed + 1),
                    sink=ctx, should_stop=ctx.should_stop, checkpoint_dir=ctx.checkpoint_dir, resume=ctx.resume,
@@ -191,6 +203,21 @@ def train_job(ctx: JobContext, payload: dict) -> dict:
         save_hf_folder(model.cpu().float(), ctx.run_dir / "model", tokenizer=tokenizer)
         ctx.log(f"Saved the model to {ctx.run_dir / 'model'} (a Hugging Face folder).")
     return out
+
+
+def _data_part(data: str, env) -> tuple[int, int] | None:
+    """(rank, processes) when each process should read only its own part of `data`: several processes and at
+    least one input (a shard, a file) per process, so a large or remote dataset is read once in all, not once per
+    process. Smaller data (one file) is read whole by every rank, which then trains on its rows of each global
+    batch. None: read it whole."""
+    if not env.active or data.startswith(HF_PREFIX):
+        return None
+    from .data.readers import DataError, resolve_inputs
+    try:
+        inputs = resolve_inputs(data)
+    except DataError:
+        return None
+    return (env.rank, env.world_size) if len(inputs) >= env.world_size else None
 
 
 def _whole_copy(ctx: JobContext, cfg: TrainConfig, state: dict):

@@ -236,7 +236,9 @@ def _loop(model, net, optimizer, scaler, plan, batches, val_batches, cfg, result
         result.history.append({"step": step, **record})
         emit(step, kind="train", **record)
         if val_batches is not None and ((cfg.eval_every and step % cfg.eval_every == 0) or step == total_steps):
-            ev = {"step": step, "eval_loss": evaluate(model, val_batches, cfg.eval_batches, device, plan)}
+            # several processes reading their own parts hold out different text: the mean over all of them
+            ev = {"step": step, "eval_loss": distributed.mean(evaluate(model, val_batches, cfg.eval_batches, device,
+                                                                       plan), env)}
             result.evals.append(ev)
             emit(step, kind="eval", eval_loss=ev["eval_loss"])
         if ckpt is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:

@@ -246,3 +246,26 @@ def test_a_one_process_checkpoint_resumes_on_two_fsdp_processes(tiny_hf_folder, 
     assert run.read_metrics("ranks")[-1]["strategy"] == "fsdp"  # the optimizer state went over by name
     steps = [m["step"] for m in run.read_metrics("train")]
     assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_with_a_file_per_process_each_rank_reads_only_its_own_part(tiny_hf_folder, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for i, topic in enumerate(["Lists and tuples hold sequences. ", "Dictionaries map keys to values. ",
+                               "Generators yield values lazily. ", "Classes bundle data and behaviour. "]):
+        (data / f"part-{i}.jsonl").write_text("".join(json.dumps({"text": topic * 8 + f"({i}.{j})"}) + "\n"
+                                                      for j in range(40)))
+    out = tmp_path / "ddp-parts"
+    p = torchrun(2, _cfg(tiny_hf_folder, data, batch_size=2, steps=4), "--out", str(out))
+    assert p.returncode == 0, p.stderr[-3000:]
+    run = Run(out)
+    (parts,) = run.read_metrics("data_parts")
+    shares = parts["train_tokens"]
+    assert len(shares) == 2 and all(n > 0 for n in shares)
+    # 4 files over 2 ranks: rank 0 reads part-0 and part-2, rank 1 part-1 and part-3 (sharding's rank slicing),
+    # so together they hold every document once: the same tokens as one process reading all four
+    from llmfs.data.sharding import ShardedDocuments
+    ids = [sorted(i["id"] for i in ShardedDocuments(data, r, 2)) for r in range(2)]
+    assert not set(ids[0]) & set(ids[1]) and len(ids[0]) + len(ids[1]) == 160
+    assert "Each of the 2 processes reads its own part" in run.log_tail(200)
+    assert len(run.read_metrics("train")) == 4 and run.status()["state"] == SUCCEEDED

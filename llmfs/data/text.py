@@ -20,22 +20,30 @@ MAX_DOCS = 200_000       # the eager path holds every text in memory; L13's stre
 MIN_VAL_FRACTION = 0.05
 
 
-def read_texts(source: str) -> tuple[list[str], list[str]]:
+def read_texts(source: str, part: tuple[int, int] | None = None) -> tuple[list[str], list[str]]:
     """(train documents, held-out documents) of any source `llmfs.data.readers` understands: llmfs-corpus (with
     its own held-out split), a .txt / .jsonl / .parquet file, a folder, WebDataset shards (an L13 pipeline's
     output), or hf:NAME. Sources without a split hold out their last documents (or the tail of a single one).
 
+    part: (rank, processes): only this rank's share of the documents (`llmfs.data.sharding`: whole shards per rank
+        when there are enough, else every n-th document), for a run on several processes.
     Raises:
         DataError: an unreadable record, named by file and line (training on silently skipped data would mislead).
     """
     from .readers import read_documents
+    from .sharding import ShardedDocuments
+
+    def docs(spec: str):
+        if part is None:
+            return (d.text for d in read_documents(spec, errors="raise"))
+        return (item["text"] for item in ShardedDocuments(spec, part[0], part[1], errors="raise"))
+
     if source.strip() == DEFAULT_DATA:
-        return ([d.text for d in read_documents(DEFAULT_DATA, errors="raise")],
-                [d.text for d in read_documents(DEFAULT_DATA + "@heldout", errors="raise")])
+        return list(docs(DEFAULT_DATA)), [d.text for d in read_documents(DEFAULT_DATA + "@heldout", errors="raise")]
     texts = []
-    for doc in read_documents(source, errors="raise"):
-        if doc.text.strip():
-            texts.append(doc.text)
+    for text in docs(source):
+        if text.strip():
+            texts.append(text)
         if len(texts) >= MAX_DOCS:
             break
     return _split_tail(texts, source)
@@ -69,14 +77,16 @@ _CACHE: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def load_token_data(source: str, tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train tokens, held-out tokens) for `source`, cached per process by source, its mtime and the tokenizer,
-    so a workshop's tenth run on the bundled corpus does not tokenize it a tenth time."""
-    key = (source, _mtime(source), tokenizer.name_or_path, len(tokenizer))
+def load_token_data(source: str, tokenizer, part: tuple[int, int] | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train tokens, held-out tokens) for `source` (`part`: one rank's share, see `read_texts`), cached per
+    process by source, its mtime and the tokenizer, so a workshop's tenth run on the bundled corpus does not
+    tokenize it a tenth time."""
+    key = (source, _mtime(source), tokenizer.name_or_path, len(tokenizer), part)
     with _CACHE_LOCK:
         if key in _CACHE:
             return _CACHE[key]
-    train_texts, val_texts = read_texts(source)
+    train_texts, val_texts = read_texts(source, part)
     out = (tokenize(train_texts, tokenizer), tokenize(val_texts, tokenizer))
     with _CACHE_LOCK:
         _CACHE[key] = out
