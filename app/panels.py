@@ -145,6 +145,7 @@ def _panel_body(run, was_live: bool) -> None:
     train = _chart(run_id, "train", _train_records)
     _header(run, status, run_state, train)
     _progress(run_state, status, train, run.config())
+    _processes(_chart(run_id, "processes", _processes_of))
     if not train:  # nothing to chart yet (or ever, for a run that failed while loading)
         if run_state in (PENDING, RUNNING):
             st.caption("The charts appear here as soon as the first training step is done.")
@@ -253,6 +254,27 @@ def _progress(run_state: str, status: dict, train: list[dict], config: dict) -> 
         took = (status.get("finished") or 0) - (status.get("started") or 0)
         text += f" · took {fmt_duration(took)}" if took > 0 else ""
     st.progress(min(1.0, step / total) if total else 0.0, text=text)
+
+
+def _processes_of(records: list[dict]) -> dict | None:
+    """How a run on several processes (torchrun) split its work, from its "ranks" and "data_parts" records."""
+    ranks = charts.of_kind(records, "ranks")
+    if not ranks:
+        return None
+    parts = charts.of_kind(records, "data_parts")
+    return {"n": ranks[-1]["world_size"], "strategy": str(ranks[-1].get("strategy", "ddp")).upper(),
+            "tokens": parts[-1]["train_tokens"] if parts else None}
+
+
+def _processes(info: dict | None) -> None:
+    if info is None:
+        return
+    how = ("each reading its own part of the data (" + ", ".join(f"{n:,}" for n in info["tokens"]) + " tokens)"
+           if info["tokens"] else "each training on its own rows of every batch")
+    st.caption(f":material/hub: {info['n']} training processes ({info['strategy']}), {how}; the figures are the "
+               "whole run's (loss averaged over the processes, tokens/s summed).",
+               help="Started through torchrun. DDP: a whole copy of the model in each process, gradients averaged "
+                    "after every step. FSDP: the weights, gradients and optimizer states split across them.")
 
 
 def _train_records(records: list[dict]) -> list[dict]:

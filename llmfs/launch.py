@@ -28,6 +28,7 @@ from pathlib import Path
 from . import distributed
 from .config import TrainConfig
 from .fsutil import atomic_write_json, read_json
+from .jobs import JobContext
 from .runs import Run
 
 STOP_FILE = "STOP"
@@ -58,34 +59,16 @@ class StopFile:
         self.path.unlink(missing_ok=True)
 
 
-class RankContext:
+class RankContext(JobContext):
     """A JobContext for ranks other than 0: they train, and report nothing (rank 0 speaks for the run)."""
 
-    def __init__(self, run: Run, stop: StopFile, resume: bool):
-        self.run, self.resume, self._stop = run, resume, stop
-        self.last_step, self.peak_memory_bytes = 0, 0
-
-    run_dir = property(lambda self: self.run.path)
-    checkpoint_dir = property(lambda self: self.run.checkpoint_dir)
-
     def emit(self, step, kind="train", **metrics):
-        pass
+        self.last_step = max(self.last_step, int(step))
 
     def log(self, message):
         pass
 
     def progress(self, done, total, unit="steps"):
-        pass
-
-    def should_stop(self) -> bool:
-        return self._stop.is_set()
-
-    def check_stop(self) -> None:
-        from .jobs import JobCancelled
-        if self._stop.is_set():
-            raise JobCancelled()
-
-    def stop_telemetry(self) -> None:
         pass
 
 
@@ -235,7 +218,7 @@ def rank_main(cfg: TrainConfig | None, run_dir: str | None, attach: bool, resume
 def _attached_rank0(run: Run, stop: StopFile, payload: dict, resume: bool) -> dict:
     """Rank 0 under the job runner: train and report, leave the status to the launcher (result or failure file)."""
     from . import telemetry
-    from .jobs import JobContext, error_kind, summarize_exception
+    from .jobs import error_kind, summarize_exception
 
     ctx = JobContext(run, stop, resume=resume)
 

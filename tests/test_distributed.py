@@ -67,6 +67,26 @@ def one_process(root: Path, cfg: dict) -> Run:
         jobs.shutdown()
 
 
+def resume_in_one_process(run: Run, steps: int) -> None:
+    """Continue `run` from its last checkpoint in this process, up to `steps` (its config changed on disk)."""
+    record = json.loads((run.path / "config.json").read_text())
+    record["config"]["steps"] = steps
+    (run.path / "config.json").write_text(json.dumps(record))
+    jobs = default_manager(run.path.parent, telemetry_interval=60)
+    try:
+        jobs.resume(run.run_id)
+        assert jobs.wait(run.run_id, 300) == SUCCEEDED, run.status().get("traceback")
+    finally:
+        jobs.shutdown()
+
+
+def _local_rank(p) -> str | None:
+    try:
+        return p.environ().get("LOCAL_RANK")
+    except psutil.Error:  # a helper process that ended meanwhile
+        return None
+
+
 def _last_json(stdout: str) -> dict:
     return json.loads(stdout.strip().splitlines()[-1])
 
@@ -120,13 +140,13 @@ def test_a_killed_rank_fails_the_run_and_it_resumes_on_one_process(tiny_hf_folde
     cfg = _cfg(tiny_hf_folder, text_file, batch_size=2, steps=400, checkpoint_every=3)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "llmfs",
            "train", *_flags(cfg), "--out", str(out), "--json"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=ROOT)
+    log = tmp_path / "torchrun.log"  # a file, not a pipe: a full pipe nobody reads would stall the ranks
+    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=_env(), cwd=ROOT)
     try:
         run = Run(out)
         ckpt = out / "checkpoints" / "last" / "state.json"
         assert _wait_for(lambda: ckpt.exists() and len(run.read_metrics("train")) >= 5, 180)
-        ranks = [c for c in psutil.Process(proc.pid).children(recursive=True)
-                 if c.environ().get("LOCAL_RANK") == "1"]
+        ranks = [c for c in psutil.Process(proc.pid).children(recursive=True) if _local_rank(c) == "1"]
         assert len(ranks) == 1
         ranks[0].send_signal(signal.SIGKILL)
         proc.wait(timeout=120)  # the whole run ends: no rank left waiting for the dead one
@@ -135,21 +155,12 @@ def test_a_killed_rank_fails_the_run_and_it_resumes_on_one_process(tiny_hf_folde
             proc.kill()
     assert proc.returncode != 0
     status = run.status()
-    assert status["state"] == FAILED, status
+    assert status["state"] == FAILED, (status, log.read_text()[-4000:])
     assert "Another process of this distributed run failed or was killed" in status["error"]
     assert status["error_kind"] == "rank_failed"
     seen = [m["loss"] for m in run.read_metrics("train")]
     step = json.loads(ckpt.read_text())["step"]
-    # resume on one process (another number of processes), a few steps past the checkpoint
-    record = json.loads((out / "config.json").read_text())
-    record["config"]["steps"] = step + 2
-    (out / "config.json").write_text(json.dumps(record))
-    jobs = default_manager(tmp_path, telemetry_interval=60)
-    try:
-        jobs.resume(out.name)
-        assert jobs.wait(out.name, 300) == SUCCEEDED, run.status().get("traceback")
-    finally:
-        jobs.shutdown()
+    resume_in_one_process(run, steps=step + 2)  # another number of processes, a few steps past the checkpoint
     result = run.status()["result"]
     assert result["steps"] == step + 2 and result["losses"][:step] == pytest.approx(seen[:step], rel=1e-6)
 
@@ -168,16 +179,8 @@ def test_fsdp_trains_and_its_checkpoint_loads_in_one_process(tiny_hf_folder, tex
     # the saved model and the checkpoint load in a single process: resume two more steps there
     from transformers import GPT2LMHeadModel
     assert GPT2LMHeadModel.from_pretrained(out / "model").num_parameters() > 0
-    record = json.loads((out / "config.json").read_text())
-    record["config"].update(steps=6)
-    (out / "config.json").write_text(json.dumps(record))
     run.update_status(state=INTERRUPTED)
-    jobs = default_manager(tmp_path, telemetry_interval=60)
-    try:
-        jobs.resume(out.name)
-        assert jobs.wait(out.name, 300) == SUCCEEDED, run.status().get("traceback")
-    finally:
-        jobs.shutdown()
+    resume_in_one_process(run, steps=6)
     resumed = run.status()["result"]["losses"]
     assert resumed[:4] == pytest.approx(fsdp_losses, rel=1e-6) and len(resumed) == 6
 

@@ -151,6 +151,16 @@ def test_running_run_from_elsewhere_has_a_live_panel(llmfs_home, seed):
     assert Run(llmfs_home / "runs" / run_id).state == "running"
 
 
+def test_a_run_on_several_processes_says_how_it_split_the_work(llmfs_home, seed):
+    run_id = seed(state="running", steps=100, done=5, owner="cli")
+    run = Run(llmfs_home / "runs" / run_id)
+    run.append_metrics(1, kind="ranks", world_size=2, strategy="fsdp", data_fingerprints=["a1", "b2"])
+    run.append_metrics(0, kind="data_parts", train_tokens=[12000, 11800])
+    at = open_page("pages/runs.py")
+    assert "2 training processes (FSDP), each reading its own part of the data (12,000, 11,800 tokens)" in \
+        texts(at.caption)
+
+
 def test_delete_asks_first(llmfs_home, seed):
     keep, doomed = seed(), seed()
     at = open_page("pages/runs.py")
