@@ -57,3 +57,50 @@ def test_qlora_trains_on_cuda():
     result = _train("bf16", steps=10, model=model)
     assert all(torch.isfinite(torch.tensor(result.losses)))
     assert result.losses[-1] < result.losses[0]
+
+
+def hold_gpu_memory(ctx, cfg):
+    """A job that keeps 2 GiB on the GPU until it is stopped (module level: it runs in a child process)."""
+    import time
+    x = torch.empty(2 * 2**30, dtype=torch.uint8, device="cuda")
+    ctx.emit(1, loss=float(x.numel()))
+    while not ctx.should_stop():
+        time.sleep(0.05)
+    return {}
+
+
+def _nvml_used() -> int:
+    from llmfs import telemetry
+    return telemetry.snapshot()["gpu_memory_used_bytes"]
+
+
+def test_a_job_process_gives_all_its_gpu_memory_back(tmp_path):
+    from llmfs.jobs import JobManager
+    jobs = JobManager(tmp_path / "runs", telemetry_interval=0.2, isolation="process")
+    jobs.register("hold", hold_gpu_memory)
+    try:
+        before = _nvml_used()
+        rid = jobs.submit("hold", {})
+        import time
+        end = time.time() + 120
+        while not jobs.get(rid).read_metrics("train") and time.time() < end:
+            time.sleep(0.1)
+        during = _nvml_used()
+        assert during - before >= 2 * 2**30  # the 2 GiB and the child's CUDA context
+        jobs.cancel(rid)
+        assert jobs.wait(rid, 60) == "cancelled"
+        time.sleep(1.0)
+        assert _nvml_used() - before < 64 * 2**20  # all of it back once the process is gone
+    finally:
+        jobs.shutdown()
+
+
+def test_the_instructors_free_memory_gives_cached_blocks_back():
+    from app import instructor_view
+    x = torch.empty(1024 * 2**20, dtype=torch.uint8, device="cuda")
+    del x  # freed to PyTorch's cache: NVML still counts it
+    cached = torch.cuda.memory_reserved()
+    assert cached >= 1024 * 2**20
+    before = _nvml_used()
+    instructor_view.free_memory()
+    assert torch.cuda.memory_reserved() < cached and before - _nvml_used() >= 900 * 2**20
