@@ -8,6 +8,7 @@ import collections
 import functools
 import http.server
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -115,3 +116,33 @@ def test_object_storage_without_its_backend_says_what_to_install(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_s3fs)
     with pytest.raises(DataError, match="pip install s3fs"):
         list(read_documents("s3://bucket/shard-{0..1}.tar", errors="raise"))
+
+
+@pytest.fixture
+def s3_bucket(monkeypatch):
+    """A real S3 API on loopback (moto's server), with shards uploaded; s3fs reaches it through AWS_ENDPOINT_URL."""
+    boto3 = pytest.importorskip("boto3")
+    from moto.server import ThreadedMotoServer
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    for key, value in dict(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+                           AWS_DEFAULT_REGION="us-east-1", AWS_ENDPOINT_URL=endpoint).items():
+        monkeypatch.setenv(key, value)
+    client = boto3.client("s3", endpoint_url=endpoint)
+    client.create_bucket(Bucket="lab")
+    yield client
+    server.stop()
+
+
+def test_shards_in_s3_are_read_once_across_ranks(s3_bucket, tmp_path):
+    docs = [Document(text=f"stored in a bucket {i} " * 3, id=f"s3doc-{i:03d}") for i in range(50)]
+    for shard in write_documents(docs, tmp_path / "shards", max_docs=10):
+        s3_bucket.upload_file(str(shard.path), "lab", f"shards/{Path(shard.path).name}")
+    spec = "s3://lab/shards/shard-{000000..000004}.tar"
+    read = list(read_documents(spec, errors="raise"))
+    ids = [d.id for d in read]
+    assert len(set(ids)) == 50 and sorted(d.text for d in read) == sorted(d.text for d in docs)
+    per_rank = _read_all(spec, world=2, workers=2)
+    assert collections.Counter(i for rank in per_rank for i in rank) == collections.Counter(ids)
