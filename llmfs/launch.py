@@ -104,7 +104,8 @@ def launch_job(ctx, cfg: TrainConfig, n: int) -> dict:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
            "PYTHONPATH": os.pathsep.join(p for p in (package_parent, os.environ.get("PYTHONPATH")) if p)}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            start_new_session=True)  # its own process group: Stop can end every rank at once
+                            start_new_session=True,  # its own process group: Stop can end every rank at once
+                            preexec_fn=_end_with_parent)
     reader = threading.Thread(target=_copy_output, args=(proc, ctx), daemon=True)
     reader.start()
     stop_asked_at = None
@@ -155,6 +156,16 @@ def _copy_output(proc: subprocess.Popen, ctx) -> None:
         line = line.rstrip()
         if line and "OMP_NUM_THREADS" not in line and not set(line) <= {"*"}:
             ctx.log(line)
+
+
+def _end_with_parent() -> None:
+    """In torchrun's process, before it starts: SIGTERM when the launcher dies (a killed server), which torchrun
+    passes on to every rank, so no rank trains on for a run the next server marks interrupted. Linux only."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _end_group(proc: subprocess.Popen) -> None:

@@ -272,3 +272,29 @@ def test_with_a_file_per_process_each_rank_reads_only_its_own_part(tiny_hf_folde
     assert not set(ids[0]) & set(ids[1]) and len(ids[0]) + len(ids[1]) == 160
     assert "Each of the 2 processes reads its own part" in run.log_tail(200)
     assert len(run.read_metrics("train")) == 4 and run.status()["state"] == SUCCEEDED
+
+
+SERVER = """
+import sys, json
+from llmfs.config import TrainConfig
+from llmfs.recipes import default_manager, submit_train
+jm = default_manager(sys.argv[1], telemetry_interval=60, isolation="process")
+print(submit_train(jm, TrainConfig(**json.loads(sys.argv[2]))), flush=True)
+import time; time.sleep(600)
+"""
+
+
+def test_killing_the_server_ends_the_ranks_it_launched(tiny_hf_folder, text_file, tmp_path):
+    root = tmp_path / "runs"
+    cfg = _cfg(tiny_hf_folder, text_file, batch_size=2, processes=2, steps=100_000)
+    server = subprocess.Popen([sys.executable, "-c", SERVER, str(root), json.dumps(cfg)], stdout=subprocess.PIPE,
+                              text=True, env=_env(), cwd=ROOT)
+    try:
+        run = Run(root / server.stdout.readline().strip())
+        assert _wait_for(lambda: len(run.read_metrics("train")) >= 3, 180)
+        ranks = [p for p in psutil.Process(server.pid).children(recursive=True) if _local_rank(p) is not None]
+        assert len(ranks) == 2
+    finally:
+        server.kill()  # SIGKILL: no clean-up in the server
+        server.wait()
+    assert _wait_for(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in ranks), 60)
