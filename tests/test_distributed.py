@@ -298,3 +298,28 @@ def test_killing_the_server_ends_the_ranks_it_launched(tiny_hf_folder, text_file
         server.kill()  # SIGKILL: no clean-up in the server
         server.wait()
     assert _wait_for(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in ranks), 60)
+
+
+def test_two_nodes_meeting_through_a_rendezvous_train_as_one_run(tiny_hf_folder, text_file, tmp_path):
+    """`--nnodes 2` as on a cluster (one torchrun per node, c10d rendezvous), both "nodes" on this machine."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "two-nodes"
+    cfg = _cfg(tiny_hf_folder, text_file, batch_size=2)
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
+                               f"--node_rank={node}", "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}",
+                               "--rdzv_id=llmfs-test", "-m", "llmfs", "train", *_flags(cfg), "--out", str(out),
+                               "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+                              cwd=ROOT) for node in (0, 1)]
+    outputs = [n.communicate(timeout=300) for n in nodes]
+    assert [n.returncode for n in nodes] == [0, 0], [e[-2000:] for _, e in outputs]
+    summaries = [o for o, _ in outputs if o.strip()]
+    assert len(summaries) == 1 and _last_json(summaries[0])["state"] == SUCCEEDED  # one rank 0, one report
+    run = Run(out)
+    assert [m["step"] for m in run.read_metrics("train")] == [1, 2, 3, 4, 5, 6]
+    assert run.read_metrics("ranks")[0]["world_size"] == 2
+    single = one_process(tmp_path / "single", _cfg(tiny_hf_folder, text_file, batch_size=4))
+    assert [m["loss"] for m in run.read_metrics("train")] == pytest.approx(single.status()["result"]["losses"],
+                                                                             rel=1e-4, abs=1e-5)
