@@ -402,7 +402,8 @@ class JobManager:
 
     def kill(self, run_id: str) -> bool:
         """End a running job's process at once (SIGKILL), for a job that does not reach its next step (stuck in a
-        long forward, a hung data source). Only for isolation="process"; the run fails, its files kept."""
+        long forward, a hung data source). Only for isolation="process"; the run ends cancelled ("stopped at once"),
+        its files kept. False when `run_id` has no process here."""
         with self._lock:
             child = self._children.get(run_id)
             job = self._jobs.get(run_id)
