@@ -141,8 +141,7 @@ def _panel_body(run, was_live: bool) -> None:
     run_state = status.get("state", INTERRUPTED)
     if was_live and run_state in FINAL_STATES:
         st.rerun(scope="app")  # redraw once as a still panel: polling stops
-    records_of(run_id)  # read the new lines (at most every half poll, for every viewer)
-    train = _chart(run_id, "train", _train_records)
+    train = _chart(run_id, "train", _train_records)  # live.shared reads the new lines first
     _header(run, status, run_state, train)
     _progress(run_state, status, train, run.config())
     _processes(_chart(run_id, "processes", _processes_of))

@@ -64,10 +64,6 @@ def safe_upload_name(name: str) -> str:
     return uploads.safe_name(name, UPLOAD_SUFFIXES)
 
 
-def uploads_dir() -> Path:
-    return uploads.uploads_dir()
-
-
 def save_upload(upload, kind: str = "text", task: str = "custom") -> Path:
     """Check a Streamlit upload and save it under `$LLMFS_HOME/uploads/` (in a workshop, in the participant's folder)
     (`llmfs.uploads.save_upload`: name, size, type and content checked, written atomically); returns the path.

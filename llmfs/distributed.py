@@ -156,21 +156,18 @@ def gradient_sync(net: nn.Module, sync: bool):
 
 
 # -- collectives --------------------------------------------------------------------------------------------------
+def sums(values: list[float], env: DistEnv) -> list[float]:
+    """Each number summed over all ranks, in one collective (a step's loss and token count together)."""
+    if not env.active:
+        return list(values)
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=_collective_device())
+    dist.all_reduce(t)
+    return t.tolist()
+
+
 def mean(value: float, env: DistEnv) -> float:
-    """The mean of a number over all ranks (the loss of the global batch from each rank's share)."""
-    if not env.active:
-        return value
-    t = torch.tensor([float(value)], dtype=torch.float64, device=_collective_device())
-    dist.all_reduce(t)
-    return float(t.item()) / env.world_size
-
-
-def total(value: int, env: DistEnv) -> int:
-    if not env.active:
-        return value
-    t = torch.tensor([int(value)], dtype=torch.int64, device=_collective_device())
-    dist.all_reduce(t)
-    return int(t.item())
+    """The mean of a number over all ranks (the held-out loss from each rank's share)."""
+    return sums([value], env)[0] / env.world_size
 
 
 def any_rank(flag: bool, env: DistEnv) -> bool:

@@ -256,12 +256,16 @@ def rank_train_job(ctx, payload: dict) -> dict:
     try:
         return train_job(ctx, payload)
     except RuntimeError as e:
-        if any(s in str(e) for s in _PEER_LOST):
+        import torch.distributed as dist
+        if isinstance(e, getattr(dist, "DistNetworkError", ())) or any(s in str(e) for s in _PEER_LOST):
             raise RankStopped(RANK_STOPPED) from e
         raise
 
 
-_PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "gloo", "NCCL", "ProcessGroup")
+# what gloo / NCCL say when a peer is gone: a connection ended or a collective timed out (not any backend error,
+# which would hide a real bug behind "another process failed")
+_PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "Timed out", "timed out",
+              "communicator was aborted")
 RANK_STOPPED = ("Another process of this distributed run failed or was killed, so this run was stopped. The log holds "
                 "each process's output; the last checkpoint is kept, and the run can resume from it (on any number "
                 "of processes).")
@@ -270,6 +274,12 @@ RANK_STOPPED = ("Another process of this distributed run failed or was killed, s
 def _stop_on_sigterm() -> None:
     """torchrun ends the other ranks with SIGTERM when one fails: turn it into an exception, so rank 0 records why
     (the default action would end it silently, leaving the run "running")."""
+    raised = []
+
     def handler(signum, frame):
-        raise RankStopped(RANK_STOPPED)
+        # Once only, and not while a failure is being recorded (a lost peer's error usually comes first): raising
+        # then would cut the recording short and leave the run "running".
+        if not raised and sys.exc_info()[1] is None:
+            raised.append(signum)
+            raise RankStopped(RANK_STOPPED)
     signal.signal(signal.SIGTERM, handler)

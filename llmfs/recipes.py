@@ -138,8 +138,9 @@ def train_job(ctx: JobContext, payload: dict) -> dict:
     from .weights import save_hf_folder
 
     cfg = from_dict(TrainConfig, payload)
-    if not distributed.launched() and processes_for(cfg) > 1:  # several processes: torchrun runs this job's ranks
-        return launch_job(ctx, cfg, processes_for(cfg))
+    n = 1 if distributed.launched() else processes_for(cfg)
+    if n > 1:  # several processes: torchrun runs this job's ranks
+        return launch_job(ctx, cfg, n)
     env = distributed.current()
     t0 = time.time()
     ctx.log(f"Loading model {cfg.model} ({cfg.init} weights) ...")

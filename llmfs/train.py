@@ -271,8 +271,8 @@ def _train_step(net, optimizer, scaler, plan, batches, cfg, step, total_steps, d
             (scaler.scale(part) if scaler is not None else part).backward()
         loss_sum += loss.item()
         tokens += x.numel()
-    loss = distributed.mean(loss_sum / cfg.grad_accum, env)  # the global batch's loss
-    tokens = distributed.total(tokens, env)
+    loss_total, tokens = distributed.sums([loss_sum / cfg.grad_accum, tokens], env)
+    loss, tokens = loss_total / env.world_size, int(tokens)  # the global batch's loss and tokens
     if not math.isfinite(loss):
         optimizer.zero_grad(set_to_none=True)
         raise FloatingPointError(_diverged(f"The loss became {loss} at step {step}", plan))
