@@ -4,6 +4,10 @@ loaded base with generations side by side, and merging one into a model folder.
 Everything is read from disk afresh (the adapter library, run folders). The one thing held in memory is a base
 model with adapters attached, cached process-wide and used under its own lock: switching adapters is a flag on the
 shared model, so two sessions must not generate through it at the same time.
+
+In a workshop every adapter is listed with its figures, but only its owner (and the instructor) may rename, delete,
+download or merge it, or generate with it (everyone may use everyone's with share_runs = "all"; renaming and deleting
+stay the owner's).
 """
 
 from __future__ import annotations
@@ -18,13 +22,12 @@ from pathlib import Path
 import streamlit as st
 
 from llmfs import adapters as lib
-from llmfs import memory
+from llmfs import access, memory
 from llmfs.config import DEFAULT_MODEL
 from llmfs.lora import FAMILIES
-from llmfs.paths import llmfs_home
 from llmfs.sources import SourceError
 
-from . import eval_view, forms, state
+from . import eval_view, forms, identity, panels, state
 
 PLOT_CONFIG = {"displaylogo": False}
 SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
@@ -57,6 +60,20 @@ def adapter_label(a: lib.AdapterInfo) -> str:
     return f"{a.name} · r={a.rank} on {layers_label(a.targets)} · {base_label(a.base_model)}"
 
 
+def may_use(a: lib.AdapterInfo) -> bool:
+    """Download, merge, generate with: its owner's and the instructor's (everyone's with share_runs = "all")."""
+    return identity.may_see_texts(a.user)
+
+
+def may_change(a: lib.AdapterInfo) -> bool:
+    """Rename, delete: in a workshop only its owner (or the instructor), whatever is shared."""
+    return not identity.workshop_mode() or identity.is_instructor() or bool(a.user and identity.is_mine(a.user))
+
+
+def usable(adapters: list[lib.AdapterInfo]) -> list[lib.AdapterInfo]:
+    return [a for a in adapters if may_use(a)]
+
+
 def _flash(key: str, kind: str, text: str) -> None:
     """A message to show once after the rerun a change needs (the table above the buttons must redraw)."""
     st.session_state[f"{key}.lib.flash"] = (kind, text)
@@ -73,9 +90,11 @@ def library_section(key: str) -> None:
         st.info("No adapters yet. Train one in step 2 (it is saved here when the run finishes), or add a .zip "
                 "above.", icon=":material/inventory_2:")
     else:
+        workshop = identity.workshop_mode()
         st.dataframe([{"name": a.name, "base": base_label(a.base_model), "rank": a.rank, "alpha": a.alpha,
                        "layers": layers_label(a.targets), "size": memory.fmt_bytes(a.size_bytes),
-                       "from": origin_label(a), "created": dt.datetime.fromtimestamp(a.created)} for a in adapters],
+                       "from": origin_label(a), **({"by": a.user or "-"} if workshop else {}),
+                       "created": dt.datetime.fromtimestamp(a.created)} for a in adapters],
                      hide_index=True, column_config={
                          "name": st.column_config.TextColumn("Name"),
                          "base": st.column_config.TextColumn("Base model", help="The model it was trained on"),
@@ -84,6 +103,7 @@ def library_section(key: str) -> None:
                          "layers": st.column_config.TextColumn("Layers"),
                          "size": st.column_config.TextColumn("Size"),
                          "from": st.column_config.TextColumn("From", help="A training run, or an uploaded zip"),
+                         "by": st.column_config.TextColumn("By", help="Who trained or added it"),
                          "created": st.column_config.DatetimeColumn("Created", format="D MMM, HH:mm")})
         manage(key, adapters)
 
@@ -92,24 +112,37 @@ def manage(key: str, adapters: list[lib.AdapterInfo]) -> None:
     by_id = {a.id: a for a in adapters}
     pick = by_id[st.selectbox("Adapter", list(by_id), format_func=lambda i: adapter_label(by_id[i]),
                               key=f"{key}.lib.pick")]
-    st.caption(f"Folder: `{pick.path}` (PEFT's format: give this path to L14 to evaluate the model with it).")
+    if identity.shows_paths():
+        st.caption(f"Folder: `{pick.path}` (PEFT's format: pick it under *LoRA adapters* on L14, or give this path, "
+                   "to evaluate a model with it).")
+    elif may_use(pick):
+        st.caption("PEFT's format. To evaluate a model with it, pick it under *LoRA adapters* on L14.")
+    else:
+        panels.withheld(f"{pick.name} is {pick.user or 'someone else'}'s: downloading it, merging it or generating "
+                        "with it is for them and the instructor.")
     left, right = st.columns([2, 3], vertical_alignment="bottom")
-    name = left.text_input("Name", value=pick.name, key=f"{key}.lib.name.{pick.id}")
+    mine = may_change(pick)
+    not_mine = None if mine else "Only the person who trained or added it (or the instructor) can rename or delete it."
+    name = left.text_input("Name", value=pick.name, key=f"{key}.lib.name.{pick.id}", disabled=not mine)
     row = right.container(horizontal=True)
-    if row.button("Rename", key=f"{key}.lib.rename", icon=":material/edit:", disabled=name.strip() == pick.name):
+    if row.button("Rename", key=f"{key}.lib.rename", icon=":material/edit:",
+                  disabled=not mine or name.strip() == pick.name, help=not_mine):
         try:
             renamed = lib.rename_adapter(pick.id, name)
         except lib.AdapterError as e:
-            st.error(str(e), icon=":material/error:")
+            st.error(identity.shown(str(e)), icon=":material/error:")
         else:
             _flash(key, "success", f"Renamed to **{renamed.name}**.")
-    row.download_button("Download", data=functools.partial(lib.export_zip, pick.id), on_click="ignore",
-                        file_name=f"{SAFE_NAME.sub('-', pick.name).strip('-') or 'adapter'}.zip",
-                        mime="application/zip", icon=":material/download:", key=f"{key}.lib.download",
-                        help="A .zip of the adapter folder, which PEFT's from_pretrained reads once unpacked.")
+    if may_use(pick):
+        row.download_button("Download", data=functools.partial(lib.export_zip, pick.id), on_click="ignore",
+                            file_name=f"{SAFE_NAME.sub('-', pick.name).strip('-') or 'adapter'}.zip",
+                            mime="application/zip", icon=":material/download:", key=f"{key}.lib.download",
+                            help="A .zip of the adapter folder, which PEFT's from_pretrained reads once unpacked.")
     confirm = f"{key}.lib.confirm"
-    if row.button("Delete", key=f"{key}.lib.delete", icon=":material/delete:"):
+    if row.button("Delete", key=f"{key}.lib.delete", icon=":material/delete:", disabled=not mine, help=not_mine):
         st.session_state[confirm] = pick.id
+    if not mine:  # a confirmation asked before the pick changed to someone else's
+        st.session_state.pop(confirm, None)
     if st.session_state.get(confirm) == pick.id:
         what = "the adapter folder of its run (the run and its charts stay)" if pick.run_id else "its folder"
         st.warning(f"Delete **{pick.name}**? This removes {what} and cannot be undone.", icon=":material/warning:")
@@ -119,7 +152,7 @@ def manage(key: str, adapters: list[lib.AdapterInfo]) -> None:
             try:
                 lib.delete_adapter(pick.id)
             except (lib.AdapterError, OSError) as e:
-                st.error(str(e), icon=":material/error:")
+                st.error(identity.shown(str(e)), icon=":material/error:")
             else:
                 _flash(key, "success", f"Deleted **{pick.name}**.")
         if buttons.button("Cancel", key=f"{key}.lib.no"):
@@ -136,7 +169,8 @@ def upload(key: str) -> None:
     done: dict = st.session_state.setdefault(f"{key}.lib.imported", {})
     if file.file_id not in done:   # import once, not on every rerun while the file sits in the uploader
         try:
-            info = lib.import_zip(file.getvalue(), name=Path(file.name).stem or "adapter")
+            info = lib.import_zip(file.getvalue(), name=Path(file.name).stem or "adapter",
+                                  user=identity.workshop_user())
         except lib.AdapterError as e:
             done[file.file_id] = ("error", str(e))
         else:
@@ -171,7 +205,7 @@ def _stamp(a: lib.AdapterInfo) -> float:
 
 def compare_section(key: str) -> None:
     from llmfs.generate import SampleConfig
-    adapters = [a for a in lib.list_adapters() if a.base_model]
+    adapters = [a for a in usable(lib.list_adapters()) if a.base_model]
     if not adapters:
         st.info("Train or upload an adapter first (steps 2 and 3): its outputs appear here beside the base "
                 "model's.", icon=":material/compare:")
@@ -215,7 +249,7 @@ def generate(base: str, picked: list, prompt: str, variants: dict, sample) -> di
         with model.lock, st.spinner("Generating ..."):
             outputs = compare_generations(model.adapted, prompt, variants, sample)
     except (SourceError, ValueError, OSError, RuntimeError, KeyError) as e:
-        return {"error": f"Could not generate: {e}"}
+        return {"error": f"Could not generate: {identity.shown(str(e))}"}
     return {"prompt": prompt, "outputs": outputs}
 
 
@@ -233,12 +267,13 @@ def show_outputs(result: dict) -> None:
 
 # -- 5 · merge and export -----------------------------------------------------------------------------------------
 def models_dir() -> Path:
-    return llmfs_home() / "models"
+    """Where merged models go: `$LLMFS_HOME/models`, in a workshop the participant's own folder under it."""
+    return access.models_dir(identity.workshop_user())
 
 
 def merge_section(key: str) -> None:
     from llmfs.adapting import merge_adapter
-    adapters = [a for a in lib.list_adapters() if a.base_model]
+    adapters = [a for a in usable(lib.list_adapters()) if a.base_model]
     if not adapters:
         st.info("Train or upload an adapter first: merging needs one.", icon=":material/merge:")
         return
@@ -248,21 +283,26 @@ def merge_section(key: str) -> None:
     name = st.text_input("Name of the merged model", value=f"{pick.name}-merged", key=f"{key}.merge.name.{pick.id}",
                          help="Letters, digits, dots, dashes and underscores; other characters become dashes.")
     folder = models_dir() / (SAFE_NAME.sub("-", name.strip()).strip("-.") or "merged")
-    st.caption(f"It will be saved to `{folder}`" + (" (a model of this name exists: it will be replaced)."
-                                                    if folder.exists() else "."))
+    where = f"to `{folder}`" if identity.shows_paths() else f"among your models as **{folder.name}**"
+    st.caption(f"It will be saved {where}" + (" (a model of this name exists: it will be replaced)."
+                                              if folder.exists() else "."))
     if st.button("Merge and save", type="primary", icon=":material/merge:", key=f"{key}.merge.go"):
         try:
             with st.spinner(f"Loading {base_label(pick.base_model)} and folding the adapter in ..."):
                 out = merge_adapter(pick.path, folder)
         except (SourceError, ValueError, OSError, RuntimeError) as e:
-            st.session_state[f"{key}.merge.done"] = ("error", f"Could not merge: {e}")
+            st.session_state[f"{key}.merge.done"] = ("error", f"Could not merge: {identity.shown(str(e))}")
         else:
             st.session_state[f"{key}.merge.done"] = ("success", str(out))
     done = st.session_state.get(f"{key}.merge.done")
     if done and done[0] == "error":
         st.error(done[1], icon=":material/error:")
-    elif done:
+    elif done and identity.shows_paths():
         st.success(f"Merged model saved to `{done[1]}`: a normal Hugging Face model folder, no adapter needed. "
                    "Load it on **L12** (Model → *A folder on this machine*), fine-tune it further here, or "
                    "evaluate it on **L14** (paste the path under *More models*).", icon=":material/check_circle:")
+    elif done:
+        st.success(f"Merged model saved among your models as **{Path(done[1]).name}**: a normal Hugging Face model "
+                   "folder, no adapter needed. Evaluate it on **L14** (it is listed under *Models*).",
+                   icon=":material/check_circle:")
 

@@ -12,11 +12,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
+from llmfs import adapters as adapter_lib
+from llmfs.access import models_dir
 from llmfs.config import DEFAULT_MODEL, ConfigError, EvalConfig
 from llmfs.eval.runner import preflight_eval
 from llmfs.eval.tasks import TASK_INFO
@@ -24,7 +27,7 @@ from llmfs.paths import runs_dir
 from llmfs.runs import FINAL_STATES, INTERRUPTED, RUNNING, SUCCEEDED, Run
 from llmfs.sources import SourceError, looks_like_path
 
-from . import charts, panels, state
+from . import charts, identity, panels, state
 
 PLOT_CONFIG = {"displaylogo": False}
 TASKS = list(TASK_INFO)
@@ -48,20 +51,32 @@ FORMATS = {"hellaswag": 'the hub\'s format: {"ctx": ..., "endings": [4 strings],
            "perplexity": "plain text (.txt), or .jsonl with one {\"text\": ...} a line"}
 TABLE_COLUMNS = ("model", "task", "metric", "score", "n", "few-shot", "data", "date", "run")
 WRONG_SHOWN = 10   # questions opened one by one below the table of wrong answers
+MARKDOWN_CHARS = re.compile(r"([\\`*_\[\]<>~$|])")  # what makes emphasis, code, links, colours or math in a label
 
 
 # -- what to evaluate ---------------------------------------------------------------------------------------------
 def trained_models() -> list[dict]:
-    """The `model/` folders of succeeded training runs, newest first: [{"path", "run_id", "base", "label"}]."""
+    """The `model/` folders of succeeded training runs, newest first: [{"path", "run_id", "base", "user",
+    "label"}]."""
     found = []
     for run in state.jobs().list_runs():
         if run.kind != "train" or run.state != SUCCEEDED or not (run.path / "model" / "config.json").is_file():
             continue
-        base = run.config().get("model") or DEFAULT_MODEL
-        found.append({"path": str(run.path / "model"), "run_id": run.run_id, "base": base,
+        base, status = run.config().get("model") or DEFAULT_MODEL, run.status()
+        found.append({"path": str(run.path / "model"), "run_id": run.run_id, "base": base, "user": status.get("user"),
                       "label": f"fine-tuned {short_id(run.run_id)} (from {model_name(base)}, "
-                               f"{state.owner_label(run.status().get('owner'))})"})
+                               f"{state.owner_label(status.get('owner'))})"})
     return found
+
+
+def saved_models() -> list[str]:
+    """The model folders this person saved (L12's bigger vocabulary, L15's merged adapters), by name: in a workshop
+    their own folder's, else `$LLMFS_HOME/models`'s."""
+    root = models_dir(identity.workshop_user())
+    try:
+        return sorted(str(p) for p in root.iterdir() if (p / "config.json").is_file())
+    except OSError:  # nothing saved yet
+        return []
 
 
 def short_id(run_id: str) -> str:
@@ -82,28 +97,41 @@ def model_name(source: str) -> str:
 
 
 def models_picker(key: str) -> list[str]:
-    """llmfs-tiny, the models of finished training runs, and any folders or hub ids typed in."""
-    trained = trained_models()
-    options = [DEFAULT_MODEL] + [m["path"] for m in trained]
-    labels = {DEFAULT_MODEL: "llmfs-tiny (built in, works offline)", **{m["path"]: m["label"] for m in trained}}
+    """llmfs-tiny, the models of finished training runs (in a workshop: this person's, or everyone's with
+    share_runs = "all"), the models they saved, and any folders or hub ids typed in."""
+    trained = [m for m in trained_models() if identity.may_see_texts(m["user"])]
+    saved = saved_models()
+    options = [DEFAULT_MODEL] + [m["path"] for m in trained] + saved
+    labels = {DEFAULT_MODEL: "llmfs-tiny (built in, works offline)", **{m["path"]: m["label"] for m in trained},
+              **{path: f"{Path(path).name} (saved model)" for path in saved}}
     picked = st.multiselect("Models", options, default=[DEFAULT_MODEL], format_func=labels.get, key=f"{key}.models",
                             help="Pick several to compare them on the same questions. Fine-tuned models appear "
-                                 "here when a training run (L12, L15, L16) finishes.")
-    more = st.text_input("More models: folders or hub ids, separated by commas", key=f"{key}.more",
-                         placeholder="/path/to/model-folder, gpt2",
+                                 "here when a training run (L12, L15, L16) finishes, saved ones when L12 or L15 "
+                                 "saves them.")
+    paths = identity.shows_paths()  # a participant knows no server path to type: hub ids (or a shared folder)
+    more = st.text_input("More models: folders or hub ids, separated by commas" if paths else
+                         "More models: hub ids, separated by commas", key=f"{key}.more",
+                         placeholder="/path/to/model-folder, gpt2" if paths else "gpt2",
                          help="A folder holding a Hugging Face GPT-2 model (config.json and weights), or a hub id "
-                              "(downloaded once; needs a network).")
+                              "(downloaded once; needs a network)." if paths else
+                              "A Hugging Face hub id (downloaded once; needs a network), or a folder the instructor "
+                              "shared.")
     return picked + [m.strip() for m in more.split(",") if m.strip()]
 
 
 def adapters_picker(key: str) -> list[str]:
-    """LoRA adapter folders (PEFT's format) to test on top of every model picked, next to the models alone."""
-    text = st.text_input("LoRA adapters (optional): folders, separated by commas", key=f"{key}.adapters",
-                         placeholder="/path/to/adapter",
+    """LoRA adapters (PEFT's format) to test on top of every model picked, next to the models alone: those of the
+    adapter library this person may use (L15), and folders typed in."""
+    usable = {str(a.path): a for a in adapter_lib.list_adapters() if identity.may_see_texts(a.user)}
+    picked = st.multiselect("LoRA adapters (optional)", list(usable), key=f"{key}.adapter_pick",
+                            format_func=lambda p: f"{usable[p].name} · r={usable[p].rank}",
+                            help="From the adapter library (L15). Each adapter is tested on top of every model "
+                                 "above, and the models are also tested alone, so you see what the adapter adds.")
+    text = st.text_input("Other adapter folders (optional), separated by commas", key=f"{key}.adapters",
+                         placeholder="/path/to/adapter" if identity.shows_paths() else None,
                          help="A folder with adapter_config.json and adapter_model.safetensors (what PEFT and the "
-                              "LoRA lesson save). Each adapter is tested on top of every model above, and the "
-                              "models are also tested alone, so you see what the adapter adds.")
-    return [a.strip() for a in text.split(",") if a.strip()]
+                              "LoRA lesson save).")
+    return picked + [a.strip() for a in text.split(",") if a.strip()]
 
 
 def tasks_picker(key: str) -> dict[str, str | None]:
@@ -126,7 +154,8 @@ def _data_picker(key: str, task: str) -> str | None:
     if kind == "wikitext":
         return "wikitext"
     if kind == "path":
-        path = st.text_input("Path on this machine", key=f"{key}.{task}.path", placeholder="/data/questions.jsonl")
+        path = st.text_input("Path on this machine", key=f"{key}.{task}.path",
+                             placeholder="/data/questions.jsonl" if identity.shows_paths() else None)
         if not path.strip():
             st.caption(f"Give the path of the {task} file.")
             return None
@@ -172,6 +201,7 @@ def submit_all(key: str, cfgs: list[EvalConfig]) -> None:
     """Check every evaluation first (missing files, windows too long), then queue them all, one job each."""
     try:
         for cfg in cfgs:
+            state.jobs().admit("eval", cfg)  # the workshop's rules first: a refused path is never opened
             preflight_eval(cfg)
     except (ConfigError, SourceError, ValueError, OSError) as e:
         st.error(str(e), icon=":material/error:")
@@ -261,7 +291,7 @@ def _scores(result: dict) -> None:
                    help="± one standard error: the score would move about this much on another sample of "
                         "questions of the same size.")
     stopped = " · stopped early: scores are for the questions done" if result.get("stopped") else ""
-    st.caption(f"{result.get('n_items', 0):,} questions from {result.get('source', '?')} · "
+    st.caption(f"{result.get('n_items', 0):,} questions from {identity.shown(str(result.get('source', '?')))} · "
                f"{panels.fmt_duration(result.get('seconds') or 0)}{stopped}")
 
 
@@ -316,7 +346,9 @@ def results_section(key: str) -> None:
         st.info("No finished evaluation yet: its scores land here, and stay (they are read from the run folders).",
                 icon=":material/table_chart:")
         return
-    st.dataframe(pd.DataFrame(rows), hide_index=True, placeholder="–", column_order=TABLE_COLUMNS, column_config={
+    # a column left out of column_order still reaches the browser: "source" (a server path) must not be in the data
+    table = pd.DataFrame(rows).drop(columns="source")
+    st.dataframe(table, hide_index=True, placeholder="–", column_order=TABLE_COLUMNS, column_config={
         "model": "Model", "task": "Benchmark", "metric": "Measure",
         "score": st.column_config.TextColumn("Score ± stderr", help="The score ± one standard error (none for "
                                                                      "perplexity: it is one number over all text)"),
@@ -406,7 +438,11 @@ def is_wrong(item: dict, by: str) -> bool:
 
 
 def wrong_items_section(key: str) -> None:
-    runs = [r for r in finished_evals() if (r.path / "items.jsonl").is_file()]
+    scored = [r for r in finished_evals() if (r.path / "items.jsonl").is_file()]
+    runs = [r for r in scored if identity.may_see_texts(r.status().get("user"))]
+    if len(runs) < len(scored):
+        panels.withheld("Other people's evaluations are in the table above; the questions they scored are visible "
+                        "to the person who ran them and to the instructor.")
     if not runs:
         st.caption("After an evaluation, every question it scored can be read here.")
         return
@@ -428,7 +464,7 @@ def wrong_items_section(key: str) -> None:
         return
     st.dataframe(pd.DataFrame([wrong_row(i, by) for i in wrong]), hide_index=True)
     for item in wrong[:WRONG_SHOWN]:
-        with st.expander(f"#{item['index']} · {one_line(item.get('prompt', ''), 90)}"):
+        with st.expander(f"#{item['index']} · {plain(one_line(item.get('prompt', ''), 90))}"):
             question_view(item, by)
     if len(wrong) > WRONG_SHOWN:
         st.caption(f"The table lists all {len(wrong):,}; the first {WRONG_SHOWN} can be opened one by one above.")
@@ -440,6 +476,12 @@ def one_line(text: str, n: int, keep_end: bool = True) -> str:
     if len(text) <= n:
         return text
     return "…" + text[-(n - 1):] if keep_end else text[:n - 1] + "…"
+
+
+def plain(text: str) -> str:
+    """A question's text for a label, which Streamlit reads as Markdown: its Markdown characters escaped, so the
+    data is shown as written."""
+    return MARKDOWN_CHARS.sub(r"\\\1", text)
 
 
 def wrong_row(item: dict, by: str) -> dict:
@@ -457,7 +499,8 @@ def question_view(item: dict, by: str) -> None:
     right answer."""
     st.text(item["prompt"])
     if "choices" not in item:
-        st.markdown(f"Reference answer: `{item['reference']}` · log-likelihood {item['loglik']:.2f}")
+        st.caption(f"Reference answer (log-likelihood {item['loglik']:.2f}):")
+        st.code(item["reference"], language=None, wrap_lines=True)
         return
     pred = item["predicted_norm" if by == "acc_norm" else "predicted"]
     rows = [{"choice": c, "log-likelihood": ll, "per character": ll / len(c) if c else ll,

@@ -19,8 +19,8 @@ from llmfs.sources import SourceError, looks_like_path
 
 from . import state
 
-MODEL_SOURCES = {DEFAULT_MODEL: "llmfs-tiny (built in, works offline)", "folder": "A folder on this machine",
-                 "hub": "A Hugging Face hub id"}
+MODEL_SOURCES = {DEFAULT_MODEL: "llmfs-tiny (built in, works offline)", "mine": "A model you trained or saved",
+                 "folder": "A folder on this machine", "hub": "A Hugging Face hub id"}
 DATA_SOURCES = {DEFAULT_DATA: "llmfs-corpus (built in)",
                 "upload": "Upload a .txt / .jsonl / .parquet file",
                 "pipeline": "The output of an L13 data pipeline run",
@@ -139,17 +139,34 @@ def _source_picker(label: str, help_: str | None, default: str, wkey: str, sourc
     elif "hub" in sources and not looks_like_path(default):
         initial = "hub"
     else:
-        initial = kinds[1]
+        initial = "folder" if "folder" in sources else kinds[1]
     kind = st.selectbox(label, kinds, index=kinds.index(initial), format_func=sources.get, help=help_,
                         key=f"{wkey}.kind")
     if kind == builtin:
         return builtin
+    if kind == "mine":
+        return _own_model_picker(default, wkey)
     text = "" if default == builtin else default
     if kind == "hub":
         return st.text_input("Hub id", value=text, placeholder="gpt2", key=f"{wkey}.hub",
                              help="Downloaded once into the Hugging Face cache; needs a network the first time.")
     placeholder = "/path/to/model-folder (it holds config.json)" if "hub" in sources else "/path/to/texts or file.jsonl"
     return st.text_input("Path on this machine", value=text, placeholder=placeholder, key=f"{wkey}.path")
+
+
+def _own_model_picker(default: str, wkey: str) -> str:
+    """The models of this person's finished training runs and the ones they saved (L12, L15), by name: in a
+    workshop nobody types a server path."""
+    from . import identity
+    from .eval_view import saved_models, trained_models
+    trained = [m for m in trained_models() if identity.may_see_texts(m["user"])]
+    labels = {m["path"]: m["label"] for m in trained} | {p: f"{Path(p).name} (saved model)" for p in saved_models()}
+    if not labels:
+        st.caption("No model of yours yet: train one (it is kept when its run finishes), or save one on L12 or L15.")
+        return ""
+    options = list(labels)
+    return st.selectbox("Your model", options, index=options.index(default) if default in options else 0,
+                        format_func=labels.get, key=f"{wkey}.mine")
 
 
 def _data_picker(label: str, help_: str | None, default: str, wkey: str) -> str:

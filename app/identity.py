@@ -9,17 +9,24 @@ container, and would leak into a shared queue the day the lab becomes a workshop
 
 A name is not a login: anyone may type anyone's name. It only keeps people's runs apart; what the instructor
 controls stays behind the instructor password.
+
+What a session may see of a run (workshop mode only; a single person's lab shows everything): everyone sees every
+run's figures (curves, scores, settings: a class learns together), but a run's texts (data samples, generations,
+wrong answers, logs) and downloads belong to the person who started it and to the instructor, unless the limits
+file says `share_runs = "all"`. Server paths are shown to the instructor only; participants see names.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import unicodedata
 from urllib.parse import unquote
 
 import streamlit as st
 
-from llmfs import workshop
+from llmfs import access, workshop
+from llmfs.config import ConfigError
 
 COOKIE = "llmfs_user"
 COOKIE_MAX_AGE_S = 30 * 24 * 3600
@@ -27,6 +34,8 @@ MAX_LEN = 40
 LOCAL_NAME = "me"          # the one user of a lab without workshop settings
 NAME_KEY = "identity.name"
 _ALLOWED_PUNCTUATION = " .-_'"
+UNLOCKED = "instructor.unlocked"  # session state: the token of the password that unlocked the instructor view
+WITHHELD = "Texts from this run (samples, log) are visible to the person who started it and to the instructor."
 
 
 def sanitize(raw: object) -> str:
@@ -39,7 +48,7 @@ def sanitize(raw: object) -> str:
 
 def workshop_mode() -> bool:
     """Several people share this server: the instructor wrote a limits file or set a password."""
-    return workshop.limits_path().is_file() or workshop.instructor_password(_secrets()) is not None
+    return workshop.workshop_mode(_secrets())
 
 
 def current_user() -> str | None:
@@ -80,6 +89,53 @@ def is_mine(user: str | None, me: str | None = None) -> bool:
     if user:
         return user == me
     return me == LOCAL_NAME
+
+
+def workshop_user() -> str | None:
+    """Whose folders this session's uploads and saved models go in: the participant's name in workshop mode (so two
+    people's "notes.jsonl" or "my-model" never meet), None in a single person's lab."""
+    return current_user() if workshop_mode() else None
+
+
+# -- what this session may see --------------------------------------------------------------------------------
+def instructor_token(password: str) -> str:
+    """What an unlocked session keeps: a hash of the password, never the password itself; a changed password no
+    longer matches, so every session unlocked with the old one is locked again."""
+    return hashlib.sha256(password.encode("utf-8")).hexdigest()
+
+
+def is_instructor() -> bool:
+    """This session unlocked the instructor view (with the password in force now)."""
+    expected = workshop.instructor_password(_secrets())
+    return expected is not None and st.session_state.get(UNLOCKED) == instructor_token(expected)
+
+
+def may_see_texts(run_user: str | None) -> bool:
+    """May this session read the texts and take the downloads of a run (or adapter) recorded under `run_user`?
+    Always in a single person's lab; in a workshop, the owner, the instructor, or everyone with share_runs = "all".
+    A run without a name (the command line's) is nobody's in a workshop: a participant who calls themself "me"
+    must not get it."""
+    if not workshop_mode() or (run_user and is_mine(run_user)):
+        return True
+    return is_instructor() or _share_runs() == "all"
+
+
+def shows_paths() -> bool:
+    """Server paths are shown as they are in a single person's lab and to the instructor; participants see names."""
+    return not workshop_mode() or is_instructor()
+
+
+def shown(text: str) -> str:
+    """`text` (an error, a log, a setting) as this session may see it: server paths replaced by names for a
+    participant (`llmfs.access.hide_paths`)."""
+    return text if shows_paths() else access.hide_paths(text)
+
+
+def _share_runs() -> str:
+    try:
+        return workshop.load_limits().share_runs
+    except ConfigError:  # a broken limits file shares nothing more (the instructor view says what is wrong)
+        return "figures"
 
 
 # -- the first-visit prompt -------------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import gc
-import hashlib
 import importlib
 import time
 
@@ -23,7 +22,7 @@ from llmfs.runs import PENDING, RUNNING
 
 from . import charts, identity, state, tables
 
-UNLOCKED = "instructor.unlocked"
+UNLOCKED = identity.UNLOCKED
 FREED = "instructor.freed"
 POLL_S = 3.0
 WRONG_PASSWORD_DELAY_S = 1.0  # slows down guessing; only the guesser's own session waits
@@ -46,7 +45,7 @@ def gate() -> bool:
     if expected is None:
         st.info(HOW_TO_SET, icon=":material/lock:")
         return False
-    token = hashlib.sha256(expected.encode("utf-8")).hexdigest()
+    token = identity.instructor_token(expected)
     if st.session_state.get(UNLOCKED) == token:
         return True
     with st.form("instructor.login", clear_on_submit=True):
@@ -166,17 +165,13 @@ def limits_section() -> None:
         limits = None
     if limits is not None:
         info = field_info(workshop.WorkshopLimits)
-        rows = [{"setting": f.name, "value": "no limit" if getattr(limits, f.name) is None
-                 else f"{getattr(limits, f.name):,}", "what it limits": info[f.name].get("help")}
-                for f in dataclasses.fields(limits)]
+        rows = [{"setting": f.name, "value": limit_text(getattr(limits, f.name)), "what it limits":
+                 info[f.name].get("help")} for f in dataclasses.fields(limits)]
         st.dataframe(pd.DataFrame(rows), hide_index=True)
-        in_force = state.manager().policy is not None
-        if limits.active and not in_force:
-            st.warning("These limits are in the file but **not in force** yet: apply them below.",
-                       icon=":material/warning:")
-        elif not limits.active and in_force:
-            st.warning("The file sets no limits, but earlier ones are **still in force**: apply the file below.",
-                       icon=":material/warning:")
+        in_force = getattr(state.manager(), "workshop_limits", None)
+        if in_force is not None and in_force != limits:
+            st.warning("The file differs from the settings **in force** (changed since the app started?): apply "
+                       "it below.", icon=":material/warning:")
     where = f"`{path}`" + ("" if path.is_file() else " (it does not exist yet: no limits apply)")
     st.markdown(f"**To change them**, edit {where} (TOML; `$LLMFS_WORKSHOP_CONFIG` names another file), then "
                 "apply it here: no restart needed. Example:")
@@ -185,15 +180,34 @@ def limits_section() -> None:
             "max_params = 200_000_000     # model size a participant may train or evaluate\n"
             "max_tokens_per_step = 16384  # batch size x sequence length x accumulation\n"
             "max_upload_mb = 50           # size of one uploaded file\n"
-            "max_processes = 1            # training processes (GPUs) one run may use", language="toml")
+            "max_processes = 1            # training processes (GPUs) one run may use\n"
+            "allow_hub = true             # hub models and datasets (needs a network)\n"
+            "allow_urls = false           # http(s) / s3 / gs data addresses (never this server's network)\n"
+            'shared_paths = ["/data/class"]  # folders every participant may read\n'
+            'share_runs = "figures"       # others\' runs: "figures" (curves, scores) or "all" (also texts, '
+            "downloads)", language="toml")
     if st.button("Apply the limits file now", icon=":material/refresh:", key="instructor.reload_limits"):
         try:
-            applied = workshop.install(state.manager())
+            applied = workshop.install(state.manager(), shared=True)  # this view exists only in a workshop
         except ConfigError as e:
             st.error(f"Not applied: {e}", icon=":material/error:")
         else:
             st.success("Applied: new submissions are checked against these limits." if applied.active else
                        "Applied: the file sets no limits, so none apply.", icon=":material/check_circle:")
+
+
+def limit_text(value) -> str:
+    """A setting's value in the limits table: numbers with thousands separators, true / false and lists as the
+    file writes them."""
+    if value is None:
+        return "no limit"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return f"{value:,}"
+    if isinstance(value, (tuple, list)):
+        return ", ".join(value) or "none"
+    return str(value)
 
 
 # -- memory -------------------------------------------------------------------------------------------------------

@@ -9,11 +9,11 @@ import time
 import plotly.graph_objects as go
 import streamlit as st
 
+from llmfs.access import models_dir
 from llmfs.config import TrainConfig
-from llmfs.paths import llmfs_home
 from llmfs.sources import SourceError
 
-from . import charts, forms, state
+from . import charts, forms, identity, panels, state
 
 SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -113,9 +113,12 @@ def vocabulary(model, tokenizer, key: str) -> None:
     name = st.text_input("Save as a model folder named", value="llmfs-tiny-plus", key=f"{key}.save_name")
     if st.button("Save it for fine-tuning", key=f"{key}.save", icon=":material/save:"):
         from llmfs.weights import save_hf_folder
-        folder = save_hf_folder(padded, llmfs_home() / "models" / (SAFE_NAME.sub("_", name).lstrip(".") or "model"),
-                                tokenizer=new_tok)
-        st.success(f"Saved to `{folder}`. Pick it as **A folder on this machine** under Fine-tune.")
+        folder = save_hf_folder(padded, models_dir(identity.workshop_user()) /
+                                (SAFE_NAME.sub("_", name).lstrip(".") or "model"), tokenizer=new_tok)
+        if identity.shows_paths():
+            st.success(f"Saved to `{folder}`. Pick it as **A folder on this machine** under Fine-tune.")
+        else:  # a participant: the folder is theirs, its path the server's
+            st.success(f"Saved as **{folder.name}** among your models.")
 
 
 def _old_logit_change(old, new, tokenizer) -> float:
@@ -178,6 +181,7 @@ def submit_comparison(key: str, cfg: TrainConfig) -> None:
     try:
         configs = [cfg.replace(init=init, save_model=False) for init in ("pretrained", "random")]
         for c in configs:
+            state.jobs().admit("train", c)  # the workshop's rules first: a refused path is never opened
             preflight_train(c)
         ids = state.jobs().submit_batch([("train", c) for c in configs], owner=key)  # both or neither
     except (ValueError, OSError) as e:
@@ -194,12 +198,17 @@ def samples(run_id: str | None) -> None:
     """Text generated before and after fine-tuning, side by side (same prompts, same seed)."""
     if not run_id:
         return
-    result = state.jobs().get(run_id).status().get("result") or {}
+    status = state.jobs().get(run_id).status()
+    result = status.get("result") or {}
     if not result.get("samples"):
         st.caption("When the run finishes, text generated before and after training appears here.")
         return
+    if not identity.may_see_texts(status.get("user")):
+        panels.withheld()
+        return
     for s in result["samples"]:
-        st.markdown(f"**Prompt:** `{s['prompt']}`")
+        st.caption("Prompt")
+        st.code(s["prompt"], language=None, wrap_lines=True)  # the data's own text: never read as Markdown
         before, after = st.columns(2)
         before.text_area("Before training", s["before"], height=140, disabled=True, key=f"{run_id}.{s['prompt']}.b")
         after.text_area("After training", s["after"], height=140, disabled=True, key=f"{run_id}.{s['prompt']}.a")

@@ -15,7 +15,7 @@ from llmfs.config import FREEZE_FIELDS, LORA_FIELDS, TrainConfig, field_info
 from llmfs.lora import FAMILIES, LESSON_TARGETS, TARGET_HELP, matches, target_modules
 from llmfs.runs import FINAL_STATES
 
-from . import charts, panels, state
+from . import charts, identity, panels, state
 
 PLOT_CONFIG = {"displaylogo": False}
 RANKS = (1, 2, 4, 8, 16, 32, 64)
@@ -227,7 +227,8 @@ def run_results(run_id: str | None) -> None:
     if not run_id:
         return
     run = state.jobs().get(run_id)
-    result = run.status().get("result") or {}
+    status = run.status()
+    result = status.get("result") or {}
     if not result.get("steps"):   # waiting, running, or ended without training (failed while loading)
         if run.state not in FINAL_STATES:
             st.caption("When the run finishes, its measured memory and text generated before and after training "
@@ -254,12 +255,16 @@ def run_results(run_id: str | None) -> None:
         st.caption("On this CPU-only machine, **measured** is the memory of the run's own process (Python and "
                    "PyTorch's libraries, a few hundred MB, as well as the model and data), so it sits above the "
                    "estimate, which counts only what training itself needs. On a GPU the two are close.")
-    samples(run_id, result)
+    samples(run_id, result, status.get("user"))
 
 
-def samples(run_id: str, result: dict) -> None:
-    """Text generated from the same prompts and seed before and after training, side by side."""
+def samples(run_id: str, result: dict, user: str | None = None) -> None:
+    """Text generated from the same prompts and seed before and after training, side by side (for those who may
+    read the texts of a run started by `user`)."""
     if not result.get("samples"):
+        return
+    if not identity.may_see_texts(user):
+        panels.withheld()
         return
     st.markdown("##### Text before and after training")
     st.caption("The same prompts (cut from held-out text) and the same seed, before the adapters learned and after.")

@@ -165,8 +165,18 @@ def _panel_body(run, was_live: bool) -> None:
 
 
 def _log(run) -> None:
+    """The log's tail, for those who may read the run's texts (a log quotes data and paths); else one line saying
+    whose it is (in a workshop, the panel of someone else's run)."""
+    if not identity.may_see_texts(run.status().get("user")):
+        withheld()
+        return
     with st.expander("Log (last 30 lines)"):
-        st.code(run.log_tail(30) or "(empty)", language=None)
+        st.code(identity.shown(run.log_tail(30)) or "(empty)", language=None)
+
+
+def withheld(text: str = identity.WITHHELD) -> None:
+    """Where someone else's texts would be: say, in one plain line, who may read them."""
+    st.caption(f":material/lock: {text}")
 
 
 def _header(run, status: dict, run_state: str, train: list[dict]) -> None:
@@ -212,14 +222,14 @@ def _header(run, status: dict, run_state: str, train: list[dict]) -> None:
         by = f" by **{user}**" if user and not identity.is_mine(user) else ""
         st.caption(f"Run `{run.run_id}` · started from {state.owner_label(status.get('owner'))}{by}")
     if run_state == FAILED:
-        st.error(status.get("error") or "The run failed.", icon=":material/error:")
+        st.error(identity.shown(status.get("error") or "The run failed."), icon=":material/error:")
         if run.kind == "train" and out_of_memory(status):
             oom_retry(run, status)
-        if status.get("traceback"):
+        if status.get("traceback") and identity.shows_paths():  # in a workshop, for the instructor only
             with st.expander("Technical details (traceback)"):
                 st.code(status["traceback"], language=None)
     elif run_state == INTERRUPTED and status.get("error"):
-        st.warning(status["error"], icon=":material/pause_circle:")
+        st.warning(identity.shown(status["error"]), icon=":material/pause_circle:")
     elif run_state == PENDING:
         st.caption("Runs take turns on this machine's one training slot (two at once would only slow both "
                    "down); this one starts when the runs ahead of it finish."

@@ -26,7 +26,7 @@ from llmfs.data.pipeline import SAMPLE_CHARS, PipelineConfig
 from llmfs.data.text import HF_PREFIX
 from llmfs.runs import FINAL_STATES, INTERRUPTED, PENDING, RUNNING, SUCCEEDED, Run
 
-from . import charts, forms, panels, state
+from . import charts, forms, identity, panels, state
 
 PLOT_CONFIG = {"displaylogo": False}
 
@@ -75,9 +75,8 @@ def save_upload(upload, kind: str = "text", task: str = "custom") -> Path:
     """
     uploads.safe_name(upload.name, uploads.suffixes_for(kind, task))
     uploads.check_size(upload.name, upload.size)   # before the bytes are read
-    from .identity import current_user, workshop_mode
-    person = current_user() if workshop_mode() else None  # a workshop: each participant's own folder
-    return uploads.save_upload(upload.name, upload.getbuffer(), kind=kind, task=task, person=person)
+    return uploads.save_upload(upload.name, upload.getbuffer(), kind=kind, task=task,
+                               person=identity.workshop_user())
 
 
 def source_label(spec: str) -> str:
@@ -260,6 +259,7 @@ def submit_pipeline(cfg: PipelineConfig, owner: str) -> str:
     queue the pipeline. Raises DataError (a ValueError) naming a missing source."""
     from llmfs.data.readers import resolve_inputs
 
+    state.jobs().admit("pipeline", cfg)  # the workshop's rules first: a refused path is never opened
     for spec in cfg.inputs:
         if spec != DEFAULT_DATA and not spec.startswith(HF_PREFIX):
             resolve_inputs(spec)
@@ -307,9 +307,9 @@ def _panel_body(run, was_live: bool) -> None:
         return
     _numbers(last, run_state, run.config().get("limit"))
     _charts(run, records, last, run_state)
-    if run_state in FINAL_STATES and result:
+    if run_state in FINAL_STATES and result and identity.may_see_texts(status.get("user")):
         _results(run, result)
-    panels._log(run)
+    panels._log(run)  # or, for someone else's run in a workshop, the line saying whose its texts are
 
 
 def _numbers(last: dict, run_state: str, limit: int | None) -> None:
@@ -408,6 +408,11 @@ def use_for_training(run: Run, result: dict) -> None:
     folder = shards_folder(run, result)
     n = result.get("documents_out", 0)
     with st.container(border=True):
+        if not identity.shows_paths():  # a participant picks it by its run; the folder's path is the server's
+            st.markdown(f":material/school: **Use this data for training.** The {n:,} kept documents are in "
+                        f"{result['shards_written']} shard file(s). On **L12** or **L15**, pick *The output of an L13 "
+                        f"data pipeline run* under *Training data*, then run `{run.run_id}`.")
+            return
         st.markdown(f":material/school: **Use this data for training.** The {n:,} kept documents are in "
                     f"{result['shards_written']} shard file(s) in this folder:")
         st.code(str(folder), language=None)
@@ -417,12 +422,16 @@ def use_for_training(run: Run, result: dict) -> None:
 
 def pipeline_outputs() -> list[dict]:
     """Shard folders of the succeeded pipeline runs that wrote some, newest first: [{"run_id", "path",
-    "documents", "shards", "label"}], for a training data picker."""
+    "documents", "shards", "label"}], for a training data picker. In a workshop, only the runs whose data this
+    person may use (their own, or everyone's with share_runs = "all")."""
     outputs = []
     for run in state.jobs().list_runs():
         if run.kind != "pipeline" or run.state != SUCCEEDED:
             continue
-        result = run.status().get("result") or {}
+        status = run.status()
+        if not identity.may_see_texts(status.get("user")):
+            continue
+        result = status.get("result") or {}
         folder = shards_folder(run, result)
         if result.get("shards_written") and folder.is_dir():
             sources = ", ".join(source_label(s) for s in run.config().get("inputs", []))

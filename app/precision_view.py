@@ -20,7 +20,7 @@ from llmfs.memory import config_of
 from llmfs.runs import FAILED, FINAL_STATES, PENDING, RUNNING, SUCCEEDED
 from llmfs.sources import SourceError
 
-from . import charts, forms, panels, state
+from . import charts, forms, identity, panels, state
 
 PLOT_CONFIG = {"displaylogo": False}
 MODE_COLORS = {"fp32": "#6c757d", "fp16": "#f77f00", "bf16": "#4361ee", "bf16-pure": "#2a9d8f"}
@@ -323,7 +323,7 @@ def _status_lines(runs: list, records: dict) -> None:
                 text += f" · took {panels.fmt_duration(status['finished'] - status['started'])}"
         st.progress(min(1.0, step / total), text=f"**{mode}** · {text}")
         if run_state == FAILED:
-            st.error(f"{mode}: {status.get('error') or 'the run failed'}", icon=":material/error:")
+            st.error(f"{mode}: {identity.shown(status.get('error') or 'the run failed')}", icon=":material/error:")
     if live:
         stopping = st.session_state.get("l16.stopping") == [r.run_id for r in live]
         if st.button("Stopping…" if stopping else "Stop the comparison", key="l16.stop", icon=":material/stop:",

@@ -1,4 +1,5 @@
-"""Tables about runs for the Runs page: pure functions from `Run` objects to pandas DataFrames."""
+"""Tables about runs for the Runs page: functions from `Run` objects to pandas DataFrames. A setting's value can be
+a server path (a model folder, an upload): a workshop participant sees it as a name (`identity.shown`)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from typing import Iterable
 
 import pandas as pd
 
+from llmfs.access import hide_paths
 from llmfs.config import TrainConfig, field_info
 from llmfs.runs import Run
 
-from . import state
+from . import identity, state
 
 
 def run_label(run: Run) -> str:
@@ -24,8 +26,9 @@ def run_label(run: Run) -> str:
     return f"{created} {state.owner_label(status.get('owner'))} · {run.run_id.rsplit('-', 1)[-1]}"
 
 
-def run_row(run: Run) -> dict:
-    """One line of the runs table: what a user scans for (state, where it came from, how far it got, its loss)."""
+def run_row(run: Run, show=str) -> dict:
+    """One line of the runs table: what a user scans for (state, where it came from, how far it got, its loss).
+    `show`: how a setting's text is shown (`llmfs.access.hide_paths` for a workshop participant)."""
     status, cfg = run.status(), run.config()
     result = status.get("result") or {}
     created = status.get("created")
@@ -39,7 +42,7 @@ def run_row(run: Run) -> dict:
         "kind": status.get("kind") or run.kind,
         "started from": state.owner_label(status.get("owner")),
         "created": dt.datetime.fromtimestamp(created) if created else None,
-        "model": cfg.get("model"),
+        "model": show(cfg["model"]) if cfg.get("model") else None,
         "steps": f"{result.get('steps', train.get('step', 0))} / {total}",
         "final loss": result.get("final_loss", train.get("loss")),
         "held-out loss": result.get("eval_loss", evals.get("eval_loss")),
@@ -47,7 +50,8 @@ def run_row(run: Run) -> dict:
 
 
 def runs_table(runs: Iterable[Run]) -> pd.DataFrame:
-    return pd.DataFrame([run_row(r) for r in runs],
+    show = _shown()
+    return pd.DataFrame([run_row(r, show) for r in runs],
                         columns=["run", "status", "kind", "started from", "created", "model", "steps", "final loss",
                                  "held-out loss"])
 
@@ -66,7 +70,8 @@ def config_diff(runs: Iterable[Run], only_different: bool = True) -> pd.DataFram
     table.index.name = "setting"
     if only_different and len(configs) > 1:
         table = table[table.nunique(axis=1, dropna=False) > 1]
-    return table
+    show = _shown()  # after comparing: two folders of the same name differ, though a participant sees one name
+    return table if show is str else table.map(show)
 
 
 def _with_defaults(kind: str, config: dict) -> dict:
@@ -103,5 +108,10 @@ def last_records(path: Path, kinds: tuple[str, ...], tail_bytes: int = 65536) ->
     return found
 
 
-def _cell(value) -> str:
-    return "-" if value is None else str(value)
+def _cell(value, show=str) -> str:
+    return "-" if value is None else show(str(value))
+
+
+def _shown():
+    """How this session sees settings' texts, decided once per table (not once per cell)."""
+    return str if identity.shows_paths() else hide_paths

@@ -7,8 +7,9 @@ An adapter is a folder holding `adapter_config.json` and `adapter_model.safetens
     <home>/adapters/<slug>/          uploaded, imported or copied ones          id "lib:<slug>"
     <home>/runs/<run_id>/adapter/    written by LoRA training runs              id "run:<run_id>"
 
-The display name (renamable) and the creation time sit in `llmfs_adapter.json` inside the adapter folder, so a
-rename never moves a folder and a run's adapter keeps its place in the run. The disk is the only truth: nothing is
+The display name (renamable), the creation time and, for an upload in a workshop, who added it sit in
+`llmfs_adapter.json` inside the adapter folder, so a rename never moves a folder and a run's adapter keeps its place
+in the run (its owner is the run's `user`). The disk is the only truth: nothing is
 cached, so the CLI, a second browser tab and a restarted server all see the same library.
 """
 
@@ -59,7 +60,8 @@ class AdapterInfo:
 
     `origin` is "library" or "run"; an adapter folder elsewhere (read by path, e.g. before importing it) has origin
     "folder" and its resolved path as id. `rank`, `alpha` and `targets` are PEFT's `r`, `lora_alpha` and
-    `target_modules`; `run_id`/`run_state` are set for run adapters only.
+    `target_modules`; `run_id`/`run_state` are set for run adapters only. `user`: whose it is (the run's
+    participant, or who imported it); None when nobody was named (a single person's lab, the command line).
     """
     id: str
     name: str
@@ -73,6 +75,7 @@ class AdapterInfo:
     created: float
     run_id: str | None = None
     run_state: str | None = None
+    user: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: the path as a string, the targets as a list."""
@@ -111,9 +114,11 @@ def read_adapter(path: str | os.PathLike, id: str | None = None) -> AdapterInfo:
     meta = _read_meta(folder)
     run_state = None
     run_created = None
+    user = meta.get("user") if origin == LIBRARY else None
     if origin == RUN:
         run_dir = folder.parent
-        run_state = (read_json(run_dir / "status.json", default={}) or {}).get("state")
+        status = read_json(run_dir / "status.json", default={}) or {}
+        run_state, user = status.get("state"), status.get("user")
         run_created = (read_json(run_dir / "config.json", default={}) or {}).get("created")
     default_name = run_id if origin == RUN else folder.name
     created = _as_float(meta.get("created")) or _as_float(run_created) or _mtime(folder / CONFIG_FILE)
@@ -121,7 +126,8 @@ def read_adapter(path: str | os.PathLike, id: str | None = None) -> AdapterInfo:
         id=found_id, name=str(meta.get("name") or default_name), path=folder, origin=origin,
         base_model=str(config.get("base_model_name_or_path") or ""), rank=int(config["r"]),
         alpha=float(config.get("lora_alpha") or config["r"]), targets=_targets(config.get("target_modules")),
-        size_bytes=_folder_size(folder), created=created, run_id=run_id, run_state=run_state)
+        size_bytes=_folder_size(folder), created=created, run_id=run_id, run_state=run_state,
+        user=str(user) if user else None)
 
 
 def list_adapters() -> list[AdapterInfo]:
@@ -211,12 +217,14 @@ def write_zip(id_or_path: str | os.PathLike | AdapterInfo, out_path: str | os.Pa
 
 
 # -- import -------------------------------------------------------------------------------------------------------
-def import_zip(data: bytes, name: str | None = None, max_bytes: int = MAX_UPLOAD_BYTES) -> AdapterInfo:
+def import_zip(data: bytes, name: str | None = None, max_bytes: int = MAX_UPLOAD_BYTES,
+               user: str | None = None) -> AdapterInfo:
     """Add the adapter in a zip to the library and return it.
 
     The files may sit at the top level of the zip or inside exactly one folder (as zipping a folder gives). Only
     adapter_config.json, adapter_model.safetensors and README.md are accepted (macOS's `__MACOSX/` and `.DS_Store`
     are ignored). The name defaults to the zip's folder name. Nothing is left in the library if anything fails.
+    `user`: the workshop participant who added it (recorded: only they and the instructor may use it), or None.
     Raises:
         AdapterError: not a zip, too big, unsafe or unexpected members, or an invalid adapter.
     """
@@ -239,16 +247,18 @@ def import_zip(data: bytes, name: str | None = None, max_bytes: int = MAX_UPLOAD
             budget = max_bytes
             for fname, member in members.items():
                 budget -= _extract(zf, member, tmp / fname, budget)
-            return _finish_import(tmp, display or (clean_name(top) if top and top.strip() else None) or "adapter")
+            return _finish_import(tmp, display or (clean_name(top) if top and top.strip() else None) or "adapter",
+                                  user)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
 
 
-def import_folder(path: str | os.PathLike, name: str | None = None) -> AdapterInfo:
+def import_folder(path: str | os.PathLike, name: str | None = None, user: str | None = None) -> AdapterInfo:
     """Copy the adapter folder at `path` into the library (same checks as an upload) and return the copy.
 
-    Only the adapter files and README.md are copied. The name defaults to the source's display name.
+    Only the adapter files and README.md are copied. The name defaults to the source's display name; `user` as in
+    `import_zip`.
     """
     source = read_adapter(path)
     display = clean_name(name) if name is not None else clean_name(source.name)
@@ -259,7 +269,7 @@ def import_folder(path: str | os.PathLike, name: str | None = None) -> AdapterIn
         for fname in ALLOWED_FILES:
             if (source.path / fname).is_file():
                 shutil.copyfile(source.path / fname, tmp / fname)
-        return _finish_import(tmp, display)
+        return _finish_import(tmp, display, user)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -334,15 +344,16 @@ def _check_weights(path: Path) -> None:
                            f"(found {keys[:3]}). Save the adapter with PeftModel.save_pretrained.")
 
 
-def _finish_import(tmp: Path, name: str) -> AdapterInfo:
-    """Validate the files written in `tmp`, record the name, and rename the folder into the library."""
+def _finish_import(tmp: Path, name: str, user: str | None = None) -> AdapterInfo:
+    """Validate the files written in `tmp`, record the name (and who added it), and rename the folder into the
+    library."""
     missing = [f for f in ADAPTER_FILES if not (tmp / f).is_file()]
     if missing:
         raise AdapterError(f"The adapter is missing {' and '.join(missing)}; it needs {' and '.join(ADAPTER_FILES)} "
                            "(what PEFT's save_pretrained writes).")
     _read_config(tmp / CONFIG_FILE)
     _check_weights(tmp / WEIGHTS_FILE)
-    atomic_write_json(tmp / META_FILE, {"name": name, "created": time.time()})
+    atomic_write_json(tmp / META_FILE, {"name": name, "created": time.time(), **({"user": user} if user else {})})
     lib = tmp.parent
     base = slugify(name)
     n = 1

@@ -498,12 +498,13 @@ def iter_shard_texts(shard_dir_or_pattern: str | os.PathLike) -> Iterator[dict]:
 
 def _shard_paths(spec: str) -> list[str]:
     if os.path.isdir(spec):
-        return sorted(glob.glob(os.path.join(glob.escape(spec), "*.tar")))
+        return sorted(glob.glob(os.path.join(glob.escape(os.path.abspath(spec)), "*.tar")))
     if any(c in spec for c in "*?["):
-        return sorted(glob.glob(spec))
+        return sorted(os.path.abspath(p) for p in glob.glob(spec))
     from braceexpand import braceexpand  # a webdataset dependency
 
-    return [p for p in braceexpand(spec) if os.path.isfile(p)]
+    # absolute paths: webdataset's gopen would run a location starting with "pipe:" as a command
+    return [os.path.abspath(p) for p in braceexpand(spec) if os.path.isfile(p)]
 
 
 # --------------------------------------------------------------------------------------------------------- tokenizer

@@ -145,6 +145,9 @@ class JobManager:
         # policy(manager, kind, config, user, n_before): raise LimitError to refuse; n_before counts the jobs of
         # the same batch already accepted ahead of this one
         self.policy: Callable[["JobManager", str, dict, str | None, int], None] | None = None
+        # added to the environment of each job's process (a workshop: http(s) reads to public addresses only)
+        self.job_env: dict[str, str] = {}
+        self.workshop_limits: Any = None   # the workshop's settings in force (`llmfs.workshop.install`)
         self.interrupted_at_start = mark_interrupted(self.root)
         self._workers = [threading.Thread(target=self._work, name=f"llmfs-worker-{i}", daemon=True)
                          for i in range(slots)]
@@ -174,6 +177,13 @@ class JobManager:
         each browser session's name); the `policy`, when set, may refuse the submission (raising `LimitError`).
         """
         return self._submit([(kind, config)], owner, user, run_dir)[0]
+
+    def admit(self, kind: str, config: Any, user: str | None = None) -> None:
+        """Raise what the `policy` would refuse in `submit` (a workshop's limits, a source this user may not read),
+        queueing nothing. Call it before checks that open a job's sources, so a refused path is never opened."""
+        if self.policy is not None:
+            cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
+            self.policy(self, kind, cfg, user, 0)
 
     def submit_batch(self, items: list[tuple[str, Any]], owner: str | None = None, user: str | None = None
                      ) -> list[str]:
@@ -371,7 +381,7 @@ class JobManager:
         # the server's pid owns the run (status.json): a server killed mid-run leaves it orphaned, so the next
         # start marks it interrupted; the child watches that pid and ends itself when the server is gone
         run.mark_running()
-        env = dict(os.environ)
+        env = {**os.environ, **self.job_env}
         child = mp.Process(target=_child_main, name=f"llmfs-job-{run.run_id}", daemon=True,
                            args=(job.fn, str(run.path), job.config, job.resume, job.stop, self._exit_event,
                                  self.telemetry_interval, os.getpid(), env, os.getcwd(), send))

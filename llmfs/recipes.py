@@ -21,7 +21,9 @@ from .train import RandomWindows, resolve_device, total_steps_for, train
 
 def preflight_train(cfg: TrainConfig) -> None:
     """Refuse what is knowable to fail before queueing: sequence longer than the context, more frozen layers
-    than the model has, missing paths, no GPU."""
+    than the model has, missing paths, no GPU, a data source that is not a path or an address we read."""
+    from .data.readers import check_spec
+    check_spec(cfg.data)
     model_config = peek_model_config(cfg.model)
     if model_config is not None:
         cfg.check_context(model_config.n_positions)
@@ -125,6 +127,7 @@ def _log_progress(ctx: JobContext):
 
 def submit_train(jobs: JobManager, cfg: TrainConfig, owner: str | None = None,
                  run_dir: str | Path | None = None) -> str:
+    jobs.admit("train", cfg)  # a workshop's rules first: a source the person may not read is never opened
     preflight_train(cfg)
     return jobs.submit("train", cfg, owner=owner, run_dir=run_dir)
 
@@ -352,6 +355,7 @@ def submit_precision_comparison(jobs: JobManager, cfg: TrainConfig, modes=("fp32
     if not configs:
         raise ConfigError("precision", "Pick at least one precision to compare.")
     for c in configs:
+        jobs.admit("train", c)
         preflight_train(c)
     return jobs.submit_batch([("train", c) for c in configs], owner=owner)
 

@@ -23,7 +23,7 @@ import uuid
 from pathlib import Path
 from types import SimpleNamespace
 
-from .paths import llmfs_home
+from .paths import llmfs_home, person_folder, uploads_dir  # noqa: F401 (uploads_dir: part of this module's API)
 
 KINDS = ("text", "benchmark")
 TEXT_SUFFIXES = (".txt", ".jsonl", ".parquet")
@@ -75,21 +75,6 @@ def safe_name(name: str, suffixes: tuple[str, ...] = TEXT_SUFFIXES) -> str:
         stem = safe[:len(safe) - len(suffix)]
         safe = stem[:MAX_NAME_CHARS - len(suffix)].rstrip(".") + safe[len(safe) - len(suffix):]
     return safe
-
-
-def uploads_dir(person: str | None = None) -> Path:
-    """`$LLMFS_HOME/uploads`, or a participant's own folder under it (created by the first save): in a workshop
-    two people uploading `notes.txt` must not overwrite each other's file."""
-    root = llmfs_home() / "uploads"
-    return root / person_folder(person) if person else root
-
-
-def person_folder(person: str) -> str:
-    """A folder name for a participant: their name's letters, digits, `-` and `_` (spaces as `_`), then a short
-    hash of the whole name, so that names differing only in other characters ("Ana M." / "Ana M") stay apart."""
-    import hashlib
-    slug = re.sub(r"[^A-Za-z0-9_-]+", "_", person.strip()).strip("_")[:40] or "person"
-    return f"{slug}-{hashlib.sha1(person.encode('utf-8', 'surrogatepass')).hexdigest()[:6]}"
 
 
 # -- size ---------------------------------------------------------------------------------------------------------

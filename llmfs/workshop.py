@@ -10,6 +10,11 @@ are no limits (a single user's lab). Example:
     max_params = 200_000_000     # model size (parameters) a participant may train or evaluate
     max_tokens_per_step = 16384  # batch size x sequence length x accumulation
     max_upload_mb = 50           # size of one uploaded file
+    # What a participant may read (see `llmfs.access`): the built-ins, their own uploads and runs, and these
+    allow_hub = true             # hub ids and hub datasets (the machine needs a network)
+    allow_urls = false           # http(s) / s3 / gs sources; never loopback, link-local or private addresses
+    shared_paths = ["/data/class"]  # folders every participant may read (resolved; symlinks out of them refused)
+    share_runs = "figures"       # others' runs: "figures" (curves, scores) or "all" (also texts and downloads)
 
 The instructor's password comes from `$LLMFS_INSTRUCTOR_PASSWORD`, or from `.streamlit/secrets.toml`
 (`instructor_password = "..."`, read by the app); without one the instructor view stays locked.
@@ -22,11 +27,13 @@ import hmac
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import tomllib
 
-from .config import ConfigError, check_fields, option
+from .access import AccessError, workshop_access
+from .config import DEFAULT_DATA, DEFAULT_MODEL, ConfigError, check_fields, option
+from .data.readers import PUBLIC_ONLY_ENV, DataError
 from .jobs import JobManager, LimitError
 from .paths import llmfs_home
 
@@ -45,12 +52,30 @@ class WorkshopLimits:
     max_upload_mb: float = option(200.0, "Size of one uploaded file, in MB.", min=0.001, max=100_000)
     max_processes: int | None = option(None, "Training processes (GPUs) one run may use at once; 1 keeps every run "
                                              "on one, so participants' runs take turns per GPU.", min=1, max=1024)
+    allow_hub: bool = option(True, "Participants may name Hugging Face hub models and datasets (needs a network).")
+    allow_urls: bool = option(False, "Participants may give http(s), s3:// or gs:// data addresses (never loopback, "
+                                     "link-local or private-network ones).")
+    shared_paths: tuple[str, ...] = option((), "Folders on this machine every participant may read data and models "
+                                               "from (besides the built-ins, their own uploads and their own runs).")
+    share_runs: Literal["figures", "all"] = option(
+        "figures", "What participants see of each other's runs: `figures` (curves, scores, settings) or `all` (also "
+                   "texts: data samples, generations, logs, wrong answers; and downloads: adapters, models).")
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):  # TOML can hold any type: a number is what each setting needs
+        # TOML can hold any type: each setting must have the one it needs
+        for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-                raise ConfigError(f.name, f"{f.name} must be a number (got {value!r}).")
+            if f.name in _NUMBERS:
+                if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                    raise ConfigError(f.name, f"{f.name} must be a number (got {value!r}).")
+            elif f.name in ("allow_hub", "allow_urls") and not isinstance(value, bool):
+                raise ConfigError(f.name, f"{f.name} must be true or false (got {value!r}).")
+        paths = self.shared_paths
+        if isinstance(paths, str) or not isinstance(paths, (list, tuple)) or \
+                not all(isinstance(p, str) and p.strip() for p in paths):
+            raise ConfigError("shared_paths", f'shared_paths must be a list of folders, e.g. ["/data/class"] '
+                                              f"(got {paths!r}).")
+        object.__setattr__(self, "shared_paths", tuple(paths))
         check_fields(self)
 
     @property
@@ -61,6 +86,9 @@ class WorkshopLimits:
     def active(self) -> bool:
         return any(getattr(self, f) is not None for f in ("max_queued_per_user", "max_steps", "max_params",
                                                             "max_tokens_per_step", "max_processes"))
+
+
+_NUMBERS = ("max_queued_per_user", "max_steps", "max_params", "max_tokens_per_step", "max_upload_mb", "max_processes")
 
 
 def limits_path() -> Path:
@@ -88,13 +116,44 @@ def load_limits(path: str | os.PathLike | None = None) -> WorkshopLimits:
     return WorkshopLimits(**data)
 
 
-def make_policy(limits: WorkshopLimits):
-    """A `JobManager.policy`: refuses a submission that breaks `limits`, saying which limit and what to change."""
+def make_policy(limits: WorkshopLimits, shared: bool = True):
+    """A `JobManager.policy`: refuses a submission that breaks `limits`, saying which limit and what to change;
+    with `shared` (workshop mode), also one naming a source the participant may not read (`check_sources`)."""
 
     def policy(jobs: JobManager, kind: str, cfg: dict, user: str | None, n_before: int = 0) -> None:
+        if shared:
+            check_sources(limits, kind, cfg, user)  # first: the size checks below read a model's config.json
         check_submission(limits, jobs, kind, cfg, user, n_before)
 
     return policy
+
+
+def check_sources(limits: WorkshopLimits, kind: str, cfg: dict, user: str | None) -> None:
+    """Every source a job would read (model, adapter, data, benchmark questions, pipeline inputs) is one this
+    participant may read (`llmfs.access`); a pipeline's output folder is the server's choice, never the payload's.
+
+    Raises:
+        AccessError: naming the source and what the participant may use instead.
+    """
+    access = workshop_access(user, shared_paths=limits.shared_paths, share_runs=limits.share_runs,
+                             allow_hub=limits.allow_hub, allow_urls=limits.allow_urls)
+    try:
+        if kind in ("train", "eval"):
+            access.check_model(str(cfg.get("model") or DEFAULT_MODEL))
+        if kind == "train":
+            access.check_data(str(cfg.get("data") or DEFAULT_DATA))
+        elif kind == "eval":
+            access.check_adapter(str(cfg.get("adapter") or ""))
+            access.check_benchmark(str(cfg.get("task") or ""), str(cfg.get("data") or ""))
+        elif kind == "pipeline":
+            inputs = cfg.get("inputs") or ()
+            for spec in [inputs] if isinstance(inputs, str) else inputs:
+                access.check_data(str(spec))
+            if cfg.get("out_dir"):
+                raise AccessError("Where a pipeline writes its shards is the server's choice (the run's folder): "
+                                  "leave out_dir out.")
+    except DataError as e:  # rule 1 (`pipe:`, unknown schemes): the same refusal, in a participant's words
+        raise AccessError(str(e)) from e
 
 
 def check_submission(limits: WorkshopLimits, jobs: JobManager, kind: str, cfg: dict, user: str | None,
@@ -156,10 +215,23 @@ def model_params(source: str) -> int | None:
         return None
 
 
-def install(jobs: JobManager, limits: WorkshopLimits | None = None) -> WorkshopLimits:
-    """Put the workshop's limits on `jobs` (loaded from the limits file unless given); returns them."""
+def workshop_mode(secrets: Any = None) -> bool:
+    """Several people share this server: the instructor wrote a limits file or set a password."""
+    return limits_path().is_file() or instructor_password(secrets) is not None
+
+
+def install(jobs: JobManager, limits: WorkshopLimits | None = None, shared: bool | None = None) -> WorkshopLimits:
+    """Put the workshop's rules on `jobs`: its limits (loaded from the limits file unless given) and, in workshop
+    mode (`shared`; default: `workshop_mode()`), who may read what, with http(s) reads of every job restricted to
+    public addresses. Returns the limits."""
     limits = limits if limits is not None else load_limits()
-    jobs.policy = make_policy(limits) if limits.active else None
+    shared = workshop_mode() if shared is None else shared
+    jobs.policy = make_policy(limits, shared) if shared or limits.active else None
+    jobs.workshop_limits = limits
+    if shared:
+        jobs.job_env[PUBLIC_ONLY_ENV] = "1"
+    else:
+        jobs.job_env.pop(PUBLIC_ONLY_ENV, None)
     return limits
 
 

@@ -73,7 +73,7 @@ if selected:
               help=f"Only your own runs can be deleted in a workshop ({', '.join(foreign)} "
                    f"{'is' if len(foreign) == 1 else 'are'} someone else's)." if foreign else None)
 for error in st.session_state.pop("runs.delete_errors", []):
-    st.error(error)
+    st.error(identity.shown(error))
 to_delete = st.session_state.get(CONFIRM)
 if to_delete:
     folders = "their folders" if len(to_delete) > 1 else "its folder"

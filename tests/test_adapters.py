@@ -131,6 +131,20 @@ def test_get_adapter_by_id_or_path(llmfs_home, adapter_dir):
             ad.get_adapter(bad)
 
 
+def test_owner_is_the_runs_user_or_who_imported_it(llmfs_home, adapter_dir):
+    """A workshop decides who may use an adapter from its owner: a run's participant, or whoever uploaded it."""
+    run_path = make_run("r1", adapter_dir)
+    Run(run_path).update_status(user="ana")
+    uploaded = ad.import_zip(zip_bytes(adapter_files(adapter_dir)), name="Ben's", user="ben")
+    anonymous = ad.import_folder(adapter_dir, name="Nobody's")
+    assert json.loads((uploaded.path / ad.META_FILE).read_text())["user"] == "ben"
+    assert "user" not in json.loads((anonymous.path / ad.META_FILE).read_text())
+    owners = {a.id: a.user for a in ad.list_adapters()}
+    assert owners == {"run:r1": "ana", uploaded.id: "ben", anonymous.id: None}
+    assert ad.rename_adapter(uploaded.id, "Renamed").user == "ben"  # a rename keeps the owner
+    assert ad.read_adapter(adapter_dir).user is None and ad.get_adapter(uploaded.id).to_dict()["user"] == "ben"
+
+
 # -- rename and delete --------------------------------------------------------------------------------------------
 def test_rename_persists_and_never_moves_the_folder(llmfs_home, adapter_dir):
     lib = ad.import_folder(adapter_dir, name="First")

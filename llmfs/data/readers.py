@@ -1,8 +1,12 @@
 """Streaming readers: `Document`s from text, JSONL, Parquet, WebDataset shards and Hugging Face streams.
 
 Memory is bounded by one record, never by the file: text and JSONL are read line by line in binary (so a byte
-offset can be stored and sought on resume), Parquet record batch by record batch, tar shards as a stream (local or
-http(s), opened by webdataset's `gopen`), Hugging Face datasets with `streaming=True`.
+offset can be stored and sought on resume), Parquet record batch by record batch, tar shards as a stream (a local
+file, or http(s) / s3 / gs through fsspec), Hugging Face datasets with `streaming=True`.
+
+Nothing named in a spec is ever executed: every location, after braces are expanded, is a path or an address with a
+scheme in `SCHEMES` (`check_location`); `pipe:` (which webdataset's `gopen` would run as a shell command) and every
+other scheme are refused, in any letter case, before anything is opened.
 
 Specs understood by `read_documents` / `DocumentReader`:
   llmfs-corpus[@heldout]        the embedded default's shards (`ensure_default().corpus_train`, or its held-out split)
@@ -22,8 +26,10 @@ A string `source` field is the document's source (else the file); the other fiel
 from __future__ import annotations
 
 import glob
+import ipaddress
 import json
 import os
+import re
 import tarfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,10 +46,47 @@ TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 FOLDER_SUFFIXES = TEXT_SUFFIXES + (".jsonl",) + PARQUET_SUFFIXES + TAR_SUFFIXES
 HF_LOCAL_BUILDERS = ("json", "parquet", "text", "csv")  # `datasets` builders that read local files, no hub needed
 HELDOUT = "@heldout"
+# The only schemes a location may have. Object stores go through fsspec (s3fs, gcsfs, adlfs), http(s) through
+# fsspec's aiohttp filesystem; nothing is handed to a shell or to webdataset's `gopen` (whose `pipe:` runs commands).
+OBJECT_STORES = {"s3": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs"}
+SCHEMES = ("http", "https", *OBJECT_STORES)
+_SCHEME = re.compile(r"^\s*([A-Za-z][A-Za-z0-9+.-]*):")
+# Set (by `llmfs.workshop.install`) in a workshop server's environment, which its jobs inherit: http(s) reads then
+# connect only to public addresses, checked on every connection (redirects and DNS changes included).
+PUBLIC_ONLY_ENV = "LLMFS_PUBLIC_URLS_ONLY"
 
 
 class DataError(ValueError):
     """A data source that cannot be read; the message names the file (and line) and the fix."""
+
+
+def scheme_of(location: str) -> str | None:
+    """The scheme of `location` in lower case (`pipe:cmd` -> "pipe", `S3://b/k` -> "s3"), None for a path."""
+    m = _SCHEME.match(str(location))
+    return m[1].lower() if m else None
+
+
+def check_location(location: str) -> None:
+    """Refuse a location that is neither a path nor an address this project reads (`SCHEMES`, with `//`).
+
+    Raises:
+        DataError: naming the scheme and what is accepted; `pipe:` is called out (it would run a command).
+    """
+    scheme = scheme_of(location)
+    if scheme is None:
+        return
+    rest = str(location).strip()[len(scheme) + 1:]
+    if scheme in SCHEMES and rest.startswith("//"):
+        return
+    shown = str(location).strip()
+    shown = shown if len(shown) <= 80 else shown[:79] + "…"
+    if scheme == "hf":
+        raise DataError(f"{shown!r}: write hf: in lower case (hf:NAME, or hf:json:<files> for local JSON Lines).")
+    if scheme == "pipe":
+        raise DataError(f"{shown!r}: 'pipe:' sources are refused: llmfs never runs a command to read data. Give a "
+                        "file, a folder, a shard pattern, or an http(s):// / s3:// / gs:// address.")
+    raise DataError(f"{shown!r}: cannot read '{scheme}:' sources. Give a file or folder on this machine (a name with "
+                    "a colon: write it as ./name), a shard pattern, or an http(s):// / s3:// / gs:// address.")
 
 
 ErrorMode = Literal["skip", "raise"]
@@ -261,14 +304,21 @@ class DocumentReader:
 
     def _read_tar(self, inp: _Input, offset: int, records: int):
         # webdataset's own pipeline hands its error handler an exception without the member name and cannot start
-        # mid-shard, so the members are walked here; `gopen` (file, http(s) via curl, pipe:) and `base_plus_ext`
-        # (key = name up to the first dot) are webdataset's, so samples group exactly as `wds.WebDataset` groups them.
+        # mid-shard, so the members are walked here; `base_plus_ext` (key = name up to the first dot) is
+        # webdataset's, so samples group exactly as `wds.WebDataset` groups them. The shard is opened by
+        # `open_stream`, never by webdataset's `gopen` (which runs `pipe:` commands).
         from webdataset.tariterators import base_plus_ext
 
         try:
             stream = open_stream(inp.location)
-        except Exception as e:  # gopen raises ValueError, OSError, ... by scheme
-            self._report(inp.location, "open", f"cannot open ({e})")
+        except DataError:
+            raise  # a refused location (pipe:, an unknown scheme) is not a bad record to skip
+        except Exception as e:  # OSError, fsspec's and aiohttp's errors, ...
+            cause = e  # fsspec says only "not found" and aiohttp "cannot connect": the reason is the first cause
+            while cause.__cause__ is not None or cause.__context__ is not None:
+                cause = cause.__cause__ or cause.__context__
+            why = f"{e}: {cause}" if cause is not e and str(cause) not in str(e) else str(e)
+            self._report(inp.location, "open", f"cannot open ({why})")
             return
         key, sample, n, member, finished = None, {}, 0, "the first member", False
         counted = _CountingReader(stream)
@@ -296,9 +346,9 @@ class DocumentReader:
             self._report(inp.location, f"member {member}", f"truncated or corrupt tar ({e}){lost}")
         finally:
             try:
-                stream.close()  # for a URL this waits for curl and raises on its exit status
+                stream.close()
             except OSError as e:
-                if finished:  # else already reported, or the consumer stopped early (curl then dies of SIGPIPE)
+                if finished:  # else already reported, or the consumer stopped early
                     self._report(inp.location, "end", f"the download failed ({e})")
 
     def _tar_document(self, inp: _Input, key: str, sample: dict, n: int):
@@ -351,19 +401,28 @@ class _CountingReader:
         return data
 
 
-def _open_hf(spec: str):
-    """A `datasets.IterableDataset` for `hf:NAME[:CONFIG][@SPLIT]`."""
-    body = spec[len(HF_PREFIX):]
+def parse_hf(spec: str) -> tuple[str, str, str]:
+    """(name, config, split) of `hf:NAME[:CONFIG][@SPLIT]`. For the local builders (json, parquet, text, csv) CONFIG
+    is a data-files location, checked like any other (`check_location`: no `pipe:`, no unknown scheme)."""
+    body = spec.strip()[len(HF_PREFIX):]
     head, at, split = body.rpartition("@")
     if not at or "/" in split:  # an @ inside a path is not a split
         head, split = body, ""
     name, _, config = head.partition(":")
+    if name in HF_LOCAL_BUILDERS and config:
+        check_location(config)
+    return name, config, split
+
+
+def _open_hf(spec: str):
+    """A `datasets.IterableDataset` for `hf:NAME[:CONFIG][@SPLIT]`."""
+    name, config, split = parse_hf(spec)
     if not name:
         raise DataError(f"{spec!r}: give a dataset after hf:, e.g. hf:wikitext:wikitext-2-raw-v1 or hf:json:a.jsonl")
     import datasets
 
     local = name in HF_LOCAL_BUILDERS and config
-    if local and "://" not in config and not glob.glob(os.path.expanduser(config), recursive=True):
+    if local and scheme_of(config) is None and not glob.glob(os.path.expanduser(config), recursive=True):
         raise DataError(f"{spec}: no files match {config}.")  # datasets itself says only "StopIteration"
     if not local:
         from ..sources import hub_unreachable_reason
@@ -380,23 +439,69 @@ def _open_hf(spec: str):
         raise DataError(f"Could not open the dataset {name!r}: {type(e).__name__}: {first}") from e
 
 
-OBJECT_STORES = {"s3": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs"}
-
-
 def open_stream(location: str):
-    """A binary stream of a shard: object storage (s3://, gs://, az://) through fsspec, the rest (a path, http(s)
-    through curl, `pipe:COMMAND`) through webdataset's gopen."""
-    scheme = location.split("://", 1)[0].lower() if "://" in location else ""
-    if scheme in OBJECT_STORES:
-        import fsspec
-        try:
-            return fsspec.open(location, "rb").open()
-        except ImportError as e:
-            raise DataError(f"Reading {scheme}:// needs the {OBJECT_STORES[scheme]} package: pip install "
-                            f"{OBJECT_STORES[scheme]} (credentials as that library reads them: environment or "
-                            "config files).") from e
-    from webdataset.gopen import gopen
-    return gopen(location)
+    """A binary stream of a shard: a local file with `open`, object storage (s3://, gs://, az://) and http(s)
+    through fsspec. Anything else is refused (`check_location`): nothing is ever run to read data."""
+    check_location(location)
+    scheme = scheme_of(location)
+    if scheme is None:
+        return open(os.path.expanduser(location), "rb")
+    import fsspec
+    if scheme in ("http", "https"):
+        # block_size=0: a plain stream (a tar is read front to back), no range requests or size probe needed
+        options = {"get_client": _public_client} if os.environ.get(PUBLIC_ONLY_ENV) == "1" else {}
+        return fsspec.open(location, "rb", block_size=0, **options).open()
+    try:
+        return fsspec.open(location, "rb").open()
+    except ImportError as e:
+        raise DataError(f"Reading {scheme}:// needs the {OBJECT_STORES[scheme]} package: pip install "
+                        f"{OBJECT_STORES[scheme]} (credentials as that library reads them: environment or "
+                        "config files).") from e
+
+
+async def _public_client(**kwargs):
+    """fsspec's aiohttp session, whose connector refuses loopback, private and link-local addresses at every
+    connection: an address typed as a number, a name resolving to one, a redirect to one, a name re-resolving."""
+    import aiohttp
+
+    class PublicConnector(aiohttp.TCPConnector):
+        # `_resolve_host` is where aiohttp turns every host (IP literal or name) into the addresses it connects to
+        async def _resolve_host(self, host, port, traces=None):
+            hosts = await super()._resolve_host(host, port, traces=traces)
+            for h in hosts:
+                if not is_public_address(h["host"]):
+                    raise OSError(f"{host} is a local or private-network address ({h['host']}): refused")
+            return hosts
+
+    return aiohttp.ClientSession(connector=PublicConnector(), **kwargs)
+
+
+def is_public_address(ip: str) -> bool:
+    """A global unicast address (not loopback, private, link-local, shared, reserved or multicast)."""
+    addr = ipaddress.ip_address(ip.split("%")[0])
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+        addr = addr.ipv4_mapped
+    return addr.is_global and not addr.is_multicast
+
+
+def check_spec(spec: str | os.PathLike) -> None:
+    """Refuse a spec naming anything but paths and the addresses we read (`check_location` on the spec, on each
+    location its braces expand to, and on an `hf:json:` data-files part), without touching the disk.
+
+    Raises:
+        DataError: `pipe:` or another scheme we do not read, named with the fix.
+    """
+    spec = os.fspath(spec).strip()
+    if spec in (DEFAULT_DATA, DEFAULT_DATA + HELDOUT):
+        return
+    if spec.startswith(HF_PREFIX):
+        parse_hf(spec)
+        return
+    check_location(spec)
+    if "{" in spec and "}" in spec:
+        from braceexpand import braceexpand  # a webdataset dependency
+        for location in braceexpand(spec):  # braces can make a scheme ("{pipe,x}:...")
+            check_location(location)
 
 
 def resolve_inputs(spec: str | os.PathLike) -> list[_Input]:
@@ -409,6 +514,7 @@ def resolve_inputs(spec: str | os.PathLike) -> list[_Input]:
         assets = ensure_default()
         folder = assets.corpus_heldout if spec.endswith(HELDOUT) else assets.corpus_train
         return [_Input("tar", str(p), p.name) for p in sorted(Path(folder).glob("*.tar"))]  # not heldout/ below
+    check_spec(spec)
     if spec.startswith(HF_PREFIX):
         return [_Input("hf", spec, spec[len(HF_PREFIX):])]
     if "://" in spec or ("{" in spec and "}" in spec):

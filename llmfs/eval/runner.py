@@ -256,5 +256,6 @@ def preflight_eval(cfg: EvalConfig) -> None:
 
 
 def submit_eval(jobs, cfg: EvalConfig, owner: str | None = None, run_dir: str | Path | None = None) -> str:
+    jobs.admit("eval", cfg)  # a workshop's rules first: a source the person may not read is never opened
     preflight_eval(cfg)
     return jobs.submit("eval", cfg, owner=owner, run_dir=run_dir)

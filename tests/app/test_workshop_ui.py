@@ -286,12 +286,13 @@ def test_instructor_view_cancels_pauses_and_frees_memory(instructor, seed):
 
 def test_instructor_applies_a_changed_limits_file(instructor):
     at = unlock(open_as(None, "pages/instructor.py"))
-    assert state.manager().policy is None
+    assert state.manager().workshop_limits.max_steps is None
+    assert state.manager().policy is not None  # a password makes a workshop: who reads what is checked already
     workshop_limits(instructor, "max_steps = 50\n")
     at.run()
-    assert "not in force" in texts(at.warning)
+    assert "in force" in texts(at.warning)
     button(at, "Apply the limits file now").click().run()
-    assert state.manager().policy is not None
+    assert state.manager().workshop_limits.max_steps == 50
     assert "Applied" in texts(at.success)
 
 
@@ -314,3 +315,35 @@ def test_upload_widgets_show_and_enforce_the_workshop_limit(llmfs_home):
     assert not at.exception and not at.error
     from llmfs.uploads import person_folder
     assert (llmfs_home / "uploads" / person_folder("Ada") / "notes.jsonl").read_bytes() == b'{"text": "Ada\'s"}\n'
+
+
+# -- what a participant may read (issue #14) --------------------------------------------------------------------------
+@pytest.mark.parametrize("path", ["/etc/hostname", "/proc/self/environ", "~/notes.txt", "pipe:touch x; cat a{,}.tar"])
+def test_a_path_outside_ones_own_is_refused_in_place(llmfs_home, path):
+    """L15's training data typed as a path on this machine: refused under the Start button, nothing queued."""
+    workshop_limits(llmfs_home)
+    with paused_queue() as jobs:
+        at = open_as("Ada", "pages/l15_lora.py")
+        at.selectbox(key="l15.data.kind").set_value("path").run()
+        at.text_input(key="l15.data.path").input(path).run()
+        next(b for b in at.button if b.key == "l15.start").click().run()
+        assert not at.exception
+        message = texts(at.error)
+        assert "not yours to read in this workshop" in message or "'pipe:' sources are refused" in message, message
+        assert str(llmfs_home) not in message
+        assert jobs.pending() == [] and jobs.list_runs() == []
+
+
+def test_a_participants_own_upload_is_accepted(llmfs_home):
+    from llmfs.uploads import uploads_dir
+    workshop_limits(llmfs_home)
+    mine = uploads_dir("Ada")
+    mine.mkdir(parents=True)
+    (mine / "notes.txt").write_text("Some text of Ada's own. " * 50)
+    with paused_queue() as jobs:
+        at = open_as("Ada", "pages/l15_lora.py")
+        at.selectbox(key="l15.data.kind").set_value("path").run()
+        at.text_input(key="l15.data.path").input(str(mine / "notes.txt")).run()
+        next(b for b in at.button if b.key == "l15.start").click().run()
+        assert not at.exception and not at.error, texts(at.error)
+        assert len(jobs.pending()) == 1
