@@ -141,8 +141,9 @@ class Access:
         if not any(resolved == root or resolved.is_relative_to(root) for root in self.roots):
             raise AccessError(f"{_clip(str(path))} is not yours to read in this workshop. You can use the built-in "
                               "model and corpus, your own uploads, the outputs of your own runs"
-                              + (", the hub" if self.allow_hub else "") + (", the folders the instructor shared"
-                                                                            if self._shared else "") + ".")
+                              + (", the folders the instructor shared" if self._shared else "")
+                              + (", and models or datasets from the Hugging Face hub" if self.allow_hub else "")
+                              + ".")
         return resolved
 
     def _check_folder(self, source: str, what: str) -> None:
