@@ -27,7 +27,9 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	  else echo "chromium is missing: run 'sudo apt-get install chromium' (the browser test is skipped without it)"; fi; }
 
+# lint-imports first: the import contracts in .importlinter (layers, no circles) fail fast, before the 10-minute suite
 test: install browser
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q
 
 clean-venv:

@@ -27,7 +27,7 @@ from llmfs.config import DEFAULT_MODEL
 from llmfs.lora import FAMILIES
 from llmfs.sources import SourceError
 
-from . import eval_view, forms, identity, panels, state
+from . import choices, eval_view, forms, identity, panels, state
 
 PLOT_CONFIG = {"displaylogo": False}
 SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
@@ -45,7 +45,7 @@ def base_label(base: str) -> str:
             return DEFAULT_MODEL
     except OSError:
         pass
-    return eval_view.model_name(base)
+    return choices.model_name(base)
 
 
 def layers_label(targets: tuple[str, ...]) -> str:
@@ -53,7 +53,7 @@ def layers_label(targets: tuple[str, ...]) -> str:
 
 
 def origin_label(a: lib.AdapterInfo) -> str:
-    return f"run {eval_view.short_id(a.run_id)}" if a.run_id else "uploaded"
+    return f"run {choices.short_id(a.run_id)}" if a.run_id else "uploaded"
 
 
 def adapter_label(a: lib.AdapterInfo) -> str:

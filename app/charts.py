@@ -14,6 +14,8 @@ from typing import Iterable, Mapping
 
 import plotly.graph_objects as go
 
+from llmfs.data.dedup import candidate_probability, lsh_threshold  # noqa: F401 (the L13 page reads them here too)
+
 HEIGHT = 300
 SMOOTH_FROM = 30          # steps before a smoothed trend line is added to the loss chart
 MARKERS_UP_TO = 150        # beyond this many points a line alone reads better than a line of dots
@@ -41,23 +43,52 @@ def total_steps(records: Iterable[dict]) -> int | None:
 def memory_series(records: Iterable[dict]) -> dict:
     """What the memory chart plots: GPU memory from NVML where present, else the process's resident memory.
 
-    Returns {"label", "help", "t" (seconds since the first telemetry record), "used", "allocated" (torch's
-    allocator, GPU only, or None), "total" (bytes or None)}.
+    Returns {"label", "help", "t0" (the first telemetry record's time), "t" (seconds since t0), "used",
+    "allocated" (torch's allocator, GPU only, or None), "total" (bytes or None)}.
     """
     tele = of_kind(records, "telemetry")
     gpu = [r for r in tele if r.get("gpu_memory_used_bytes") is not None]
     t0 = tele[0]["time"] if tele else 0.0
     if gpu:
         return {"label": "GPU memory used", "help": "all processes on the GPU, as the driver (NVML) reports it",
-                "t": [r["time"] - t0 for r in gpu], "used": [r["gpu_memory_used_bytes"] for r in gpu],
+                "t0": t0, "t": [r["time"] - t0 for r in gpu], "used": [r["gpu_memory_used_bytes"] for r in gpu],
                 "allocated": [r.get("cuda_allocated_bytes") for r in gpu]
                 if any(r.get("cuda_allocated_bytes") is not None for r in gpu) else None,
                 "total": gpu[-1].get("gpu_memory_total_bytes")}
     rss = [r for r in tele if r.get("process_rss_bytes") is not None]
     return {"label": "Run process memory", "help": "no GPU: the resident memory of the process the run trains "
                                                    "in (Python and PyTorch's libraries included)",
-            "t": [r["time"] - t0 for r in rss], "used": [r["process_rss_bytes"] for r in rss], "allocated": None,
-            "total": rss[-1].get("system_total_bytes") if rss else None}
+            "t0": t0, "t": [r["time"] - t0 for r in rss], "used": [r["process_rss_bytes"] for r in rss],
+            "allocated": None, "total": rss[-1].get("system_total_bytes") if rss else None}
+
+
+# What the training loop counts on its own tensors (`llmfs.tensor_memory`, kind="tensor_memory" records): the parts
+# in the order they stack, and their colours (the L15 and L16 estimate charts use the same).
+TENSOR_PARTS = {"weights_bytes": "weights", "gradients_bytes": "gradients", "optimizer_bytes": "optimizer states",
+                "activations_bytes": "activations"}
+TENSOR_COLORS = {"weights": "#4361ee", "gradients": "#f77f00", "optimizer states": "#2a9d8f",
+                 "activations": "#7b2cbf"}
+TENSOR_LABEL = "Tensor memory (weights, gradients, optimizer states, activations)"
+
+
+def tensor_memory_series(records: Iterable[dict], t0: float | None = None) -> dict:
+    """The training loop's tensor counts: {"t" (seconds since `t0`, default the first count), "steps", and one list
+    of bytes per part of `TENSOR_PARTS`}; empty lists before the first count (and for runs from before counting)."""
+    counts = by_step(of_kind(records, "tensor_memory"))
+    times = [r.get("time", 0.0) for r in counts]
+    start = t0 if t0 is not None and counts and t0 <= times[0] else (times[0] if times else 0.0)
+    out: dict = {"t": [t - start for t in times], "steps": [r["step"] for r in counts]}
+    out.update({field: [r.get(field) or 0 for r in counts] for field in TENSOR_PARTS})
+    return out
+
+
+def tensor_peak(records: Iterable[dict]) -> dict | None:
+    """The count with the largest total (bytes per part of `TENSOR_PARTS`), or None before the first one."""
+    counts = of_kind(records, "tensor_memory")
+    if not counts:
+        return None
+    best = max(counts, key=lambda r: sum(r.get(f) or 0 for f in TENSOR_PARTS))
+    return {f: best.get(f) or 0 for f in TENSOR_PARTS}
 
 
 def smooth(values: list[float], half_window: int | None = None) -> list[float]:
@@ -114,11 +145,14 @@ def loss_figure(records: list[dict], total: int | None = None) -> go.Figure:
 
 
 def memory_figure(records: list[dict]) -> go.Figure:
-    """Memory over the run's wall-clock time, with the device's total as a dashed line when it is in view."""
+    """Memory over the run's wall-clock time, with the device's total as a dashed line when it is in view; under it,
+    once the training loop has counted them, the run's own tensors stacked by part (`TENSOR_LABEL`), on the same
+    time axis: what tells fp32 from bf16 when the process's total hides it."""
     s = memory_series(records)
+    tensors = tensor_memory_series(records, s["t0"] if s["used"] else None)
     if not s["used"]:
-        return _waiting("Seconds since the start", "Memory",
-                        "Waiting for readings")
+        return tensor_memory_figure(tensors) if tensors["t"] else _waiting("Seconds since the start", "Memory",
+                                                                         "Waiting for readings")
     peak = max(max(s["used"]), max(v or 0 for v in (s["allocated"] or [0])))
     total = s["total"]
     show_total = bool(total) and peak >= 0.25 * total  # else the total would squash the curve flat
@@ -138,8 +172,54 @@ def memory_figure(records: list[dict]) -> go.Figure:
     elif total:  # say it in the legend rather than squash the curve
         traces[0]["name"] += f" (of {fmt_bytes(total)})"
     top = total if show_total else peak
-    return _figure(traces, "Seconds since the start", f"Memory ({unit})",
-                   x_range=_padded(0, max(s["t"]), rel=0.02, minimum=1), y_range=[0, top / scale * 1.1], **layout)
+    x_range = _padded(0, max(s["t"] + tensors["t"]), rel=0.02, minimum=1)
+    fig = _figure(traces, "Seconds since the start", f"Memory ({unit})", x_range=x_range,
+                  y_range=[0, top / scale * 1.1], **layout)
+    if tensors["t"]:
+        _add_tensor_row(fig, tensors, x_range)
+    return fig
+
+
+def _tensor_traces(tensors: dict, scale: float, unit: str, axes: dict | None = None) -> list[dict]:
+    """One stacked area per part (step-shaped: the counts hold until the next one)."""
+    traces = []
+    for field, part in TENSOR_PARTS.items():
+        color = TENSOR_COLORS[part]
+        traces.append({"type": "scatter", "x": tensors["t"], "y": [v / scale for v in tensors[field]], "name": part,
+                       "stackgroup": "tensors", "mode": "lines", "line": {"color": color, "width": 1, "shape": "hv"},
+                       "legendgroup": "tensors", "customdata": tensors["steps"],
+                       "hovertemplate": f"{part}: %{{y:,.2f}} {unit}<br>step %{{customdata}}<extra></extra>",
+                       **(axes or {})})
+    return traces
+
+
+def _tensor_unit(tensors: dict) -> tuple[str, float, float]:
+    top = max(sum(vals) for vals in zip(*(tensors[f] for f in TENSOR_PARTS)))
+    return (*memory_unit(top), top)
+
+
+def tensor_memory_figure(tensors: dict) -> go.Figure:
+    """The tensor counts alone (a run whose process memory was not read)."""
+    unit, scale, top = _tensor_unit(tensors)
+    return _figure(_tensor_traces(tensors, scale, unit), "Seconds since the first step",
+                   f"Tensor memory ({unit})", x_range=_padded(0, max(tensors["t"]), rel=0.02, minimum=1),
+                   y_range=[0, top / scale * 1.15], title={"text": TENSOR_LABEL, "font": {"size": 12}})
+
+
+def _add_tensor_row(fig: go.Figure, tensors: dict, x_range: list) -> None:
+    """A second row under the process's memory: the tensors stacked by part, sharing its time axis."""
+    unit, scale, top = _tensor_unit(tensors)
+    fig.add_traces(_tensor_traces(tensors, scale, unit, {"xaxis": "x2", "yaxis": "y2"}))
+    annotations = [*fig.layout.annotations, {
+        "text": TENSOR_LABEL, "showarrow": False, "xref": "paper", "yref": "paper", "x": 0, "y": 0.43,
+        "xanchor": "left", "yanchor": "bottom", "font": {"size": 11, "color": "gray"}}]
+    fig.update_layout(height=HEIGHT + 140, annotations=annotations,
+                      xaxis={"domain": [0, 1], "anchor": "y", "title": None},
+                      yaxis={"domain": [0.56, 1.0]},
+                      xaxis2={"domain": [0, 1], "anchor": "y2", "matches": "x", "range": x_range,
+                              "title": {"text": "Seconds since the start"}, "zeroline": False},
+                      yaxis2={"domain": [0.0, 0.42], "anchor": "x2", "range": [0, top / scale * 1.15],
+                              "title": {"text": f"Tensors ({unit})"}, "zeroline": False})
 
 
 def throughput_figure(records: list[dict]) -> go.Figure:
@@ -186,6 +266,28 @@ def memory_overlay(runs: Mapping[str, list[dict]]) -> go.Figure:
         return _waiting("Seconds since the start", "Memory", "No memory readings yet")
     return _figure(traces, "Seconds since the start", f"{' / '.join(labels)} ({unit})",
                    y_range=[0, peak / scale * 1.1], legend=OVERLAY_LEGEND, height=HEIGHT + 40)
+
+
+def tensor_memory_bars(runs: Mapping[str, list[dict]]) -> go.Figure:
+    """Each run's largest tensor count stacked by part, one bar per run, the total at its end: fp32 against bf16
+    against bf16-pure as the runs really held them, on any machine."""
+    peaks = {name: tensor_peak(records) for name, records in runs.items()}
+    peaks = {name: p for name, p in peaks.items() if p}
+    if not peaks:
+        return _waiting("Tensor memory", "Run", "Waiting for the runs' first steps")
+    names = list(peaks)
+    top = max(sum(p.values()) for p in peaks.values())
+    unit, scale = memory_unit(top)
+    traces = [{"type": "bar", "orientation": "h", "y": names, "x": [peaks[n][field] / scale for n in names],
+               "name": part, "marker": {"color": TENSOR_COLORS[part]},
+               "hovertemplate": f"{part}: %{{x:,.2f}} {unit}<extra>%{{y}}</extra>"}
+              for field, part in TENSOR_PARTS.items()]
+    totals = [{"text": f" {fmt_bytes(sum(peaks[n].values()))}", "x": sum(peaks[n].values()) / scale, "y": n,
+               "showarrow": False, "xanchor": "left", "font": {"size": 12}} for n in names]
+    return _figure(traces, f"{TENSOR_LABEL} ({unit})", "", barmode="stack", annotations=totals,
+                   height=max(HEIGHT - 80, 60 * len(names) + 120),
+                   xaxis={"title": {"text": f"Tensor memory ({unit})"}, "range": [0, top / scale * 1.25]},
+                   yaxis={"autorange": "reversed", "type": "category"})
 
 
 def throughput_overlay(runs: Mapping[str, list[dict]]) -> go.Figure:
@@ -382,18 +484,6 @@ def reason_help(reason: str) -> str:
     if reason.startswith("language:"):
         return "Not in the chosen language(s): too few of that language's common words."
     return ""
-
-
-def candidate_probability(s: float, bands: int, rows: int) -> float:
-    """Probability that MinHash LSH makes two documents of Jaccard similarity `s` candidates: all `rows` values of
-    at least one of `bands` bands agree, 1 - (1 - s^rows)^bands (Leskovec, Rajaraman & Ullman, Mining of Massive
-    Datasets, section 3.4.2)."""
-    return 1.0 - (1.0 - s ** rows) ** bands
-
-
-def lsh_threshold(bands: int, rows: int) -> float:
-    """Where the S-curve rises steepest, approximately: (1 / bands)^(1 / rows) (same reference)."""
-    return (1.0 / bands) ** (1.0 / rows)
 
 
 def s_curve_figure(bands: int, rows: int, reference: tuple[int, int] | None = (14, 8)) -> go.Figure:

@@ -19,15 +19,15 @@ import pandas as pd
 import streamlit as st
 
 from llmfs import adapters as adapter_lib
-from llmfs.access import models_dir
 from llmfs.config import DEFAULT_MODEL, ConfigError, EvalConfig
 from llmfs.eval.runner import preflight_eval
 from llmfs.eval.tasks import TASK_INFO
-from llmfs.paths import runs_dir
 from llmfs.runs import FINAL_STATES, INTERRUPTED, RUNNING, SUCCEEDED, Run
-from llmfs.sources import SourceError, looks_like_path
+from llmfs.sources import SourceError
 
 from . import charts, identity, panels, state
+from .choices import model_name, saved_models, short_id, trained_models  # noqa: F401 (the page's API)
+from .uploads import fmt_mb, save_upload, upload_limit_mb
 
 PLOT_CONFIG = {"displaylogo": False}
 TASKS = list(TASK_INFO)
@@ -55,47 +55,6 @@ MARKDOWN_CHARS = re.compile(r"([\\`*_\[\]<>~$|])")  # what makes emphasis, code,
 
 
 # -- what to evaluate ---------------------------------------------------------------------------------------------
-def trained_models() -> list[dict]:
-    """The `model/` folders of succeeded training runs, newest first: [{"path", "run_id", "base", "user",
-    "label"}]."""
-    found = []
-    for run in state.jobs().list_runs():
-        if run.kind != "train" or run.state != SUCCEEDED or not (run.path / "model" / "config.json").is_file():
-            continue
-        base, status = run.config().get("model") or DEFAULT_MODEL, run.status()
-        found.append({"path": str(run.path / "model"), "run_id": run.run_id, "base": base, "user": status.get("user"),
-                      "label": f"fine-tuned {short_id(run.run_id)} (from {model_name(base)}, "
-                               f"{state.owner_label(status.get('owner'))})"})
-    return found
-
-
-def saved_models() -> list[str]:
-    """The model folders this person saved (L12's bigger vocabulary, L15's merged adapters), by name: in a workshop
-    their own folder's, else `$LLMFS_HOME/models`'s."""
-    root = models_dir(identity.workshop_user())
-    try:
-        return sorted(str(p) for p in root.iterdir() if (p / "config.json").is_file())
-    except OSError:  # nothing saved yet
-        return []
-
-
-def short_id(run_id: str) -> str:
-    return run_id.rsplit("-", 1)[-1]
-
-
-def model_name(source: str) -> str:
-    """How a model is called in tables and charts: llmfs-tiny, a hub id, `fine-tuned <id>` for a training run's
-    model folder, else the folder's name."""
-    if source == DEFAULT_MODEL:
-        return source
-    path = Path(source).expanduser()
-    if path.name == "model" and path.parent.parent.resolve() == runs_dir().resolve():
-        return f"fine-tuned {short_id(path.parent.name)}"
-    if not (looks_like_path(source) or path.is_dir()):
-        return source   # a hub id
-    return path.name or source
-
-
 def models_picker(key: str) -> list[str]:
     """llmfs-tiny, the models of finished training runs (in a workshop: this person's, or everyone's with
     share_runs = "all"), the models they saved, and any folders or hub ids typed in."""
@@ -164,7 +123,6 @@ def _data_picker(key: str, task: str) -> str | None:
 
 
 def _upload(key: str, task: str) -> str | None:
-    from .pipeline_view import fmt_mb, save_upload, upload_limit_mb
     limit = upload_limit_mb()
     upload = st.file_uploader(f"Your {task} file (up to {fmt_mb(limit)})", type=["jsonl", "txt"],
                               key=f"{key}.{task}.upload", max_upload_size=max(1, math.ceil(limit)))
@@ -222,11 +180,10 @@ def latest_panels(key: str, start: str) -> None:
     """The panels of the evaluations started last from this page (after a refresh: the newest one)."""
     batch = [r for r in st.session_state.get(f"{key}.batch", []) if r in state.recalled(key)]
     if not batch:   # a new session (a refresh): every evaluation of this page still going, else the newest
-        from .identity import current_user, is_mine
-        me = current_user()
+        me = identity.current_user()
         batch = [r.run_id for r in reversed(state.jobs().list_runs())
                  if r.kind == "eval" and r.state not in FINAL_STATES and r.status().get("owner") == key
-                 and is_mine(r.status().get("user"), me)]
+                 and identity.is_mine(r.status().get("user"), me)]
         batch = batch or ([state.latest(key)] if state.latest(key) else [])
     if not batch:
         st.info(f"No evaluation yet. Press **{start}**: progress and the running score appear here, live.",

@@ -17,7 +17,9 @@ from llmfs.config import DEFAULT_DATA, DEFAULT_MODEL, ConfigError, field_info
 from llmfs.jobs import LimitError
 from llmfs.sources import SourceError, looks_like_path
 
-from . import state
+from . import identity, state
+from .choices import pipeline_outputs, saved_models, trained_models
+from .uploads import UPLOAD_SUFFIXES, fmt_mb, save_upload, upload_limit_mb
 
 MODEL_SOURCES = {DEFAULT_MODEL: "llmfs-tiny (built in, works offline)", "mine": "A model you trained or saved",
                  "folder": "A folder on this machine", "hub": "A Hugging Face hub id"}
@@ -157,8 +159,6 @@ def _source_picker(label: str, help_: str | None, default: str, wkey: str, sourc
 def _own_model_picker(default: str, wkey: str) -> str:
     """The models of this person's finished training runs and the ones they saved (L12, L15), by name: in a
     workshop nobody types a server path."""
-    from . import identity
-    from .eval_view import saved_models, trained_models
     trained = [m for m in trained_models() if identity.may_see_texts(m["user"])]
     labels = {m["path"]: m["label"] for m in trained} | {p: f"{Path(p).name} (saved model)" for p in saved_models()}
     if not labels:
@@ -171,7 +171,6 @@ def _own_model_picker(default: str, wkey: str) -> str:
 
 def _data_picker(label: str, help_: str | None, default: str, wkey: str) -> str:
     """Training text: the built-in corpus, an upload, a pipeline run's shards, a hub dataset, or a path."""
-    from .pipeline_view import UPLOAD_SUFFIXES, fmt_mb, pipeline_outputs, save_upload, upload_limit_mb
     kinds = list(DATA_SOURCES)
     initial = DEFAULT_DATA if default == DEFAULT_DATA else "hubdata" if default.startswith("hf:") else "path"
     kind = st.selectbox(label, kinds, index=kinds.index(initial), format_func=DATA_SOURCES.get, help=help_,

@@ -9,8 +9,10 @@ import time
 import plotly.graph_objects as go
 import streamlit as st
 
+from llmfs import memory
 from llmfs.access import models_dir
 from llmfs.config import TrainConfig
+from llmfs.freeze import STRATEGIES, plan_freeze
 from llmfs.sources import SourceError
 
 from . import charts, forms, identity, panels, state
@@ -39,6 +41,7 @@ def model_picker(key: str) -> tuple | None:
         st.caption("Pick a model and press **Load**. llmfs-tiny works offline; hub ids need a network.")
         return None
     try:
+        state.ensure_builtins(chosen)
         return (*loaded(chosen), chosen)
     except (SourceError, ValueError, OSError) as e:
         st.error(str(e), icon=":material/error:")
@@ -130,12 +133,10 @@ def _old_logit_change(old, new, tokenizer) -> float:
 
 def layer_map(model, key: str) -> dict:
     """Strategy controls, the layer map and the memory estimate; returns the TrainConfig fields chosen."""
-    from llmfs.freeze import estimate_memory, plan_freeze
     cfg = forms.config_form(TrainConfig, key=f"{key}.freeze",
                             fields=["freeze", "freeze_layers", "unfreeze_every", "layer_lr_decay"])
     if cfg is None:
         return {}
-    from llmfs.freeze import STRATEGIES
     st.caption(f"**{cfg.freeze}**: {STRATEGIES[cfg.freeze]}")
     plan = plan_freeze(model, cfg.freeze, n_layers=cfg.freeze_layers, unfreeze_every=cfg.unfreeze_every,
                        lr_decay=cfg.layer_lr_decay)
@@ -148,22 +149,43 @@ def layer_map(model, key: str) -> dict:
     fig.update_layout(height=300, margin=dict(l=10, r=10, t=30, b=10), yaxis=dict(autorange="reversed"),
                       title="Layer map: green trains, grey is frozen", xaxis_title="parameters")
     st.plotly_chart(fig, width="stretch")
-    mem = estimate_memory(model, plan)
     c1, c2 = st.columns(2)
     c1.metric("Parameters that train", f"{plan.trainable_params:,}",
               help=f"{plan.trainable_params / plan.total_params:.1%} of all {plan.total_params:,} parameters.")
-    c2.metric("Memory for training state", charts.fmt_bytes(mem["total_bytes"]),
-              help="Weights + gradients (only for what trains) + AdamW's two running averages per trained number.")
-    bars = {"weights": mem["weights_bytes"], "gradients": mem["gradients_bytes"],
-            "optimizer states": mem["optimizer_states_bytes"]}
-    fig = go.Figure(go.Bar(x=list(bars.values()), y=list(bars), orientation="h", marker_color="#4c6ef5",
-                           text=[charts.fmt_bytes(v) for v in bars.values()], textposition="auto"))
-    fig.update_layout(height=180, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="bytes (fp32)")
-    st.plotly_chart(fig, width="stretch")
+    shape = train_shape(key)
+    try:
+        est = memory.estimate(model.config, freeze=plan, **shape)
+    except ValueError as e:
+        st.caption(f"No memory estimate: {e}")
+    else:
+        c2.metric("Memory for training", charts.fmt_bytes(est.total_bytes),
+                  help="Weights; gradients and AdamW's two running averages for what trains; and the activations "
+                       "the forward pass keeps for backward, which a frozen bottom also spares.")
+        st.plotly_chart(memory_parts_figure(est, shape), width="stretch")
     for note in plan.notes:
         st.caption(note)
     return {"freeze": cfg.freeze, "freeze_layers": cfg.freeze_layers, "unfreeze_every": cfg.unfreeze_every,
             "layer_lr_decay": cfg.layer_lr_decay}
+
+
+def train_shape(key: str) -> dict:
+    """Batch, sequence length and precision as the fine-tune form of step 4 holds them (its defaults before it has
+    been shown): what the memory estimate of the layer map is for."""
+    default = TrainConfig()
+    return {"batch_size": int(st.session_state.get(f"{key}.batch_size") or default.batch_size),
+            "seq_len": int(st.session_state.get(f"{key}.seq_len") or default.seq_len),
+            "precision": str(st.session_state.get(f"{key}.precision") or default.precision)}
+
+
+def memory_parts_figure(est: memory.Estimate, shape: dict) -> go.Figure:
+    parts = {part: getattr(est, field) for field, part in charts.TENSOR_PARTS.items()}
+    fig = go.Figure(go.Bar(x=list(parts.values()), y=list(parts), orientation="h",
+                           marker_color=[charts.TENSOR_COLORS[p] for p in parts],
+                           text=[charts.fmt_bytes(v) for v in parts.values()], textposition="auto"))
+    fig.update_layout(height=200, margin=dict(l=10, r=10, t=10, b=10), yaxis=dict(autorange="reversed"),
+                      xaxis_title=f"bytes ({shape['precision']}, batches of {shape['batch_size']} × "
+                                  f"{shape['seq_len']} tokens as step 4 sets them)")
+    return fig
 
 
 def _group_label(g: dict) -> str:

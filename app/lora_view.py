@@ -23,8 +23,8 @@ RANKS = (1, 2, 4, 8, 16, 32, 64)
 NOT_IN_TRAIN_FORM = (*LORA_FIELDS, *FREEZE_FIELDS, "model", "init", "save_model")
 TRAIN_FIELDS = [f for f in TrainConfig.__dataclass_fields__ if f not in NOT_IN_TRAIN_FORM]
 METHOD_LABELS = {"full": "Full fine-tune", "lora": "LoRA", "qlora": "QLoRA (4-bit base)"}
-PART_COLORS = {"Weights": "#4c6ef5", "Gradients": "#f08c00", "Optimizer states": "#e64980",
-               "Activations": "#adb5bd"}
+PART_COLORS = {label: charts.TENSOR_COLORS[part] for label, part in zip(memory.PART_LABELS.values(),
+                                                                       charts.TENSOR_PARTS.values())}
 PASTE = "Paste a config.json"
 SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 # GPT-2's module names -> the lesson's layer names, to describe adapters in words
@@ -70,7 +70,7 @@ def lora_controls(key: str) -> dict:
             "double_quant": bool(double_quant)}
 
 
-def estimate_panel(source: str | None, lora: dict, batch_size: int, seq_len: int, weight_dtype: str = "fp32") -> None:
+def estimate_panel(source: str | None, lora: dict, batch_size: int, seq_len: int, precision: str = "fp32") -> None:
     """What trains (count, share, the formula) and the memory chart for the chosen model, live with the controls."""
     config = memory.config_of(source)
     if not lora["lora_targets"]:
@@ -81,7 +81,7 @@ def estimate_panel(source: str | None, lora: dict, batch_size: int, seq_len: int
         return
     try:
         est = memory.compare(config, rank=lora["lora_rank"], targets=lora["lora_targets"],
-                             batch_size=batch_size, seq_len=seq_len, weight_dtype=weight_dtype,
+                             batch_size=batch_size, seq_len=seq_len, precision=precision,
                              double_quant=lora["double_quant"])
         groups = adapted_layers(config, lora["lora_targets"])
     except ValueError as e:
@@ -94,8 +94,9 @@ def estimate_panel(source: str | None, lora: dict, batch_size: int, seq_len: int
               "r × in numbers, B has out × r. Everything else stays frozen.")
     c2.metric("Share of the model", f"{trainable / base:.2%}",
               help=f"Of the model's {base:,} parameters. A full fine-tune trains 100%.")
-    c3.metric("Adapter file", memory.fmt_bytes(trainable * memory.ADAPTER_BYTES),
-              help="The saved adapter: A and B of every adapted layer in fp32 (4 bytes each).")
+    c3.metric("Adapter file", memory.fmt_bytes(est["lora"].gradients_bytes),  # one value per adapter weight
+              help="The saved adapter: A and B of every adapted layer in the dtype they train in (4 bytes each, "
+                   "2 under bf16-pure).")
     rank = lora["lora_rank"]
     st.caption(" + ".join(f"{n} layer{'s' if n > 1 else ''} of {i}→{o}: {n} × {rank} × ({i} + {o})"
                           for (i, o), n in groups.items()) + f" = **{trainable:,}**")
@@ -106,15 +107,22 @@ def estimate_panel(source: str | None, lora: dict, batch_size: int, seq_len: int
                 "a model this small LoRA saves little. On a 7B model the weights dominate: try it below."
                 if full.activations_bytes > full.total_bytes / 2 else
                 "LoRA removes almost all gradients and optimizer states; QLoRA also shrinks the weights.")
-    st.caption(f"For a batch of {batch_size} × {seq_len} tokens (set in step 2), weights in "
-               f"{'16' if weight_dtype != 'fp32' else '32'}-bit as this run keeps them (QLoRA keeps what it does "
-               f"not quantize in 16-bit). {dominant}")
+    st.caption(f"For a batch of {batch_size} × {seq_len} tokens in {precision} (set in step 2), counted as the "
+               f"training loop keeps them: {PRECISION_WORDS.get(precision, '')} {dominant}")
     notes(est)
 
 
-def weight_dtype(cfg: TrainConfig) -> str:
-    """How the run keeps its weights, for the estimate: 16-bit only under pure bf16 (autocast keeps fp32 weights)."""
-    return "bf16" if getattr(cfg, "precision", "fp32") == "bf16-pure" else "fp32"
+_AMP_WORDS = ("weights, gradients and optimizer states in fp32 (autocast computes in 16 bits and keeps 16-bit "
+              "copies of the weights for its matmuls, counted with the activations).")
+PRECISION_WORDS = {"fp32": "everything in fp32.", "fp16": _AMP_WORDS, "bf16": _AMP_WORDS,
+                   "bf16-pure": "the model itself in bf16, adapters included, so their gradients and optimizer "
+                                "states too."}
+
+
+def precision_of(cfg: TrainConfig) -> str:
+    """The run's precision mode, which decides how its weights, gradients and optimizer states are kept."""
+    return getattr(cfg, "precision", "fp32")
+
 
 
 def adapted_layers(config, targets: str) -> dict[tuple[int, int], int]:
@@ -191,12 +199,14 @@ def big_model(key: str, lora: dict) -> None:
     c1, c2, c3 = st.columns(3)
     dtype = c1.selectbox("Weights stored in", ["bf16", "fp32"], key=f"{key}.big.dtype",
                          format_func={"bf16": "16-bit (bf16)", "fp32": "32-bit (fp32)"}.get,
-                         help="How the full fine-tune and LoRA keep the weights; big models ship in 16-bit.")
+                         help="How the weights (and so their gradients and optimizer states) are kept: bf16 as "
+                              "bf16-pure training keeps them (big models ship in 16-bit), or fp32.")
     batch = c2.number_input("Batch size", min_value=1, max_value=4096, value=1, key=f"{key}.big.batch")
     seq = c3.number_input("Sequence length", min_value=1, max_value=131072, value=512, key=f"{key}.big.seq")
     try:
         est = memory.compare(config, rank=lora["lora_rank"], targets=lora["lora_targets"],
-                             batch_size=int(batch), seq_len=int(seq), weight_dtype=dtype,
+                             batch_size=int(batch), seq_len=int(seq),
+                             precision="bf16-pure" if dtype == "bf16" else "fp32",
                              double_quant=lora["double_quant"])
     except (ValueError, TypeError) as e:
         st.error(str(e), icon=":material/error:")
@@ -206,7 +216,8 @@ def big_model(key: str, lora: dict) -> None:
     m1.metric(f"Weights, {'16' if dtype == 'bf16' else '32'}-bit", memory.fmt_bytes(w16),
               help="The frozen base with the adapters, as LoRA holds it.")
     m2.metric("Weights, 4-bit (QLoRA)", memory.fmt_bytes(w4),
-              help="The same base in NF4 (half a byte per weight plus its scales), the head and norms in 16-bit.")
+              help="The same base in NF4 (half a byte per weight plus its scales), the embeddings, head and norms "
+                   f"in {'16' if dtype == 'bf16' else '32'}-bit.")
     m3.metric("Adapter parameters", f"{est['lora'].trainable_params:,}",
               help=f"{est['lora'].trainable_params / est['full'].total_params:.2%} of "
                    f"{est['full'].total_params:,}.")
@@ -238,8 +249,9 @@ def run_results(run_id: str | None) -> None:
     method = "qlora" if cfg.get("quantize") == "4bit" else "lora" if cfg.get("lora_rank") else "full"
     est = result.get("memory_estimate") or {}
     peak = result.get("peak_memory_bytes") or 0
-    gpu = any(r.get("gpu_memory_used_bytes") is not None for r in panels.records_of(run_id)
-              if r.get("kind") == "telemetry")
+    records = panels.records_of(run_id)
+    gpu = any(r.get("gpu_memory_used_bytes") is not None for r in records if r.get("kind") == "telemetry")
+    tensors = charts.tensor_peak(records)
     st.markdown(f"##### What this {METHOD_LABELS[method]} run used")
     c1, c2, c3 = st.columns(3)
     trainable, total = result.get("trainable_params") or 0, result.get("total_params") or 0
@@ -250,9 +262,12 @@ def run_results(run_id: str | None) -> None:
     c3.metric("Measured peak", memory.fmt_bytes(peak or None),
               help="On a GPU: the most memory PyTorch allocated. On a CPU: the memory of the run's own process.")
     if est and peak:
-        st.plotly_chart(measured_figure(est, peak, gpu), key=f"measured:{run_id}", config=PLOT_CONFIG)
+        st.plotly_chart(measured_figure(est, peak, gpu, tensors), key=f"measured:{run_id}", config=PLOT_CONFIG)
+    if tensors:
+        st.caption("**Measured tensors** is what the run's own tensors held, counted by the training loop part by "
+                   "part: set it beside the estimate above it.")
     if not gpu:
-        st.caption("On this CPU-only machine, **measured** is the memory of the run's own process (Python and "
+        st.caption("On this CPU-only machine, **measured peak** is the memory of the run's own process (Python and "
                    "PyTorch's libraries, a few hundred MB, as well as the model and data), so it sits above the "
                    "estimate, which counts only what training itself needs. On a GPU the two are close.")
     samples(run_id, result, status.get("user"))
@@ -279,15 +294,18 @@ def samples(run_id: str, result: dict, user: str | None = None) -> None:
                        "higher learning rate (or alpha) let them learn more.")
 
 
-def measured_figure(est: dict, peak: int, gpu: bool) -> go.Figure:
+def measured_figure(est: dict, peak: int, gpu: bool, tensors: dict | None = None) -> go.Figure:
+    """The estimate's parts, the measured tensors' parts (when counted), and the measured peak, one bar each."""
     unit, scale = charts.memory_unit(max(peak, est.get("total_bytes") or 0))
+    rows = ["Estimate", *(["Measured tensors"] if tensors else [])]
     fig = go.Figure()
     for field, part in memory.PART_LABELS.items():
-        fig.add_bar(y=["Estimate"], x=[(est.get(field) or 0) / scale], name=part, orientation="h",
-                    marker_color=PART_COLORS[part], hovertemplate=f"{part}: %{{x:.1f}} {unit}<extra></extra>")
+        values = [est.get(field) or 0, *([tensors.get(field) or 0] if tensors else [])]
+        fig.add_bar(y=rows, x=[v / scale for v in values], name=part, orientation="h",
+                    marker_color=PART_COLORS[part], hovertemplate=f"{part}: %{{x:.1f}} {unit}<extra>%{{y}}</extra>")
     fig.add_bar(y=["Measured peak"], x=[peak / scale], name="GPU, allocated" if gpu else "whole process",
                 orientation="h", marker_color="#2f9e44", hovertemplate=f"%{{x:.1f}} {unit}<extra></extra>")
-    fig.update_layout(barmode="stack", height=190, margin=dict(l=10, r=10, t=10, b=10),
+    fig.update_layout(barmode="stack", height=190 + (40 if tensors else 0), margin=dict(l=10, r=10, t=10, b=10),
                       legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0, traceorder="normal"),
                       xaxis_title=f"memory ({unit})",
                       yaxis=dict(autorange="reversed"))

@@ -14,6 +14,7 @@ import time
 
 import streamlit as st
 
+from llmfs.oom import out_of_memory, retry_options  # noqa: F401 (retry_options: the panel's API)
 from llmfs.runs import (
     CANCELLED,
     FAILED,
@@ -24,7 +25,7 @@ from llmfs.runs import (
     SUCCEEDED,
 )
 
-from . import charts, identity, live, state, tables
+from . import charts, forms, identity, live, state, tables
 
 POLL_S = 1.0
 BADGES = {PENDING: ("Waiting", "gray", ":material/hourglass_empty:"),
@@ -41,19 +42,9 @@ HELP = {"loss": "How surprised the model is by the next token (cross-entropy). L
                "trains in (each run has its own)."}
 
 
-def run_panel(run_id: str, *, poll_s: float = POLL_S) -> None:
-    """Status, progress with ETA, live loss / memory / throughput charts, logs and a Stop button for one run."""
-    try:
-        run = state.jobs().get(run_id)
-    except KeyError:
-        st.warning(f"Run {run_id} no longer exists (it was deleted).")
-        return
-    if run.kind == "pipeline":  # a data pipeline has documents, not steps: its own panel (the Runs page uses both)
-        from .pipeline_view import pipeline_panel
-        return pipeline_panel(run_id, poll_s=poll_s)
-    if run.kind == "eval":  # an evaluation has questions and scores
-        from .eval_view import eval_panel
-        return eval_panel(run_id, poll_s=poll_s)
+def train_panel(run_id: str, *, poll_s: float = POLL_S) -> None:
+    """Status, progress with ETA, live loss / memory / throughput charts, logs and a Stop button for one training
+    run. (Pipelines and evaluations have panels of their own; `app.run_panels` picks one by the run's kind.)"""
     live_fragment(run_id, _panel_body, poll_s=poll_s)
 
 
@@ -79,14 +70,14 @@ def _guarded(run_id: str, was_live: bool, body) -> None:
 
 
 def latest_run_panel(key: str, start: str = "Start training") -> None:
-    """The panel of the run page `key` started last, or a word on what will appear here (`start` names the
-    page's start button)."""
+    """The panel of the training run page `key` started last, or a word on what will appear here (`start` names
+    the page's start button)."""
     run_id = state.latest(key)
     if run_id is None:
         st.info(f"No run yet. Press **{start}**: the loss, memory and speed charts appear here, live, from the "
                 "first step.", icon=":material/monitoring:")
         return
-    run_panel(run_id)
+    train_panel(run_id)
 
 
 def stage(title: str, why: str):
@@ -95,23 +86,6 @@ def stage(title: str, why: str):
     left, right = st.columns([2, 3], gap="large")
     left.markdown(why)
     return right
-
-
-def training_section(key: str, defaults: dict) -> None:
-    """The training form (left) and the live panel of the page's latest run (right), as several lessons use it."""
-    from llmfs.config import LORA_FIELDS, TrainConfig
-    from llmfs.recipes import submit_train
-
-    from . import forms
-    left, right = st.columns([1, 2], gap="large")
-    with left:
-        st.subheader("Train")
-        cfg = forms.config_form(TrainConfig, key=key, defaults=defaults,
-                                fields=[f for f in TrainConfig.__dataclass_fields__ if f not in LORA_FIELDS])
-        if forms.start_button(key, cfg):
-            forms.submit_job(key, lambda: submit_train(state.jobs(), cfg, owner=key))
-    with right:
-        latest_run_panel(key)
 
 
 def default_notice() -> None:
@@ -354,49 +328,7 @@ def _checkpoint_step(run) -> int | None:
 
 
 # -- out of memory: what it used, and one-click retries that need less ---------------------------------------------
-OOM_TYPES = ("OutOfMemoryError", "MemoryError")
 OPENED = "runs.open"  # a run id the Runs page should open next (a retry just queued it)
-
-
-def out_of_memory(status: dict) -> bool:
-    return (str(status.get("error") or "").startswith("The job ran out of memory")
-            or status.get("error_type") in OOM_TYPES or status.get("error_kind") == "out_of_memory")
-
-
-def retry_options(cfg: dict, cuda: bool) -> dict[str, dict]:
-    """The retries offered for a training run that ran out of memory: name -> label, icon, the config changes,
-    what each saves (the button's help), and why it is off (None: on)."""
-    batch, accum = int(cfg.get("batch_size") or 1), int(cfg.get("grad_accum") or 1)
-    precision, rank = cfg.get("precision") or "fp32", int(cfg.get("lora_rank") or 0)
-    random_init = cfg.get("init") == "random"
-    lora_changes = {"lora_rank": rank or 8, "freeze": "full"}
-    return {
-        "half": {"label": "Half the batch", "icon": ":material/splitscreen:",
-                 "changes": {"batch_size": max(1, batch // 2), "grad_accum": accum * 2},
-                 "help": f"Batch size {batch} → {max(1, batch // 2)} and gradient accumulation {accum} → {accum * 2}: "
-                         "the activations held in memory at once halve, while each update still averages as many "
-                         "tokens as before (the same learning curve per step, a little slower).",
-                 "off": "The batch is already a single sequence: lower the sequence length instead."
-                 if batch < 2 else None},
-        "bf16": {"label": "bf16 precision", "icon": ":material/speed:", "changes": {"precision": "bf16"},
-                 "help": "Matmuls in bfloat16: the activations kept for the backward pass take about half of fp32's "
-                         "memory (the weights and Adam's state stay fp32). Best on GPUs from compute capability 8.0.",
-                 "off": "This run already used bf16." if precision.startswith("bf16") else None},
-        "lora": {"label": "LoRA (rank 8)", "icon": ":material/tune:", "changes": lora_changes,
-                 "help": "Freeze the model's weights and train small rank-8 adapters beside them: no gradients and "
-                         "no Adam state (two numbers per trained weight) for the model itself, so training needs "
-                         "little more than the weights' own memory.",
-                 "off": "This run already trained LoRA adapters." if rank else
-                 "LoRA adapts pretrained weights; this run started from random ones." if random_init else None},
-        "4bit": {"label": "4-bit base (QLoRA)", "icon": ":material/compress:",
-                 "changes": {**lora_changes, "quantize": "4bit",
-                             **({"precision": "bf16"} if precision == "bf16-pure" else {})},
-                 "help": "LoRA as above, and the frozen base weights stored in 4-bit NF4: about a quarter of their "
-                         "16-bit memory, an eighth of fp32's. Needs an NVIDIA GPU (bitsandbytes).",
-                 "off": "This run already kept its base in 4-bit." if cfg.get("quantize") == "4bit" else
-                 "LoRA adapts pretrained weights; this run started from random ones." if random_init else
-                 "4-bit weights need an NVIDIA GPU; this machine has none." if not cuda else None},
-    }
 
 
 def oom_retry(run, status: dict) -> None:
@@ -405,7 +337,6 @@ def oom_retry(run, status: dict) -> None:
     from llmfs.config import ConfigError, TrainConfig, from_dict
     from llmfs.recipes import submit_train
 
-    from . import forms
     mem = charts.memory_series(records_of(run.run_id))
     own = status.get("peak_memory_bytes") or (status.get("result") or {}).get("peak_memory_bytes")
     if mem["used"]:

@@ -18,72 +18,24 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from llmfs import uploads
 from llmfs.config import DEFAULT_DATA, ConfigError, field_info
 from llmfs.data.dedup import MinHashConfig
 from llmfs.data.filters import FILTERS
 from llmfs.data.pipeline import SAMPLE_CHARS, PipelineConfig
 from llmfs.data.text import HF_PREFIX
-from llmfs.runs import FINAL_STATES, INTERRUPTED, PENDING, RUNNING, SUCCEEDED, Run
+from llmfs.runs import FINAL_STATES, INTERRUPTED, PENDING, RUNNING, Run
 
 from . import charts, forms, identity, panels, state
+from .choices import pipeline_outputs, shards_folder, source_label  # noqa: F401 (the page's API)
+from .uploads import UPLOAD_SUFFIXES, fmt_mb, safe_upload_name, save_upload, upload_limit_mb  # noqa: F401
 
 PLOT_CONFIG = {"displaylogo": False}
 
 # -- sources ------------------------------------------------------------------------------------------------------
-UPLOAD_SUFFIXES = uploads.TEXT_SUFFIXES    # .txt, .jsonl, .parquet
-
-
-def upload_limit_mb() -> float:
-    """The size limit of one upload in MB, as the upload widgets show and enforce it: the workshop's `max_upload_mb`
-    (200 MB without a limits file). A broken limits file closes uploads (save_upload says why); the widgets then
-    show the default."""
-    try:
-        return uploads.upload_limit_bytes() / 1_000_000
-    except uploads.UploadError:
-        return 200.0
-
-
-def fmt_mb(mb: float) -> str:
-    return f"{mb:,.0f} MB" if mb >= 10 else f"{mb:g} MB"
-
-
 @dataclass(frozen=True)
 class Source:
     spec: str       # what the pipeline reads (llmfs-corpus, a path, a pattern, hf:NAME)
     weight: float
-
-
-def safe_upload_name(name: str) -> str:
-    """The file name a training-text upload is saved under (`llmfs.uploads.safe_name`: letters, digits, `.`, `_`
-    and `-`, no leading dots, no folders, .txt / .jsonl / .parquet only).
-
-    Raises:
-        llmfs.uploads.UploadError (a ValueError): with a message for the user.
-    """
-    return uploads.safe_name(name, UPLOAD_SUFFIXES)
-
-
-def save_upload(upload, kind: str = "text", task: str = "custom") -> Path:
-    """Check a Streamlit upload and save it under `$LLMFS_HOME/uploads/` (in a workshop, in the participant's folder)
-    (`llmfs.uploads.save_upload`: name, size, type and content checked, written atomically); returns the path.
-    `kind="benchmark"` with the L14 `task`.
-
-    Raises:
-        llmfs.uploads.UploadError (a ValueError): the upload was refused; the message lists why (with line numbers
-            for malformed content) and nothing was written.
-    """
-    uploads.safe_name(upload.name, uploads.suffixes_for(kind, task))
-    uploads.check_size(upload.name, upload.size)   # before the bytes are read
-    return uploads.save_upload(upload.name, upload.getbuffer(), kind=kind, task=task,
-                               person=identity.workshop_user())
-
-
-def source_label(spec: str) -> str:
-    """A short name for a source in charts and captions: the file or folder name, or the hub dataset."""
-    if spec == DEFAULT_DATA or spec.startswith(HF_PREFIX):
-        return spec
-    return Path(spec.rstrip("/")).name or spec
 
 
 def sources_picker(key: str) -> list[Source]:
@@ -394,11 +346,6 @@ def _results(run: Run, result: dict) -> None:
         shards_view(shards)
 
 
-def shards_folder(run: Run, result: dict) -> Path:
-    shards = result.get("shards") or []
-    return Path(shards[0]).parent if shards else run.path / "shards"
-
-
 def use_for_training(run: Run, result: dict) -> None:
     """Where the kept documents are, and how to train on them."""
     if not result.get("shards_written"):
@@ -418,27 +365,6 @@ def use_for_training(run: Run, result: dict) -> None:
         st.code(str(folder), language=None)
         st.markdown("On **L12** or **L15**, pick it under *Training data* (it is listed there as a pipeline "
                     "output), or paste this path.")
-
-
-def pipeline_outputs() -> list[dict]:
-    """Shard folders of the succeeded pipeline runs that wrote some, newest first: [{"run_id", "path",
-    "documents", "shards", "label"}], for a training data picker. In a workshop, only the runs whose data this
-    person may use (their own, or everyone's with share_runs = "all")."""
-    outputs = []
-    for run in state.jobs().list_runs():
-        if run.kind != "pipeline" or run.state != SUCCEEDED:
-            continue
-        status = run.status()
-        if not identity.may_see_texts(status.get("user")):
-            continue
-        result = status.get("result") or {}
-        folder = shards_folder(run, result)
-        if result.get("shards_written") and folder.is_dir():
-            sources = ", ".join(source_label(s) for s in run.config().get("inputs", []))
-            outputs.append({"run_id": run.run_id, "path": str(folder), "documents": result.get("documents_out", 0),
-                            "shards": result["shards_written"],
-                            "label": f"{run.run_id} · {result.get('documents_out', 0):,} documents from {sources}"})
-    return outputs
 
 
 def dropped_samples(run_id: str, samples: dict, drops: dict) -> None:

@@ -14,13 +14,13 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from llmfs import memory
 from llmfs import precision as prec
 from llmfs.config import DEFAULT_MODEL, ConfigError, TrainConfig
-from llmfs.memory import config_of
 from llmfs.runs import FAILED, FINAL_STATES, PENDING, RUNNING, SUCCEEDED
 from llmfs.sources import SourceError
 
-from . import charts, forms, identity, panels, state
+from . import charts, forms, identity, l12_view, panels, state
 
 PLOT_CONFIG = {"displaylogo": False}
 MODE_COLORS = {"fp32": "#6c757d", "fp16": "#f77f00", "bf16": "#4361ee", "bf16-pure": "#2a9d8f"}
@@ -53,7 +53,6 @@ def demo_ids(tokenizer, batch: int = 4, length: int = 65):
 
 def underflow_section(key: str) -> None:
     """The slider, the button, and the gradient entries each variant lost."""
-    from . import l12_view
     exponent = st.select_slider(
         "How small the gradients are", options=EXPONENTS, value=-14, format_func=fmt_power, key=f"{key}.factor",
         help="The loss (and so every gradient) is multiplied by this factor. Late in training the loss is small and "
@@ -130,8 +129,7 @@ def demo_figure(rows: list[dict]) -> go.Figure:
 # -- 3 · the comparison: form, estimate, plan --------------------------------------------------------------------
 FIELDS = ["model", "data", "steps", "batch_size", "seq_len", "lr", "seed", "device", "tf32", "grad_scaling"]
 DEFAULTS = {"steps": 60, "batch_size": 8, "seq_len": 128, "lr": 3e-4, "eval_every": 20, "save_model": False}
-PART_COLORS = {"weights": "#4361ee", "gradients": "#f77f00", "optimizer states": "#2a9d8f",
-               "activations": "#7b2cbf"}
+PART_COLORS = charts.TENSOR_COLORS  # the estimate's parts as the live tensor chart colours them
 
 
 def modes_picker(key: str) -> list[str]:
@@ -166,42 +164,42 @@ def plan_notes(cfg: TrainConfig, modes: list[str]) -> bool:
 
 def estimate_section(cfg: TrainConfig, modes: list[str]) -> None:
     """The estimated memory of every mode for this model and batch, as stacked bars, before anything runs."""
-    config = config_of(cfg.model)
+    config = memory.config_of(cfg.model)
     if config is None:
         st.caption("The memory estimate needs the model's config.json (a hub model not downloaded yet has none "
                    "here): it appears once the model is on this machine.")
         return
     try:
-        rows = [prec.memory_breakdown(config, m, batch_size=cfg.batch_size, seq_len=cfg.seq_len)
-                for m in prec.PRECISIONS]
+        rows = [memory.estimate_run(config, cfg, precision=m) for m in prec.PRECISIONS]
     except (ValueError, TypeError, OSError) as e:
         st.caption(f"No memory estimate for this model: {e}")
         return
     st.plotly_chart(estimate_figure(rows, modes), key="l16-estimate", config=PLOT_CONFIG)
     fp32, pure = rows[0], rows[-1]
-    amp = next(r for r in rows if r["mode"] == "bf16")
-    st.caption(f"Estimated for {rows[0]['params']:,} parameters and a batch of {cfg.batch_size} × {cfg.seq_len} "
-               f"tokens. **AMP (fp16, bf16) shrinks the activations, not the weights or the optimizer**: it keeps "
-               f"fp32 master weights, gradients and AdamW states, plus a 16-bit copy of the weights for the matmuls "
-               f"({amp['total_bytes'] / fp32['total_bytes']:.0%} of fp32 here). **Only bf16-pure halves everything** "
-               f"({pure['total_bytes'] / fp32['total_bytes']:.0%}). The more of the total the activations are "
-               "(big batches, long sequences), the more AMP saves. Modes not picked are drawn faded.")
+    amp = next(r for r in rows if r.precision == "bf16")
+    st.caption(f"Estimated for {fp32.total_params:,} parameters and a batch of {cfg.batch_size} × {cfg.seq_len} "
+               "tokens, counted as the training loop keeps them. **AMP (fp16, bf16) keeps fp32 weights, gradients "
+               "and AdamW states** (16 bytes a parameter, as fp32 does) and shrinks the activations, though each "
+               "step also holds 16-bit copies of the weights for its matmuls (counted with the activations): "
+               f"{amp.total_bytes / fp32.total_bytes:.0%} of fp32 here. **bf16-pure keeps the model itself in "
+               f"bf16**, so its gradients and AdamW states too (8 bytes a parameter): "
+               f"{pure.total_bytes / fp32.total_bytes:.0%}. The bigger the batch and the sequences, the more AMP "
+               "saves. The runs below count their own tensors, so you can check. Modes not picked are drawn faded.")
 
 
-def estimate_figure(rows: list[dict], picked: list[str]) -> go.Figure:
-    top = max(r["total_bytes"] for r in rows) or 1
+def estimate_figure(rows: list[memory.Estimate], picked: list[str]) -> go.Figure:
+    top = max(r.total_bytes for r in rows) or 1
     unit, scale = charts.memory_unit(top)
-    modes = [r["mode"] for r in rows]
+    modes = [r.precision for r in rows]
     fig = go.Figure()
-    for part, field in (("weights", "weights_bytes"), ("gradients", "gradients_bytes"),
-                        ("optimizer states", "optimizer_bytes"), ("activations", "activations_bytes")):
-        values = [r[field] for r in rows]
+    for field, part in charts.TENSOR_PARTS.items():
+        values = [getattr(r, field) for r in rows]
         fig.add_bar(y=modes, x=[v / scale for v in values], name=part, orientation="h",
                     marker=dict(color=PART_COLORS[part], opacity=[1.0 if m in picked else 0.35 for m in modes]),
                     customdata=[charts.fmt_bytes(v) for v in values],
                     hovertemplate=f"{part}: %{{customdata}}<extra>%{{y}}</extra>")
     for r in rows:
-        fig.add_annotation(x=r["total_bytes"] / scale, y=r["mode"], text=f" {charts.fmt_bytes(r['total_bytes'])}",
+        fig.add_annotation(x=r.total_bytes / scale, y=r.precision, text=f" {charts.fmt_bytes(r.total_bytes)}",
                            showarrow=False, xanchor="left", font=dict(size=13))
     fig.update_layout(barmode="stack", height=240, margin=dict(l=10, r=10, t=30, b=10),
                       legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0, traceorder="normal"),
@@ -366,6 +364,14 @@ def _live_charts(records: dict) -> None:
         st.plotly_chart(_recolor(charts.memory_overlay(records)), key="l16:memory", config=PLOT_CONFIG)
         about = charts.memory_series(next(iter(records.values())))["help"]
         st.caption(about[0].upper() + about[1:] + ".")
+    if any(charts.of_kind(rec, "tensor_memory") for rec in records.values()):
+        with st.container(border=True):
+            st.plotly_chart(charts.tensor_memory_bars(records), key="l16:tensors", config=PLOT_CONFIG)
+            st.caption("What each run's own tensors held at their largest, counted by the training loop: weights, "
+                       "gradients and AdamW states after an update, and what the forward pass saved for backward. "
+                       "This is what the precision changes (the process or GPU total above adds the same libraries, "
+                       "caches and context to every run): fp32 and AMP keep 16 bytes of weights, gradients and "
+                       "states per parameter, bf16-pure 8. Compare it with the estimate above.")
     scaled = {m: charts.of_kind(rec, "scaler") for m, rec in records.items()}
     scaled = {m: s for m, s in scaled.items() if s}
     if scaled:
@@ -421,7 +427,9 @@ def comparison_rows(ids: list[str]) -> list[dict]:
         rows.append({"run_id": rid, "state": status.get("state"), "precision": result.get("precision") or _mode(run),
                      "tokens_per_s": result.get("tokens_per_s"), "peak_memory_bytes": result.get("peak_memory_bytes"),
                      "final_loss": result.get("final_loss"), "skipped_steps": result.get("skipped_steps"),
-                     "peak_nvml_bytes": prec.peak_nvml_bytes(run.read_metrics("telemetry"))})
+                     "peak_nvml_bytes": prec.peak_nvml_bytes(run.read_metrics("telemetry")),
+                     "tensor_bytes": sum((charts.tensor_peak(run.read_metrics("tensor_memory")) or {}).values())
+                     or None})
     return prec.summarize(rows)
 
 
@@ -430,9 +438,10 @@ def results(ids: list[str]) -> None:
     gpu = bool(state.machine().get("gpus")) or bool(state.machine().get("cuda_available"))
     st.markdown("##### Summary")
     frame = pd.DataFrame([{**r, "peak_memory": charts.fmt_bytes(r.get("peak_memory_bytes")),
-                           "peak_nvml": charts.fmt_bytes(r.get("peak_nvml_bytes"))} for r in rows])
-    columns = ["precision", "state", "tokens_per_s", "speedup", "peak_memory", "memory_ratio", "final_loss",
-               "loss_diff", "skipped_steps"] + (["peak_nvml"] if gpu else [])
+                           "peak_nvml": charts.fmt_bytes(r.get("peak_nvml_bytes")),
+                           "tensors": charts.fmt_bytes(r.get("tensor_bytes"))} for r in rows])
+    columns = ["precision", "state", "tokens_per_s", "speedup", "tensors", "tensor_ratio", "peak_memory",
+               "memory_ratio", "final_loss", "loss_diff", "skipped_steps"] + (["peak_nvml"] if gpu else [])
     mem_help = ("Peak memory PyTorch allocated on the GPU during training." if gpu else
                 "The run's own process's resident memory (RSS) at its peak, Python and PyTorch's libraries included.")
     st.dataframe(frame.reindex(columns=columns), hide_index=True, placeholder="–", key="l16.summary", column_config={
@@ -442,6 +451,11 @@ def results(ids: list[str]) -> None:
         "speedup": st.column_config.NumberColumn("Speed-up vs fp32", format="%.2f×",
                                                  help="Tokens per second divided by the fp32 run's: 2.00× = twice "
                                                       "as fast."),
+        "tensors": st.column_config.TextColumn("Tensor memory", help="The most the run's own tensors held "
+                                               "(weights, gradients, optimizer states, activations), counted by "
+                                               "the training loop."),
+        "tensor_ratio": st.column_config.NumberColumn("Tensors vs fp32", format="%.2f×",
+                                                      help="Tensor memory divided by the fp32 run's."),
         "peak_memory": st.column_config.TextColumn("Peak memory", help=mem_help),
         "memory_ratio": st.column_config.NumberColumn("Memory vs fp32", format="%.2f×",
                                                       help="Peak memory divided by the fp32 run's: 0.50× = half."),
@@ -457,8 +471,9 @@ def results(ids: list[str]) -> None:
         left, right = st.columns(2)
         left.plotly_chart(ratio_figure(rows, "speedup", "Speed vs fp32 (higher is faster)"), key="l16:speedup",
                           config=PLOT_CONFIG)
-        right.plotly_chart(ratio_figure(rows, "memory_ratio", "Peak memory vs fp32 (lower is smaller)"),
-                           key="l16:memratio", config=PLOT_CONFIG)
+        field = "tensor_ratio" if any(r.get("tensor_ratio") for r in rows) else "memory_ratio"
+        right.plotly_chart(ratio_figure(rows, field, ("Tensor memory" if field == "tensor_ratio" else "Peak memory")
+                                        + " vs fp32 (lower is smaller)"), key="l16:memratio", config=PLOT_CONFIG)
     for line in conclusion(rows, gpu):
         st.markdown(line)
 
@@ -490,7 +505,9 @@ def conclusion(rows: list[dict], gpu: bool) -> list[str]:
     others = [r for r in rows if r is not ref and r.get("speedup")]
     for r in others:
         line = f"**{r['precision']}** ran **{r['speedup']:.1f}×** as fast as fp32"
-        if r.get("memory_ratio"):
+        if r.get("tensor_ratio"):
+            line += f" with {r['tensor_ratio']:.2f}× its tensor memory"
+        elif r.get("memory_ratio"):
             line += f" with {r['memory_ratio']:.2f}× its peak memory"
         diff = r.get("loss_diff")
         if diff is not None:
@@ -514,8 +531,9 @@ def conclusion(rows: list[dict], gpu: bool) -> list[str]:
                          "needs a GPU's tensor cores, which multiply 16-bit numbers several times faster than 32-bit "
                          "ones (fp16 on NVIDIA GPUs since Volta, bf16 since Ampere). A CPU mostly converts 16-bit "
                          "numbers back and forth instead, so it gains little or loses.")
-        lines.append("The memory columns measure each run's whole process here (RSS), libraries included: the "
-                     "estimate above shows more clearly what 16 bits save.")
+        lines.append("Peak memory measures each run's whole process here (RSS), libraries included, which hides "
+                     "what 16 bits save; tensor memory counts only the run's own tensors, which is where they save "
+                     "it.")
     elif best["speedup"] >= 1.5:
         lines.append(f"On this GPU **{best['precision']}** was {best['speedup']:.1f}× faster: its matmuls ran on "
                      "16-bit tensor cores. Memory falls by less than half under AMP, because the fp32 weights, "

@@ -15,10 +15,12 @@ import os
 import streamlit as st
 
 from llmfs import telemetry, workshop
-from llmfs.bootstrap import DefaultAssets
+from llmfs.defaults import DefaultAssets
 from llmfs.jobs import JobManager
 from llmfs.paths import default_dir, runs_dir
 from llmfs.runs import PENDING, RUNNING
+
+from . import identity
 
 # Where a run was started from (the `owner` recorded in its folder) -> what the Runs page calls it.
 OWNERS = {"home": "Home quick start", "l12": "L12 Pretrained weights", "l13": "L13 Data pipelines",
@@ -28,11 +30,10 @@ OWNERS = {"home": "Home quick start", "l12": "L12 Pretrained weights", "l13": "L
 @st.cache_resource(show_spinner=False)
 def _manager(root: str) -> JobManager:
     from llmfs.config import ConfigError
-    from llmfs.recipes import default_manager
+    from llmfs.runner import default_manager
     # each job in its own process: the sessions' reruns never share a GIL with a training loop (bench/ui_response.py)
     manager = default_manager(root, isolation=os.environ.get("LLMFS_JOB_ISOLATION", "process"))
-    from .identity import workshop_mode
-    shared = workshop_mode()
+    shared = identity.workshop_mode()
     try:
         workshop.install(manager, shared=shared)
     except ConfigError:  # a broken limits file must not take the lab down (the instructor view shows it), nor
@@ -64,8 +65,7 @@ def _user(user: str | None) -> str | None:
     """`user`, else the session's participant name."""
     if user is not None:
         return user
-    from .identity import user_for_submission
-    return user_for_submission()
+    return identity.user_for_submission()
 
 
 def jobs() -> JobManager:
@@ -93,6 +93,16 @@ def default_ready() -> bool:
     return default_assets().ready()
 
 
+def ensure_builtins(source: str) -> None:
+    """The app is an entry point: before a page loads llmfs-tiny itself, build it (once per machine, with a
+    spinner; `make run` has normally built it already). Library functions never build it."""
+    from llmfs.config import DEFAULT_MODEL
+    if source.strip() == DEFAULT_MODEL and not default_ready():
+        from llmfs.bootstrap import ensure_default
+        with st.spinner("Building llmfs-tiny and its corpus: about 3 minutes, once on this machine ..."):
+            ensure_default()
+
+
 # -- the runs this session started --------------------------------------------------------------------------------
 def _session_key(key: str) -> str:
     return f"runs:{key}"
@@ -116,11 +126,10 @@ def latest(key: str) -> str | None:
     ids = recalled(key)
     if ids:
         return ids[-1]
-    from .identity import current_user, is_mine
-    me = current_user()
+    me = identity.current_user()
     for run in jobs().list_runs():
         status = run.status()
-        if status.get("owner") == key and is_mine(status.get("user"), me):
+        if status.get("owner") == key and identity.is_mine(status.get("user"), me):
             return run.run_id
     return None
 

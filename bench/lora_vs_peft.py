@@ -330,7 +330,7 @@ def main() -> None:
     from llmfs.memory import compare
     print("[methods] timing full / LoRA / QLoRA ...", file=sys.stderr, flush=True)
     res = interleaved({m: (lambda m=m: build_method(m, cfg, args.device)) for m in METHODS}, args, args.device)
-    estimates = compare(cfg, rank=RANK, targets="qkv", batch_size=args.batch, seq_len=args.seq, weight_dtype="fp32")
+    estimates = compare(cfg, rank=RANK, targets="qkv", batch_size=args.batch, seq_len=args.seq, precision="fp32")
     for m in METHODS:
         res[m]["estimate"] = {k: v for k, v in vars(estimates[m]).items() if k.endswith(("_bytes", "_params"))}
         if not args.no_memory:
@@ -376,8 +376,8 @@ def print_tables(report: dict, args) -> None:
           f"{mib(r['memory']['peak_bytes']) if 'memory' in r else '-'} | {mib(e['total_bytes'])} | "
           f"{mib(e['weights_bytes'])} / {mib(e['gradients_bytes'])} / {mib(e['optimizer_bytes'])} / "
           f"{mib(e['activations_bytes'])} |")
-    p("\nThe qlora row runs with fp32 compute and fp32 embeddings / norms / head (quantize_4bit's default on a CPU); "
-      "memory.compare's qlora estimate assumes bf16 for those and for the activations, hence the gap.")
+    p("\nThe qlora row runs with fp32 compute and fp32 embeddings / norms / head (quantize_4bit's default on a CPU), "
+      "as memory.compare's estimate at precision fp32 counts them.")
 
 
 if __name__ == "__main__":

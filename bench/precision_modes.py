@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from llmfs import telemetry  # noqa: E402
 from llmfs.config import TrainConfig  # noqa: E402
 from llmfs.model import GPT, GPTConfig  # noqa: E402
-from llmfs.precision import PrecisionError, memory_breakdown, plan_precision  # noqa: E402
+from llmfs.memory import estimate  # noqa: E402
+from llmfs.precision import PrecisionError, plan_precision  # noqa: E402
 from llmfs.train import RandomWindows, train  # noqa: E402
 
 
@@ -72,7 +73,7 @@ def run_mode(cfg: GPTConfig, mode: str, args) -> dict:
            "peak_nvml_bytes": nvml.peak or None,
            "peak_rss_bytes": result.peak_memory_bytes if args.device != "cuda" else None,
            "skipped_steps": result.skipped_steps,
-           "estimate_bytes": memory_breakdown(cfg, mode, batch_size=args.batch, seq_len=args.seq)["total_bytes"]}
+           "estimate_bytes": estimate(cfg, "full", precision=mode, batch_size=args.batch, seq_len=args.seq).total_bytes}
     del model, result
     gc.collect()
     return out

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Iterable
 from urllib.parse import urlparse
 
+from .errors import AccessError
 from .adapters import list_adapters
 from .config import DEFAULT_DATA, DEFAULT_MODEL
 from .data.readers import HELDOUT, HF_LOCAL_BUILDERS, HF_PREFIX, DataError, check_location, is_public_address, \
@@ -38,11 +39,6 @@ from .sources import HUB_ID, looks_like_path
 # Benchmarks whose default questions come from the hub (the others are built in); `wikitext` is a hub dataset too.
 HUB_BENCHMARKS = ("hellaswag", "mmlu", "truthfulqa_mc1", "truthfulqa_mc2")
 _WILDCARDS = "*?[{"
-
-
-class AccessError(ValueError):
-    """A source this person may not use here; the message says what they may use instead. It never says whether the
-    refused path exists."""
 
 
 @dataclass(frozen=True)

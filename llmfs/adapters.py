@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import AdapterError
 from .fsutil import atomic_write_bytes, atomic_write_json, make_temp_dir, read_json
 from .paths import llmfs_home, runs_dir
 
@@ -48,10 +49,6 @@ LIBRARY, RUN, FOLDER = "library", "run", "folder"
 _LIB_PREFIX, _RUN_PREFIX = "lib:", "run:"
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _COPY_CHUNK = 1024 * 1024
-
-
-class AdapterError(ValueError):
-    """An adapter is missing, malformed or refused; the message names the cause and the fix."""
 
 
 @dataclass(frozen=True)

@@ -15,54 +15,21 @@ import fcntl
 import math
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from .config import TrainConfig
-from .fsutil import atomic_write_json, read_json
-from .model import GPTConfig
+from .fsutil import atomic_write_json
+from .defaults import VERSION, DefaultAssets  # noqa: F401 (part of this module's API)
+from .model import TINY_CONFIG
 from .paths import default_dir
 
-VERSION = 1
 Progress = Callable[[str, int, int], None]
-
-# ~1.3M parameters: big enough to learn the corpus's words and syntax in a couple of minutes on 2 CPU cores.
-TINY_CONFIG = GPTConfig(vocab_size=4096, n_positions=256, n_embd=128, n_layer=4, n_head=4)
 PRETRAIN = TrainConfig(steps=600, batch_size=16, seq_len=128, lr=3e-3, warmup_steps=30, min_lr_ratio=0.1,
                        weight_decay=0.1, eval_every=0, eval_batches=16, checkpoint_every=0, seed=0, device="cpu",
                        save_model=True)
 
 _THREAD_LOCK = threading.Lock()
-
-
-@dataclass(frozen=True)
-class DefaultAssets:
-    root: Path
-
-    @property
-    def corpus_train(self) -> Path:
-        return self.root / "corpus"
-
-    @property
-    def corpus_heldout(self) -> Path:
-        return self.root / "corpus" / "heldout"
-
-    @property
-    def tokenizer_dir(self) -> Path:
-        return self.root / "tokenizer"
-
-    @property
-    def model_dir(self) -> Path:
-        return self.root / "llmfs-tiny"
-
-    def ready(self) -> bool:
-        info = read_json(self.root / "READY.json")
-        return bool(info) and info.get("version") == VERSION and (self.model_dir / "config.json").exists()
-
-    def info(self) -> dict:
-        return {**(read_json(self.root / "READY.json") or {}), "root": str(self.root),
-                "model_dir": str(self.model_dir), "corpus_dir": str(self.corpus_train)}
 
 
 def ensure_default(progress: Progress | None = None, force: bool = False, root: Path | None = None,

@@ -222,7 +222,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = config_from_args(TrainConfig, args)  # bad values are refused before the slow imports below
 
     from . import distributed
-    from .recipes import default_manager, submit_train
+    from .recipes import submit_train
+    from .runner import default_manager
 
     if distributed.launched():  # one of several processes started by torchrun
         return _train_rank(args, cfg)
@@ -251,9 +252,11 @@ def _train_rank(args: argparse.Namespace, cfg: TrainConfig) -> int:
     """This process is one rank of a torchrun run: rank 0 creates (or attaches to) the run and reports it; the
     others train and print nothing."""
     from .launch import rank_main
+    from .recipes import preflight_train, train_job
     if args.resume and not args.attach and not args.out:
         raise ValueError("--resume continues an existing run: give its folder with --out.")
-    run, status = rank_main(cfg, args.attach or args.out, attach=bool(args.attach), resume=args.resume)
+    run, status = rank_main(cfg, args.attach or args.out, attach=bool(args.attach), resume=args.resume,
+                            recipe=train_job, preflight=preflight_train)
     if status is None or args.attach:
         return EXIT_OK
     return _train_report(args, cfg, status, run.path, run.run_id)
@@ -285,7 +288,8 @@ def cmd_compare_precision(args: argparse.Namespace) -> int:
     args.precision = "fp32"
     cfg = config_from_args(TrainConfig, args)
 
-    from .recipes import default_manager, precision_comparison, submit_precision_comparison
+    from .recipes import precision_comparison, submit_precision_comparison
+    from .runner import default_manager
     from .runs import SUCCEEDED
     jobs = default_manager()
     if cfg.model.strip() == "llmfs-tiny":
@@ -319,7 +323,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     """Run an eval job (same runner and run directory as the app); print its scores with standard errors."""
     from .config import EvalConfig
     from .eval.runner import submit_eval
-    from .recipes import default_manager
+    from .runner import default_manager
     from .runs import SUCCEEDED
 
     cfg = config_from_args(EvalConfig, args)
@@ -357,7 +361,10 @@ def cmd_load(args: argparse.Namespace) -> int:
     from .weights import PARITY_TEXT, load_pretrained, model_summary, parity_check
 
     with _StderrProgress() as progress:
-        folder = resolve_model_dir(args.model, progress=progress)
+        if args.model.strip() == "llmfs-tiny":
+            from .bootstrap import ensure_default
+            ensure_default(progress=progress)
+        folder = resolve_model_dir(args.model)
     model, tokenizer = load_pretrained(str(folder))
     out = {"source": args.model, "folder": str(folder), **model_summary(model), "tokenizer_size": len(tokenizer),
            "parity": None}
@@ -374,7 +381,7 @@ def cmd_load(args: argparse.Namespace) -> int:
 
 def cmd_data(args: argparse.Namespace) -> int:
     from .data.pipeline import PipelineConfig
-    from .recipes import default_manager
+    from .runner import default_manager
     from .runs import SUCCEEDED
 
     weights = tuple(float(w) for w in args.weights.split(",")) if args.weights else None

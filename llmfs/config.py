@@ -12,6 +12,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args, get_type_hints
 
+from .errors import ConfigError  # noqa: F401 (importers take it from here too)
+from .targets import parse_targets
+
 DEFAULT_MODEL = "llmfs-tiny"
 DEFAULT_DATA = "llmfs-corpus"
 
@@ -24,14 +27,6 @@ DIST_FIELDS = ("processes", "strategy")
 LORA_FIELDS = ("lora_rank", "lora_alpha", "lora_targets", "lora_dropout", "lora_rslora", "quantize", "double_quant")
 # Strategies that read `freeze_layers`.
 FREEZE_USES_LAYERS = ("freeze_bottom", "train_top")
-
-
-class ConfigError(ValueError):
-    """A config value outside its allowed range. `.field` names the offending field (the UI highlights it)."""
-
-    def __init__(self, field_name: str, message: str):
-        super().__init__(message)
-        self.field = field_name
 
 
 def option(default: Any, help: str, *, min: float | None = None, max: float | None = None,
@@ -222,7 +217,6 @@ class TrainConfig:
             raise ConfigError("precision", "fp16's loss scaler needs every rank to agree on skipped steps, which "
                                            "sharded gradients do not give: use bf16 with FSDP.")
         if self.lora_rank:
-            from .lora import parse_targets
             try:
                 parse_targets(self.lora_targets)
             except ValueError as e:

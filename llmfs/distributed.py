@@ -27,6 +27,8 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from .config import TrainConfig
+
 STRATEGIES = ("ddp", "fsdp")
 TIMEOUT_S = float(os.environ.get("LLMFS_DIST_TIMEOUT_S", "300"))  # a rank that stops answering fails the run
 
@@ -245,3 +247,13 @@ def load_full_state(model: nn.Module, optimizer: torch.optim.Optimizer | None, m
         set_model_state_dict(model, model_sd, options=options)
     if optimizer is not None and optim_sd is not None:
         set_optimizer_state_dict(model, optimizer, optim_sd, options=options)
+
+
+def processes_for(cfg: TrainConfig) -> int:
+    """The processes a run asks for: `processes`, or for 0 (auto) one per GPU when there are several, else 1."""
+    if cfg.processes:
+        return cfg.processes
+    if cfg.device == "cpu":
+        return 1
+    import torch
+    return max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1

@@ -1,9 +1,10 @@
 """Freezing strategies: which parameters of a pretrained GPT train, from which step, at what learning rate.
 
 `plan_freeze` is pure: it reads a model's (or a config's) parameter names and shapes and returns a `FreezePlan`,
-one row per tensor, which the UI draws as a layer map before any run. `apply_freeze` carries a plan out on a model
-the caller owns (it sets `requires_grad`, and unties the head where a strategy needs it). `param_groups` turns a
-plan into AdamW groups, and `set_trainable` is the per-step hook that gradual unfreezing needs.
+one row per tensor, which the UI draws as a layer map before any run (`llmfs.memory.estimate(..., freeze=plan)`
+gives its memory). `apply_freeze` carries a plan out on a model the caller owns (it sets `requires_grad`, and
+unties the head where a strategy needs it). `param_groups` turns a plan into AdamW groups, and `set_trainable` is
+the per-step hook that gradual unfreezing needs.
 
 References:
 - Howard & Ruder 2018, "Universal Language Model Fine-tuning for Text Classification" (ULMFiT), sec. 3.2:
@@ -356,7 +357,7 @@ def _rows_for(model: nn.Module, plan: FreezePlan) -> dict[str, ParamRow]:
     return rows
 
 
-# -- optimizer and memory ------------------------------------------------------------------------------------------
+# -- optimizer --------------------------------------------------------------------------------------------------
 def param_groups(model: nn.Module, plan: FreezePlan | None = None, base_lr: float = 1e-3,
                  weight_decay: float = 0.0) -> list[dict[str, Any]]:
     """AdamW parameter groups: one per (lr scale, decay or not); no weight decay on biases and norms.
@@ -383,32 +384,3 @@ def param_groups(model: nn.Module, plan: FreezePlan | None = None, base_lr: floa
                                                "weight_decay": weight_decay if decay else 0.0})
         g["params"].append(p)
     return list(groups.values())
-
-
-OPTIMIZER_STATES = {"adamw": 2, "adam": 2, "sgd_momentum": 1, "sgd": 0}  # fp32 tensors kept per trainable weight
-
-
-def estimate_memory(model: nn.Module | None, plan: FreezePlan | None = None, optimizer: str = "adamw",
-                    dtype_bytes: int = 4) -> dict[str, Any]:
-    """Bytes a run needs for weights, gradients and optimizer states, before it starts.
-
-    Weights: every tensor (a tied one once) at `dtype_bytes`. Gradients: the trainable ones, same dtype.
-    Optimizer states: `OPTIMIZER_STATES[optimizer]` fp32 tensors per trainable weight (AdamW: two moments).
-    `activations_bytes` is None: it depends on batch and sequence length, and is left to a later lesson.
-    For `gradual`, "trainable" means once everything is unfrozen (the run's peak).
-
-    Args:
-        model: used when `plan` is None (its current `requires_grad`); may be None when a plan is given.
-    """
-    if optimizer not in OPTIMIZER_STATES:
-        raise ValueError(f"Unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZER_STATES)}.")
-    if plan is not None:
-        trainable, total = plan.trainable_params, plan.total_params
-    else:
-        params = list(model.parameters())  # deduplicated: a tied tensor once
-        trainable, total = sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
-    weights, grads = total * dtype_bytes, trainable * dtype_bytes
-    states = trainable * OPTIMIZER_STATES[optimizer] * 4
-    return {"weights_bytes": weights, "gradients_bytes": grads, "optimizer_states_bytes": states,
-            "activations_bytes": None, "total_bytes": weights + grads + states,
-            "trainable_params": trainable, "total_params": total, "optimizer": optimizer, "dtype_bytes": dtype_bytes}

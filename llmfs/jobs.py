@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from .errors import LimitError  # noqa: F401 (importers take it from here too)
 from . import telemetry
 from .fsutil import atomic_write_json
 from .runs import (
@@ -425,6 +426,36 @@ class JobManager:
 
 
 ISOLATIONS = ("thread", "process")
+STOP_FILE = "STOP"   # a file in the run directory: every process of a run stops at its next step when it appears
+
+
+class StopFile:
+    """A stop flag every rank can see: a file in the run directory (the launcher or a user creates it)."""
+
+    def __init__(self, run_dir: str | os.PathLike):
+        self.path = Path(run_dir) / STOP_FILE
+
+    def is_set(self) -> bool:
+        return self.path.exists()
+
+    def set(self) -> None:
+        self.path.touch()
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+class RankContext(JobContext):
+    """A JobContext for ranks other than 0: they train, and report nothing (rank 0 speaks for the run)."""
+
+    def emit(self, step, kind="train", **metrics):
+        self.last_step = max(self.last_step, int(step))
+
+    def log(self, message):
+        pass
+
+    def progress(self, done, total, unit="steps"):
+        pass
 
 
 def execute_job(fn: JobFn, run: Run, config: dict, resume: bool, stop, exiting: Callable[[], bool],
@@ -592,13 +623,9 @@ def _process_context():
     with _MP_LOCK:
         if _MP_CONTEXT is None:
             ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(["llmfs.recipes"])
+            ctx.set_forkserver_preload(["llmfs.runner"])
             _MP_CONTEXT = ctx
         return _MP_CONTEXT
-
-
-class LimitError(ValueError):
-    """A submission refused by the server's limits (a workshop's per-user rules); the message says which and why."""
 
 
 SECONDS_PER_JOB_GUESS = 60.0  # a job kind never run here before

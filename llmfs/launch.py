@@ -15,6 +15,7 @@ Two ways in, one loop (`llmfs.train` with `llmfs.distributed`):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import signal
@@ -24,14 +25,15 @@ import threading
 import time
 import traceback
 from pathlib import Path
+from typing import Callable
 
 from . import distributed
+from .distributed import processes_for  # noqa: F401 (the launcher's API)
 from .config import TrainConfig
 from .fsutil import atomic_write_json, read_json
-from .jobs import JobContext
+from .jobs import STOP_FILE, JobContext, RankContext, StopFile  # noqa: F401 (STOP_FILE: the launcher's API)
 from .runs import Run
 
-STOP_FILE = "STOP"
 RANK0_RESULT = "rank0-result.json"   # what rank 0's job returned (attach mode), for the launcher to record
 RANK0_ERROR = "rank0-error.json"     # how rank 0's job failed (attach mode)
 STOP_GRACE_S = 60.0                  # after Stop: how long the ranks get to reach their next step and checkpoint
@@ -41,46 +43,6 @@ class RankStopped(Exception):
     """Raised in a rank that torchrun stops (SIGTERM), which it does when another rank failed or was killed."""
     plain_message = True
     error_kind = "rank_failed"
-
-
-class StopFile:
-    """A stop flag every rank can see: a file in the run directory (the launcher or a user creates it)."""
-
-    def __init__(self, run_dir: str | os.PathLike):
-        self.path = Path(run_dir) / STOP_FILE
-
-    def is_set(self) -> bool:
-        return self.path.exists()
-
-    def set(self) -> None:
-        self.path.touch()
-
-    def clear(self) -> None:
-        self.path.unlink(missing_ok=True)
-
-
-class RankContext(JobContext):
-    """A JobContext for ranks other than 0: they train, and report nothing (rank 0 speaks for the run)."""
-
-    def emit(self, step, kind="train", **metrics):
-        self.last_step = max(self.last_step, int(step))
-
-    def log(self, message):
-        pass
-
-    def progress(self, done, total, unit="steps"):
-        pass
-
-
-# -- how many processes ---------------------------------------------------------------------------------------------
-def processes_for(cfg: TrainConfig) -> int:
-    """The processes a run asks for: `processes`, or for 0 (auto) one per GPU when there are several, else 1."""
-    if cfg.processes:
-        return cfg.processes
-    if cfg.device == "cpu":
-        return 1
-    import torch
-    return max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
 
 
 # -- the launcher (inside the job runner) -----------------------------------------------------------------------------
@@ -182,9 +144,13 @@ def _end_group(proc: subprocess.Popen) -> None:
 
 
 # -- a rank ---------------------------------------------------------------------------------------------------------
-def rank_main(cfg: TrainConfig | None, run_dir: str | None, attach: bool, resume: bool,
-              owner: str = "cli") -> tuple[Run, dict | None]:
+def rank_main(cfg: TrainConfig | None, run_dir: str | None, attach: bool, resume: bool, owner: str = "cli", *,
+              recipe: Callable[[JobContext, dict], dict], preflight: Callable[[TrainConfig], None]
+              ) -> tuple[Run, dict | None]:
     """One rank of a torchrun run of `llmfs train`. Returns (the run, rank 0's status or None on other ranks).
+
+    recipe: what each rank runs (`llmfs.recipes.train_job`); preflight: the checks before a new run is created.
+    The launcher is handed both, so it never depends on the recipes it launches.
 
     attach: the run directory exists (the job runner made it and owns its status); cfg is read from it.
     resume: continue the run in `run_dir` from its last checkpoint, with its own config, on this run's number of
@@ -192,7 +158,6 @@ def rank_main(cfg: TrainConfig | None, run_dir: str | None, attach: bool, resume
     """
     from .jobs import execute_job
     from .paths import runs_dir
-    from .recipes import preflight_train
     from .runs import new_run_id
 
     if attach or resume:  # an existing run: its own config (a resumed run continues as it was set up)
@@ -209,24 +174,25 @@ def rank_main(cfg: TrainConfig | None, run_dir: str | None, attach: bool, resume
             if attach or resume:
                 path = str(Path(run_dir).resolve())
             else:
-                preflight_train(cfg)
+                preflight(cfg)
                 target = Path(run_dir) if run_dir else runs_dir() / new_run_id("train")
                 path = str(Run.create(target, "train", dataclasses.asdict(cfg), owner=owner).path)
         path = distributed.broadcast(path, env)
         run, stop = Run(path), StopFile(path)
         payload = dataclasses.asdict(cfg)
+        job = functools.partial(rank_train_job, recipe=recipe)
         if not env.is_main:
-            rank_train_job(RankContext(run, stop, resume), payload)
+            job(RankContext(run, stop, resume), payload)
             return run, None
         if attach:
-            return run, _attached_rank0(run, stop, payload, resume)
-        execute_job(rank_train_job, run, payload, resume, stop, lambda: False, 1.0)
+            return run, _attached_rank0(run, stop, payload, resume, job)
+        execute_job(job, run, payload, resume, stop, lambda: False, 1.0)
         return run, run.status()
     finally:
         distributed.teardown()
 
 
-def _attached_rank0(run: Run, stop: StopFile, payload: dict, resume: bool) -> dict:
+def _attached_rank0(run: Run, stop: StopFile, payload: dict, resume: bool, job: Callable) -> dict:
     """Rank 0 under the job runner: train and report, leave the status to the launcher (result or failure file)."""
     from . import telemetry
     from .jobs import error_kind, summarize_exception
@@ -237,7 +203,7 @@ def _attached_rank0(run: Run, stop: StopFile, payload: dict, resume: bool) -> di
         ctx.emit(ctx.last_step, kind="telemetry", **snap)
     sampler = telemetry.Sampler(sample, 1.0).start()
     try:
-        result = rank_train_job(ctx, payload) or {}
+        result = job(ctx, payload) or {}
     except BaseException as e:
         atomic_write_json(run.path / RANK0_ERROR, {"error": summarize_exception(e), "error_kind": error_kind(e),
                                                    "error_type": type(e).__name__,
@@ -249,12 +215,11 @@ def _attached_rank0(run: Run, stop: StopFile, payload: dict, resume: bool) -> di
     return result
 
 
-def rank_train_job(ctx, payload: dict) -> dict:
-    """`recipes.train_job` on one rank, a lost peer said plainly: when another rank dies, this one's next collective
+def rank_train_job(ctx, payload: dict, recipe: Callable[[JobContext, dict], dict]) -> dict:
+    """The training recipe on one rank, a lost peer said plainly: when another rank dies, this one's next collective
     fails with the backend's own words (gloo: "Connection closed by peer", NCCL: a timeout)."""
-    from .recipes import train_job
     try:
-        return train_job(ctx, payload)
+        return recipe(ctx, payload)
     except RuntimeError as e:
         import torch.distributed as dist
         if isinstance(e, getattr(dist, "DistNetworkError", ())) or any(s in str(e) for s in _PEER_LOST):

@@ -32,81 +32,9 @@ import torch
 import torch.nn as nn
 
 from .fsutil import make_temp_dir, replace_dir
-from .sources import SourceError
-
-# -- which layers ---------------------------------------------------------------------------------------------------
-LESSON_TARGETS = ("qkv", "attn_proj", "mlp_in", "mlp_out", "lm_head")
-TARGET_HELP = {
-    "qkv": "attention's query / key / value projection (the LoRA paper's choice)",
-    "attn_proj": "attention's output projection",
-    "mlp_in": "the MLP's first (widening) layer",
-    "mlp_out": "the MLP's second (narrowing) layer",
-    "lm_head": "the output head that scores every token of the vocabulary",
-}
-ALL_LINEAR = ("qkv", "attn_proj", "mlp_in", "mlp_out")  # PEFT's "all-linear": every block linear, not the head
-
-# Module-name suffixes per lesson target, per architecture family (config.json's model_type). A suffix matches a
-# module whose name equals it or ends with "." + it, PEFT's rule for target_modules.
-_GPT2 = {"qkv": ("attn.c_attn",), "attn_proj": ("attn.c_proj",), "mlp_in": ("mlp.c_fc",),
-         "mlp_out": ("mlp.c_proj",), "lm_head": ("lm_head",)}
-_LLAMA = {"qkv": ("q_proj", "k_proj", "v_proj"), "attn_proj": ("o_proj",), "mlp_in": ("gate_proj", "up_proj"),
-          "mlp_out": ("down_proj",), "lm_head": ("lm_head",)}
-_NEOX = {"qkv": ("query_key_value",), "attn_proj": ("attention.dense",), "mlp_in": ("dense_h_to_4h",),
-         "mlp_out": ("dense_4h_to_h",), "lm_head": ("embed_out",)}
-FAMILIES: dict[str, dict[str, tuple[str, ...]]] = {
-    "gpt2": _GPT2, "gpt_neox": _NEOX,
-    **{t: _LLAMA for t in ("llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen2_moe", "gemma", "gemma2",
-                           "gemma3_text", "olmo", "olmo2", "granite", "smollm3", "cohere", "starcoder2")},
-}
-# starcoder2 names its MLP c_fc / c_proj: map it properly rather than pretend it is a Llama.
-FAMILIES["starcoder2"] = {"qkv": ("q_proj", "k_proj", "v_proj"), "attn_proj": ("o_proj",), "mlp_in": ("c_fc",),
-                          "mlp_out": ("mlp.c_proj",), "lm_head": ("lm_head",)}
-
-
-def parse_targets(targets: str | Sequence[str]) -> tuple[str, ...]:
-    """`"qkv,attn_proj"` or a list -> a tuple of names; `all-linear` expands to every block linear layer.
-
-    Names outside `LESSON_TARGETS` are kept as they are: module-name suffixes for architectures the lesson's
-    names do not cover (e.g. `Wqkv`).
-    Raises:
-        ValueError: nothing given.
-    """
-    items = [t.strip() for t in (targets.split(",") if isinstance(targets, str) else targets) if t and t.strip()]
-    out: list[str] = []
-    for t in items:
-        for name in (ALL_LINEAR if t in ("all-linear", "all_linear") else (t,)):
-            if name not in out:
-                out.append(name)
-    if not out:
-        raise ValueError("No LoRA target layers given: choose some of " + ", ".join(LESSON_TARGETS)
-                         + " (or all-linear).")
-    return tuple(out)
-
-
-def target_modules(targets: str | Sequence[str], model_type: str = "gpt2") -> list[str]:
-    """Module-name suffixes (PEFT's `target_modules`) for the lesson's target names on a `model_type` model.
-
-    Raises:
-        ValueError: a lesson name on an architecture whose module names are not known here.
-    """
-    family = FAMILIES.get(model_type)
-    out: list[str] = []
-    for t in parse_targets(targets):
-        if t in LESSON_TARGETS:
-            if family is None:
-                raise ValueError(f"The layer names {', '.join(LESSON_TARGETS)} are known for "
-                                 f"{', '.join(sorted(FAMILIES))}; for model_type {model_type!r} type the module "
-                                 "names themselves (e.g. q_proj,v_proj; they are in the model's printout).")
-            out.extend(s for s in family[t] if s not in out)
-        elif t not in out:
-            out.append(t)
-    return out
-
-
-def matches(module_name: str, suffixes: Sequence[str]) -> bool:
-    """PEFT's target_modules rule: the name equals a suffix or ends with "." + suffix."""
-    return any(module_name == s or module_name.endswith("." + s) for s in suffixes)
-
+from .errors import SourceError
+from .targets import (ALL_LINEAR, FAMILIES, LESSON_TARGETS, QUANT_SKIP, TARGET_HELP,  # noqa: F401 (the lesson's API)
+                      matches, parse_targets, target_modules)
 
 def scaling(rank: int, alpha: float, rslora: bool = False) -> float:
     """alpha / r (LoRA), or alpha / sqrt(r) (rsLoRA)."""
@@ -563,7 +491,6 @@ def load_adapter(model: nn.Module, path: str | os.PathLike) -> nn.Module:
 
 
 # -- QLoRA: 4-bit base weights ------------------------------------------------------------------------------------
-QUANT_SKIP = ("lm_head", "embed_out")  # the output head stays in full precision (QLoRA does the same)
 
 
 def quantize_4bit(model: nn.Module, *, double_quant: bool = True, compute_dtype: torch.dtype = torch.float32,

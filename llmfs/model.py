@@ -186,6 +186,11 @@ PRESETS: dict[str, GPTConfig] = {
 }
 
 
+# llmfs-tiny's shape (~1.3M parameters): big enough to learn the embedded corpus's words and syntax in a couple of
+# minutes on 2 CPU cores (`llmfs.bootstrap` pretrains it).
+TINY_CONFIG = GPTConfig(vocab_size=4096, n_positions=256, n_embd=128, n_layer=4, n_head=4)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()

@@ -1,5 +1,6 @@
 """Mixed precision (L16): which number format each part of training uses, what the hardware allows, the gradient
-scaler's bookkeeping, memory per mode, and a small explorer of fp32 / fp16 / bf16.
+scaler's bookkeeping, and a small explorer of fp32 / fp16 / bf16. Memory per mode is `llmfs.memory.estimate`'s
+(`precision=`), which reads the dtypes from `plan_precision`.
 
 Modes (Micikevicius et al. 2018, "Mixed Precision Training"; PyTorch's AMP):
 - `fp32`: everything in 32-bit floats.
@@ -21,6 +22,8 @@ from typing import Any, Iterator, Literal
 
 import torch
 
+from .errors import PrecisionError
+
 Precision = Literal["fp32", "fp16", "bf16", "bf16-pure"]
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "bf16-pure")
 MODE_HELP = {
@@ -33,10 +36,6 @@ MODE_HELP = {
 }
 BF16_MIN_CAPABILITY = (8, 0)  # Ampere (A100, RTX 30xx) and newer have bf16 tensor cores
 TF32_MIN_CAPABILITY = (8, 0)
-
-
-class PrecisionError(ValueError):
-    """A precision this hardware cannot run; the message says why and what to pick instead."""
 
 
 @dataclass(frozen=True)
@@ -151,31 +150,6 @@ def underflow_fraction(params) -> float:
     return small / total if total else 0.0
 
 
-# -- memory per mode ---------------------------------------------------------------------------------------------
-def memory_breakdown(config: Any, mode: str, *, batch_size: int, seq_len: int, optimizer_states: int = 2) -> dict:
-    """Estimated bytes for weights, gradients, optimizer states and activations of a full training run in `mode`.
-
-    AMP (fp16 / bf16) keeps fp32 weights, gradients and AdamW states, so those do not shrink; what shrinks is the
-    activations saved for backward (16-bit), plus a 16-bit copy of the weights autocast makes for its matmuls.
-    Only bf16-pure halves the weights, gradients and states. Activations: `llmfs.memory.activation_bytes`
-    (Korthikanti et al. 2022) at 4 bytes per value in fp32, 2 otherwise.
-    """
-    from .memory import activation_bytes, architecture
-    if mode not in PRECISIONS:
-        raise PrecisionError(f"Unknown precision {mode!r}; choose one of {', '.join(PRECISIONS)}.")
-    arch = architecture(config)
-    n = arch.total_params
-    param_bytes = 2 if mode == "bf16-pure" else 4
-    weights = n * param_bytes
-    cast_copy = n * 2 if mode in ("fp16", "bf16") else 0  # autocast's 16-bit weight copies, alive during forward
-    grads = n * param_bytes
-    states = n * optimizer_states * param_bytes
-    acts = activation_bytes(arch, batch_size, seq_len, 4 if mode == "fp32" else 2)
-    return {"mode": mode, "weights_bytes": weights + cast_copy, "gradients_bytes": grads,
-            "optimizer_bytes": states, "activations_bytes": acts,
-            "total_bytes": weights + cast_copy + grads + states + acts, "params": n}
-
-
 # -- the number-format explorer ----------------------------------------------------------------------------------
 FORMATS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _BITS = {"fp32": (1, 8, 23), "fp16": (1, 5, 10), "bf16": (1, 8, 7)}
@@ -285,22 +259,24 @@ def peak_nvml_bytes(telemetry: list[dict]) -> int | None:
 
 
 def summarize(runs: list[dict]) -> list[dict]:
-    """The comparison table: one row per run, with speed-up and memory ratio against the fp32 run (if any) and
-    the final-loss difference from it.
+    """The comparison table: one row per run, with speed-up, memory ratio and tensor-memory ratio against the fp32
+    run (if any) and the final-loss difference from it.
 
     Args:
         runs: dicts with `precision`, `tokens_per_s`, `peak_memory_bytes`, `final_loss`, and optionally
-            `skipped_steps`, `peak_nvml_bytes`, `run_id`, `state`.
+            `skipped_steps`, `peak_nvml_bytes`, `tensor_bytes` (the most the run's tensors held, as
+            `llmfs.train` counts them), `run_id`, `state`.
     """
     ref = next((r for r in runs if r.get("precision") == "fp32" and r.get("tokens_per_s")), None)
     rows = []
     for r in runs:
         row = {k: r.get(k) for k in ("run_id", "state", "precision", "tokens_per_s", "peak_memory_bytes",
-                                     "peak_nvml_bytes", "final_loss", "skipped_steps")}
+                                     "peak_nvml_bytes", "tensor_bytes", "final_loss", "skipped_steps")}
         if ref is not None and r.get("tokens_per_s"):
             row["speedup"] = r["tokens_per_s"] / ref["tokens_per_s"]
-            if r.get("peak_memory_bytes") and ref.get("peak_memory_bytes"):
-                row["memory_ratio"] = r["peak_memory_bytes"] / ref["peak_memory_bytes"]
+            for field, ratio in (("peak_memory_bytes", "memory_ratio"), ("tensor_bytes", "tensor_ratio")):
+                if r.get(field) and ref.get(field):
+                    row[ratio] = r[field] / ref[field]
             if r.get("final_loss") is not None and ref.get("final_loss") is not None:
                 row["loss_diff"] = r["final_loss"] - ref["final_loss"]
         rows.append(row)

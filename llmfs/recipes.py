@@ -1,7 +1,8 @@
 """Recipes: the jobs the runner knows, each turning a config into model + data + loop (torchtune's recipes).
 
-A recipe runs in a worker thread or a job process (`llmfs.jobs`), or on each rank of a torchrun run
-(`llmfs.launch`), with a `JobContext`; it never touches a UI. `preflight_*` checks run before a job is queued, so bad
+A recipe runs in a worker thread or a job process (`llmfs.jobs`), or on each rank of a torchrun run, with a
+`JobContext`; it never knows which (`llmfs.runner` and `llmfs.launch` decide) and never touches a UI. A recipe is an
+entry point: it builds the embedded default when its config names it (`ensure_builtins`). `preflight_*` checks run before a job is queued, so bad
 input is refused with a message instead of becoming a failed run.
 """
 
@@ -10,12 +11,18 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .config import DEFAULT_DATA, ConfigError, TrainConfig, from_dict
+from .builders import build_model
+from .config import DEFAULT_DATA, ConfigError, EvalConfig, TrainConfig, from_dict
+from .data.readers import HELDOUT
 from .data.text import HF_PREFIX
-from .eval.runner import eval_job
-from .jobs import JobContext, JobManager
-from .paths import runs_dir
-from .sources import SourceError, check_hub_source, is_default, peek_model_config
+from .errors import SourceError
+from .eval.runner import eval_job as run_eval
+from .jobs import JobContext, JobManager, RankContext, StopFile
+from .sources import check_hub_source, is_default
+from .weights import peek_model_config
+
+BUILTIN_TEXT = (DEFAULT_DATA, DEFAULT_DATA + HELDOUT)
+BUILTIN_EVAL_TASKS = ("llmfs-cloze", "perplexity")  # their questions / text come from the built-in corpus
 from .train import RandomWindows, resolve_device, total_steps_for, train
 
 
@@ -112,6 +119,18 @@ def _preflight_other_architecture(cfg: TrainConfig, folder: Path) -> None:
             raise ConfigError("lora_targets", str(e)) from e
 
 
+def needs_builtins(cfg: TrainConfig) -> bool:
+    return is_default(cfg.model) or cfg.data.strip() in BUILTIN_TEXT
+
+
+def ensure_builtins(ctx: JobContext, needed: bool) -> None:
+    """A job is an entry point: when its config names llmfs-tiny or llmfs-corpus, build them first (once per
+    machine; the first run on a fresh machine logs each stage), so that nothing below ever builds them."""
+    if needed:
+        from .bootstrap import ensure_default
+        ensure_default(progress=_log_progress(ctx))
+
+
 def _log_progress(ctx: JobContext):
     """A bootstrap progress callback that writes a log line per stage and per tenth of it, so the first run on a
     fresh machine (which builds llmfs-tiny) shows what it is doing."""
@@ -137,17 +156,15 @@ def train_job(ctx: JobContext, payload: dict) -> dict:
     from . import distributed
     from .data.text import load_token_data
     from .generate import SampleConfig, sample_many
-    from .launch import launch_job, processes_for
     from .weights import save_hf_folder
 
     cfg = from_dict(TrainConfig, payload)
-    n = 1 if distributed.launched() else processes_for(cfg)
-    if n > 1:  # several processes: torchrun runs this job's ranks
-        return launch_job(ctx, cfg, n)
-    env = distributed.current()
+    ensure_builtins(ctx, needs_builtins(cfg))
+    env = distributed.current()  # one process, or one rank of several: the launcher decided (`llmfs.runner`)
     t0 = time.time()
     ctx.log(f"Loading model {cfg.model} ({cfg.init} weights) ...")
-    model, tokenizer, plan, base_name = _prepare_model(ctx, cfg)
+    built = build_model(ctx, cfg)   # the builder registered for the model's family (`llmfs.builders`)
+    model, tokenizer, plan, base_name = built.model, built.tokenizer, built.plan, built.base_name
     ctx.log(f"Reading and tokenizing {cfg.data} ...")
     part = _data_part(cfg.data, env)
     train_tokens, val_tokens = load_token_data(cfg.data, tokenizer, part=part)
@@ -226,9 +243,8 @@ def _data_part(data: str, env) -> tuple[int, int] | None:
 
 def _whole_copy(ctx: JobContext, cfg: TrainConfig, state: dict):
     """The trained model as one plain module on the CPU, from an FSDP run's gathered tensors."""
-    from .launch import RankContext, StopFile
     quiet = RankContext(ctx.run, StopFile(ctx.run_dir), resume=False)
-    model = _prepare_model(quiet, cfg.replace(device="cpu"))[0]
+    model = build_model(quiet, cfg.replace(device="cpu")).model
     model.load_state_dict(state, strict=False)
     return model
 
@@ -242,93 +258,16 @@ def _log_precision(ctx: JobContext, cfg: TrainConfig) -> None:
 
 
 def _memory_estimate(model, cfg: TrainConfig) -> dict | None:
-    """The pre-flight estimate for this run's method, shapes and batch (llmfs.memory), to set beside the measured
-    peak; None when the model's shapes cannot be read (the run's result does not depend on it)."""
-    import torch
-
-    from .memory import estimate
-    method = "qlora" if cfg.quantize == "4bit" else "lora" if cfg.lora else "full"
+    """The pre-flight estimate for this run's method, precision, freezing strategy, shapes and batch
+    (`llmfs.memory.estimate_run`), to set beside the measured peak; None when the model's shapes cannot be read
+    (the run's result does not depend on it)."""
+    from .memory import estimate_run
     config = getattr(getattr(model, "hf", None), "config", None)
     config = config.to_dict() if config is not None else model.config
     try:
-        from .precision import plan_precision
-        compute = plan_precision(cfg.precision, resolve_device(cfg.device)).compute_dtype
-        dtype = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(compute, "fp32")
-        return estimate(config, method, rank=max(cfg.lora_rank, 1), targets=cfg.lora_targets,
-                        batch_size=cfg.batch_size, seq_len=cfg.seq_len,
-                        weight_dtype="bf16" if cfg.precision == "bf16-pure" else "fp32",
-                        qlora_compute_dtype=dtype).to_dict()
+        return estimate_run(config, cfg).to_dict()
     except (ValueError, TypeError):
         return None
-
-
-def _prepare_model(ctx: JobContext, cfg: TrainConfig):
-    """(model, tokenizer, freeze plan or None, base model name) ready to train, as the config says: our GPT with a
-    freezing strategy or LoRA adapters (on 4-bit weights for QLoRA), or another architecture through PEFT."""
-    from . import distributed
-    from .freeze import apply_freeze, freeze_options
-    from .hf_causal import model_type_of
-    from .sources import load_model, resolve_model_dir
-    device = distributed.device_for(distributed.current(), resolve_device(cfg.device))  # a rank's own GPU
-    folder = resolve_model_dir(cfg.model, progress=_log_progress(ctx))
-    # What an adapter names as its base: a hub id as given; for llmfs-tiny and folders the Hugging Face folder's
-    # absolute path, so PeftModel.from_pretrained finds the base from anywhere.
-    local = is_default(cfg.model) or Path(cfg.model).expanduser().exists()
-    base_name = str(folder.resolve()) if local else cfg.model
-    model_type = model_type_of(folder)
-    if model_type not in (None, "gpt2"):
-        return (*_prepare_hf_model(ctx, cfg, folder, base_name, device), base_name)
-    model, tokenizer = load_model(cfg.model, init=cfg.init, seed=cfg.seed, progress=_log_progress(ctx))
-    cfg.check_context(model.config.n_positions)
-    cfg.check_layers(model.config.n_layer)
-    if not cfg.lora:
-        plan = apply_freeze(model, **freeze_options(cfg))  # our private copy: load_model built it for this job
-        ctx.log(plan.summary())
-        ctx.emit(0, kind="freeze", strategy=plan.strategy, trainable_params=plan.trainable_params,
-                 total_params=plan.total_params)
-        return model, tokenizer, plan, base_name
-    from . import lora
-    from .precision import plan_precision
-    from .train import count_params
-    if cfg.quantize == "4bit":
-        n = lora.quantize_4bit(model, double_quant=cfg.double_quant, device=device,
-                               compute_dtype=plan_precision(cfg.precision, device).compute_dtype)
-        ctx.log(f"Base weights of {n} linear layers quantized to 4-bit NF4"
-                f"{' with double quantization' if cfg.double_quant else ''} (bitsandbytes).")
-    layers = lora.add_adapter(model, "default", rank=cfg.lora_rank, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
-                              rslora=cfg.lora_rslora, targets=cfg.lora_targets, seed=cfg.seed)
-    lora.mark_trainable(model, "default")
-    trainable, total = count_params(model)
-    _log_lora(ctx, cfg, trainable, total, len(layers))
-    return model, tokenizer, None, base_name
-
-
-def _prepare_hf_model(ctx: JobContext, cfg: TrainConfig, folder: Path, base_name: str, device: str):
-    """A transformers causal LM (Llama, Qwen, ...): LoRA through PEFT, or every weight trains."""
-    from .hf_causal import CausalLM, add_peft_lora, load_causal_lm
-    from .precision import plan_precision
-    from .train import count_params
-    hf, tokenizer = load_causal_lm(folder, quantize=cfg.quantize, double_quant=cfg.double_quant, device=device,
-                                   compute_dtype=plan_precision(cfg.precision, device).compute_dtype)
-    if cfg.lora:
-        hf = add_peft_lora(hf, rank=cfg.lora_rank, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
-                           targets=cfg.lora_targets, rslora=cfg.lora_rslora, base_model=base_name)
-    model = CausalLM(hf)
-    cfg.check_context(model.config.n_positions)
-    trainable, total = count_params(model)
-    if cfg.lora:
-        _log_lora(ctx, cfg, trainable, total, None, via="PEFT")
-    else:
-        ctx.log(f"Full fine-tune of a {model.config.model_type} model: all {total:,} parameters train.")
-    return model, tokenizer, None
-
-
-def _log_lora(ctx: JobContext, cfg: TrainConfig, trainable: int, total: int, n_layers: int | None,
-              via: str = "llmfs.lora") -> None:
-    where = f" on {n_layers} layers" if n_layers is not None else ""
-    ctx.log(f"LoRA rank {cfg.lora_rank}, alpha {cfg.lora_alpha:g} ({cfg.lora_targets}){where} via {via}: "
-            f"{trainable:,} of {total:,} parameters train ({trainable / max(total, 1):.2%}).")
-    ctx.emit(0, kind="freeze", strategy=f"lora r={cfg.lora_rank}", trainable_params=trainable, total_params=total)
 
 
 def _save_adapter(model, cfg: TrainConfig, path: Path, base_name: str) -> Path:
@@ -386,15 +325,14 @@ def sample_prompts(val_tokens, tokenizer, n: int = 2, length: int = 12) -> list[
 
 def pipeline_job(ctx: JobContext, payload: dict) -> dict:
     from .data.pipeline import pipeline_job as run
+    inputs = payload.get("inputs") or ()
+    ensure_builtins(ctx, any(str(s).strip() in BUILTIN_TEXT for s in ([inputs] if isinstance(inputs, str) else inputs)))
     return run(ctx, payload)
 
 
-def default_manager(root: str | Path | None = None, slots: int = 1, telemetry_interval: float = 1.0,
-                    isolation: str = "thread") -> JobManager:
-    """A JobManager over `$LLMFS_HOME/runs` with every recipe registered (isolation="process": each job in a child
-    process, as the web app runs them)."""
-    jobs = JobManager(root or runs_dir(), slots=slots, telemetry_interval=telemetry_interval, isolation=isolation)
-    jobs.register("train", train_job)
-    jobs.register("pipeline", pipeline_job)
-    jobs.register("eval", eval_job)
-    return jobs
+def eval_job(ctx: JobContext, payload: dict) -> dict:
+    cfg = from_dict(EvalConfig, payload)
+    ensure_builtins(ctx, is_default(cfg.model) or (not cfg.data.strip() and cfg.task in BUILTIN_EVAL_TASKS))
+    return run_eval(ctx, payload)
+
+

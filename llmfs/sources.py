@@ -8,33 +8,32 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 from pathlib import Path
-from typing import Callable
-from urllib.parse import urlparse
 
 from .config import DEFAULT_MODEL
+from .defaults import require_default
+from .errors import SourceError
+from .hub import hub_unreachable_reason
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 HUB_FILES = ["config.json", "*.safetensors", "*.safetensors.index.json", "tokenizer*", "vocab.json", "merges.txt",
              "special_tokens_map.json", "generation_config.json"]
-Progress = Callable[[str, int, int], None]
-
-
-class SourceError(ValueError):
-    """A model or data source that cannot be used; the message says why and what to do instead."""
 
 
 def is_default(source: str) -> bool:
     return source.strip() == DEFAULT_MODEL
 
 
-def resolve_model_dir(source: str, progress: Progress | None = None) -> Path:
-    """The local folder holding `source`'s config.json, weights and tokenizer (building or downloading it)."""
+def resolve_model_dir(source: str) -> Path:
+    """The local folder holding `source`'s config.json, weights and tokenizer (downloading a hub id's files; the
+    built-in llmfs-tiny must be built already: `llmfs.bootstrap.ensure_default`, which entry points call).
+
+    Raises:
+        SourceError: no such folder, an invalid hub id, the hub out of reach, llmfs-tiny not built.
+    """
     source = source.strip()
     if is_default(source):
-        from .bootstrap import ensure_default
-        return ensure_default(progress=progress).model_dir
+        return require_default().model_dir
     path = Path(source).expanduser()
     if path.exists():
         if not path.is_dir() or not (path / "config.json").exists():
@@ -87,50 +86,3 @@ def check_hub_source(repo_id: str) -> None:
     if reason:
         raise SourceError(f"Cannot fetch {repo_id!r} from the Hugging Face hub: {reason}. Use llmfs-tiny (built in, "
                           "works offline) or a local model folder.")
-
-
-def hub_unreachable_reason(timeout: float = 5.0) -> str | None:
-    """None if the hub's host accepts a TCP connection within `timeout`; else a short reason."""
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-        return "HF_HUB_OFFLINE is set"
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    parsed = urlparse(endpoint)
-    host, port = parsed.hostname or "huggingface.co", parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return None
-    except socket.gaierror:
-        return f"the host {host} does not resolve (no network?)"
-    except OSError as e:
-        return f"{host}:{port} did not answer ({type(e).__name__})"
-
-
-def peek_model_config(source: str):
-    """`source`'s GPTConfig from its config.json alone, without loading weights or building anything; None when
-    that cannot be known cheaply (a hub id not downloaded yet, or not a GPT-2 folder)."""
-    from .model import GPTConfig
-    from .weights import read_hf_config
-    if is_default(source):
-        from .bootstrap import TINY_CONFIG
-        return TINY_CONFIG
-    path = Path(source).expanduser()
-    if not (path / "config.json").is_file():
-        return None
-    try:
-        return GPTConfig.from_hf(read_hf_config(path))
-    except (ValueError, TypeError):
-        return None
-
-
-def load_model(source: str, init: str = "pretrained", seed: int = 0, progress: Progress | None = None):
-    """(GPT, tokenizer) for `source`; `init="random"` keeps the architecture and tokenizer, re-draws the weights."""
-    import torch
-
-    from .model import GPT
-    from .weights import load_pretrained
-
-    model, tokenizer = load_pretrained(source, progress=progress)
-    if init == "random":
-        torch.manual_seed(seed)
-        model = GPT(model.config)
-    return model, tokenizer

@@ -7,6 +7,9 @@ checkpoint, and returns its history, so tests check it without threads and jobs 
 Freezing (`llmfs.freeze`) enters in two places: the optimizer's parameter groups (per-group learning-rate scale)
 and, for gradual unfreezing, a hook before each step that switches on the blocks whose turn has come.
 Under torchrun the same loop runs on every rank (`llmfs.distributed`: DDP or FSDP, rank 0 alone reports and writes).
+On the first step and every `TENSOR_MEMORY_EVERY` steps it also counts the bytes its tensors hold, per part
+(`llmfs.tensor_memory`: weights, gradients, optimizer states, activations saved for backward) and reports them as a
+`kind="tensor_memory"` record: what a process's memory hides on a CPU, and what `llmfs.memory.estimate` predicts.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ from .config import TrainConfig
 from .freeze import FreezePlan, apply_freeze, freeze_options, param_groups, set_trainable
 from .fsutil import atomic_write_json, read_json, replace_dir
 from .precision import PrecisionPlan, autocast, make_scaler, matmul_precision, plan_precision, underflow_fraction
+from .tensor_memory import SavedForBackward, state_bytes, weight_tensors
+
+TENSOR_MEMORY_EVERY = 10  # steps between two counts of the run's tensor bytes (the first and the last step too)
 
 
 class Sink(Protocol):
@@ -77,6 +83,7 @@ class TrainResult:
     precision: str = "fp32"
     loss_scales: list[float] = field(default_factory=list)  # fp16: the gradient scaler's scale at each step
     skipped_steps: int = 0                                  # fp16: steps the scaler skipped (inf / NaN gradients)
+    tensor_memory: dict = field(default_factory=dict)       # the largest count of tensor bytes, per part
 
     @property
     def losses(self) -> list[float]:
@@ -221,7 +228,14 @@ def _loop(model, net, optimizer, scaler, plan, batches, val_batches, cfg, result
             emit(step, kind="ranks", world_size=env.world_size, strategy=cfg.strategy,
                  data_fingerprints=distributed.gather(distributed.fingerprint(batches.batch(step, 0)[0]), env))
         trainable_now = _unfreeze_on_schedule(model, freeze_plan, step)
-        record = _train_step(net, optimizer, scaler, plan, batches, cfg, step, total_steps, device, env)
+        count_tensors = step == first + 1 or step % TENSOR_MEMORY_EVERY == 0 or step == total_steps
+        record = _train_step(net, optimizer, scaler, plan, batches, cfg, step, total_steps, device, env,
+                             count_tensors)
+        parts = record.pop("tensor_memory", None)
+        if parts is not None:
+            emit(step, kind="tensor_memory", **parts)
+            if sum(parts.values()) >= sum(result.tensor_memory.values()):
+                result.tensor_memory = parts
         if scaler is not None:
             result.loss_scales.append(record["loss_scale"])
             result.skipped_steps += int(record["skipped"])
@@ -254,8 +268,13 @@ def _unfreeze_on_schedule(model: nn.Module, plan: FreezePlan | None, step: int) 
     return set_trainable(model, plan, step)
 
 
-def _train_step(net, optimizer, scaler, plan, batches, cfg, step, total_steps, device, env) -> dict:
+def _train_step(net, optimizer, scaler, plan, batches, cfg, step, total_steps, device, env,
+                count_tensors=False) -> dict:
+    """One optimizer step over `cfg.grad_accum` micro-batches. With `count_tensors`, the record also holds the step's
+    tensor bytes (`tensor_memory`): what the first micro-batch's forward saved for backward, and the weights,
+    gradients and optimizer states after the update (before the gradients are cleared)."""
     t0 = time.perf_counter()
+    saved = SavedForBackward(weight_tensors(net)) if count_tensors else None
     lr = lr_at(step, total_steps, cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio)
     for group in optimizer.param_groups:
         group["lr"] = lr * group.get("lr_scale", 1.0)  # layer-wise decay (llrd) scales each group's rate
@@ -265,7 +284,8 @@ def _train_step(net, optimizer, scaler, plan, batches, cfg, step, total_steps, d
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         # several processes: gradients are averaged across them once, on the last micro-batch's backward
         with distributed.gradient_sync(net, micro == cfg.grad_accum - 1):
-            with autocast(plan):
+            watching = saved.watch() if saved is not None and micro == 0 else contextlib.nullcontext()
+            with autocast(plan), watching:
                 _, loss = net(x, y)
             part = loss.float() / cfg.grad_accum  # average over micro-batches, as one big batch would
             (scaler.scale(part) if scaler is not None else part).backward()
@@ -294,6 +314,8 @@ def _train_step(net, optimizer, scaler, plan, batches, cfg, step, total_steps, d
             optimizer.zero_grad(set_to_none=True)
             raise FloatingPointError(_diverged(f"The gradients became {grad_norm} at step {step}", plan))
         optimizer.step()
+    if saved is not None:
+        record["tensor_memory"] = {**state_bytes(net, optimizer), "activations_bytes": saved.bytes}
     optimizer.zero_grad(set_to_none=True)
     if device.type == "cuda":
         torch.cuda.synchronize(device)  # honest step times

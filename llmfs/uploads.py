@@ -23,7 +23,8 @@ import uuid
 from pathlib import Path
 from types import SimpleNamespace
 
-from .paths import llmfs_home, person_folder, uploads_dir  # noqa: F401 (uploads_dir: part of this module's API)
+from .errors import UploadError
+from .paths import person_folder, uploads_dir  # noqa: F401 (part of this module's API)
 
 KINDS = ("text", "benchmark")
 TEXT_SUFFIXES = (".txt", ".jsonl", ".parquet")
@@ -32,15 +33,6 @@ MAX_REPORTED = 5
 MAX_NAME_CHARS = 120          # a saved name is shortened (keeping its suffix) to stay far below NAME_MAX (255)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _CHUNK = 1 << 20
-
-
-class UploadError(ValueError):
-    """An upload refused; the message says why and what to do. `.problems`: `(line number, problem)` for
-    malformed content (a row number for Parquet; 0: the file as a whole), empty for a refused name, size or type."""
-
-    def __init__(self, message: str, problems: list[tuple[int, str]] | None = None):
-        super().__init__(message)
-        self.problems = list(problems or [])
 
 
 # -- names --------------------------------------------------------------------------------------------------------

@@ -17,9 +17,10 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from llmfs.model import GPT, GPTConfig
-
+from .errors import SourceError
 from .fsutil import make_temp_dir, replace_dir
+from .model import GPT, TINY_CONFIG, GPTConfig
+from .sources import is_default, resolve_model_dir
 
 # HF's GPT-2 uses Conv1D, whose weight is (in, out); nn.Linear's is (out, in).
 CONV1D_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -188,7 +189,7 @@ def _write_hf_files(model: GPT, folder: Path, tokenizer: Any) -> None:
 
 
 # -- sources, parity, summaries ---------------------------------------------------------------------------------
-def load_pretrained(source: str, progress: Any = None) -> tuple[GPT, Any]:
+def load_pretrained(source: str) -> tuple[GPT, Any]:
     """(GPT, tokenizer) from `llmfs-tiny`, a local Hugging Face folder, or a hub id (fails fast offline).
 
     Raises:
@@ -197,9 +198,7 @@ def load_pretrained(source: str, progress: Any = None) -> tuple[GPT, Any]:
     """
     from transformers import AutoTokenizer
 
-    from .sources import SourceError, resolve_model_dir
-
-    folder = resolve_model_dir(source, progress=progress)
+    folder = resolve_model_dir(source)
     try:
         model = load_hf_folder(folder)
     except ValueError as e:
@@ -272,3 +271,26 @@ def _param_group(name: str) -> str:
     if name.startswith("transformer.ln_f"):
         return "final LayerNorm"
     return "LM head (untied)"
+
+
+def peek_model_config(source: str) -> GPTConfig | None:
+    """`source`'s GPTConfig from its config.json alone, without loading weights or building anything; None when
+    that cannot be known cheaply (a hub id not downloaded yet, or not a GPT-2 folder)."""
+    if is_default(source):
+        return TINY_CONFIG
+    path = Path(source).expanduser()
+    if not (path / "config.json").is_file():
+        return None
+    try:
+        return GPTConfig.from_hf(read_hf_config(path))
+    except (ValueError, TypeError):
+        return None
+
+
+def load_model(source: str, init: str = "pretrained", seed: int = 0) -> tuple[GPT, Any]:
+    """(GPT, tokenizer) for `source`; `init="random"` keeps the architecture and tokenizer, re-draws the weights."""
+    model, tokenizer = load_pretrained(source)
+    if init == "random":
+        torch.manual_seed(seed)
+        model = GPT(model.config)
+    return model, tokenizer

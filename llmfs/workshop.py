@@ -195,7 +195,7 @@ def check_submission(limits: WorkshopLimits, jobs: JobManager, kind: str, cfg: d
 
 def _processes_asked(cfg: dict) -> int:
     from .config import TrainConfig, from_dict
-    from .launch import processes_for
+    from .distributed import processes_for
     try:
         return processes_for(from_dict(TrainConfig, cfg))
     except (ValueError, TypeError):

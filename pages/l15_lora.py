@@ -54,7 +54,7 @@ lora_view.run_results(state.latest(KEY))
 with estimate:
     shape = cfg or TrainConfig()
     lora_view.estimate_panel(picked.model if picked else None, lora, shape.batch_size, shape.seq_len,
-                             lora_view.weight_dtype(shape))
+                             lora_view.precision_of(shape))
 
 st.divider()
 with panels.stage("3 · Adapter library", """

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from app import identity, panels, state, tables
+from app import identity, panels, run_panels, state, tables
 
 SELECTED = "runs.selected"
 CONFIRM = "runs.confirm_delete"
@@ -56,7 +56,7 @@ def delete(run_ids: list[str]) -> None:
 
 
 if len(selected) == 1:
-    panels.run_panel(selected[0])
+    run_panels.run_panel(selected[0])
 elif len(selected) > 1:
     panels.compare_runs(selected)
     st.subheader("Settings that differ")

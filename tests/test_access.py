@@ -65,7 +65,7 @@ def test_open_stream_opens_no_command_and_no_other_scheme(marker):
 
 def test_a_pipeline_job_payload_with_pipe_inputs_runs_nothing(marker, tmp_path, home_with_default):
     """A config payload submitted straight to the runner (no page, no preflight): the run fails, saying why."""
-    from llmfs.recipes import default_manager
+    from llmfs.runner import default_manager
     jobs = default_manager(tmp_path / "runs", telemetry_interval=60)
     try:
         run_id = jobs.submit("pipeline", {"inputs": ["llmfs-corpus", hostile_specs(marker)[0]], "weights": None})
@@ -257,7 +257,8 @@ def test_submit_train_checks_access_before_it_opens_anything(lab):
     """recipes.submit_train asks the policy first: the refusal is the workshop's, not "No data at ..." from a
     preflight that looked at the file."""
     from llmfs.config import TrainConfig
-    from llmfs.recipes import default_manager, submit_train
+    from llmfs.recipes import submit_train
+    from llmfs.runner import default_manager
     jobs = default_manager(lab["home"] / "runs", telemetry_interval=60)
     install(jobs, WorkshopLimits(), shared=True)
     jobs.pause()

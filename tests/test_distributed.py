@@ -18,7 +18,8 @@ import torch
 
 from llmfs.config import TrainConfig
 from llmfs.distributed import DistEnv, RankSlice
-from llmfs.recipes import default_manager, submit_train
+from llmfs.recipes import submit_train
+from llmfs.runner import default_manager
 from llmfs.runs import CANCELLED, FAILED, INTERRUPTED, SUCCEEDED, Run, list_runs
 from llmfs.train import RandomWindows
 
@@ -277,7 +278,8 @@ def test_with_a_file_per_process_each_rank_reads_only_its_own_part(tiny_hf_folde
 SERVER = """
 import sys, json
 from llmfs.config import TrainConfig
-from llmfs.recipes import default_manager, submit_train
+from llmfs.recipes import submit_train
+from llmfs.runner import default_manager
 jm = default_manager(sys.argv[1], telemetry_interval=60, isolation="process")
 print(submit_train(jm, TrainConfig(**json.loads(sys.argv[2]))), flush=True)
 import time; time.sleep(600)

@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from llmfs.config import TrainConfig
-from llmfs.recipes import default_manager, submit_train
+from llmfs.recipes import submit_train
+from llmfs.runner import default_manager
 from llmfs.runs import FAILED, INTERRUPTED, SUCCEEDED, Run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,7 +55,8 @@ def _wait_for(cond, timeout):
 SERVER = """
 import sys, json
 from llmfs.config import TrainConfig
-from llmfs.recipes import default_manager, submit_train
+from llmfs.recipes import submit_train
+from llmfs.runner import default_manager
 jm = default_manager(sys.argv[1], telemetry_interval=0.2, isolation=sys.argv[3])
 cfg = TrainConfig(**json.loads(sys.argv[2]))
 rid = submit_train(jm, cfg)

@@ -1,5 +1,6 @@
 """Freezing strategies: what each one trains, checked on requires_grad and on which weights a real optimizer step
-moved; learning-rate groups; gradual unfreezing on schedule; counts; memory estimates; config and CLI fields."""
+moved; learning-rate groups; gradual unfreezing on schedule; counts; their memory (llmfs.memory); config and CLI
+fields."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ from llmfs.config import ConfigError, TrainConfig
 from llmfs.freeze import (
     STRATEGIES,
     apply_freeze,
-    estimate_memory,
     freeze_options,
     param_groups,
     plan_freeze,
 )
+from llmfs.memory import estimate
 from llmfs.model import GPT, GPTConfig
 from llmfs.train import RandomWindows, count_params, make_optimizer, train
 
@@ -277,21 +278,24 @@ def test_memory_estimate_by_hand():
     # TINY by hand: wte 64*32 = 2048, wpe 32*32 = 1024, ln_f 2*32 = 64, and per block ln_1 64 + c_attn 32*96+96
     # + attn.c_proj 32*32+32 + ln_2 64 + c_fc 32*128+128 + mlp.c_proj 128*32+32 = 12,704; tied head counted once:
     # 2048 + 1024 + 4 * 12,704 + 64 = 53,952 parameters.
-    full = estimate_memory(_model(), plan_freeze(TINY, "full"))
-    assert full == {"weights_bytes": 215_808, "gradients_bytes": 215_808, "optimizer_states_bytes": 431_616,
-                    "activations_bytes": None, "total_bytes": 863_232, "trainable_params": 53_952,
-                    "total_params": 53_952, "optimizer": "adamw", "dtype_bytes": 4}
+    full = estimate(TINY, freeze=plan_freeze(TINY, "full"), batch_size=2, seq_len=8)
+    assert (full.weights_bytes, full.gradients_bytes, full.optimizer_bytes) == (215_808, 215_808, 431_616)
+    assert (full.trainable_params, full.total_params, full.freeze) == (53_952, 53_952, "full")
     # BitFit: per block biases 96+32+128+32 and LayerNorms 64+64 = 416; 4 * 416 + ln_f 64 = 1,728.
-    bitfit = estimate_memory(None, plan_freeze(TINY, "bitfit"))
-    assert (bitfit["gradients_bytes"], bitfit["optimizer_states_bytes"]) == (1728 * 4, 1728 * 8)
-    # Linear probe: the untied head adds 2048 weights (56,000) and is all that trains.
-    probe = estimate_memory(None, plan_freeze(TINY, "linear_probe"), dtype_bytes=2)
-    assert (probe["weights_bytes"], probe["gradients_bytes"], probe["optimizer_states_bytes"]) == \
-        (56_000 * 2, 2048 * 2, 2048 * 2 * 4)  # fp16 weights and grads, fp32 Adam moments
-    assert estimate_memory(None, plan_freeze(TINY, "bitfit"), optimizer="sgd")["optimizer_states_bytes"] == 0
-    model = _model()
-    apply_freeze(model, "bitfit")
-    assert estimate_memory(model) == bitfit  # from requires_grad when there is no plan
+    bitfit = estimate(TINY, freeze="bitfit", batch_size=2, seq_len=8)
+    assert (bitfit.gradients_bytes, bitfit.optimizer_bytes) == (1728 * 4, 1728 * 8)
+    # Linear probe: the untied head adds 2048 weights (56,000) and is all that trains; in bf16-pure 2 bytes each
+    # for weights, gradients and both AdamW states.
+    probe = estimate(TINY, freeze=plan_freeze(TINY, "linear_probe"), precision="bf16-pure", batch_size=2, seq_len=8)
+    assert (probe.weights_bytes, probe.gradients_bytes, probe.optimizer_bytes) == (56_000 * 2, 2048 * 2, 2048 * 2 * 2)
+    # ... and the forward pass keeps only what the head needs: its input (16 tokens x 32, bf16), the log-softmax
+    # (16 x 64, bf16), the targets (16 int64) and the loss's total weight (one bf16).
+    assert probe.activations_bytes == 16 * 32 * 2 + 16 * 64 * 2 + 16 * 8 + 2
+    assert estimate(TINY, freeze="bitfit", optimizer="sgd").optimizer_bytes == 0
+    # Freezing keeps activations out of memory too: nothing below the first block that trains is saved (and the
+    # head, frozen with the tied embeddings, no longer keeps its input).
+    acts = [estimate(TINY, freeze=plan_freeze(TINY, "freeze_bottom", n_layers=n)).activations_bytes for n in range(5)]
+    assert estimate(TINY).activations_bytes > acts[0] and all(a > b for a, b in zip(acts, acts[1:]))
 
 
 # -- validation, config and CLI ----------------------------------------------------------------------------------
@@ -301,7 +305,7 @@ def test_bad_strategy_settings_refused():
     with pytest.raises(ValueError, match=r"n_layers must be between 0 and 4, the model's number of blocks \(got 5\)"):
         apply_freeze(_model(), "train_top", n_layers=5)
     with pytest.raises(ValueError, match="Unknown optimizer"):
-        estimate_memory(None, plan_freeze(TINY), optimizer="lion")
+        estimate(TINY, freeze=plan_freeze(TINY), optimizer="lion")
 
 
 @pytest.mark.parametrize("field,value,words", [

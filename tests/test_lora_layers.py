@@ -271,7 +271,8 @@ def test_tiny_llama_trains_through_peft_and_saves_a_peft_adapter(tiny_llama_fold
 
 def test_llama_lora_run_through_the_job_runner(tiny_llama_folder, llmfs_home, tmp_path):
     from llmfs.config import ConfigError, TrainConfig
-    from llmfs.recipes import default_manager, submit_train
+    from llmfs.recipes import submit_train
+    from llmfs.runner import default_manager
     data = tmp_path / "text.txt"
     data.write_text("The quick brown fox jumps over the lazy dog. def add(a, b): return a + b\n" * 200)
     jobs = default_manager(telemetry_interval=60)

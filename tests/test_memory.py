@@ -1,5 +1,6 @@
 """Memory estimate (llmfs.memory): parameter counts against transformers, adapter counts against PEFT, 4-bit
-storage against bitsandbytes, and the lesson's "7B: ~14 GB in 16 bits, ~4 GB in QLoRA"."""
+storage against bitsandbytes, bytes per parameter per precision mode, and the lesson's "7B: ~14 GB in 16 bits,
+~4 GB in QLoRA". tests/test_memory_measured.py holds it against the tensors of real runs."""
 
 from __future__ import annotations
 
@@ -95,23 +96,25 @@ def test_llama_qkv_attn_proj_targets_q_k_v_o():
 
 # -- bytes ---------------------------------------------------------------------------------------------------------
 def test_lesson_7b_numbers():
-    full16 = M.estimate(M.LLAMA_2_7B, "full", weight_dtype="fp16")
+    full16 = M.estimate(M.LLAMA_2_7B, "full", precision="bf16-pure")
     assert 13.4e9 < full16.weights_bytes < 13.6e9 and M.fmt_bytes(full16.weights_bytes) == "13.5 GB"
-    qlora = M.estimate(M.LLAMA_2_7B, "qlora")
+    qlora = M.estimate(M.LLAMA_2_7B, "qlora", precision="bf16-pure")  # the paper's setting: the rest in bf16
     assert 3.5e9 < qlora.weights_bytes < 4.2e9
-    # mixed-precision Adam: 2 + 2 + 12 bytes per parameter (ZeRO); fp32 Adam: 4 + 4 + 8
-    for dtype in ("fp16", "fp32"):
-        e = M.estimate(M.LLAMA_2_7B, "full", weight_dtype=dtype)
-        assert (e.weights_bytes + e.gradients_bytes + e.optimizer_bytes) == 16 * e.total_params
+    # fp32 Adam: 4 + 4 + 8 bytes per parameter; PyTorch's AMP keeps the same fp32 weights, gradients and states;
+    # pure bf16: 2 + 2 + 4
+    for precision, per_param in (("fp32", 16), ("fp16", 16), ("bf16", 16), ("bf16-pure", 8)):
+        e = M.estimate(M.LLAMA_2_7B, "full", precision=precision)
+        assert (e.weights_bytes + e.gradients_bytes + e.optimizer_bytes) == per_param * e.total_params
 
 
 @pytest.mark.parametrize("config", [M.LLAMA_2_7B, GPTConfig.preset("gpt2")])
-@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
-def test_qlora_below_lora_below_full(config, dtype):
-    est = M.compare(config, rank=8, targets="qkv", batch_size=1, seq_len=256, weight_dtype=dtype)
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "bf16-pure"])
+def test_qlora_below_lora_below_full(config, precision):
+    est = M.compare(config, rank=8, targets="qkv", batch_size=1, seq_len=256, precision=precision)
     assert est["qlora"].total_bytes < est["lora"].total_bytes < est["full"].total_bytes
     assert est["lora"].trainable_params == est["qlora"].trainable_params < est["full"].trainable_params
     for e in est.values():
+        assert e.precision == precision
         assert sum(b for _, b in e.parts()) == e.total_bytes
         assert [label for label, _ in e.parts()] == ["Weights", "Gradients", "Optimizer states", "Activations"]
         json.dumps(e.to_dict())
@@ -119,64 +122,74 @@ def test_qlora_below_lora_below_full(config, dtype):
 
 def test_double_quant_saves_the_constants():
     arch = M.architecture(M.LLAMA_2_7B)
-    plain = M.estimate(M.LLAMA_2_7B, "qlora", double_quant=False).weights_bytes
-    double = M.estimate(M.LLAMA_2_7B, "qlora", double_quant=True).weights_bytes
-    assert double < plain
+    n = arch.quantized_params
+    plain, double = M.quantized_bytes(n, double_quant=False), M.quantized_bytes(n, double_quant=True)
     # 0.5 bit -> 0.127 bit of constants per weight (QLoRA sec. 2)
-    assert (plain - double) * 8 / arch.quantized_params == pytest.approx(0.5 - (8 / 64 + 32 / (64 * 256)), abs=1e-6)
+    assert (plain - double) * 8 / n == pytest.approx(0.5 - (8 / 64 + 32 / (64 * 256)), abs=1e-6)
+    est = {dq: M.estimate(M.LLAMA_2_7B, "qlora", double_quant=dq).weights_bytes for dq in (False, True)}
+    # each of the 224 quantized tensors also keeps its code tables: 64 bytes, plus 1,028 with double quantization
+    assert est[False] - est[True] == plain - double - 224 * M.DQ_TABLE_BYTES
 
 
 @pytest.mark.parametrize("double_quant", [True, False])
 def test_quantized_bytes_equal_bitsandbytes_storage(double_quant):
     pytest.importorskip("bitsandbytes")
     from llmfs.lora import QUANT_SKIP, quantize_4bit
+    from llmfs.tensor_memory import storage_bytes, weight_tensors
     # every quantized layer a multiple of 64 * 256 weights, so bitsandbytes' blocks divide evenly
     cfg = GPTConfig(vocab_size=256, n_positions=32, n_embd=128, n_layer=1, n_head=2)
     model = GPT(cfg)
     n_layers = quantize_4bit(model, double_quant=double_quant)
-    stored, weights = 0, 0
-    for m in model.modules():
-        if type(m).__name__ == "Linear4bit":
-            qs = m.weight.quant_state
-            weights += qs.shape.numel()
-            stored += m.weight.numel() * m.weight.element_size() + qs.absmax.numel() * qs.absmax.element_size()
-            if qs.nested:
-                stored += qs.state2.absmax.numel() * qs.state2.absmax.element_size()
+    quantized = [m for m in model.modules() if type(m).__name__ == "Linear4bit"]
+    weights = sum(m.weight.quant_state.shape.numel() for m in quantized)
+    # the packed weights and every tensor of their quantization states (absmax, codes, offset), biases apart
+    stored = storage_bytes(t for m in quantized for t in weight_tensors(m) if t is not m.bias)
     arch = M.architecture(cfg)
     assert (arch.quantized_layers, arch.quantized_params) == (n_layers, weights)
     assert arch.quantized_layers == len(arch.linears) - 1  # all but the head
     assert "lm_head" in QUANT_SKIP and not any(type(m).__name__ == "Linear4bit" for m in [model.lm_head])
-    assert M.quantized_bytes(weights, double_quant) == stored
+    assert M.quantized_bytes(weights, double_quant, n_layers) == stored
 
 
 def test_qlora_weights_rule():
     arch = M.architecture(TINY_LLAMA)
-    e = M.estimate(TINY_LLAMA, "qlora", rank=4, targets="qkv")
     rest = arch.total_params - arch.quantized_params
     assert rest == 2 * 100 * 64 + 2 * 2 * 64 + 64  # embeddings + head (not quantized), norms
-    assert e.weights_bytes == M.quantized_bytes(arch.quantized_params) + 2 * rest + 4 * e.trainable_params
-    assert e.gradients_bytes == 4 * e.trainable_params and e.optimizer_bytes == 8 * e.trainable_params
+    nf4 = M.quantized_bytes(arch.quantized_params, True, arch.quantized_layers)
+    for precision, p in (("fp32", 4), ("bf16", 4), ("bf16-pure", 2)):  # AMP keeps the rest (and adapters) fp32
+        e = M.estimate(TINY_LLAMA, "qlora", rank=4, targets="qkv", precision=precision)
+        assert e.weights_bytes == nf4 + p * rest + p * e.trainable_params
+        assert e.gradients_bytes == p * e.trainable_params and e.optimizer_bytes == 2 * p * e.trainable_params
 
 
-def test_activations_formula_and_scaling():
+def test_activations_follow_the_forward_pass():
     gpt2 = GPTConfig.preset("gpt2")
-    arch = M.architecture(gpt2)
-    # Korthikanti et al. table 2 for GPT-2 small, s=1024, b=1, 16-bit: 12 * s*b*h*(34 + 5as/h), plus fp32 logits x2
-    assert M.activation_bytes(arch, 1, 1024) == 12 * 1024 * (34 * 768 + 5 * 12 * 1024) + 1024 * 50257 * 8
 
-    def act(**kw):
-        return M.estimate(gpt2, "lora", **kw).activations_bytes
-    assert act(batch_size=4) == 4 * act(batch_size=1)  # linear in batch
-    assert act(seq_len=1024) > 2 * act(seq_len=512)  # superlinear in length (the a*s^2 attention scores)
-    assert act(seq_len=1024, activation_checkpointing=True) < act(seq_len=1024) / 3
-    assert act(weight_dtype="fp32") > act(weight_dtype="bf16")
+    def act(config=gpt2, **kw):
+        return M.estimate(config, "lora", **kw).activations_bytes
+    # our GPT, op by op: linear in batch and (fused attention, no T x T scores) in length, up to the loss's
+    # one-scalar total weight
+    assert act(batch_size=4) == pytest.approx(4 * act(batch_size=1), abs=16)
+    assert act(seq_len=1024) == pytest.approx(2 * act(seq_len=512), abs=16)
+    big = dict(batch_size=8, seq_len=1024)
+    assert act(precision="fp32", **big) > act(precision="bf16", **big) > act(precision="bf16-pure", **big)
+    # at batch 1, autocast's 16-bit copies of the (frozen) weights, 2 bytes per parameter, outweigh what it saves
+    assert act(precision="bf16") > act(precision="fp32") > act(precision="bf16") - 2 * M.param_count(gpt2)
+    # other architectures: Korthikanti et al. table 2, superlinear in length (the a*s^2 attention scores)
+    arch = M.architecture(gpt2)
+    assert M.activation_bytes(arch, 1, 1024) == 12 * 1024 * (34 * 768 + 5 * 12 * 1024) + 1024 * 50257 * 8
+    assert act(M.LLAMA_2_7B, seq_len=1024) > 2 * act(M.LLAMA_2_7B, seq_len=512)
+    assert act(M.LLAMA_2_7B, batch_size=4) == 4 * act(M.LLAMA_2_7B, batch_size=1)
 
 
 def test_notes_say_what_is_assumed():
-    est = M.compare(M.LLAMA_2_7B, weight_dtype="bf16", seq_len=8192)
-    assert any("master copy" in n for n in est["full"].notes)
+    est = M.compare(M.LLAMA_2_7B, precision="bf16", seq_len=8192)
+    assert any("stay fp32" in n for n in est["full"].notes)
     assert any("4-bit NF4" in n for n in est["qlora"].notes)
     assert any("longer than the model's context" in n for n in est["lora"].notes)
+    assert any("Korthikanti" in n for n in est["full"].notes)
+    pure = M.estimate(GPTConfig.preset("gpt2"), freeze="bitfit", precision="bf16-pure")
+    assert any("bf16-pure" in n for n in pure.notes) and any("bitfit" in n for n in pure.notes)
 
 
 # -- errors --------------------------------------------------------------------------------------------------------
@@ -198,8 +211,10 @@ def test_bad_settings_say_why():
         M.estimate(TINY_LLAMA, "lora", targets="Wqkv")
     with pytest.raises(ValueError, match="Unknown method"):
         M.estimate(TINY_GPT2, "dora")
-    with pytest.raises(ValueError, match="Unknown weight dtype"):
-        M.estimate(TINY_GPT2, weight_dtype="int8")
+    with pytest.raises(ValueError, match="Unknown precision"):
+        M.estimate(TINY_GPT2, precision="int8")
+    with pytest.raises(ValueError, match="Freezing strategies know GPT-2's layers only"):
+        M.estimate(TINY_LLAMA, freeze="bitfit")
     with pytest.raises(ValueError, match="seq_len"):
         M.estimate(TINY_GPT2, seq_len=0)
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from llmfs.config import TrainConfig
+from llmfs.memory import estimate
 from llmfs.model import GPT, GPTConfig
 from llmfs.precision import (
     PrecisionError,
     format_table,
-    memory_breakdown,
     plan_precision,
     represent,
     summarize,
@@ -154,16 +154,24 @@ def test_number_formats():
     assert rows[2]["fp32_status"] == rows[2]["fp16_status"] == "exact"
 
 
-def test_memory_breakdown_amp_saves_activations_pure_bf16_halves_the_rest():
-    fp32, amp, pure = (memory_breakdown(TINY, m, batch_size=8, seq_len=32) for m in ("fp32", "bf16", "bf16-pure"))
-    # activations saved for backward in 16-bit (the fp32 logits and their gradient stay fp32 in both)
-    assert fp32["activations_bytes"] / 2 < amp["activations_bytes"] < fp32["activations_bytes"]
-    assert amp["optimizer_bytes"] == fp32["optimizer_bytes"]  # AMP keeps fp32 master weights and states
-    assert pure["weights_bytes"] * 2 == fp32["weights_bytes"] and pure["optimizer_bytes"] * 2 == fp32["optimizer_bytes"]
+def test_memory_per_mode_amp_saves_activations_pure_bf16_halves_the_rest():
+    fp32, fp16, amp, pure = (estimate(TINY, precision=m, batch_size=8, seq_len=32)
+                             for m in ("fp32", "fp16", "bf16", "bf16-pure"))
+    # AMP keeps fp32 weights, gradients and AdamW states (16 bytes a parameter), as the loop does; only the
+    # activations shrink (16-bit matmul inputs and outputs, though with 16-bit copies of the weights)
+    assert amp.parts()[:3] == fp16.parts()[:3] == fp32.parts()[:3]
+    assert amp.weights_bytes + amp.gradients_bytes + amp.optimizer_bytes == 16 * amp.total_params
+    assert fp32.activations_bytes / 2 < amp.activations_bytes < fp32.activations_bytes
+    # bf16-pure: the model, so its gradients and AdamW states, in bf16: 8 bytes a parameter
+    assert pure.weights_bytes + pure.gradients_bytes + pure.optimizer_bytes == 8 * pure.total_params
+    assert pure.activations_bytes < amp.activations_bytes
+    assert any("bf16-pure" in n for n in pure.notes) and any("stay fp32" in n for n in amp.notes)
 
 
 def test_summary_ratios():
-    rows = summarize([{"precision": "fp32", "tokens_per_s": 100.0, "peak_memory_bytes": 1000, "final_loss": 2.0},
-                      {"precision": "bf16", "tokens_per_s": 250.0, "peak_memory_bytes": 600, "final_loss": 2.1}])
-    assert rows[1]["speedup"] == 2.5 and rows[1]["memory_ratio"] == 0.6
+    rows = summarize([{"precision": "fp32", "tokens_per_s": 100.0, "peak_memory_bytes": 1000, "final_loss": 2.0,
+                       "tensor_bytes": 400},
+                      {"precision": "bf16", "tokens_per_s": 250.0, "peak_memory_bytes": 600, "final_loss": 2.1,
+                       "tensor_bytes": 200}])
+    assert rows[1]["speedup"] == 2.5 and rows[1]["memory_ratio"] == 0.6 and rows[1]["tensor_ratio"] == 0.5
     assert rows[1]["loss_diff"] == pytest.approx(0.1)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from llmfs.config import ConfigError, TrainConfig
-from llmfs.recipes import default_manager, submit_train
+from llmfs.recipes import submit_train
+from llmfs.runner import default_manager
 from llmfs.runs import SUCCEEDED
 from llmfs.sources import SourceError
 

@@ -1,4 +1,5 @@
-"""The training loop: loss falls, the stop flag is honoured, resume continues the history, LR schedule shape."""
+"""The training loop: loss falls, the stop flag is honoured, resume continues the history, LR schedule shape, the
+tensor bytes it counts."""
 
 from __future__ import annotations
 
@@ -156,3 +157,21 @@ def test_sequence_longer_than_context_refused():
 def test_random_windows_refuse_too_little_data():
     with pytest.raises(ValueError, match="fewer than one sequence"):
         RandomWindows(torch.arange(10), 2, 16)
+
+
+def test_tensor_memory_counted_on_the_first_every_tenth_and_the_last_step():
+    sink = ListSink()
+    torch.manual_seed(0)
+    model = GPT(TINY)
+    result = train(model, RandomWindows(_data(), 8, 16), _cfg(steps=12, eval_every=0), sink=sink)
+    counts = [r for r in sink.records if r["kind"] == "tensor_memory"]
+    assert [r["step"] for r in counts] == [1, 10, 12]
+    n, tensors = model.num_params(), len(list(model.parameters()))
+    last = counts[-1]
+    assert last["weights_bytes"] == last["gradients_bytes"] == 4 * n
+    assert last["optimizer_bytes"] == 8 * n + 4 * tensors  # AdamW's two fp32 moments, and a step counter each
+    assert last["activations_bytes"] > 0 and result.tensor_memory == {k: v for k, v in last.items()
+                                                                       if k.endswith("_bytes")}
+    pure = train(GPT(TINY), RandomWindows(_data(), 8, 16), _cfg(steps=1, precision="bf16-pure")).tensor_memory
+    assert pure["weights_bytes"] * 2 == last["weights_bytes"]
+    assert pure["activations_bytes"] < last["activations_bytes"]

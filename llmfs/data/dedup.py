@@ -224,8 +224,20 @@ def _char_shingle_hashes(texts: Sequence[str], n: int) -> tuple[np.ndarray, np.n
     return _fmix64(np.concatenate(parts_h)), np.concatenate(parts_doc)
 
 
-# --- MinHash -------------------------------------------------------------------------------------------------------
+# --- the LSH S-curve (the lesson's chart) -------------------------------------------------------------------------
+def candidate_probability(s: float, bands: int, rows: int) -> float:
+    """Probability that MinHash LSH makes two documents of Jaccard similarity `s` candidates: all `rows` values of
+    at least one of `bands` bands agree, 1 - (1 - s^rows)^bands (Leskovec, Rajaraman & Ullman, Mining of Massive
+    Datasets, section 3.4.2)."""
+    return 1.0 - (1.0 - s ** rows) ** bands
 
+
+def lsh_threshold(bands: int, rows: int) -> float:
+    """Where the S-curve rises steepest, approximately: (1 / bands)^(1 / rows) (same reference)."""
+    return (1.0 / bands) ** (1.0 / rows)
+
+
+# --- MinHash -------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class MinHashConfig:
     """Near-duplicate detection: shingles, signature size and the LSH banding (FineWeb's defaults)."""

@@ -9,7 +9,7 @@ scheme in `SCHEMES` (`check_location`); `pipe:` (which webdataset's `gopen` woul
 other scheme are refused, in any letter case, before anything is opened.
 
 Specs understood by `read_documents` / `DocumentReader`:
-  llmfs-corpus[@heldout]        the embedded default's shards (`ensure_default().corpus_train`, or its held-out split)
+  llmfs-corpus[@heldout]        the embedded default's shards (`require_default().corpus_train`, or its held-out split)
   hf:NAME[:CONFIG][@SPLIT]      a hub dataset (fails at once when the hub is unreachable); for the local builders
                                 json / parquet / text / csv, CONFIG is the data files: `hf:json:data/*.jsonl`
   a file                        .txt .md .rst .text, .jsonl .json (JSON Lines), .parquet, .tar .tar.gz .tgz
@@ -35,6 +35,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal
 
+from ..defaults import require_default
+from ..errors import DataError
+from ..hub import hub_unreachable_reason
 from ..config import DEFAULT_DATA
 from .documents import Document, ReadError
 
@@ -54,10 +57,6 @@ _SCHEME = re.compile(r"^\s*([A-Za-z][A-Za-z0-9+.-]*):")
 # Set (by `llmfs.workshop.install`) in a workshop server's environment, which its jobs inherit: http(s) reads then
 # connect only to public addresses, checked on every connection (redirects and DNS changes included).
 PUBLIC_ONLY_ENV = "LLMFS_PUBLIC_URLS_ONLY"
-
-
-class DataError(ValueError):
-    """A data source that cannot be read; the message names the file (and line) and the fix."""
 
 
 def scheme_of(location: str) -> str | None:
@@ -425,8 +424,6 @@ def _open_hf(spec: str):
     if local and scheme_of(config) is None and not glob.glob(os.path.expanduser(config), recursive=True):
         raise DataError(f"{spec}: no files match {config}.")  # datasets itself says only "StopIteration"
     if not local:
-        from ..sources import hub_unreachable_reason
-
         if reason := hub_unreachable_reason():
             raise DataError(f"Cannot stream the dataset {name!r} from the Hugging Face hub: {reason}. Use "
                             "llmfs-corpus, a local file or folder, or hf:json:<files> for local JSON Lines.")
@@ -509,9 +506,7 @@ def resolve_inputs(spec: str | os.PathLike) -> list[_Input]:
     is reported when reading reaches it. Raises DataError when nothing usable is named."""
     spec = os.fspath(spec).strip()
     if spec in (DEFAULT_DATA, DEFAULT_DATA + HELDOUT):
-        from ..bootstrap import ensure_default
-
-        assets = ensure_default()
+        assets = require_default()  # built by the entry point (CLI, app, job), never here
         folder = assets.corpus_heldout if spec.endswith(HELDOUT) else assets.corpus_train
         return [_Input("tar", str(p), p.name) for p in sorted(Path(folder).glob("*.tar"))]  # not heldout/ below
     check_spec(spec)

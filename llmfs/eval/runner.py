@@ -190,9 +190,9 @@ def _report(progress: Progress | None, task: Task, records: list[dict]) -> None:
 
 # -- the job ------------------------------------------------------------------------------------------------------
 def eval_job(ctx, payload: dict) -> dict:
-    """Job-runner entry point (registered as "eval" in ``llmfs.recipes.default_manager``)."""
-    from ..sources import load_model
+    """Job-runner entry point (wrapped by ``llmfs.recipes.eval_job``, which ``llmfs.runner`` registers)."""
     from ..train import resolve_device
+    from ..weights import load_model
 
     cfg = from_dict(EvalConfig, payload)
     ctx.log(f"Loading model {cfg.model} ...")
@@ -240,7 +240,8 @@ def apply_adapter(model: Any, path: str) -> Any:
 
 def preflight_eval(cfg: EvalConfig) -> None:
     """Refuse what is knowable before queueing: a window beyond the context, a missing data file or adapter."""
-    from ..sources import SourceError, peek_model_config
+    from ..errors import SourceError
+    from ..weights import peek_model_config
     from ..train import resolve_device
 
     model_config = peek_model_config(cfg.model)

@@ -7,7 +7,8 @@ from __future__ import annotations
 import torch
 
 from llmfs.config import TrainConfig
-from llmfs.recipes import default_manager, submit_train
+from llmfs.recipes import submit_train
+from llmfs.runner import default_manager
 
 
 def _snapshot(model) -> dict[str, torch.Tensor]:

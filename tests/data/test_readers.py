@@ -196,14 +196,15 @@ def test_folder_and_glob_read_sorted_with_relative_names(tmp_path):
 
 
 def test_llmfs_corpus_reads_the_default_train_shards_only(tmp_path, monkeypatch):
-    from llmfs import bootstrap
+    from llmfs.data import readers
+    from llmfs.defaults import DefaultAssets
     from llmfs.corpus import write_shards
 
     docs = [{"id": f"module/m{i}", "source": "docstrings", "text": f"text {i}"} for i in range(5)]
     write_shards(docs[:4], tmp_path / "corpus", max_docs_per_shard=3)
     write_shards(docs[4:], tmp_path / "corpus" / "heldout", prefix="heldout")
     (tmp_path / "corpus" / "stats.json").write_text("{}")
-    monkeypatch.setattr(bootstrap, "ensure_default", lambda: bootstrap.DefaultAssets(tmp_path))
+    monkeypatch.setattr(readers, "require_default", lambda: DefaultAssets(tmp_path))
     got, errors = _read("llmfs-corpus")
     assert [(d.id, d.source, d.text) for d in got] == [(d["id"], d["source"], d["text"]) for d in docs[:4]]
     assert not errors

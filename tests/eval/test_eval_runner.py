@@ -114,7 +114,7 @@ def test_a_stopped_evaluation_keeps_what_it_scored(model_and_tokenizer):
 
 
 def test_eval_job_writes_results_and_items(home_with_default, tmp_path):
-    from llmfs.recipes import default_manager
+    from llmfs.runner import default_manager
     jobs = default_manager(telemetry_interval=60)
     try:
         run_id = submit_eval(jobs, EvalConfig(task="llmfs-cloze", limit=40, batch_size=8))

@@ -10,21 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ...sources import SourceError, hub_unreachable_reason
+from ...errors import TaskDataError
+from ...errors import SourceError
+from ...hub import hub_unreachable_reason
 
 TaskKind = Literal["multiple_choice", "reference", "perplexity"]
-MAX_REPORTED_ERRORS = 5
-
-
-class TaskDataError(ValueError):
-    """A data file that cannot be read as the task's items; ``.errors`` lists ``(line number, problem)``."""
-
-    def __init__(self, path: str | os.PathLike, errors: Sequence[tuple[int, str]], total: int | None = None):
-        self.path, self.errors = str(path), list(errors)
-        shown = "; ".join(f"line {n}: {msg}" for n, msg in self.errors[:MAX_REPORTED_ERRORS])
-        count = total if total is not None else len(self.errors)
-        more = f" (and {count - MAX_REPORTED_ERRORS} more)" if count > MAX_REPORTED_ERRORS else ""
-        super().__init__(f"{self.path}: {count} malformed line{'s' if count != 1 else ''}: {shown}{more}")
 
 
 @dataclass(frozen=True)

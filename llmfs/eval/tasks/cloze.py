@@ -57,11 +57,11 @@ def build_items(docs: Iterable[dict], seed: int = BUILD_SEED) -> list[MCItem]:
 
 def heldout_docs(data: str = "") -> list[dict]:
     """Documents of a WebDataset shard folder: ``data``, or the embedded default's held-out split."""
-    from ...bootstrap import ensure_default
     from ...corpus import iter_shard_texts
-    from ...sources import SourceError
+    from ...defaults import require_default
+    from ...errors import SourceError
 
-    source = data or str(ensure_default().corpus_heldout)
+    source = data or str(require_default().corpus_heldout)
     try:
         return list(iter_shard_texts(source))
     except (FileNotFoundError, OSError, ValueError) as e:
