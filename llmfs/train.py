@@ -22,7 +22,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import torch
 import torch.nn as nn
@@ -163,6 +163,28 @@ def evaluate(model: nn.Module, batches: BatchSource, n_batches: int, device: tor
     return sum(losses) / len(losses)
 
 
+@dataclass
+class TrainState:
+    """Everything one training loop works with, built once by `train` and handed to each step (as torchtune's
+    recipes keep their state in one object, not in a dozen parameters)."""
+    model: nn.Module                 # the module itself (its state dict is what checkpoints hold)
+    net: nn.Module                   # what the step calls: the model, or its DDP / FSDP wrapper
+    optimizer: torch.optim.Optimizer
+    scaler: Any                      # fp16's gradient scaler, else None
+    plan: PrecisionPlan
+    cfg: TrainConfig
+    batches: BatchSource
+    val_batches: BatchSource | None
+    result: TrainResult              # the history, filled as the loop goes
+    total_steps: int
+    device: torch.device
+    env: Any                         # this process's place in a distributed run (`llmfs.distributed.current`)
+    freeze_plan: FreezePlan | None
+    should_stop: Callable[[], bool]
+    emit: Callable[..., None]        # the sink's emit on the reporting process, else a no-op
+    ckpt: Path | None                # where `last/` is checkpointed
+
+
 def train(model: nn.Module, batches: BatchSource, cfg: TrainConfig, *, val_batches: BatchSource | None = None,
           sink: Sink | None = None, should_stop: Callable[[], bool] | None = None,
           checkpoint_dir: str | os.PathLike | None = None, resume: bool = False,
@@ -208,55 +230,58 @@ def train(model: nn.Module, batches: BatchSource, cfg: TrainConfig, *, val_batch
     should_stop = (lambda: distributed.any_rank(asked(), env)) if env.active else asked
     emit = sink.emit if sink is not None and env.is_main else (lambda *a, **k: None)
     _reset_peak_memory(device)
+    state = TrainState(model, net, optimizer, scaler, plan, cfg, batches, val_batches, result, total_steps, device,
+                       env, freeze_plan, should_stop, emit, ckpt)
     with matmul_precision(plan):
-        _loop(model, net, optimizer, scaler, plan, batches, val_batches, cfg, result, total_steps, device,
-              freeze_plan, should_stop, emit, ckpt, env)
+        _loop(state)
     if ckpt is not None and result.history:
         save_checkpoint(ckpt, model, optimizer, result, scaler)
     return result
 
 
-def _loop(model, net, optimizer, scaler, plan, batches, val_batches, cfg, result, total_steps, device, freeze_plan,
-          should_stop, emit, ckpt, env) -> None:
-    step = first = result.steps_done
-    while step < total_steps:
-        if should_stop():
-            result.stopped = True
+def _loop(s: TrainState) -> None:
+    """Steps until `s.total_steps` (or a stop): each step trains, reports, evaluates and checkpoints as `s.cfg` says."""
+    step = first = s.result.steps_done
+    while step < s.total_steps:
+        if s.should_stop():
+            s.result.stopped = True
             break
         step += 1
-        if env.active and step == first + 1:  # once: which rows each process trains on
-            emit(step, kind="ranks", world_size=env.world_size, strategy=cfg.strategy,
-                 data_fingerprints=distributed.gather(distributed.fingerprint(batches.batch(step, 0)[0]), env))
-        trainable_now = _unfreeze_on_schedule(model, freeze_plan, step)
-        count_tensors = step == first + 1 or step % TENSOR_MEMORY_EVERY == 0 or step == total_steps
-        record = _train_step(net, optimizer, scaler, plan, batches, cfg, step, total_steps, device, env,
-                             count_tensors)
+        if s.env.active and step == first + 1:  # once: which rows each process trains on
+            fingerprint = distributed.fingerprint(s.batches.batch(step, 0)[0])
+            s.emit(step, kind="ranks", world_size=s.env.world_size, strategy=s.cfg.strategy,
+                   data_fingerprints=distributed.gather(fingerprint, s.env))
+        trainable_now = _unfreeze_on_schedule(s.model, s.freeze_plan, step)
+        count_tensors = step == first + 1 or step % TENSOR_MEMORY_EVERY == 0 or step == s.total_steps
+        record = _train_step(s, step, count_tensors)
         parts = record.pop("tensor_memory", None)
         if parts is not None:
-            emit(step, kind="tensor_memory", **parts)
-            if sum(parts.values()) >= sum(result.tensor_memory.values()):
-                result.tensor_memory = parts
-        if scaler is not None:
-            result.loss_scales.append(record["loss_scale"])
-            result.skipped_steps += int(record["skipped"])
-            emit(step, kind="scaler", loss_scale=record["loss_scale"], skipped=record["skipped"],
-                 grad_underflow_frac=record["grad_underflow_frac"])
+            s.emit(step, kind="tensor_memory", **parts)
+            if sum(parts.values()) >= sum(s.result.tensor_memory.values()):
+                s.result.tensor_memory = parts
+        if s.scaler is not None:
+            s.result.loss_scales.append(record["loss_scale"])
+            s.result.skipped_steps += int(record["skipped"])
+            s.emit(step, kind="scaler", loss_scale=record["loss_scale"], skipped=record["skipped"],
+                   grad_underflow_frac=record["grad_underflow_frac"])
         if trainable_now is not None:
             record["trainable_params"] = trainable_now
-        result.elapsed_s += record["step_time_s"]
-        result.tokens_seen += record["tokens"]
-        result.peak_memory_bytes = max(result.peak_memory_bytes, peak_memory_bytes(device))
-        record.update(total_steps=total_steps, elapsed_s=round(result.elapsed_s, 4), tokens_seen=result.tokens_seen)
-        result.history.append({"step": step, **record})
-        emit(step, kind="train", **record)
-        if val_batches is not None and ((cfg.eval_every and step % cfg.eval_every == 0) or step == total_steps):
+        s.result.elapsed_s += record["step_time_s"]
+        s.result.tokens_seen += record["tokens"]
+        s.result.peak_memory_bytes = max(s.result.peak_memory_bytes, peak_memory_bytes(s.device))
+        record.update(total_steps=s.total_steps, elapsed_s=round(s.result.elapsed_s, 4),
+                      tokens_seen=s.result.tokens_seen)
+        s.result.history.append({"step": step, **record})
+        s.emit(step, kind="train", **record)
+        if s.val_batches is not None and ((s.cfg.eval_every and step % s.cfg.eval_every == 0)
+                                          or step == s.total_steps):
             # several processes reading their own parts hold out different text: the mean over all of them
-            ev = {"step": step, "eval_loss": distributed.mean(evaluate(model, val_batches, cfg.eval_batches, device,
-                                                                       plan), env)}
-            result.evals.append(ev)
-            emit(step, kind="eval", eval_loss=ev["eval_loss"])
-        if ckpt is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-            save_checkpoint(ckpt, model, optimizer, result, scaler)
+            loss = evaluate(s.model, s.val_batches, s.cfg.eval_batches, s.device, s.plan)
+            ev = {"step": step, "eval_loss": distributed.mean(loss, s.env)}
+            s.result.evals.append(ev)
+            s.emit(step, kind="eval", eval_loss=ev["eval_loss"])
+        if s.ckpt is not None and s.cfg.checkpoint_every and step % s.cfg.checkpoint_every == 0:
+            save_checkpoint(s.ckpt, s.model, s.optimizer, s.result, s.scaler)
 
 
 def _unfreeze_on_schedule(model: nn.Module, plan: FreezePlan | None, step: int) -> int | None:
@@ -268,57 +293,56 @@ def _unfreeze_on_schedule(model: nn.Module, plan: FreezePlan | None, step: int) 
     return set_trainable(model, plan, step)
 
 
-def _train_step(net, optimizer, scaler, plan, batches, cfg, step, total_steps, device, env,
-                count_tensors=False) -> dict:
+def _train_step(s: TrainState, step: int, count_tensors: bool = False) -> dict:
     """One optimizer step over `cfg.grad_accum` micro-batches. With `count_tensors`, the record also holds the step's
     tensor bytes (`tensor_memory`): what the first micro-batch's forward saved for backward, and the weights,
     gradients and optimizer states after the update (before the gradients are cleared)."""
     t0 = time.perf_counter()
-    saved = SavedForBackward(weight_tensors(net)) if count_tensors else None
-    lr = lr_at(step, total_steps, cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio)
-    for group in optimizer.param_groups:
+    saved = SavedForBackward(weight_tensors(s.net)) if count_tensors else None
+    lr = lr_at(step, s.total_steps, s.cfg.lr, s.cfg.warmup_steps, s.cfg.min_lr_ratio)
+    for group in s.optimizer.param_groups:
         group["lr"] = lr * group.get("lr_scale", 1.0)  # layer-wise decay (llrd) scales each group's rate
     loss_sum, tokens = 0.0, 0
-    for micro in range(cfg.grad_accum):
-        x, y = batches.batch(step, micro)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    for micro in range(s.cfg.grad_accum):
+        x, y = s.batches.batch(step, micro)
+        x, y = x.to(s.device, non_blocking=True), y.to(s.device, non_blocking=True)
         # several processes: gradients are averaged across them once, on the last micro-batch's backward
-        with distributed.gradient_sync(net, micro == cfg.grad_accum - 1):
+        with distributed.gradient_sync(s.net, micro == s.cfg.grad_accum - 1):
             watching = saved.watch() if saved is not None and micro == 0 else contextlib.nullcontext()
-            with autocast(plan), watching:
-                _, loss = net(x, y)
-            part = loss.float() / cfg.grad_accum  # average over micro-batches, as one big batch would
-            (scaler.scale(part) if scaler is not None else part).backward()
+            with autocast(s.plan), watching:
+                _, loss = s.net(x, y)
+            part = loss.float() / s.cfg.grad_accum  # average over micro-s.batches, as one big batch would
+            (s.scaler.scale(part) if s.scaler is not None else part).backward()
         loss_sum += loss.item()
         tokens += x.numel()
-    loss_total, tokens = distributed.sums([loss_sum / cfg.grad_accum, tokens], env)
-    loss, tokens = loss_total / env.world_size, int(tokens)  # the global batch's loss and tokens
+    loss_total, tokens = distributed.sums([loss_sum / s.cfg.grad_accum, tokens], s.env)
+    loss, tokens = loss_total / s.env.world_size, int(tokens)  # the global batch's loss and tokens
     if not math.isfinite(loss):
-        optimizer.zero_grad(set_to_none=True)
-        raise FloatingPointError(_diverged(f"The loss became {loss} at step {step}", plan))
-    params = [p for g in optimizer.param_groups for p in g["params"]]
+        s.optimizer.zero_grad(set_to_none=True)
+        raise FloatingPointError(_diverged(f"The loss became {loss} at step {step}", s.plan))
+    params = [p for g in s.optimizer.param_groups for p in g["params"]]
     record: dict = {}
-    if scaler is not None:
-        scaler.unscale_(optimizer)  # true gradients, for clipping and for the underflow statistic
+    if s.scaler is not None:
+        s.scaler.unscale_(s.optimizer)  # true gradients, for clipping and for the underflow statistic
         record["grad_underflow_frac"] = underflow_fraction(params)
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, s.cfg.grad_clip if s.cfg.grad_clip > 0 else float("inf"))
     grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)  # FSDP: a DTensor
-    if scaler is not None:
-        # An inf / NaN gradient: the scaler skips this update and halves its scale (Micikevicius et al. 2018).
-        scale = scaler.get_scale()
-        scaler.step(optimizer)
-        scaler.update()
-        record.update(loss_scale=scale, skipped=scaler.get_scale() < scale)
+    if s.scaler is not None:
+        # An inf / NaN gradient: the s.scaler skips this update and halves its scale (Micikevicius et al. 2018).
+        scale = s.scaler.get_scale()
+        s.scaler.step(s.optimizer)
+        s.scaler.update()
+        record.update(loss_scale=scale, skipped=s.scaler.get_scale() < scale)
     else:
         if not math.isfinite(grad_norm):
-            optimizer.zero_grad(set_to_none=True)
-            raise FloatingPointError(_diverged(f"The gradients became {grad_norm} at step {step}", plan))
-        optimizer.step()
+            s.optimizer.zero_grad(set_to_none=True)
+            raise FloatingPointError(_diverged(f"The gradients became {grad_norm} at step {step}", s.plan))
+        s.optimizer.step()
     if saved is not None:
-        record["tensor_memory"] = {**state_bytes(net, optimizer), "activations_bytes": saved.bytes}
-    optimizer.zero_grad(set_to_none=True)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)  # honest step times
+        record["tensor_memory"] = {**state_bytes(s.net, s.optimizer), "activations_bytes": saved.bytes}
+    s.optimizer.zero_grad(set_to_none=True)
+    if s.device.type == "cuda":
+        torch.cuda.synchronize(s.device)  # honest step times
     dt = time.perf_counter() - t0
     return {"loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens": tokens,
             "step_time_s": round(dt, 5), "tokens_per_s": tokens / dt if dt > 0 else 0.0, **record}
