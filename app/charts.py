@@ -15,6 +15,7 @@ from typing import Iterable, Mapping
 import plotly.graph_objects as go
 
 from llmfs.data.dedup import candidate_probability, lsh_threshold  # noqa: F401 (the L13 page reads them here too)
+from llmfs.memory import PART_LABELS
 
 HEIGHT = 300
 SMOOTH_FROM = 30          # steps before a smoothed trend line is added to the loss chart
@@ -64,8 +65,7 @@ def memory_series(records: Iterable[dict]) -> dict:
 
 # What the training loop counts on its own tensors (`llmfs.tensor_memory`, kind="tensor_memory" records): the parts
 # in the order they stack, and their colours (the L15 and L16 estimate charts use the same).
-TENSOR_PARTS = {"weights_bytes": "weights", "gradients_bytes": "gradients", "optimizer_bytes": "optimizer states",
-                "activations_bytes": "activations"}
+TENSOR_PARTS = {field: label.lower() for field, label in PART_LABELS.items()}  # the estimate's parts, same order
 TENSOR_COLORS = {"weights": "#4361ee", "gradients": "#f77f00", "optimizer states": "#2a9d8f",
                  "activations": "#7b2cbf"}
 TENSOR_LABEL = "Tensor memory (weights, gradients, optimizer states, activations)"

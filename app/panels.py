@@ -307,6 +307,9 @@ def _compare_body(run_ids: list[str], was_live: bool) -> None:
         st.plotly_chart(charts.memory_overlay(runs), key="compare:memory", config={"displaylogo": False})
     with right, st.container(border=True):
         st.plotly_chart(charts.throughput_overlay(runs), key="compare:tps", config={"displaylogo": False})
+    if any(charts.tensor_peak(records) for records in runs.values()):  # runs from before the counting have none
+        with st.container(border=True):
+            st.plotly_chart(charts.tensor_memory_bars(runs), key="compare:tensors", config={"displaylogo": False})
 
 
 def fmt_duration(seconds: float) -> str:

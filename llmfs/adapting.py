@@ -14,7 +14,8 @@ from typing import Any
 
 import torch.nn as nn
 
-from .sources import SourceError
+from .fsutil import make_temp_dir, replace_dir
+from .sources import SourceError, resolve_model_dir
 
 BASE = "(base model)"  # the label of generations without any adapter
 
@@ -61,7 +62,6 @@ def attach(base: str, adapters: Mapping[str, str | os.PathLike], device: str = "
         SourceError: the base cannot be loaded, or an adapter does not fit it.
     """
     from .hf_causal import model_type_of
-    from .sources import resolve_model_dir
     folder = resolve_model_dir(base)
     if model_type_of(folder) not in (None, "gpt2"):
         return _attach_peft(folder, adapters, device)
@@ -121,9 +121,7 @@ def merge_adapter(adapter_dir: str | os.PathLike, out_dir: str | os.PathLike, ba
     Raises:
         SourceError: no base named, or the adapter does not fit it.
     """
-    from .fsutil import make_temp_dir, replace_dir
     from .hf_causal import model_type_of
-    from .sources import resolve_model_dir
     base = base or base_of(adapter_dir)
     if not base:
         raise SourceError(f"The adapter in {adapter_dir} does not name its base model (base_model_name_or_path is "

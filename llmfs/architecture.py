@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 
 from .model import GPT, GPTConfig
+from .sources import looks_like_path
 from .targets import QUANT_SKIP
 
 MAX_LAYERS = 1000  # a typo guard: the largest released models have ~130 layers, and each layer is built (on meta)
@@ -120,7 +121,6 @@ def config_of(source: str | None) -> GPTConfig | str | None:
     """What `architecture` can read for a model source without loading weights or downloading: a GPTConfig
     (llmfs-tiny, even before it is built, and GPT-2 folders), the path of a folder's or the local Hugging Face
     cache's config.json (other architectures, hub ids already downloaded), or None."""
-    from .sources import looks_like_path
     from .weights import peek_model_config
     if not source:
         return None

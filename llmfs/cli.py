@@ -16,7 +16,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .config import ConfigError, TrainConfig, field_info
+from .config import ConfigError, EvalConfig, TrainConfig, field_info
+from .fsutil import make_temp_dir
+from .paths import runs_dir
+from .runs import FINAL_STATES, SUCCEEDED, MetricsCursor, list_runs, mark_interrupted, read_new_metrics
+from .sources import resolve_model_dir
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -85,7 +89,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="Print one JSON object as the last stdout line.")
     p.set_defaults(func=cmd_load)
 
-    from .config import EvalConfig
     p = sub.add_parser("eval", help="Evaluate a model on a benchmark (llmfs-cloze, perplexity, hellaswag, mmlu, "
                                     "truthfulqa_mc1/mc2, custom), scored the way lm-evaluation-harness scores it.")
     add_config_args(p, EvalConfig)
@@ -263,7 +266,6 @@ def _train_rank(args: argparse.Namespace, cfg: TrainConfig) -> int:
 
 
 def _train_report(args: argparse.Namespace, cfg: TrainConfig, status: dict, run_path: Path, run_id: str) -> int:
-    from .runs import SUCCEEDED
     result = status.get("result") or {}
     out = {"run_dir": str(run_path), "run_id": run_id, "state": status.get("state"), **result}
     for key in ("final_loss", "losses", "tokens_per_s", "peak_memory_bytes", "trainable_params", "total_params"):
@@ -290,7 +292,6 @@ def cmd_compare_precision(args: argparse.Namespace) -> int:
 
     from .recipes import precision_comparison, submit_precision_comparison
     from .runner import default_manager
-    from .runs import SUCCEEDED
     jobs = default_manager()
     if cfg.model.strip() == "llmfs-tiny":
         from .bootstrap import ensure_default
@@ -321,10 +322,8 @@ def _num(value, fmt: str, suffix: str = "") -> str:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Run an eval job (same runner and run directory as the app); print its scores with standard errors."""
-    from .config import EvalConfig
     from .eval.runner import submit_eval
     from .runner import default_manager
-    from .runs import SUCCEEDED
 
     cfg = config_from_args(EvalConfig, args)
     if args.out and Path(args.out).exists() and any(Path(args.out).iterdir()):
@@ -357,7 +356,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_load(args: argparse.Namespace) -> int:
-    from .sources import resolve_model_dir
     from .weights import PARITY_TEXT, load_pretrained, model_summary, parity_check
 
     with _StderrProgress() as progress:
@@ -382,7 +380,6 @@ def cmd_load(args: argparse.Namespace) -> int:
 def cmd_data(args: argparse.Namespace) -> int:
     from .data.pipeline import PipelineConfig
     from .runner import default_manager
-    from .runs import SUCCEEDED
 
     weights = tuple(float(w) for w in args.weights.split(",")) if args.weights else None
     cfg = PipelineConfig(inputs=tuple(args.input), weights=weights, mix_until=args.mix_until,
@@ -407,8 +404,6 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from .paths import runs_dir
-    from .runs import list_runs, mark_interrupted
 
     mark_interrupted(runs_dir())
     rows = []
@@ -465,7 +460,6 @@ def cmd_adapters_export(args: argparse.Namespace) -> int:
     import shutil
 
     from .adapters import ALLOWED_FILES, write_zip
-    from .fsutil import make_temp_dir
 
     info = _find_adapter(args.adapter)
     out = Path(args.out).expanduser()
@@ -546,7 +540,6 @@ def _follow(jobs, run_id: str, interval: float = 0.5) -> None:
 
 
 def _print_progress(jobs, run_id: str, interval: float) -> None:
-    from .runs import FINAL_STATES, MetricsCursor, read_new_metrics
     run = jobs.get(run_id)
     cursor, shown = MetricsCursor(), 0
     while True:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import option
+from .config import check_fields, option
 
 DEFAULT_PROMPTS = ("def read_config(path):\n", "The dictionary method get()", "To open a file in Python,")
 
@@ -27,7 +27,6 @@ class SampleConfig:
                        max=2**31 - 1, label="Seed")
 
     def __post_init__(self) -> None:
-        from .config import check_fields
         check_fields(self)
 
 

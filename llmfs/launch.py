@@ -28,11 +28,12 @@ from pathlib import Path
 from typing import Callable
 
 from . import distributed
+from .config import TrainConfig, from_dict
 from .distributed import processes_for  # noqa: F401 (the launcher's API)
-from .config import TrainConfig
 from .fsutil import atomic_write_json, read_json
 from .jobs import STOP_FILE, JobContext, RankContext, StopFile  # noqa: F401 (STOP_FILE: the launcher's API)
-from .runs import Run
+from .paths import runs_dir
+from .runs import Run, new_run_id
 
 RANK0_RESULT = "rank0-result.json"   # what rank 0's job returned (attach mode), for the launcher to record
 RANK0_ERROR = "rank0-error.json"     # how rank 0's job failed (attach mode)
@@ -157,11 +158,8 @@ def rank_main(cfg: TrainConfig | None, run_dir: str | None, attach: bool, resume
         processes (whatever it was before).
     """
     from .jobs import execute_job
-    from .paths import runs_dir
-    from .runs import new_run_id
 
     if attach or resume:  # an existing run: its own config (a resumed run continues as it was set up)
-        from .config import from_dict
         if not run_dir or not Run(run_dir).exists():
             raise ValueError(f"No run at {run_dir}: --resume continues an existing run, named with --out.")
         cfg = from_dict(TrainConfig, Run(run_dir).config())

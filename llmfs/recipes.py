@@ -23,6 +23,7 @@ from .weights import peek_model_config
 
 BUILTIN_TEXT = (DEFAULT_DATA, DEFAULT_DATA + HELDOUT)
 BUILTIN_EVAL_TASKS = ("llmfs-cloze", "perplexity")  # their questions / text come from the built-in corpus
+from .fsutil import make_temp_dir, replace_dir
 from .train import RandomWindows, resolve_device, total_steps_for, train
 
 
@@ -274,7 +275,6 @@ def _save_adapter(model, cfg: TrainConfig, path: Path, base_name: str) -> Path:
     """The run's adapter in PEFT's format: ours through `llmfs.lora.save_adapter`, PEFT's through its own
     save_pretrained; both name the base model so `PeftModel.from_pretrained` finds it."""
     from . import lora
-    from .fsutil import make_temp_dir, replace_dir
     from .hf_causal import CausalLM
     if isinstance(model, CausalLM):
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -23,8 +23,11 @@ import uuid
 from pathlib import Path
 from types import SimpleNamespace
 
+from .config import ConfigError
 from .errors import UploadError
 from .paths import person_folder, uploads_dir  # noqa: F401 (part of this module's API)
+from .sources import SourceError
+from .workshop import load_limits
 
 KINDS = ("text", "benchmark")
 TEXT_SUFFIXES = (".txt", ".jsonl", ".parquet")
@@ -76,9 +79,6 @@ def upload_limit_bytes() -> int:
     Raises:
         UploadError: the workshop's limits file is broken (uploads stay closed until it is fixed).
     """
-    from .config import ConfigError
-    from .workshop import load_limits
-
     try:
         return load_limits().max_upload_bytes
     except (ConfigError, ValueError, TypeError) as e:  # a value of the wrong type is a plain ValueError
@@ -275,7 +275,6 @@ def _check_parquet(data: bytes) -> tuple[Problems, int, str]:
 def _check_benchmark(path: Path, task: str) -> tuple[Problems, int, str]:
     """The task's own loader (what the evaluation will run) on the saved temp file."""
     from .eval.tasks import TaskDataError, load_task
-    from .sources import SourceError
 
     cfg = SimpleNamespace(task=task, data=str(path), limit=0, seed=0, num_fewshot=0)
     try:

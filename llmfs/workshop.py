@@ -32,7 +32,7 @@ from typing import Any, Literal
 import tomllib
 
 from .access import AccessError, workshop_access
-from .config import DEFAULT_DATA, DEFAULT_MODEL, ConfigError, check_fields, option
+from .config import DEFAULT_DATA, DEFAULT_MODEL, ConfigError, TrainConfig, check_fields, from_dict, option
 from .data.readers import PUBLIC_ONLY_ENV, DataError
 from .jobs import JobManager, LimitError
 from .paths import llmfs_home
@@ -194,7 +194,6 @@ def check_submission(limits: WorkshopLimits, jobs: JobManager, kind: str, cfg: d
 
 
 def _processes_asked(cfg: dict) -> int:
-    from .config import TrainConfig, from_dict
     from .distributed import processes_for
     try:
         return processes_for(from_dict(TrainConfig, cfg))

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal
 
-from ..config import ConfigError, check_fields, option
+from ..config import ConfigError, check_fields, from_dict, option
 from .documents import Document, ReadError
 
 Emit = Callable[..., None]
@@ -252,7 +252,6 @@ def _summary(cfg, stats: PipelineStats, steps, dedup, mixer, shards, stopped: bo
 
 def pipeline_job(ctx, payload: dict) -> dict:
     """The job-runner recipe: shards go to `<run dir>/shards/`, where the training pages can pick them up."""
-    from ..config import from_dict
     cfg = from_dict(PipelineConfig, payload)
     out = Path(payload.get("out_dir") or ctx.run_dir / "shards")
     ctx.log(f"Pipeline over {', '.join(cfg.inputs)}; filters: {', '.join(cfg.filters) or 'none'}; "

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError, EvalConfig, from_dict
+from ..errors import SourceError
 from ..fsutil import atomic_write_json
 from .perplexity import document_loglikelihoods, text_metrics, text_metrics_stderr, word_count
 from .scorer import choose, context_length, encode_requests, mean_with_stderr, pooled_stderr, score_requests
@@ -226,7 +227,6 @@ def write_results(run_dir: str | Path, results: dict) -> dict:
 
 def apply_adapter(model: Any, path: str) -> Any:
     """Put a LoRA adapter folder on ``model`` through ``llmfs.lora`` (the LoRA lesson's module)."""
-    from ..sources import SourceError
     try:
         from .. import lora  # type: ignore[attr-defined]
     except ImportError:
@@ -240,9 +240,8 @@ def apply_adapter(model: Any, path: str) -> Any:
 
 def preflight_eval(cfg: EvalConfig) -> None:
     """Refuse what is knowable before queueing: a window beyond the context, a missing data file or adapter."""
-    from ..errors import SourceError
-    from ..weights import peek_model_config
     from ..train import resolve_device
+    from ..weights import peek_model_config
 
     model_config = peek_model_config(cfg.model)
     if model_config is not None and cfg.max_length > model_config.n_positions:

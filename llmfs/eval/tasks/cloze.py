@@ -15,6 +15,8 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 
+from ...defaults import require_default
+from ...errors import SourceError
 from .base import MCItem, Task, select
 
 BUILD_SEED = 1234  # the benchmark itself; the run's seed only picks a sample when a limit is set
@@ -58,8 +60,6 @@ def build_items(docs: Iterable[dict], seed: int = BUILD_SEED) -> list[MCItem]:
 def heldout_docs(data: str = "") -> list[dict]:
     """Documents of a WebDataset shard folder: ``data``, or the embedded default's held-out split."""
     from ...corpus import iter_shard_texts
-    from ...defaults import require_default
-    from ...errors import SourceError
 
     source = data or str(require_default().corpus_heldout)
     try:
