@@ -92,7 +92,7 @@ class Access:
                               "not an address.")
         path = Path(source).expanduser()
         if path.exists() or looks_like_path(source) or not HUB_ID.match(source):
-            self._check_folder(source, "model")
+            self._check_folder(source)
             return
         self.check_hub(source)
 
@@ -100,7 +100,7 @@ class Access:
         """A LoRA adapter folder: one of this participant's (a run's adapter/, or one they uploaded)."""
         if str(path).strip():
             check_location(str(path).strip())
-            self._check_folder(str(path).strip(), "adapter")
+            self._check_folder(str(path).strip())
 
     def check_benchmark(self, task: str, data: str) -> None:
         """Benchmark questions: the built-in ones, the hub's (unless off), or a file this participant may read."""
@@ -142,7 +142,7 @@ class Access:
                               + ".")
         return resolved
 
-    def _check_folder(self, source: str, what: str) -> None:
+    def _check_folder(self, source: str) -> None:
         folder = self.check_path(source)
         if folder.is_dir():
             for entry in folder.iterdir():  # a symlink inside a readable folder must not lead out of it

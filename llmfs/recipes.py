@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from .bootstrap import ensure_default
 from .builders import build_model
 from .config import DEFAULT_DATA, ConfigError, EvalConfig, TrainConfig, from_dict
 from .data.readers import HELDOUT
@@ -128,7 +129,6 @@ def ensure_builtins(ctx: JobContext, needed: bool) -> None:
     """A job is an entry point: when its config names llmfs-tiny or llmfs-corpus, build them first (once per
     machine; the first run on a fresh machine logs each stage), so that nothing below ever builds them."""
     if needed:
-        from .bootstrap import ensure_default
         ensure_default(progress=_log_progress(ctx))
 
 
