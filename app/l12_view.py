@@ -12,8 +12,9 @@ import streamlit as st
 from llmfs import memory
 from llmfs.access import models_dir
 from llmfs.config import TrainConfig
-from llmfs.freeze import STRATEGIES, plan_freeze
+from llmfs.freeze import plan_freeze
 from llmfs.sources import SourceError
+from llmfs.targets import STRATEGIES
 
 from . import charts, forms, identity, panels, state
 

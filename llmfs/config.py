@@ -13,18 +13,19 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args, get_type_hints
 
 from .errors import ConfigError  # noqa: F401 (importers take it from here too)
-from .targets import parse_targets
+from .targets import STRATEGIES, parse_targets
 
 DEFAULT_MODEL = "llmfs-tiny"
 DEFAULT_DATA = "llmfs-corpus"
 
-# Which parameters train; `llmfs.freeze` implements each (its STRATEGIES describes them).
+# Which parameters train; `llmfs.freeze` implements each, `llmfs.targets.STRATEGIES` describes them.
 FreezeStrategy = Literal["full", "linear_probe", "freeze_embeddings", "freeze_bottom", "train_top", "bitfit",
                          "gradual", "llrd"]
 # Fields of TrainConfig that belong to a lesson's own controls (L12's freezing, L15's LoRA).
 FREEZE_FIELDS = ("freeze", "freeze_layers", "unfreeze_every", "layer_lr_decay")
 DIST_FIELDS = ("processes", "strategy")
 LORA_FIELDS = ("lora_rank", "lora_alpha", "lora_targets", "lora_dropout", "lora_rslora", "quantize", "double_quant")
+assert tuple(STRATEGIES) == get_args(FreezeStrategy), "targets.STRATEGIES and FreezeStrategy must list the same names"
 # Strategies that read `freeze_layers`.
 FREEZE_USES_LAYERS = ("freeze_bottom", "train_top")
 

@@ -19,30 +19,15 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, get_args
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
 
-from .config import FreezeStrategy, TrainConfig
+from .config import TrainConfig
 from .model import GPT, GPTConfig
+from .targets import STRATEGIES, UNTIE_HEAD  # noqa: F401 (the lesson's API)
 
-STRATEGIES: dict[str, str] = {
-    "full": "Every parameter trains.",
-    "linear_probe": "Only the output head trains (untied from the word embeddings first, so they stay put).",
-    "freeze_embeddings": "Word and position embeddings are frozen (a head tied to them is frozen too).",
-    "freeze_bottom": "Embeddings and the bottom N blocks are frozen (a tied head too); the rest trains.",
-    "train_top": "Only the top N blocks, the final norm and the head train (the head untied first).",
-    "bitfit": "Only biases and LayerNorm weights train (Ben Zaken et al. 2021).",
-    "gradual": "Head, final norm and top block train first; one more block every K steps, top-down, embeddings last "
-               "(ULMFiT).",
-    "llrd": "Everything trains; block i at lr * decay^(n_layer - i), embeddings slowest, head at the full lr.",
-}
-assert tuple(STRATEGIES) == get_args(FreezeStrategy), "STRATEGIES and config.FreezeStrategy must list the same names"
-
-# Strategies that train the head on its own (never, or not at the same time as, the word embeddings): a tied head
-# would drag the input embeddings along, so it gets its own copy first.
-UNTIE_HEAD = ("linear_probe", "train_top", "gradual")
 
 WTE, LM_HEAD = "transformer.wte.weight", "lm_head.weight"
 _BLOCK = re.compile(r"^transformer\.h\.(\d+)\.")

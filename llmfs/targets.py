@@ -1,10 +1,29 @@
-"""Which layers LoRA (and QLoRA's 4-bit quantization) touch: the lesson's target names (qkv, attn_proj, mlp_in,
-mlp_out, lm_head) and each architecture family's module names, as data. No torch: the config's validation, the memory
-estimate, the pages and the LoRA layers all read these tables from here."""
+"""Which layers train, as data: the freezing strategies (L12) and what each leaves trainable, and the layers LoRA
+(and QLoRA's 4-bit quantization) touch: the lesson's target names (qkv, attn_proj, mlp_in, mlp_out, lm_head) and each
+architecture family's module names. No torch: the config's validation, the memory estimate, the pages, the freezing
+code and the LoRA layers all read these tables from here."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+# -- freezing strategies (llmfs.freeze implements them) -----------------------------------------------------------
+STRATEGIES: dict[str, str] = {
+    "full": "Every parameter trains.",
+    "linear_probe": "Only the output head trains (untied from the word embeddings first, so they stay put).",
+    "freeze_embeddings": "Word and position embeddings are frozen (a head tied to them is frozen too).",
+    "freeze_bottom": "Embeddings and the bottom N blocks are frozen (a tied head too); the rest trains.",
+    "train_top": "Only the top N blocks, the final norm and the head train (the head untied first).",
+    "bitfit": "Only biases and LayerNorm weights train (Ben Zaken et al. 2021).",
+    "gradual": "Head, final norm and top block train first; one more block every K steps, top-down, embeddings last "
+               "(ULMFiT).",
+    "llrd": "Everything trains; block i at lr * decay^(n_layer - i), embeddings slowest, head at the full lr.",
+}
+
+# Strategies that train the head on its own (never, or not at the same time as, the word embeddings): a tied head
+# would drag the input embeddings along, so it gets its own copy first.
+UNTIE_HEAD = ("linear_probe", "train_top", "gradual")
+
 
 # -- which layers ---------------------------------------------------------------------------------------------------
 LESSON_TARGETS = ("qkv", "attn_proj", "mlp_in", "mlp_out", "lm_head")
