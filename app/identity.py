@@ -132,8 +132,19 @@ def shown(text: str) -> str:
 
 
 def _share_runs() -> str:
+    """The limits file's share_runs, read again only when the file changes: every live panel asks on every poll."""
+    path = workshop.limits_path()
     try:
-        return workshop.load_limits().share_runs
+        stamp = path.stat().st_mtime_ns
+    except OSError:  # no limits file: a password alone makes the workshop, sharing figures only
+        return "figures"
+    return _share_runs_of(str(path), stamp)
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def _share_runs_of(path: str, stamp: int) -> str:
+    try:
+        return workshop.load_limits(path).share_runs
     except ConfigError:  # a broken limits file shares nothing more (the instructor view says what is wrong)
         return "figures"
 
