@@ -21,13 +21,13 @@ from pathlib import Path
 
 import streamlit as st
 
-from llmfs import adapters as lib
 from llmfs import access, memory
+from llmfs import adapters as lib
 from llmfs.config import DEFAULT_MODEL
 from llmfs.lora import FAMILIES
 from llmfs.sources import SourceError
 
-from . import choices, eval_view, forms, identity, panels, state
+from . import choices, forms, identity, panels, state
 
 PLOT_CONFIG = {"displaylogo": False}
 SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
@@ -111,7 +111,7 @@ def library_section(key: str) -> None:
 def manage(key: str, adapters: list[lib.AdapterInfo]) -> None:
     by_id = {a.id: a for a in adapters}
     pick = by_id[st.selectbox("Adapter", list(by_id), format_func=lambda i: adapter_label(by_id[i]),
-                              key=f"{key}.lib.pick")]
+                              key=f"{key}.lib.pick", persist_state="session")]
     if identity.shows_paths():
         st.caption(f"Folder: `{pick.path}` (PEFT's format: pick it under *LoRA adapters* on L14, or give this path, "
                    "to evaluate a model with it).")
@@ -123,7 +123,8 @@ def manage(key: str, adapters: list[lib.AdapterInfo]) -> None:
     left, right = st.columns([2, 3], vertical_alignment="bottom")
     mine = may_change(pick)
     not_mine = None if mine else "Only the person who trained or added it (or the instructor) can rename or delete it."
-    name = left.text_input("Name", value=pick.name, key=f"{key}.lib.name.{pick.id}", disabled=not mine)
+    name = left.text_input("Name", value=pick.name, key=f"{key}.lib.name.{pick.id}",
+                           persist_state="session", disabled=not mine)
     row = right.container(horizontal=True)
     if row.button("Rename", key=f"{key}.lib.rename", icon=":material/edit:",
                   disabled=not mine or name.strip() == pick.name, help=not_mine):
@@ -211,18 +212,22 @@ def compare_section(key: str) -> None:
                 "model's.", icon=":material/compare:")
         return
     bases = list(dict.fromkeys(a.base_model for a in adapters))
-    base = st.selectbox("Base model", bases, format_func=base_label, key=f"{key}.swap.base",
+    base = st.selectbox("Base model", bases, format_func=base_label, key=f"{key}.swap.base", persist_state="session",
                         help="Adapters only fit the model they were trained on: the lists below show those.")
     mine = {a.id: a for a in adapters if a.base_model == base}
     ids = list(mine)
     left, right = st.columns(2)
-    a_id = left.selectbox("Adapter A", ids, format_func=lambda i: mine[i].name, key=f"{key}.swap.a")
+    a_id = left.selectbox("Adapter A", ids, format_func=lambda i: mine[i].name, key=f"{key}.swap.a",
+                          persist_state="session")
     b_id = right.selectbox("Adapter B (optional)", [None] + [i for i in ids if i != a_id], key=f"{key}.swap.b",
+                           persist_state="session",
                            format_func=lambda i: "(none)" if i is None else mine[i].name)
-    prompt = st.text_area("Prompt", value="def read_config(path):\n", key=f"{key}.swap.prompt", height=80)
+    prompt = st.text_area("Prompt", value="def read_config(path):\n", key=f"{key}.swap.prompt",
+                          persist_state="session", height=80)
     weight = None
     if b_id:
         weight = st.slider("Mix: weight of A (B gets the rest)", 0.0, 1.0, 0.5, 0.05, key=f"{key}.swap.mix",
+                           persist_state="session",
                            help="The mixed model adds w × A's update + (1 − w) × B's to the same frozen base.")
     with st.expander("Sampling settings"):
         sample = forms.config_form(SampleConfig, key=f"{key}.swap.sample")
@@ -279,8 +284,9 @@ def merge_section(key: str) -> None:
         return
     by_id = {a.id: a for a in adapters}
     pick = by_id[st.selectbox("Adapter to merge", list(by_id), format_func=lambda i: adapter_label(by_id[i]),
-                              key=f"{key}.merge.pick")]
+                              key=f"{key}.merge.pick", persist_state="session")]
     name = st.text_input("Name of the merged model", value=f"{pick.name}-merged", key=f"{key}.merge.name.{pick.id}",
+                         persist_state="session",
                          help="Letters, digits, dots, dashes and underscores; other characters become dashes.")
     folder = models_dir() / (SAFE_NAME.sub("-", name.strip()).strip("-.") or "merged")
     where = f"to `{folder}`" if identity.shows_paths() else f"among your models as **{folder.name}**"

@@ -64,12 +64,13 @@ def models_picker(key: str) -> list[str]:
     labels = {DEFAULT_MODEL: "llmfs-tiny (built in, works offline)", **{m["path"]: m["label"] for m in trained},
               **{path: f"{Path(path).name} (saved model)" for path in saved}}
     picked = st.multiselect("Models", options, default=[DEFAULT_MODEL], format_func=labels.get, key=f"{key}.models",
+                            persist_state="session",
                             help="Pick several to compare them on the same questions. Fine-tuned models appear "
                                  "here when a training run (L12, L15, L16) finishes, saved ones when L12 or L15 "
                                  "saves them.")
     paths = identity.shows_paths()  # a participant knows no server path to type: hub ids (or a shared folder)
     more = st.text_input("More models: folders or hub ids, separated by commas" if paths else
-                         "More models: hub ids, separated by commas", key=f"{key}.more",
+                         "More models: hub ids, separated by commas", key=f"{key}.more", persist_state="session",
                          placeholder="/path/to/model-folder, gpt2" if paths else "gpt2",
                          help="A folder holding a Hugging Face GPT-2 model (config.json and weights), or a hub id "
                               "(downloaded once; needs a network)." if paths else
@@ -83,10 +84,12 @@ def adapters_picker(key: str) -> list[str]:
     adapter library this person may use (L15), and folders typed in."""
     usable = {str(a.path): a for a in adapter_lib.list_adapters() if identity.may_see_texts(a.user)}
     picked = st.multiselect("LoRA adapters (optional)", list(usable), key=f"{key}.adapter_pick",
+                            persist_state="session",
                             format_func=lambda p: f"{usable[p].name} · r={usable[p].rank}",
                             help="From the adapter library (L15). Each adapter is tested on top of every model "
                                  "above, and the models are also tested alone, so you see what the adapter adds.")
     text = st.text_input("Other adapter folders (optional), separated by commas", key=f"{key}.adapters",
+                         persist_state="session",
                          placeholder="/path/to/adapter" if identity.shows_paths() else None,
                          help="A folder with adapter_config.json and adapter_model.safetensors (what PEFT and the "
                               "LoRA lesson save).")
@@ -97,7 +100,8 @@ def tasks_picker(key: str) -> dict[str, str | None]:
     """The benchmarks to run, each with where its questions come from: {task: data} (data "" = the task's default,
     None while a benchmark still lacks its file)."""
     tasks = st.multiselect("Benchmarks", TASKS, default=["llmfs-cloze"], format_func=TASK_LABELS.get,
-                           key=f"{key}.tasks", help="\n\n".join(f"**{t}**: {TASK_INFO[t]}" for t in TASKS))
+                           key=f"{key}.tasks",
+                           persist_state="session", help="\n\n".join(f"**{t}**: {TASK_INFO[t]}" for t in TASKS))
     return {task: "" if task == "llmfs-cloze" else _data_picker(key, task) for task in tasks}
 
 
@@ -105,7 +109,7 @@ def _data_picker(key: str, task: str) -> str | None:
     kinds = ["builtin", "wikitext"] if task == "perplexity" else [] if task == "custom" else ["default"]
     kinds += ["upload", "path"]
     kind = st.selectbox(f"Questions for {task}" if task != "perplexity" else "Text for perplexity", kinds,
-                        format_func=DATA_KINDS.get, key=f"{key}.{task}.kind",
+                        format_func=DATA_KINDS.get, key=f"{key}.{task}.kind", persist_state="session",
                         index=0 if task in OFFLINE_TASKS or task == "custom" else kinds.index("upload"),
                         help=f"Format: {FORMATS.get(task, '')}.")
     if kind in ("builtin", "default"):
@@ -113,7 +117,7 @@ def _data_picker(key: str, task: str) -> str | None:
     if kind == "wikitext":
         return "wikitext"
     if kind == "path":
-        path = st.text_input("Path on this machine", key=f"{key}.{task}.path",
+        path = st.text_input("Path on this machine", key=f"{key}.{task}.path", persist_state="session",
                              placeholder="/data/questions.jsonl" if identity.shows_paths() else None)
         if not path.strip():
             st.caption(f"Give the path of the {task} file.")
@@ -317,7 +321,7 @@ def results_section(key: str) -> None:
         with tab:
             metrics = list(dict.fromkeys(r["metric"] for r in rows if r["task"] == task))
             metric = st.selectbox("Measure", metrics, index=metrics.index(primary_metric(metrics)),
-                                  format_func=charts.metric_axis, key=f"{key}.metric.{task}")
+                                  format_func=charts.metric_axis, key=f"{key}.metric.{task}", persist_state="session")
             bars = newest_per_model(rows, task, metric)
             st.plotly_chart(charts.eval_comparison_figure(bars, metric, CHANCE.get(task)),
                             key=f"compare:{task}:{metric}", config=PLOT_CONFIG)
@@ -405,7 +409,8 @@ def wrong_items_section(key: str) -> None:
         return
     labels = {r.run_id: f"{model_name(r.config().get('model', '?'))} on {r.config().get('task')} · "
                         f"{short_id(r.run_id)}" for r in runs}
-    run_id = st.selectbox("Evaluation", list(labels), format_func=labels.get, key=f"{key}.drill")
+    run_id = st.selectbox("Evaluation", list(labels), format_func=labels.get, key=f"{key}.drill",
+                          persist_state="session")
     run = state.jobs().get(run_id)
     items = items_of(run)
     if items and "choices" not in items[0] and "reference" not in items[0]:
@@ -413,6 +418,7 @@ def wrong_items_section(key: str) -> None:
     by = "acc"
     if any("acc_norm" in (i.get("values") or {}) for i in items):
         by = st.radio("Judge the answers by", ["acc_norm", "acc"], horizontal=True, key=f"{key}.judge",
+                      persist_state="session",
                       format_func=charts.metric_name, help="acc takes the choice with the highest total "
                       "log-likelihood; acc_norm divides it by the choice's length in characters first.")
     wrong = [i for i in items if is_wrong(i, by)]

@@ -132,6 +132,7 @@ def _status_style(cell: str) -> str:
 def explorer(key: str) -> None:
     """Type numbers, see what each format stores."""
     text = st.text_input("Numbers to store, separated by commas", value=DEFAULT_VALUES, key=f"{key}.values",
+                         persist_state="session",
                          help="Any numbers: 0.1, 1e-8 (a tiny gradient), 70000 (a large activation), 2^-24 "
                               "(fp16's smallest). Each is stored in fp32, fp16 and bf16 and read back.")
     try:

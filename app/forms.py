@@ -113,23 +113,25 @@ def _widget(name: str, meta: dict, default: Any, key: str) -> Any:
     if meta.get("choices"):
         choices = list(meta["choices"])
         return st.selectbox(label, choices, index=choices.index(default) if default in choices else 0,
-                            help=help_, key=wkey)
+                            help=help_, key=wkey, persist_state="session")
     base, optional = _base_type(meta["type"])
     if base is bool:
-        return st.checkbox(label, value=bool(default), help=help_, key=wkey)
+        return st.checkbox(label, value=bool(default), help=help_, key=wkey, persist_state="session")
     # The range goes into the help, not into the widget's min / max: a number input with bounds silently keeps
     # its last value when an out-of-range one is typed (and a run would start with it); without them the value
     # reaches the dataclass, whose message names the field and the range, and the start button stays off.
     if base is int:
         return st.number_input(label, value=None if default is None else int(default),
                                step=int(meta.get("step") or 1), help=_with_range(help_, meta), key=wkey,
+                               persist_state="session",
                                placeholder="empty" if optional else None)
     if base is float:
         return st.number_input(label, value=None if default is None else float(default),
                                step=float(meta.get("step") or _float_step(default)), format="%g",
-                               help=_with_range(help_, meta), key=wkey,
+                               help=_with_range(help_, meta), key=wkey, persist_state="session",
                                placeholder="empty: not used" if optional else None)
-    value = st.text_input(label, value="" if default is None else str(default), help=help_, key=wkey)
+    value = st.text_input(label, value="" if default is None else str(default), help=help_, key=wkey,
+                          persist_state="session")
     return None if optional and not value.strip() else value
 
 
@@ -143,17 +145,18 @@ def _source_picker(label: str, help_: str | None, default: str, wkey: str, sourc
     else:
         initial = "folder" if "folder" in sources else kinds[1]
     kind = st.selectbox(label, kinds, index=kinds.index(initial), format_func=sources.get, help=help_,
-                        key=f"{wkey}.kind")
+                        key=f"{wkey}.kind", persist_state="session")
     if kind == builtin:
         return builtin
     if kind == "mine":
         return _own_model_picker(default, wkey)
     text = "" if default == builtin else default
     if kind == "hub":
-        return st.text_input("Hub id", value=text, placeholder="gpt2", key=f"{wkey}.hub",
+        return st.text_input("Hub id", value=text, placeholder="gpt2", key=f"{wkey}.hub", persist_state="session",
                              help="Downloaded once into the Hugging Face cache; needs a network the first time.")
     placeholder = "/path/to/model-folder (it holds config.json)" if "hub" in sources else "/path/to/texts or file.jsonl"
-    return st.text_input("Path on this machine", value=text, placeholder=placeholder, key=f"{wkey}.path")
+    return st.text_input("Path on this machine", value=text, placeholder=placeholder, key=f"{wkey}.path",
+                         persist_state="session")
 
 
 def _own_model_picker(default: str, wkey: str) -> str:
@@ -166,7 +169,7 @@ def _own_model_picker(default: str, wkey: str) -> str:
         return ""
     options = list(labels)
     return st.selectbox("Your model", options, index=options.index(default) if default in options else 0,
-                        format_func=labels.get, key=f"{wkey}.mine")
+                        format_func=labels.get, key=f"{wkey}.mine", persist_state="session")
 
 
 def _data_picker(label: str, help_: str | None, default: str, wkey: str) -> str:
@@ -174,7 +177,7 @@ def _data_picker(label: str, help_: str | None, default: str, wkey: str) -> str:
     kinds = list(DATA_SOURCES)
     initial = DEFAULT_DATA if default == DEFAULT_DATA else "hubdata" if default.startswith("hf:") else "path"
     kind = st.selectbox(label, kinds, index=kinds.index(initial), format_func=DATA_SOURCES.get, help=help_,
-                        key=f"{wkey}.kind")
+                        key=f"{wkey}.kind", persist_state="session")
     if kind == DEFAULT_DATA:
         return DEFAULT_DATA
     if kind == "upload":
@@ -198,16 +201,17 @@ def _data_picker(label: str, help_: str | None, default: str, wkey: str) -> str:
         if not outputs:
             st.caption("No finished pipeline run yet: build one on the L13 page.")
             return ""
-        pick = st.selectbox("Pipeline run", outputs, format_func=lambda o: o["label"], key=f"{wkey}.pipeline")
+        pick = st.selectbox("Pipeline run", outputs, format_func=lambda o: o["label"], key=f"{wkey}.pipeline",
+                            persist_state="session")
         return pick["path"]
     if kind == "hubdata":
         name = st.text_input("Dataset", value=default.removeprefix("hf:") if default.startswith("hf:") else "",
-                             placeholder="wikitext:wikitext-2-raw-v1", key=f"{wkey}.hub",
+                             placeholder="wikitext:wikitext-2-raw-v1", key=f"{wkey}.hub", persist_state="session",
                              help="NAME or NAME:CONFIG, streamed from the hub (needs a network).")
         return f"hf:{name.strip()}" if name.strip() else ""
     return st.text_input("Path on this machine", value="" if default == DEFAULT_DATA else default,
                          placeholder="/path/to/texts, file.jsonl or shards/shard-{000000..000009}.tar",
-                         key=f"{wkey}.path")
+                         key=f"{wkey}.path", persist_state="session")
 
 
 def _base_type(t: Any) -> tuple[type, bool]:

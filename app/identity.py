@@ -162,7 +162,8 @@ def _ask_name() -> None:
     st.markdown("Your runs and your place in the shared queue are shown under this name, and this browser "
                 "remembers it. Any name works (1 to 40 characters); add an initial if yours is common.")
     with st.form("identity.prompt", border=False):
-        raw = st.text_input("Your name", max_chars=MAX_LEN, key="identity.prompt.name", placeholder="e.g. Ada L.")
+        raw = st.text_input("Your name", max_chars=MAX_LEN, key="identity.prompt.name",
+                            persist_state="session", placeholder="e.g. Ada L.")
         submitted = st.form_submit_button("Continue", type="primary", icon=":material/arrow_forward:")
     if submitted:
         name = sanitize(raw)
@@ -182,7 +183,7 @@ def name_control() -> None:
         return
     with st.popover(name, icon=":material/person:", help="Your name on your runs and in the queue: change it",
                     width="stretch"):
-        st.text_input("Change your name", value="", max_chars=MAX_LEN, key="identity.change",
+        st.text_input("Change your name", value="", max_chars=MAX_LEN, key="identity.change", persist_state="session",
                       placeholder=name, on_change=_apply_change)
         st.caption("Press Enter to save. Runs you already started keep the name they were started under.")
     if error := st.session_state.pop("identity.change_error", None):

@@ -49,7 +49,8 @@ def gate() -> bool:
     if st.session_state.get(UNLOCKED) == token:
         return True
     with st.form("instructor.login", clear_on_submit=True):
-        given = st.text_input("Instructor password", type="password", key="instructor.password")
+        given = st.text_input("Instructor password", type="password", key="instructor.password",
+                              persist_state="session")
         if st.form_submit_button("Unlock", type="primary", icon=":material/lock_open:"):
             if workshop.password_ok(given, expected):
                 st.session_state[UNLOCKED] = token

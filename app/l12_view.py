@@ -72,7 +72,7 @@ def architecture(model) -> None:
 
 def parity(folder, model, tokenizer, key: str) -> None:
     text = st.text_input("Text to compare on", value="The quick brown fox jumps over the lazy dog.",
-                         key=f"{key}.parity_text")
+                         key=f"{key}.parity_text", persist_state="session")
     if st.button("Run the parity check", key=f"{key}.parity", icon=":material/compare_arrows:"):
         from llmfs.weights import parity_check
         with st.spinner("Running the text through both models ..."):
@@ -91,11 +91,13 @@ def parity(folder, model, tokenizer, key: str) -> None:
 def vocabulary(model, tokenizer, key: str) -> None:
     from llmfs.vocab import add_tokens, pad_vocab
     words = st.text_input("New tokens (comma-separated)", value="dataclass, asyncio.gather, <|user|>",
-                          key=f"{key}.vocab_words", help="Words or special markers to give their own token.")
+                          key=f"{key}.vocab_words",
+                          persist_state="session", help="Words or special markers to give their own token.")
     init = st.radio("Start the new rows from", ["subtoken_mean", "mean"], horizontal=True, key=f"{key}.vocab_init",
+                    persist_state="session",
                     format_func={"subtoken_mean": "the average of the pieces the word used to be split into",
                                  "mean": "the average of all embeddings"}.get)
-    special = st.checkbox("Add them as special tokens", key=f"{key}.vocab_special",
+    special = st.checkbox("Add them as special tokens", key=f"{key}.vocab_special", persist_state="session",
                           help="Special tokens (like chat markers <|user|>) are never split and never merged with "
                                "the text around them.")
     new = [w.strip() for w in words.split(",") if w.strip()]
@@ -114,7 +116,8 @@ def vocabulary(model, tokenizer, key: str) -> None:
     padded, pad = pad_vocab(bigger, multiple=64)
     st.caption(f"Padding for speed: {pad.old_rows:,} rows -> {pad.new_rows:,} (a multiple of 64, which matrix "
                "multiplications handle faster); the padding rows are never predicted, so outputs do not change.")
-    name = st.text_input("Save as a model folder named", value="llmfs-tiny-plus", key=f"{key}.save_name")
+    name = st.text_input("Save as a model folder named", value="llmfs-tiny-plus", key=f"{key}.save_name",
+                         persist_state="session")
     if st.button("Save it for fine-tuning", key=f"{key}.save", icon=":material/save:"):
         from llmfs.weights import save_hf_folder
         folder = save_hf_folder(padded, models_dir(identity.workshop_user()) /
@@ -233,5 +236,7 @@ def samples(run_id: str | None) -> None:
         st.caption("Prompt")
         st.code(s["prompt"], language=None, wrap_lines=True)  # the data's own text: never read as Markdown
         before, after = st.columns(2)
-        before.text_area("Before training", s["before"], height=140, disabled=True, key=f"{run_id}.{s['prompt']}.b")
-        after.text_area("After training", s["after"], height=140, disabled=True, key=f"{run_id}.{s['prompt']}.a")
+        before.text_area("Before training", s["before"], height=140, disabled=True, key=f"{run_id}.{s['prompt']}.b",
+                         persist_state="session")
+        after.text_area("After training", s["after"], height=140, disabled=True, key=f"{run_id}.{s['prompt']}.a",
+                        persist_state="session")

@@ -39,23 +39,30 @@ def help_of(name: str) -> str:
 def lora_controls(key: str) -> dict:
     """Rank, alpha, target layers, 4-bit and the finer settings; returns them as TrainConfig fields."""
     left, right = st.columns(2)
-    rank = left.select_slider("Rank r", RANKS, value=8, key=f"{key}.lora_rank",
+    rank = left.select_slider("Rank r", RANKS, value=8, key=f"{key}.lora_rank", persist_state="session",
                               help="The adapters' width: each adapted layer gets A (r × in) and B (out × r). "
                                    "4 to 16 is typical; more rank = more parameters and more capacity.")
     alpha = right.number_input("Alpha", min_value=0.01, value=16.0, step=1.0, format="%g", key=f"{key}.lora_alpha",
+                               persist_state="session",
                                help=help_of("lora_alpha"))
     targets = st.multiselect("Layers that get adapters", LESSON_TARGETS, default=["qkv"], key=f"{key}.lora_targets",
+                             persist_state="session",
                              format_func=lambda t: f"{t}: {TARGET_HELP[t]}",
                              help="qkv alone is the LoRA paper's choice; all four block layers (PEFT's "
                                   "'all-linear') usually learn more for a few times the parameters.")
-    quantize = st.toggle("Store the frozen base in 4-bit (QLoRA)", key=f"{key}.quantize", help=help_of("quantize"))
+    quantize = st.toggle("Store the frozen base in 4-bit (QLoRA)", key=f"{key}.quantize",
+                         persist_state="session", help=help_of("quantize"))
     with st.expander("More LoRA settings"):
         dropout = st.number_input("Dropout on the adapters", min_value=0.0, max_value=0.9, value=0.0, step=0.05,
-                                  format="%g", key=f"{key}.lora_dropout", help=help_of("lora_dropout"))
-        rslora = st.checkbox("rsLoRA scaling (alpha / √r)", key=f"{key}.lora_rslora", help=help_of("lora_rslora"))
+                                  format="%g", key=f"{key}.lora_dropout",
+                                  persist_state="session", help=help_of("lora_dropout"))
+        rslora = st.checkbox("rsLoRA scaling (alpha / √r)", key=f"{key}.lora_rslora",
+                             persist_state="session", help=help_of("lora_rslora"))
         double_quant = st.checkbox("Double quantization (4-bit only)", value=True, key=f"{key}.double_quant",
+                                   persist_state="session",
                                    help=help_of("double_quant"), disabled=not quantize)
         extra = st.text_input("Other module names (other architectures)", key=f"{key}.lora_modules",
+                              persist_state="session",
                               placeholder="q_proj, v_proj",
                               help="For a model whose layers the names above do not cover: module-name endings, "
                                    "comma-separated, as in PEFT's target_modules.")
@@ -181,10 +188,10 @@ def notes(estimates: dict, *, nested: bool = False) -> None:
 @st.fragment
 def big_model(key: str, lora: dict) -> None:
     """The same estimate for a model far too big for this machine: an example, or any pasted config.json."""
-    choice = st.selectbox("Model", [*memory.EXAMPLE_CONFIGS, PASTE], key=f"{key}.big.pick",
+    choice = st.selectbox("Model", [*memory.EXAMPLE_CONFIGS, PASTE], key=f"{key}.big.pick", persist_state="session",
                           help="Only the config's shapes are read: nothing is downloaded or loaded.")
     if choice == PASTE:
-        config = st.text_area("config.json", key=f"{key}.big.json", height=160,
+        config = st.text_area("config.json", key=f"{key}.big.json", persist_state="session", height=160,
                               placeholder='{"model_type": "llama", "hidden_size": 4096, ...}',
                               help="Open the model's page on huggingface.co, click config.json under Files, and "
                                    "paste its contents here.")
@@ -197,12 +204,14 @@ def big_model(key: str, lora: dict) -> None:
         st.caption("Pick at least one layer to adapt (above) to see the estimate.")
         return
     c1, c2, c3 = st.columns(3)
-    dtype = c1.selectbox("Weights stored in", ["bf16", "fp32"], key=f"{key}.big.dtype",
+    dtype = c1.selectbox("Weights stored in", ["bf16", "fp32"], key=f"{key}.big.dtype", persist_state="session",
                          format_func={"bf16": "16-bit (bf16)", "fp32": "32-bit (fp32)"}.get,
                          help="How the weights (and so their gradients and optimizer states) are kept: bf16 as "
                               "bf16-pure training keeps them (big models ship in 16-bit), or fp32.")
-    batch = c2.number_input("Batch size", min_value=1, max_value=4096, value=1, key=f"{key}.big.batch")
-    seq = c3.number_input("Sequence length", min_value=1, max_value=131072, value=512, key=f"{key}.big.seq")
+    batch = c2.number_input("Batch size", min_value=1, max_value=4096, value=1, key=f"{key}.big.batch",
+                            persist_state="session")
+    seq = c3.number_input("Sequence length", min_value=1, max_value=131072, value=512, key=f"{key}.big.seq",
+                          persist_state="session")
     try:
         est = memory.compare(config, rank=lora["lora_rank"], targets=lora["lora_targets"],
                              batch_size=int(batch), seq_len=int(seq),
@@ -287,8 +296,10 @@ def samples(run_id: str, result: dict, user: str | None = None) -> None:
         st.markdown(f"**Prompt {n + 1}**")
         st.code(s["prompt"], language=None, wrap_lines=True)
         before, after = st.columns(2)
-        before.text_area("Before training", s["before"], height=120, disabled=True, key=f"{run_id}.sample{n}.b")
-        after.text_area("After training", s["after"], height=120, disabled=True, key=f"{run_id}.sample{n}.a")
+        before.text_area("Before training", s["before"], height=120, disabled=True, key=f"{run_id}.sample{n}.b",
+                         persist_state="session")
+        after.text_area("After training", s["after"], height=120, disabled=True, key=f"{run_id}.sample{n}.a",
+                        persist_state="session")
         if s["before"] == s["after"]:
             st.caption("Identical: the adapters have not changed the model's choices here yet. More steps or a "
                        "higher learning rate (or alpha) let them learn more.")

@@ -42,7 +42,8 @@ def sources_picker(key: str) -> list[Source]:
     """The bundled corpus, uploads, a hub dataset and a path on this machine, each with a mixing weight."""
     sources: list[Source] = []
     builtin, weight = _source_row(key, "builtin", lambda: st.checkbox(
-        "**llmfs-corpus**: Python's documentation (built in)", value=True, key=f"{key}.builtin"))
+        "**llmfs-corpus**: Python's documentation (built in)", value=True, key=f"{key}.builtin",
+        persist_state="session"))
     if builtin:
         sources.append(Source(DEFAULT_DATA, weight))
     limit = upload_limit_mb()
@@ -55,7 +56,7 @@ def sources_picker(key: str) -> list[Source]:
                                 lambda p=path: st.markdown(f":material/upload_file: `{p.name}`"))
         sources.append(Source(str(path), weight))
     hub, hub_weight = _source_row(key, "hub", lambda: st.text_input(
-        "Hugging Face dataset", placeholder="hf:wikitext:wikitext-2-raw-v1", key=f"{key}.hub",
+        "Hugging Face dataset", placeholder="hf:wikitext:wikitext-2-raw-v1", key=f"{key}.hub", persist_state="session",
         help="hf:NAME[:CONFIG][@SPLIT], streamed from the hub. Needs a network: offline, the run stops at once and "
              "says why."))
     if hub.strip():
@@ -63,7 +64,8 @@ def sources_picker(key: str) -> list[Source]:
         sources.append(Source(hub if hub.startswith(HF_PREFIX) else HF_PREFIX + hub, hub_weight))
     path, path_weight = _source_row(key, "path", lambda: st.text_input(
         "Files on this machine", placeholder="/data/web.jsonl, /data/texts/ or /data/shards/shard-{000..009}.tar",
-        key=f"{key}.path", help="A file, a folder (read recursively), a glob such as /data/*.jsonl, or a shard "
+        key=f"{key}.path",
+        persist_state="session", help="A file, a folder (read recursively), a glob such as /data/*.jsonl, or a shard "
                                 "pattern such as shards/shard-{000..009}.tar (a pipeline run's output works)."))
     if path.strip():
         sources.append(Source(path.strip(), path_weight))
@@ -77,6 +79,7 @@ def _source_row(key: str, name: str, draw) -> tuple:
     with left:
         value = draw()
     weight = right.number_input("Weight", value=1.0, step=0.1, format="%g", key=f"{key}.w.{name}",
+                                persist_state="session",
                        help="Mixing weight: the share of documents drawn from this source is its weight divided by "
                             "the sum of the weights of the sources in use.")
     return value, weight
@@ -131,7 +134,7 @@ def filter_picker(key: str) -> tuple[tuple[str, ...], dict] | None:
     """(filter names in order, {name: {field: value}} for the thresholds changed from the defaults); None while a
     threshold is refused (the form says why)."""
     names = st.multiselect("Filters, in the order they run", list(FILTER_INFO), default=list(DEFAULT_FILTERS),
-                           format_func=lambda n: FILTER_INFO[n][0], key=f"{key}.filters",
+                           format_func=lambda n: FILTER_INFO[n][0], key=f"{key}.filters", persist_state="session",
                            help="\n".join(f"- **{label}**: {short}" for label, short, _ in FILTER_INFO.values()))
     thresholds, ok = {}, True
     for name in names:
@@ -170,7 +173,7 @@ def dedup_picker(key: str) -> dict | None:
     """The PipelineConfig fields of deduplication, with the LSH S-curve for the chosen bands and rows; None while
     a value is refused."""
     mode = st.radio("Remove duplicates", list(DEDUP_LABELS), index=2, format_func=DEDUP_LABELS.get,
-                    key=f"{key}.dedup", help=field_info(PipelineConfig)["dedup"]["help"])
+                    key=f"{key}.dedup", persist_state="session", help=field_info(PipelineConfig)["dedup"]["help"])
     if mode != "minhash":
         return {"dedup": mode}
     mh = forms.config_form(MinHashConfig, key=f"{key}.minhash", fields=["n_gram", "bands", "rows"])
@@ -374,7 +377,7 @@ def dropped_samples(run_id: str, samples: dict, drops: dict) -> None:
                                                              "kept per drop reason).")
         return
     reasons = sorted(samples, key=lambda r: (-drops.get(r, 0), r))
-    reason = st.selectbox("Why they were dropped", reasons, key=f"samples:{run_id}",
+    reason = st.selectbox("Why they were dropped", reasons, key=f"samples:{run_id}", persist_state="session",
                           format_func=lambda r: f"{charts.reason_name(r)} ({drops.get(r, len(samples[r])):,} dropped)")
     st.caption(charts.reason_help(reason) + f" The first {len(samples[reason])} of them (up to {SAMPLE_CHARS:,} "
                                      "characters each):")

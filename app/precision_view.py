@@ -55,6 +55,7 @@ def underflow_section(key: str) -> None:
     """The slider, the button, and the gradient entries each variant lost."""
     exponent = st.select_slider(
         "How small the gradients are", options=EXPONENTS, value=-14, format_func=fmt_power, key=f"{key}.factor",
+        persist_state="session",
         help="The loss (and so every gradient) is multiplied by this factor. Late in training the loss is small and "
              "many gradients are tiny; further right = tinier gradients.")
     ready = state.default_ready()
@@ -134,6 +135,7 @@ PART_COLORS = charts.TENSOR_COLORS  # the estimate's parts as the live tensor ch
 
 def modes_picker(key: str) -> list[str]:
     picked = st.multiselect("Precisions to compare", prec.PRECISIONS, default=DEFAULT_MODES, key=f"{key}.modes",
+                            persist_state="session",
                             format_func=MODE_LABELS.get,
                             help="One run per precision: same model, data, seed and steps, one after the other.\n\n" +
                                  "\n\n".join(f"**{m}**: {prec.MODE_HELP[m]}" for m in prec.PRECISIONS))

@@ -38,7 +38,7 @@ owners = {r.run_id: state.owner_label(r.status().get("owner"))
           + ("" if identity.is_mine(users[r.run_id], me) or not users[r.run_id] else f" · {users[r.run_id]}")
           for r in runs}
 # The labels must not change while a run goes on (no status in them): the browser keeps a selection by its label.
-selected = st.multiselect("Runs to open (one) or compare (several)", ids, key=SELECTED,
+selected = st.multiselect("Runs to open (one) or compare (several)", ids, key=SELECTED, persist_state="session",
                           format_func=lambda rid: f"{rid} · {owners[rid]}",
                           placeholder="Choose one run to see its details, or several to compare them")
 
