@@ -7,10 +7,15 @@ An adapter is a folder holding `adapter_config.json` and `adapter_model.safetens
     <home>/adapters/<slug>/          uploaded, imported or copied ones          id "lib:<slug>"
     <home>/runs/<run_id>/adapter/    written by LoRA training runs              id "run:<run_id>"
 
-The display name (renamable), the creation time and, for an upload in a workshop, who added it sit in
-`llmfs_adapter.json` inside the adapter folder, so a rename never moves a folder and a run's adapter keeps its place
-in the run (its owner is the run's `user`). The disk is the only truth: nothing is
-cached, so the CLI, a second browser tab and a restarted server all see the same library.
+The display name (renamable), the creation time, for an upload in a workshop who added it, and for an adapter a run
+trained what it was trained on (`record_training`: base model, data, steps, rank, alpha, layers, 4-bit, losses, run
+id; the base's local folder too) sit in `llmfs_adapter.json` inside the adapter folder, so a rename never moves a
+folder and a run's adapter keeps its place in the run (its owner is the run's `user`). Until it is renamed, an
+adapter a run trained is called by what it is ("rank 8 on qkv · my_notes.txt · 200 steps"), not by its run id.
+
+`adapter_config.json` names its base portably (`portable_base`): `llmfs-tiny` (which llmfs resolves on any machine)
+or the hub id, never a folder of this server, so a downloaded adapter loads elsewhere. The disk is the only truth:
+nothing is cached, so the CLI, a second browser tab and a restarted server all see the same library.
 """
 
 from __future__ import annotations
@@ -29,9 +34,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .config import DEFAULT_DATA, DEFAULT_MODEL
+from .defaults import default_assets
 from .errors import AdapterError
 from .fsutil import atomic_write_bytes, atomic_write_json, make_temp_dir, read_json
 from .paths import llmfs_home, runs_dir
+from .targets import FAMILIES
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 CONFIG_FILE, WEIGHTS_FILE = ADAPTER_FILES
@@ -73,6 +81,11 @@ class AdapterInfo:
     run_id: str | None = None
     run_state: str | None = None
     user: str | None = None
+    training: dict | None = None
+    """What a run trained it on (`record_training`'s fields: base, base_path, data, data_label, steps, rank, alpha,
+    targets, quantize, precision, final_loss, eval_loss, run_id); None for an uploaded adapter nobody described."""
+    renamed: bool = False
+    """True once someone gave it a name; False while it carries its default (descriptive) name."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: the path as a string, the targets as a list."""
@@ -112,19 +125,27 @@ def read_adapter(path: str | os.PathLike, id: str | None = None) -> AdapterInfo:
     run_state = None
     run_created = None
     user = meta.get("user") if origin == LIBRARY else None
+    training = meta.get("training") if isinstance(meta.get("training"), dict) else None
     if origin == RUN:
         run_dir = folder.parent
         status = read_json(run_dir / "status.json", default={}) or {}
         run_state, user = status.get("state"), status.get("user")
-        run_created = (read_json(run_dir / "config.json", default={}) or {}).get("created")
-    default_name = run_id if origin == RUN else folder.name
+        record = read_json(run_dir / "config.json", default={}) or {}
+        run_created = record.get("created")
+        # an adapter saved before runs recorded what they trained on: read it off the run itself
+        training = training or _training_of_run(run_id, record.get("config"), status.get("result"))
+    targets = _targets(config.get("target_modules"))
+    if training is not None:
+        default_name = describe(training)
+    else:
+        default_name = run_id if origin == RUN else folder.name
     created = _as_float(meta.get("created")) or _as_float(run_created) or _mtime(folder / CONFIG_FILE)
     return AdapterInfo(
         id=found_id, name=str(meta.get("name") or default_name), path=folder, origin=origin,
-        base_model=str(config.get("base_model_name_or_path") or ""), rank=int(config["r"]),
-        alpha=float(config.get("lora_alpha") or config["r"]), targets=_targets(config.get("target_modules")),
+        base_model=portable_base(str(config.get("base_model_name_or_path") or "")), rank=int(config["r"]),
+        alpha=float(config.get("lora_alpha") or config["r"]), targets=targets,
         size_bytes=_folder_size(folder), created=created, run_id=run_id, run_state=run_state,
-        user=str(user) if user else None)
+        user=str(user) if user else None, training=training, renamed=bool(meta.get("name")))
 
 
 def list_adapters() -> list[AdapterInfo]:
@@ -172,6 +193,90 @@ def get_adapter(id_or_path: str | os.PathLike | AdapterInfo) -> AdapterInfo:
     return read_adapter(folder)
 
 
+# -- what an adapter was trained on ------------------------------------------------------------------------------
+def portable_base(base: str) -> str:
+    """The base model's name as another machine can resolve it: `llmfs-tiny` for the built-in model's folder on this
+    machine (llmfs resolves the name anywhere, `llmfs.sources`), else `base` as it is (a hub id, or a folder that
+    has no portable name)."""
+    base = base.strip()
+    if not base or base == DEFAULT_MODEL:
+        return base
+    try:
+        if Path(base).expanduser().resolve() == default_assets().model_dir.resolve():
+            return DEFAULT_MODEL
+    except (OSError, ValueError):
+        pass
+    return base
+
+
+def data_label(data: str) -> str:
+    """A short name for training data: llmfs-corpus, a hub dataset (hf:...), else the file or folder's name."""
+    data = str(data or "").strip()
+    if not data or data == DEFAULT_DATA or data.startswith("hf:"):
+        return data
+    return Path(data.rstrip("/")).name or data
+
+
+def layer_words(targets: Any) -> str:
+    """GPT-2's module names as the lesson calls the layers ("qkv", "mlp_in"), comma-separated; other names as
+    they are."""
+    names = targets.split(",") if isinstance(targets, str) else list(targets or ())
+    lesson = {suffix: name for name, suffixes in FAMILIES["gpt2"].items() for suffix in suffixes}
+    return ", ".join(dict.fromkeys(lesson.get(n.strip(), n.strip()) for n in names if n.strip())) or "-"
+
+
+def describe(training: dict) -> str:
+    """A readable default name from what an adapter was trained on: "rank 8 on qkv · my_notes.txt · 200 steps"
+    (", 4-bit" after the rank for QLoRA). At most MAX_NAME_CHARS characters."""
+    rank, steps = training.get("rank"), training.get("steps")
+    head = f"rank {rank} on {layer_words(training.get('targets') or '')}" if rank else "LoRA"
+    if training.get("quantize") == "4bit":
+        head += ", 4-bit"
+    parts = [head, str(training.get("data_label") or data_label(training.get("data") or "")),
+             f"{steps} step{'' if steps == 1 else 's'}" if isinstance(steps, int) else ""]
+    name = _CONTROL_CHARS.sub(" ", " · ".join(p for p in parts if p))
+    return name if len(name) <= MAX_NAME_CHARS else name[:MAX_NAME_CHARS - 1] + "…"
+
+
+def record_training(folder: str | os.PathLike, *, base: str, data: str, steps: int, rank: int, alpha: float,
+                    targets: str, quantize: str = "none", precision: str = "fp32", final_loss: float | None = None,
+                    eval_loss: float | None = None, run_id: str | None = None) -> AdapterInfo:
+    """Record what the adapter in `folder` was trained on (in `llmfs_adapter.json`), and name its base portably in
+    `adapter_config.json` (`portable_base`; the local folder is kept in the record as `base_path`).
+
+    Called by a training run when it saves its adapter. `base`: the name or folder the run loaded its base from.
+    """
+    folder = Path(folder)
+    config_path = folder / CONFIG_FILE
+    config = _read_config(config_path)
+    portable = portable_base(base)
+    local = str(Path(base).expanduser().resolve()) if Path(base).expanduser().exists() else None
+    if config.get("base_model_name_or_path") != portable:
+        atomic_write_json(config_path, {**config, "base_model_name_or_path": portable or None})
+    training = {"base": portable, "base_path": local, "data": data, "data_label": data_label(data),
+                "steps": int(steps), "rank": int(rank), "alpha": float(alpha), "targets": targets,
+                "quantize": quantize, "precision": precision,
+                "final_loss": _as_float(final_loss), "eval_loss": _as_float(eval_loss), "run_id": run_id}
+    meta = _read_meta(folder)
+    meta.update(training=training, created=_as_float(meta.get("created")) or time.time())
+    atomic_write_json(folder / META_FILE, meta)
+    return read_adapter(folder)
+
+
+def _training_of_run(run_id: str | None, config: Any, result: Any) -> dict | None:
+    """`record_training`'s fields from a run's own config and result (adapters saved before runs recorded them)."""
+    if not isinstance(config, dict) or not config.get("lora_rank"):
+        return None
+    result = result if isinstance(result, dict) else {}
+    data = str(config.get("data") or "")
+    return {"base": portable_base(str(config.get("model") or "")), "base_path": None, "data": data,
+            "data_label": data_label(data), "steps": result.get("steps") if isinstance(result.get("steps"), int)
+            else config.get("steps"), "rank": config.get("lora_rank"), "alpha": config.get("lora_alpha"),
+            "targets": config.get("lora_targets") or "", "quantize": config.get("quantize") or "none",
+            "precision": config.get("precision") or "fp32", "final_loss": _as_float(result.get("final_loss")),
+            "eval_loss": _as_float(result.get("eval_loss")), "run_id": run_id}
+
+
 # -- changing -----------------------------------------------------------------------------------------------------
 def rename_adapter(id: str, new_name: str) -> AdapterInfo:
     """Give an adapter a new display name (the folder stays where it is, so ids and paths stay valid)."""
@@ -196,12 +301,20 @@ def delete_adapter(id: str) -> None:
 
 # -- export -------------------------------------------------------------------------------------------------------
 def export_zip(id_or_path: str | os.PathLike | AdapterInfo) -> bytes:
-    """The adapter as a zip (deflated) with its files at the top level, ready for a download button."""
+    """The adapter as a zip (deflated) with its files at the top level, ready for a download button.
+
+    The config names the base portably (`portable_base`), also for an adapter saved with this server's folder in it.
+    """
     info = get_adapter(id_or_path)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for fname in ALLOWED_FILES:
-            if (info.path / fname).is_file():
+            config = _read_config(info.path / CONFIG_FILE) if fname == CONFIG_FILE else {}
+            base = str(config.get("base_model_name_or_path") or "")
+            if base and portable_base(base) != base:
+                zf.writestr(fname, json.dumps({**config, "base_model_name_or_path": portable_base(base)}, indent=2,
+                                              sort_keys=True) + "\n")
+            elif (info.path / fname).is_file():
                 zf.write(info.path / fname, arcname=fname)
     return buf.getvalue()
 
@@ -266,7 +379,7 @@ def import_folder(path: str | os.PathLike, name: str | None = None, user: str | 
         for fname in ALLOWED_FILES:
             if (source.path / fname).is_file():
                 shutil.copyfile(source.path / fname, tmp / fname)
-        return _finish_import(tmp, display, user)
+        return _finish_import(tmp, display, user, training=source.training)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -341,16 +454,17 @@ def _check_weights(path: Path) -> None:
                            f"(found {keys[:3]}). Save the adapter with PeftModel.save_pretrained.")
 
 
-def _finish_import(tmp: Path, name: str, user: str | None = None) -> AdapterInfo:
-    """Validate the files written in `tmp`, record the name (and who added it), and rename the folder into the
-    library."""
+def _finish_import(tmp: Path, name: str, user: str | None = None, training: dict | None = None) -> AdapterInfo:
+    """Validate the files written in `tmp`, record the name (who added it, what it was trained on), and rename the
+    folder into the library."""
     missing = [f for f in ADAPTER_FILES if not (tmp / f).is_file()]
     if missing:
         raise AdapterError(f"The adapter is missing {' and '.join(missing)}; it needs {' and '.join(ADAPTER_FILES)} "
                            "(what PEFT's save_pretrained writes).")
     _read_config(tmp / CONFIG_FILE)
     _check_weights(tmp / WEIGHTS_FILE)
-    atomic_write_json(tmp / META_FILE, {"name": name, "created": time.time(), **({"user": user} if user else {})})
+    atomic_write_json(tmp / META_FILE, {"name": name, "created": time.time(), **({"user": user} if user else {}),
+                                        **({"training": training} if training else {})})
     lib = tmp.parent
     base = slugify(name)
     n = 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from .adapters import record_training
 from .bootstrap import ensure_default
 from .builders import build_model
 from .config import DEFAULT_DATA, ConfigError, EvalConfig, TrainConfig, from_dict
@@ -220,7 +221,11 @@ def train_job(ctx: JobContext, payload: dict) -> dict:
     out["memory_estimate"] = _memory_estimate(model, cfg)
     if cfg.lora and result.history:
         out["adapter_dir"] = str(_save_adapter(model, cfg, ctx.run_dir / "adapter", base_name))
-        ctx.log(f"Saved the LoRA adapter to {out['adapter_dir']} (PEFT's format; base model: {base_name}).")
+        saved = record_training(out["adapter_dir"], base=base_name, data=cfg.data, steps=result.steps_done,
+                                rank=cfg.lora_rank, alpha=cfg.lora_alpha, targets=cfg.lora_targets,
+                                quantize=cfg.quantize, precision=cfg.precision, final_loss=out["final_loss"],
+                                eval_loss=out["eval_loss"], run_id=ctx.run_dir.name)
+        ctx.log(f"Saved the LoRA adapter to {out['adapter_dir']} (PEFT's format; base model: {saved.base_model}).")
     elif cfg.save_model and result.history:
         save_hf_folder(model.cpu().float(), ctx.run_dir / "model", tokenizer=tokenizer)
         ctx.log(f"Saved the model to {ctx.run_dir / 'model'} (a Hugging Face folder).")

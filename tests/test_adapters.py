@@ -266,3 +266,55 @@ def test_bad_zips_are_refused_and_leave_nothing_behind(llmfs_home, adapter_dir):
         assert library_entries() == [], case
     assert ad.list_adapters() == []
     assert not (llmfs_home.parent / "evil").exists()
+
+
+# -- what an adapter was trained on, and a base named portably ------------------------------------------------------
+def test_a_trained_adapter_records_what_it_learned_from_and_is_named_by_it(llmfs_home, adapter_dir):
+    """The library says what data, steps, rank and base each adapter was trained on, and calls it by that (not by
+    its run id) until someone renames it; a copy into the library keeps the record."""
+    from llmfs.defaults import default_assets
+    run_path = make_run("20240101-000000-lora-abc123", adapter_dir)
+    folder = run_path / "adapter"
+    local_base = default_assets().model_dir
+    local_base.mkdir(parents=True)
+    info = ad.record_training(folder, base=str(local_base), data=str(llmfs_home / "uploads" / "my_notes.txt"),
+                              steps=200, rank=8, alpha=16.0, targets="qkv", quantize="4bit", final_loss=2.5,
+                              eval_loss=2.75, run_id=run_path.name)
+    assert info.name == "rank 8 on qkv, 4-bit · my_notes.txt · 200 steps" and not info.renamed
+    t = info.training
+    assert (t["base"], t["base_path"], t["data_label"], t["steps"], t["rank"], t["alpha"], t["targets"]) == (
+        "llmfs-tiny", str(local_base.resolve()), "my_notes.txt", 200, 8, 16.0, "qkv")
+    assert (t["quantize"], t["final_loss"], t["eval_loss"], t["run_id"]) == ("4bit", 2.5, 2.75, run_path.name)
+    # the exported config names a base another machine resolves; this server's folder stays in llmfs's record
+    config = json.loads((folder / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "llmfs-tiny" and info.base_model == "llmfs-tiny"
+    assert json.loads((folder / ad.META_FILE).read_text())["training"]["base_path"] == str(local_base.resolve())
+    renamed = ad.rename_adapter(info.id, "My support tone")
+    assert renamed.name == "My support tone" and renamed.renamed and renamed.training == info.training
+    copy = ad.import_folder(folder)
+    assert copy.name == "My support tone" and copy.training == info.training
+
+
+def test_old_run_adapters_are_named_from_their_run(llmfs_home, adapter_dir):
+    """An adapter saved before runs recorded what they trained on is described from its run's own config."""
+    run = Run.create(ad.runs_dir() / "r1", "train", {"lora_rank": 4, "lora_alpha": 8.0, "lora_targets": "qkv,mlp_in",
+                                                     "data": "llmfs-corpus", "steps": 30, "model": "llmfs-tiny"})
+    shutil.copytree(adapter_dir, run.path / "adapter")
+    run.update_status(result={"steps": 12, "final_loss": 3.0})
+    info = ad.get_adapter("run:r1")
+    assert info.name == "rank 4 on qkv, mlp_in · llmfs-corpus · 12 steps"
+    assert info.training["final_loss"] == 3.0 and info.training["base"] == "llmfs-tiny"
+
+
+def test_export_names_the_base_portably_even_for_adapters_saved_with_a_server_path(llmfs_home, adapter_dir):
+    from llmfs.defaults import default_assets
+    config_path = adapter_dir / "adapter_config.json"
+    server_path = str(default_assets().model_dir)
+    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "base_model_name_or_path": server_path}))
+    info = ad.import_folder(adapter_dir, name="old")
+    assert info.base_model == "llmfs-tiny"  # listed (and grouped) by the name, not the folder
+    with zipfile.ZipFile(io.BytesIO(ad.export_zip(info.id))) as zf:
+        assert json.loads(zf.read("adapter_config.json"))["base_model_name_or_path"] == "llmfs-tiny"
+    # a hub id is left as it is
+    assert ad.portable_base("openai-community/gpt2") == "openai-community/gpt2"
+    assert ad.portable_base(server_path + "/") == "llmfs-tiny"
