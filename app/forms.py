@@ -19,6 +19,7 @@ from llmfs.sources import SourceError, looks_like_path
 
 from . import identity, state
 from .choices import pipeline_outputs, saved_models, trained_models
+from .text import md_escape
 from .uploads import UPLOAD_SUFFIXES, fmt_mb, save_upload, upload_limit_mb
 
 MODEL_SOURCES = {DEFAULT_MODEL: "llmfs-tiny (built in, works offline)", "mine": "A model you trained or saved",
@@ -43,19 +44,66 @@ def config_form(cls: type, key: str, defaults: Any = None, fields: list[str] | N
     start = dataclasses.asdict(defaults) if dataclasses.is_dataclass(defaults) else dict(defaults or {})
     names = list(fields) if fields is not None else list(info)
     values = {n: start[n] for n in start if n not in names}
+
+    def draw(name: str) -> None:
+        # the model drawn (or given) so far bounds some fields: their help shows its range, not the config's
+        meta = _bounded(info[name], name, _limits_for(values.get("model", start.get("model"))))
+        values[name] = _widget(name, meta, start.get(name, info[name]["default"]), key)
+
     for name in [n for n in names if not info[n].get("advanced")]:
-        values[name] = _widget(name, info[name], start.get(name, info[name]["default"]), key)
+        draw(name)
     advanced = [n for n in names if info[n].get("advanced")]
     if advanced:
         with st.expander("Advanced settings"):
             for name in advanced:  # one per line: two abreast broke the labels in a form a third of a laptop wide
-                values[name] = _widget(name, info[name], start.get(name, info[name]["default"]), key)
+                draw(name)
     try:
-        return cls(**values)
+        cfg = cls(**values)
+        _check_against_model(cfg, _limits_for(getattr(cfg, "model", None)))
+        return cfg
     except ConfigError as e:
-        where = " (under Advanced settings)" if info.get(e.field, {}).get("advanced") else ""
-        st.error(f"**{label_of(e.field, info.get(e.field, {}))}**{where}: {e}", icon=":material/error:")
+        show_config_error(e, info.get(e.field, {}), advanced=bool(info.get(e.field, {}).get("advanced")))
         return None
+
+
+def show_config_error(e: ConfigError, meta: dict, *, advanced: bool = False) -> None:
+    """A refused value, under the form: the field's label (where the message does not start with it) and the
+    message, shown as written (it may quote a path or a name, which Markdown would mangle)."""
+    label, message = label_of(e.field, meta), str(e)
+    where = " (under Advanced settings)" if advanced else ""
+    head = f"**{md_escape(label)}**{where}: " if where or not message.startswith(label) else ""
+    st.error(head + md_escape(message), icon=":material/error:")
+
+
+def _limits_for(source: Any) -> dict[str, int]:
+    """The field maxima the model `source` sets (`llmfs.weights.model_limits`), read once per folder state."""
+    if not isinstance(source, str) or not source.strip():
+        return {}
+    path = Path(source.strip()).expanduser()
+    stamp = (path / "config.json").stat().st_mtime if (path / "config.json").is_file() else 0.0
+    return _model_limits(source.strip(), stamp)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _model_limits(source: str, stamp: float) -> dict[str, int]:
+    from llmfs.weights import model_limits
+    return model_limits(source)
+
+
+def _bounded(meta: dict, name: str, limits: dict[str, int]) -> dict:
+    """`meta` with its maximum lowered to what the chosen model allows (and the help saying why)."""
+    if name not in limits or meta.get("max") is None or limits[name] >= meta["max"]:
+        return meta
+    why = {"seq_len": "the model's context length", "freeze_layers": "the model's number of blocks"}.get(name)
+    return {**meta, "max": limits[name], "max_why": why}
+
+
+def _check_against_model(cfg: Any, limits: dict[str, int]) -> None:
+    """The checks a run's preflight makes against its model, made here so the form refuses in place."""
+    if "seq_len" in limits and hasattr(cfg, "check_context"):
+        cfg.check_context(limits["seq_len"])
+    if "freeze_layers" in limits and hasattr(cfg, "check_layers"):
+        cfg.check_layers(limits["freeze_layers"])
 
 
 def start_button(key: str, cfg: Any | None, label: str = "Start training") -> bool:
@@ -82,13 +130,13 @@ def try_submit(key: str, submit: Callable[[], str]) -> str | None:
     try:
         run_id = submit()
     except ConfigError as e:
-        st.error(f"**{label_of(e.field, field_info_any(e.field))}**: {e}", icon=":material/error:")
+        show_config_error(e, field_info_any(e.field))
         return None
     except LimitError as e:
-        st.error(f"**Not queued: a limit of this workshop.** {e}", icon=":material/block:")
+        st.error(f"**Not queued: a limit of this workshop.** {md_escape(e)}", icon=":material/block:")
         return None
     except (SourceError, ValueError, OSError) as e:
-        st.error(str(e), icon=":material/error:")
+        st.error(md_escape(e), icon=":material/error:")
         return None
     state.remember(key, run_id)
     return run_id
@@ -230,7 +278,8 @@ def _with_range(help_: str | None, meta: dict) -> str | None:
         span = f"from {_num(lo)} to {_num(hi)}"
     else:
         span = f"{_num(lo)} or more" if lo is not None else f"at most {_num(hi)}"
-    return f"{help_ or ''}\n\nAllowed: {span}."
+    why = f" ({meta['max_why']})" if meta.get("max_why") else ""
+    return f"{help_ or ''}\n\nAllowed: {span}{why}."
 
 
 def _num(x: float) -> str:

@@ -26,6 +26,7 @@ from llmfs.runs import (
 )
 
 from . import charts, forms, identity, live, state, tables
+from .text import md_escape
 
 POLL_S = 1.0
 BADGES = {PENDING: ("Waiting", "gray", ":material/hourglass_empty:"),
@@ -37,9 +38,7 @@ BADGES = {PENDING: ("Waiting", "gray", ":material/hourglass_empty:"),
 HELP = {"loss": "How surprised the model is by the next token (cross-entropy). Lower is better.",
         "eval": "The same loss on held-out text the model never trains on: the honest measure. If it rises while "
                 "the training loss falls, the model is memorising.",
-        "tps": "Training tokens processed per second (median of the last 20 steps).",
-        "mem": "GPU memory in use (NVML) on a GPU; on a CPU-only machine, the memory of the process the run "
-               "trains in (each run has its own)."}
+        "tps": "Training tokens processed per second (median of the last 20 steps)."}
 
 
 def train_panel(run_id: str, *, poll_s: float = POLL_S) -> None:
@@ -124,7 +123,7 @@ def _panel_body(run, was_live: bool) -> None:
             st.caption("The charts appear here as soon as the first training step is done.")
         _log(run)
         return
-    _numbers(_chart(run_id, "numbers", _figures_of), train)
+    _numbers(_chart(run_id, "numbers", _figures_of), train, run_state, status.get("result") or {})
     with st.container(border=True):
         st.plotly_chart(_chart(run_id, "loss", charts.loss_figure, _total(train, run.config())),
                         key=f"loss:{run_id}", config={"displaylogo": False})
@@ -193,8 +192,9 @@ def _header(run, status: dict, run_state: str, train: list[dict]) -> None:
                     st.session_state.pop(f"stopping:{run.run_id}", None)
                     st.rerun(scope="app")
         user = status.get("user")
-        by = f" by **{user}**" if user and not identity.is_mine(user) else ""
-        st.caption(f"Run `{run.run_id}` · started from {state.owner_label(status.get('owner'))}{by}")
+        by = f" by **{md_escape(user)}**" if user and not identity.is_mine(user) else ""
+        name = f"**{md_escape(run.name)}** · " if run.name else ""
+        st.caption(f"{name}Run `{run.run_id}` · started from {md_escape(state.owner_label(status.get('owner')))}{by}")
     if run_state == FAILED:
         st.error(identity.shown(status.get("error") or "The run failed."), icon=":material/error:")
         if run.kind == "train" and out_of_memory(status):
@@ -267,12 +267,41 @@ def _train_records(records: list[dict]) -> list[dict]:
 def _figures_of(records: list[dict]) -> dict:
     """The panel's headline numbers from a run's records (computed once per poll for all viewers)."""
     evals = charts.of_kind(records, "eval")
-    used = charts.memory_series(records)["used"]
+    series = charts.memory_series(records)
+    used = series["used"]
+    tensors = charts.tensor_peak(records)
     return {"eval_loss": evals[-1]["eval_loss"] if evals else None, "tps": charts.recent_tokens_per_s(records),
-            "mem": used[-1] if used else None, "mem_peak": max(used) if used else None}
+            "mem": used[-1] if used else None, "mem_peak": max(used) if used else None,
+            "gpu": series["allocated"] is not None or series["label"].startswith("GPU"),
+            "tensor_peak": sum(tensors.values()) if tensors else None}
 
 
-def _numbers(figures: dict, train: list[dict]) -> None:
+def memory_metric(figures: dict, run_state: str, result: dict) -> dict:
+    """The panel's memory figure: one number, labelled with what it counts. While the run goes: the memory in use
+    now (the run's process, or the GPU's), its highest reading so far beside it; once it has ended, only the peak
+    (a process that has ended uses nothing now): the highest reading of the chart, or the training loop's own
+    reading where that was higher (on a CPU both read the process's resident memory). The run's own tensors, which
+    the training loop counts, are named as such in the help."""
+    gpu = figures.get("gpu")
+    what = "GPU memory" if gpu else "Process memory"
+    counts = ("all processes on the GPU, as the driver (NVML) reports it" if gpu else
+              "the resident memory (RSS) of the process the run trains in, Python and PyTorch's libraries included")
+    tensors = (f" Of this, the run's own tensors (weights, gradients, optimizer states, activations) held at most "
+               f"{charts.fmt_bytes(figures['tensor_peak'])}, as the training loop counts them."
+               if figures.get("tensor_peak") else "")
+    if run_state in FINAL_STATES:
+        peaks = [figures.get("mem_peak")] + ([] if gpu else [result.get("peak_memory_bytes")])
+        peak = max((p for p in peaks if p), default=None)
+        return {"label": f"Peak {what.lower()}", "value": charts.fmt_bytes(peak) if peak else "-", "delta": None,
+                "help": f"The most memory the run used: {counts}.{tensors}"}
+    now, peak = figures.get("mem"), figures.get("mem_peak")
+    return {"label": f"{what} now", "value": charts.fmt_bytes(now) if now is not None else "-",
+            "delta": f"highest so far {charts.fmt_bytes(peak)}" if peak is not None else None,
+            "help": f"The latest reading (about once a second) of {counts}; beside it the highest reading so far."
+                    + tensors}
+
+
+def _numbers(figures: dict, train: list[dict], run_state: str = RUNNING, result: dict | None = None) -> None:
     cols = st.columns(4)
     cols[0].metric("Training loss", f"{train[-1]['loss']:.3f}" if train else "-", help=HELP["loss"],
                    delta=f"{train[-1]['loss'] - train[0]['loss']:+.3f} since step 1" if len(train) > 1 else None,
@@ -280,9 +309,9 @@ def _numbers(figures: dict, train: list[dict]) -> None:
     eval_loss, tps = figures["eval_loss"], figures["tps"]
     cols[1].metric("Held-out loss", f"{eval_loss:.3f}" if eval_loss is not None else "-", help=HELP["eval"])
     cols[2].metric("Tokens / second", f"{tps:,.0f}" if tps else "-", help=HELP["tps"])
-    cols[3].metric("Memory", charts.fmt_bytes(figures["mem"]) if figures["mem"] is not None else "-",
-                   help=HELP["mem"], delta=f"peak {charts.fmt_bytes(figures['mem_peak'])}"
-                   if figures["mem_peak"] is not None else None, delta_color="off", delta_arrow="off")
+    mem = memory_metric(figures, run_state, result or {})
+    cols[3].metric(mem["label"], mem["value"], help=mem["help"], delta=mem["delta"], delta_color="off",
+                   delta_arrow="off")
 
 
 def compare_runs(run_ids: list[str], *, poll_s: float = POLL_S) -> None:
@@ -297,16 +326,19 @@ def _compare_body(run_ids: list[str], was_live: bool) -> None:
     jobs = state.jobs()
     if was_live and all(jobs.get(r).state in FINAL_STATES for r in run_ids):
         st.rerun(scope="app")
-    runs = {tables.run_label(state.jobs().get(r)): records_of(r) for r in run_ids}
+    shown = [jobs.get(r) for r in run_ids]
+    labels, colors = tables.run_labels(shown), tables.run_colors(shown)
+    runs = {labels[r]: records_of(r) for r in run_ids}
+    colors = {labels[r]: c for r, c in colors.items()}
     st.caption("Lines: training loss (and tokens per second), smoothed over neighbouring steps; diamonds: held-out "
                "loss, in the run's colour.")
     with st.container(border=True):
-        st.plotly_chart(charts.loss_overlay(runs), key="compare:loss", config={"displaylogo": False})
+        st.plotly_chart(charts.loss_overlay(runs, colors), key="compare:loss", config={"displaylogo": False})
     left, right = st.columns(2)
     with left, st.container(border=True):
-        st.plotly_chart(charts.memory_overlay(runs), key="compare:memory", config={"displaylogo": False})
+        st.plotly_chart(charts.memory_overlay(runs, colors), key="compare:memory", config={"displaylogo": False})
     with right, st.container(border=True):
-        st.plotly_chart(charts.throughput_overlay(runs), key="compare:tps", config={"displaylogo": False})
+        st.plotly_chart(charts.throughput_overlay(runs, colors), key="compare:tps", config={"displaylogo": False})
     if any(charts.tensor_peak(records) for records in runs.values()):  # runs from before the counting have none
         with st.container(border=True):
             st.plotly_chart(charts.tensor_memory_bars(runs), key="compare:tensors", config={"displaylogo": False})
@@ -366,7 +398,7 @@ def oom_retry(run, status: dict) -> None:
     try:
         new_cfg = from_dict(TrainConfig, cfg).replace(**options[pressed]["changes"])
     except ConfigError as e:
-        st.error(f"**{forms.label_of(e.field, forms.field_info_any(e.field))}**: {e}", icon=":material/error:")
+        forms.show_config_error(e, forms.field_info_any(e.field))
         return
     new_id = forms.try_submit(owner or "runs", lambda: submit_train(state.jobs(), new_cfg, owner=owner))
     if new_id is not None:
@@ -441,7 +473,7 @@ def _queue_body() -> None:
 def _who(row: dict, me: str | None) -> str:
     if identity.is_mine(row["user"], me):
         return "**you**"
-    return f"**{row['user']}**" if row["user"] else "**-**"
+    return f"**{md_escape(row['user'])}**" if row["user"] else "**-**"
 
 
 def _about(seconds: float | None) -> str:
@@ -472,12 +504,23 @@ def _overview_body(run_ids: list[str], was_live: bool) -> None:
         table.insert(1, "user", [f"{u} (you)" if u and identity.is_mine(u, me) else u for u in users])
     st.dataframe(table, hide_index=True, placeholder="–", column_config={
         "run": st.column_config.TextColumn("Run", help="The run's folder name under $LLMFS_HOME/runs"),
+        "name": st.column_config.TextColumn("Name", help="The name given to the run (when it was started, or with "
+                                                         "Rename below)"),
         "user": st.column_config.TextColumn("User", help="Who started it (the name they gave this workshop)"),
         "status": st.column_config.TextColumn("Status"),
         "kind": st.column_config.TextColumn("Kind"),
         "started from": st.column_config.TextColumn("Started from"),
         "model": st.column_config.TextColumn("Model"),
-        "steps": st.column_config.TextColumn("Steps", help="Steps done / steps planned"),
+        "data": st.column_config.TextColumn("Data", help="The text it trained on (its file's name)"),
+        "init": st.column_config.TextColumn("Weights", help="Training from the model's pretrained weights, or from "
+                                                            "random ones (L12's comparison)"),
+        "precision": st.column_config.TextColumn("Precision", help="The number format it trained in (L16)"),
+        "LoRA": st.column_config.TextColumn("LoRA", help="The LoRA adapters it trained (L15): their rank, the "
+                                                         "layers they sit on, and whether the base was in 4 bits "
+                                                         "(QLoRA); none: the model's own weights trained"),
+        "progress": st.column_config.TextColumn("Progress", help="Training: steps done / planned; evaluation: "
+                                                                 "questions scored / asked; data pipeline: "
+                                                                 "documents read"),
         "created": st.column_config.DatetimeColumn("Created", format="D MMM, HH:mm:ss"),
         "final loss": st.column_config.NumberColumn("Final loss", format="%.3f",
                                                     help="Training loss at the last step done"),

@@ -205,7 +205,7 @@ def pipeline_config(base: PipelineConfig | None, mixing: PipelineConfig | None, 
                                    mix_until=mixing.mix_until, filters=names, thresholds=thresholds or None, **dedup)
     except ConfigError as e:
         meta = field_info(PipelineConfig).get(e.field, {})
-        st.error(f"**{forms.label_of(e.field, meta)}**: {e}", icon=":material/error:")
+        forms.show_config_error(e, meta)
         return None
 
 

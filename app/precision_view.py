@@ -234,7 +234,7 @@ def submit(key: str, cfg: TrainConfig, modes: list[str]) -> None:
     try:
         ids = submit_precision_comparison(state.jobs(), cfg, modes, owner=key)
     except ConfigError as e:
-        st.error(f"**{forms.label_of(e.field, forms.field_info_any(e.field))}**: {e}", icon=":material/error:")
+        forms.show_config_error(e, forms.field_info_any(e.field))
         return
     except (SourceError, ValueError, OSError) as e:
         st.error(str(e), icon=":material/error:")

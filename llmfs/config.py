@@ -53,7 +53,7 @@ def check_fields(obj: Any) -> None:
     """Check every field of `obj` against its type, Literal choices and min / max metadata."""
     for name, meta in field_info(obj).items():
         value = getattr(obj, name)
-        label = name
+        label = meta.get("label") or name  # the words the form shows beside the field (the CLI adds its flag)
         if meta.get("choices") is not None:
             if value not in meta["choices"]:
                 raise ConfigError(name, f"{label} must be one of {', '.join(map(str, meta['choices']))} "
@@ -235,13 +235,14 @@ class TrainConfig:
     def check_context(self, n_positions: int) -> None:
         """Refuse a sequence longer than the model can attend over, before any job starts."""
         if self.seq_len > n_positions:
-            raise ConfigError("seq_len", f"seq_len must be between 2 and {n_positions}, the model's context "
-                                         f"length (got {self.seq_len}).")
+            raise ConfigError("seq_len", f"Sequence length must be between 2 and {n_positions}, the model's "
+                                         f"context length (got {self.seq_len}).")
 
     def check_layers(self, n_layer: int) -> None:
         """Refuse a block count the model does not have, when the freezing strategy uses it."""
         if self.freeze in FREEZE_USES_LAYERS and self.freeze_layers > n_layer:
-            raise ConfigError("freeze_layers", f"freeze_layers must be between 0 and {n_layer}, the model's number "
+            label = field_info(self)["freeze_layers"].get("label") or "freeze_layers"
+            raise ConfigError("freeze_layers", f"{label} must be between 0 and {n_layer}, the model's number "
                                                f"of blocks (got {self.freeze_layers}).")
 
     def replace(self, **changes: Any) -> "TrainConfig":

@@ -41,8 +41,10 @@ def retry_options(cfg: dict, cuda: bool) -> dict[str, dict]:
                  "changes": {**lora_changes, "quantize": "4bit",
                              **({"precision": "bf16"} if precision == "bf16-pure" else {})},
                  "help": "LoRA as above, and the frozen base weights stored in 4-bit NF4: about a quarter of their "
-                         "16-bit memory, an eighth of fp32's. Needs an NVIDIA GPU (bitsandbytes).",
+                         "16-bit memory, an eighth of fp32's. " + (
+                             "bitsandbytes runs it on this GPU." if cuda else
+                             "bitsandbytes runs it on this CPU too, slower than on a GPU (it unpacks the 4-bit "
+                             "weights at every step)."),
                  "off": "This run already kept its base in 4-bit." if cfg.get("quantize") == "4bit" else
-                 "LoRA adapts pretrained weights; this run started from random ones." if random_init else
-                 "4-bit weights need an NVIDIA GPU; this machine has none." if not cuda else None},
+                 "LoRA adapts pretrained weights; this run started from random ones." if random_init else None},
     }

@@ -287,6 +287,23 @@ def peek_model_config(source: str) -> GPTConfig | None:
         return None
 
 
+def model_limits(source: str) -> dict[str, int]:
+    """The largest values `source` allows for the training fields it bounds, from its config.json alone:
+    `seq_len` (its context length) and `freeze_layers` (its number of blocks). Empty when that cannot be known
+    cheaply (a hub id not downloaded yet, an unreadable folder): the run's preflight checks again."""
+    gpt = peek_model_config(source)
+    if gpt is not None:
+        return {"seq_len": gpt.n_positions, "freeze_layers": gpt.n_layer}
+    config_file = Path(source).expanduser() / "config.json"
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, ValueError):
+        return {}
+    limits = {"seq_len": config.get("max_position_embeddings") or config.get("n_positions"),
+              "freeze_layers": config.get("num_hidden_layers") or config.get("n_layer")}
+    return {k: v for k, v in limits.items() if isinstance(v, int) and not isinstance(v, bool) and v > 0}
+
+
 def load_model(source: str, init: str = "pretrained", seed: int = 0) -> tuple[GPT, Any]:
     """(GPT, tokenizer) for `source`; `init="random"` keeps the architecture and tokenizer, re-draws the weights."""
     model, tokenizer = load_pretrained(source)

@@ -55,8 +55,9 @@ with right:
     elif m.get("cuda_available"):
         st.markdown("**A CUDA GPU** is available (its memory could not be read). Training runs there.")
     else:
-        st.markdown("**No GPU**: training runs on the CPU. llmfs-tiny trains in seconds to minutes here; GPU-only "
-                    "techniques (fp16 speed-ups, 4-bit QLoRA) are explained but cannot run.")
+        st.markdown("**No GPU**: training runs on the CPU. llmfs-tiny trains in seconds to minutes here. Every "
+                    "lesson runs, including fp16 / bf16 and 4-bit QLoRA, but what a GPU speeds up does not speed up "
+                    "here: fp16 is usually slower than fp32 on a CPU, and 4-bit weights save memory, not time.")
     st.markdown(f"{m.get('cpu_count', '?')} CPU cores, {charts.fmt_bytes(m.get('system_total_bytes'))} of memory; "
                 f"Python {m.get('python')}, PyTorch {m.get('torch')}.")
 

@@ -309,10 +309,10 @@ def test_bad_strategy_settings_refused():
 
 
 @pytest.mark.parametrize("field,value,words", [
-    ("freeze", "top", "freeze must be one of full, linear_probe"),
-    ("freeze_layers", -1, "freeze_layers must be between 0 and 1000 (got -1)"),
-    ("unfreeze_every", 0, "unfreeze_every must be between 1 and"),
-    ("layer_lr_decay", 1.5, "layer_lr_decay must be between 0.1 and 1 (got 1.5)"),
+    ("freeze", "top", "Which layers train must be one of full, linear_probe"),
+    ("freeze_layers", -1, "Blocks (freeze_bottom / train_top) must be between 0 and 1000 (got -1)"),
+    ("unfreeze_every", 0, "Unfreeze a block every must be between 1 and"),
+    ("layer_lr_decay", 1.5, "Layer learning-rate decay must be between 0.1 and 1 (got 1.5)"),
 ])
 def test_invalid_freeze_fields_name_field_and_range(field, value, words):
     with pytest.raises(ConfigError) as err:
@@ -321,7 +321,7 @@ def test_invalid_freeze_fields_name_field_and_range(field, value, words):
 
 
 def test_freeze_layers_checked_against_the_model():
-    with pytest.raises(ConfigError, match=r"freeze_layers must be between 0 and 4, the model's number of blocks"):
+    with pytest.raises(ConfigError, match=r"Blocks \(freeze_bottom / train_top\) must be between 0 and 4, the model's number of blocks"):
         TrainConfig(freeze="freeze_bottom", freeze_layers=6).check_layers(4)
     TrainConfig(freeze="bitfit", freeze_layers=6).check_layers(4)  # ignored by strategies that do not use it
 

@@ -48,7 +48,7 @@ def test_random_init_starts_near_uniform_loss(jobs, home_with_default):
 
 
 def test_preflight_refuses_before_queueing(jobs, home_with_default, tmp_path):
-    with pytest.raises(ConfigError, match="seq_len must be between 2 and 256"):
+    with pytest.raises(ConfigError, match="Sequence length must be between 2 and 256"):
         submit_train(jobs, TrainConfig(seq_len=1000))
     with pytest.raises(SourceError, match="No data at"):
         submit_train(jobs, TrainConfig(data=str(tmp_path / "missing.txt")))
@@ -107,6 +107,6 @@ def test_linear_probe_job_trains_only_the_head(jobs, tiny_hf_folder, tmp_path):
 
 
 def test_preflight_refuses_more_blocks_than_the_model_has(jobs, tiny_hf_folder):
-    with pytest.raises(ConfigError, match=r"freeze_layers must be between 0 and 2, the model's number of blocks"):
+    with pytest.raises(ConfigError, match=r"Blocks \(freeze_bottom / train_top\) must be between 0 and 2, the model's number of blocks"):
         submit_train(jobs, TrainConfig(model=str(tiny_hf_folder), seq_len=16, freeze="train_top", freeze_layers=3))
     assert jobs.list_runs() == []

@@ -135,11 +135,11 @@ def test_frozen_model_refused():
 
 
 @pytest.mark.parametrize("field,value,words", [
-    ("lr", -0.1, "lr must be between"),
-    ("batch_size", 0, "batch_size must be between 1 and 4096 (got 0)"),
-    ("steps", 0, "steps must be between 1"),
-    ("grad_clip", float("nan"), "grad_clip must be a finite number"),
-    ("device", "tpu", "device must be one of auto, cpu, cuda"),
+    ("lr", -0.1, "Learning rate must be between"),
+    ("batch_size", 0, "Batch size must be between 1 and 4096 (got 0)"),
+    ("steps", 0, "Training steps must be between 1"),
+    ("grad_clip", float("nan"), "Gradient clipping must be a finite number"),
+    ("device", "tpu", "Device must be one of auto, cpu, cuda"),
 ])
 def test_invalid_hyperparameters_name_field_and_range(field, value, words):
     with pytest.raises(ConfigError) as err:
@@ -150,7 +150,7 @@ def test_invalid_hyperparameters_name_field_and_range(field, value, words):
 
 def test_sequence_longer_than_context_refused():
     cfg = TrainConfig(seq_len=512)
-    with pytest.raises(ConfigError, match=r"seq_len must be between 2 and 256, the model's context length \(got 512\)"):
+    with pytest.raises(ConfigError, match=r"Sequence length must be between 2 and 256, the model's context length \(got 512\)"):
         cfg.check_context(256)
 
 
