@@ -152,9 +152,16 @@ def save_upload(name: str, data: bytes | bytearray | memoryview, kind: str = "te
 Problems = list[tuple[int, str]]
 
 TEXT_JSONL_FIX = 'Each line must be one JSON object with a "text" string, e.g. {"text": "Once upon a time"}.'
-BENCHMARK_FIX = "Each line must be one JSON object in the benchmark's format (see the format above)."
 UTF8_FIX = ("Save the file as UTF-8 (most editors: Save as / Encoding: UTF-8; or iconv -f latin1 -t utf-8 "
             "in.txt > out.txt).")
+
+
+def benchmark_fix(task: str) -> str:
+    """What each line of `task`'s benchmark file must be, with a line of its example file (`llmfs.eval.tasks`)."""
+    if task == "perplexity":
+        return TEXT_JSONL_FIX
+    from .eval.tasks import example_line
+    return f"Each line must be one JSON object in the {task} format, for example:\n{example_line(task)}"
 
 
 def _check_content(data: bytes, suffix: str, kind: str, task: str) -> tuple[Problems, int, str]:
@@ -163,7 +170,7 @@ def _check_content(data: bytes, suffix: str, kind: str, task: str) -> tuple[Prob
         return _check_txt(data)
     if suffix == ".jsonl":
         problems, total = _check_jsonl(data, require_text=kind == "text")
-        return problems, total, TEXT_JSONL_FIX if kind == "text" else BENCHMARK_FIX
+        return problems, total, TEXT_JSONL_FIX if kind == "text" else benchmark_fix(task)
     if suffix == ".parquet":
         return _check_parquet(data)
     raise AssertionError(suffix)  # suffixes_for names no other
@@ -281,10 +288,10 @@ def _check_benchmark(path: Path, task: str) -> tuple[Problems, int, str]:
         load_task(cfg)
     except TaskDataError as e:
         shown = [(n, _clip(msg, 300)) for n, msg in e.errors[:MAX_REPORTED]]
-        return shown, len(e.errors), BENCHMARK_FIX
+        return shown, len(e.errors), benchmark_fix(task)
     except (SourceError, ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
         message = str(e).replace(str(path), "the file")
-        return [(0, _clip(message, 300) or type(e).__name__)], 1, BENCHMARK_FIX
+        return [(0, _clip(message, 300) or type(e).__name__)], 1, benchmark_fix(task)
     return [], 0, ""
 
 

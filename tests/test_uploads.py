@@ -232,7 +232,7 @@ def test_benchmark_records_are_checked_by_the_eval_parser(llmfs_home):
     assert "line 4: neither a question with 'choices' nor a 'prompt' with a 'reference'" in str(e.value)
     with pytest.raises(UploadError, match="line 3: 'answer' must be the index"):
         save_upload("quiz3.jsonl", bad.split(b"\n{\"prompt")[0] + b"\n\n" + bad.split(b"\n")[2], kind="benchmark")
-    with pytest.raises(UploadError, match=r"line 1: missing field 'ctx_a'"):
+    with pytest.raises(UploadError, match=r"line 1: missing field 'label'"):   # ctx alone is a scene (#16)
         save_upload("hs.jsonl", b'{"ctx": "A man", "endings": ["a", "b", "c", "d"]}\n', kind="benchmark",
                     task="hellaswag")
     assert files_under(llmfs_home) == {path}
@@ -458,7 +458,7 @@ def test_the_lesson_pages_show_refusals_with_line_numbers_and_save_good_files(ll
 
     at = AppTest.from_file(str(repo / "pages" / "l14_eval.py"), default_timeout=60)
     at.run()
-    at.multiselect(key="l14.tasks").set_value(["custom"]).run()
+    at.pills(key="l14.tasks").set_value(["custom"]).run()
     upload = ("quiz.jsonl", b'{"question": "2+2=", "choices": ["4"], "answer": 0}\n', "application/json")
     at.file_uploader(key="l14.custom.upload").set_value(upload).run()
     assert "line 1: 'choices' must be a list of at least 2 non-empty strings" in "\n".join(e.value for e in at.error)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from ...config import EvalConfig
 from . import cloze, custom, hellaswag, mmlu, text, truthfulqa
 from .base import MCItem, ReferenceItem, Task, TaskDataError, TextDoc
+from .examples import FORMATS, example_files, example_line
 
 TASK_INFO: dict[str, str] = {
     "llmfs-cloze": "Which eight words really come next in this paragraph of Python's documentation? Built from "
@@ -48,4 +49,5 @@ def load_task(cfg: EvalConfig) -> Task:
     raise ValueError(f"unknown task {cfg.task!r}; choose one of {', '.join(TASK_INFO)}")
 
 
-__all__ = ["MCItem", "ReferenceItem", "TASK_INFO", "Task", "TaskDataError", "TextDoc", "load_task"]
+__all__ = ["FORMATS", "MCItem", "ReferenceItem", "TASK_INFO", "Task", "TaskDataError", "TextDoc", "example_files",
+           "example_line", "load_task"]

@@ -10,8 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ...errors import TaskDataError
-from ...errors import SourceError
+from ...errors import SourceError, TaskDataError
 from ...hub import hub_unreachable_reason
 
 TaskKind = Literal["multiple_choice", "reference", "perplexity"]
