@@ -3,6 +3,7 @@
     <root>/<run_id>/
         config.json     kind + the config dataclass as JSON (+ owner, created)
         status.json     state, times, progress, error summary and traceback, result
+        name.json       the name a person gave the run (optional; only `Run.rename` writes it)
         metrics.jsonl   one JSON object a line: step, time, kind (train / eval / telemetry / ...), values
         log.txt         human-readable log lines
         checkpoints/    written by the training loop
@@ -23,8 +24,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
+from .config import LORA_FIELDS, EvalConfig, TrainConfig, field_info
 from .fsutil import atomic_write_json, read_json
 
 PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED, INTERRUPTED = (
@@ -140,6 +142,35 @@ class Run:
     def log_tail(self, lines: int = 20) -> str:
         return "".join(_tail_lines(self.path / "log.txt", lines))
 
+    # -- the name a person gave it ----------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        """The run's name ("" when it has none). A file of its own: the job writing status.json never races it."""
+        record = read_json(self.path / "name.json", default={}) or {}
+        return str(record.get("name") or "") if isinstance(record, dict) else ""
+
+    def rename(self, name: str) -> str:
+        """Give the run a name (checked by `check_run_name`; "" takes the name away); returns the name stored."""
+        name = check_run_name(name)
+        with _LOCK:
+            if name:
+                atomic_write_json(self.path / "name.json", {"name": name})
+            else:
+                (self.path / "name.json").unlink(missing_ok=True)
+        return name
+
+
+NAME_MAX = 60
+
+
+def check_run_name(name: str) -> str:
+    """A run name as it is stored: on one line, spaces trimmed, at most NAME_MAX characters ("" = no name)."""
+    text = " ".join(str(name or "").split())
+    if len(text) > NAME_MAX:
+        raise ValueError(f"A run name can be at most {NAME_MAX} characters long (this one has {len(text)}): "
+                         "shorten it.")
+    return text
+
 
 def read_new_metrics(path: Path, cursor: MetricsCursor) -> MetricsCursor:
     """Read complete lines past `cursor.offset`; a half-written last line is left for the next call."""
@@ -193,6 +224,112 @@ def delete_run(run: Run) -> None:
     if run.state in (PENDING, RUNNING):
         raise RuntimeError(f"Run {run.run_id} is {run.state}; stop it before deleting it.")
     shutil.rmtree(run.path)
+
+
+# -- runs named by what differs -----------------------------------------------------------------------------------
+# The settings that tell runs apart most often come first; a label names at most MAX_PHRASES of them.
+PRIORITY = ("kind", "init", "precision", "lora", "freeze", "data", "model", "task", "adapter")
+MAX_PHRASES = 3
+KIND_WORDS = {"train": "training", "eval": "evaluation", "pipeline": "data pipeline"}
+_GROUPS = {**{f: "lora" for f in LORA_FIELDS}, "freeze_layers": "freeze", "unfreeze_every": "freeze",
+           "layer_lr_decay": "freeze"}
+_IGNORED = {"out_dir", "output_dir"}  # where a run writes is no difference in what it does
+
+
+def with_defaults(kind: str, config: Mapping) -> dict:
+    """A run's settings with the defaults filled in for what its folder predates (the behaviour it had)."""
+    cls = {"train": TrainConfig, "eval": EvalConfig}.get(kind)
+    if cls is None:
+        return dict(config)
+    return {**{name: meta["default"] for name, meta in field_info(cls).items()}, **config}
+
+
+def differences(configs: Mapping[str, Mapping], kinds: Mapping[str, str] | None = None) -> list[str]:
+    """The settings (or groups of settings: `lora`, `freeze`; `kind` when the runs are of several kinds) in which
+    the runs differ, most telling first."""
+    kinds = dict(kinds or {})
+    found = (["kind"] if len({kinds.get(r, "train") for r in configs}) > 1 else []) + \
+        list(dict.fromkeys(_GROUPS.get(k, k) for k in _differing(configs, kinds)))
+    return sorted(found, key=lambda k: PRIORITY.index(k) if k in PRIORITY else len(PRIORITY))
+
+
+def _differing(configs: Mapping[str, Mapping], kinds: Mapping[str, str]) -> list[str]:
+    full = [with_defaults(kinds.get(rid, "train"), c) for rid, c in configs.items()]
+    keys = sorted({k for c in full for k in c} - _IGNORED)
+    return [k for k in keys if len({repr(c.get(k)) for c in full}) > 1]
+
+
+def describe_runs(configs: Mapping[str, Mapping], kinds: Mapping[str, str] | None = None) -> dict[str, list[str]]:
+    """run id -> what sets that run apart from the others shown with it, in plain words (`random weights`,
+    `bf16`, `LoRA rank 8 on qkv`, `data: notes.txt`), at most MAX_PHRASES of them; [] where they all agree
+    (or for a run shown alone). Runs of several kinds are told apart by their kind first, then within it."""
+    kinds = {rid: (kinds or {}).get(rid, "train") for rid in configs}
+    if len(set(kinds.values())) > 1:
+        out = {}
+        for kind in dict.fromkeys(kinds.values()):
+            group = {rid: c for rid, c in configs.items() if kinds[rid] == kind}
+            for rid, phrases in describe_runs(group, {rid: kind for rid in group}).items():
+                task = [str(group[rid]["task"])] if kind == "eval" and group[rid].get("task") else []
+                out[rid] = list(dict.fromkeys([KIND_WORDS.get(kind, kind), *task, *phrases]))[:MAX_PHRASES]
+        return {rid: out[rid] for rid in configs}
+    keys, raw = differences(configs, kinds), set(_differing(configs, kinds))
+    out = {}
+    for rid, config in configs.items():
+        full = with_defaults(kinds[rid], config)
+        out[rid] = [p for p in (_phrase(k, full, kinds[rid], raw) for k in keys) if p][:MAX_PHRASES]
+    return out
+
+
+def _phrase(key: str, c: Mapping, kind: str, raw: set[str]) -> str:
+    if key == "kind":
+        return KIND_WORDS.get(kind, kind)
+    if key == "init":
+        return f"{c['init']} weights" if c.get("init") else ""
+    if key == "precision":
+        return str(c.get("precision") or "")
+    if key == "lora":
+        if not c.get("lora_rank"):
+            return "no LoRA" if kind == "train" else ""
+        extras = [f"alpha {c.get('lora_alpha'):g}" if "lora_alpha" in raw else "",
+                  f"dropout {c.get('lora_dropout'):g}" if "lora_dropout" in raw else "",
+                  "4-bit base" if c.get("quantize") == "4bit" else "", "rsLoRA" if c.get("lora_rslora") else ""]
+        extras = [e for e in extras if e]
+        return f"LoRA rank {c['lora_rank']} on {c.get('lora_targets')}" + (f" ({', '.join(extras)})" if extras else "")
+    if key == "freeze":
+        strategy = c.get("freeze") or "full"
+        if strategy in ("freeze_bottom", "train_top"):
+            return f"trains: {strategy} ({c.get('freeze_layers')} blocks)"
+        return "trains: everything" if strategy == "full" else f"trains: {strategy}"
+    if key in ("data", "model", "adapter"):
+        value = c.get(key)
+        return f"{key}: {short_source(value)}" if value else f"no {key}"
+    if key == "task":
+        return str(c.get("task") or "")
+    value = c.get(key)
+    if isinstance(value, bool):
+        return f"{_label(key)} {'on' if value else 'off'}"
+    return f"{_label(key)} {'-' if value is None else f'{value:g}' if isinstance(value, float) else value}"
+
+
+def _label(key: str) -> str:
+    """A setting's label as the forms show it, in lower case inside a phrase (`learning rate`, but `TF32 matmuls`)."""
+    for cls in (TrainConfig, EvalConfig):
+        label = field_info(cls).get(key, {}).get("label")
+        if label:
+            return label if label[:2].isupper() else label[0].lower() + label[1:]
+    return key.replace("_", " ")
+
+
+def short_source(value: Any) -> str:
+    """A model's, data's or adapter's source by its last part (`notes.txt`, not its folder on the server); a
+    run's output (`.../<run>/shards`) by its run and part."""
+    text = str(value).rstrip("/")
+    if "/" not in text or text.startswith("hf:") or ":" in text.split("/", 1)[0]:
+        return text
+    path = Path(text)
+    if path.name in ("shards", "model", "adapter", "merged") and path.parent.name:
+        return f"{path.parent.name}/{path.name}"
+    return path.name
 
 
 def _owner_alive(status: dict) -> bool:

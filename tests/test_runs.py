@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
-from llmfs.runs import FAILED, PENDING, RUNNING, MetricsCursor, Run, delete_run, list_runs, new_run_id, read_new_metrics
+from llmfs.config import TrainConfig
+from llmfs.runs import (
+    FAILED,
+    NAME_MAX,
+    PENDING,
+    RUNNING,
+    MetricsCursor,
+    Run,
+    delete_run,
+    describe_runs,
+    list_runs,
+    new_run_id,
+    read_new_metrics,
+)
 
 
 def test_create_layout(tmp_path):
@@ -60,3 +74,47 @@ def test_log_tail(tmp_path):
         run.log(f"line {i}")
     tail = run.log_tail(3).splitlines()
     assert len(tail) == 3 and tail[-1].endswith("line 49")
+
+
+def test_a_run_keeps_the_name_given_to_it_apart_from_its_status(tmp_path):
+    run = Run.create(tmp_path / "r", "train", {})
+    assert run.name == ""
+    assert run.rename("  my   notes,\n3 epochs ") == "my notes, 3 epochs"  # one line, spaces trimmed
+    run.update_status(state=RUNNING)  # the job writing its status never touches the name
+    assert run.name == "my notes, 3 epochs" and "name" not in run.status()
+    with pytest.raises(ValueError, match=f"at most {NAME_MAX} characters"):
+        run.rename("x" * (NAME_MAX + 1))
+    assert run.name == "my notes, 3 epochs"
+    run.rename("")
+    assert run.name == "" and not (run.path / "name.json").exists()
+
+
+def _train(**changes) -> dict:
+    return dataclasses.asdict(TrainConfig(**changes))
+
+
+def test_runs_are_described_by_what_sets_them_apart():
+    assert describe_runs({"a": _train(), "b": _train(init="random")}) == \
+        {"a": ["pretrained weights"], "b": ["random weights"]}
+    assert describe_runs({"a": _train(), "b": _train(precision="bf16"), "c": _train(precision="fp16")}) == \
+        {"a": ["fp32"], "b": ["bf16"], "c": ["fp16"]}
+    lora = describe_runs({"a": _train(lora_rank=8), "b": _train(lora_rank=16, lora_targets="qkv,mlp_in",
+                                                                  quantize="4bit", precision="bf16")})
+    assert lora == {"a": ["fp32", "LoRA rank 8 on qkv"], "b": ["bf16", "LoRA rank 16 on qkv,mlp_in (4-bit base)"]}
+    data = describe_runs({"a": _train(data="/srv/llmfs/uploads/bo/notes.txt", lr=3e-4), "b": _train()})
+    assert data == {"a": ["data: notes.txt", "learning rate 0.0003"],
+                    "b": ["data: llmfs-corpus", "learning rate 0.001"]}
+    assert describe_runs({"a": _train(), "b": _train()}) == {"a": [], "b": []}  # nothing tells them apart
+    assert describe_runs({"a": _train()}) == {"a": []}
+
+
+def test_a_folder_from_before_a_setting_does_not_differ_by_it():
+    old = {k: v for k, v in _train().items() if k != "precision"}  # written before precision existed
+    assert describe_runs({"old": old, "new": _train(init="random")}) == \
+        {"old": ["pretrained weights"], "new": ["random weights"]}
+
+
+def test_runs_of_several_kinds_are_told_apart_by_kind_first():
+    described = describe_runs({"t": _train(), "e": {"task": "mmlu", "model": "llmfs-tiny"}, "p": {"inputs": ["x"]}},
+                              {"t": "train", "e": "eval", "p": "pipeline"})
+    assert described == {"t": ["training"], "e": ["evaluation", "mmlu"], "p": ["data pipeline"]}
