@@ -62,6 +62,12 @@ def _build(assets: DefaultAssets, progress: Progress | None, pretrain: TrainConf
         "corpus": stats, "pretrain": pretrain_stats})
 
 
+def heldout_windows_of(cfg: TrainConfig) -> dict:
+    """The held-out windows a pretraining with `cfg` measures its held-out loss on (what Home shows), as recorded
+    in READY.json: fine-tunes on llmfs-corpus evaluate on the same ones (`llmfs.recipes.heldout_windows`)."""
+    return {"batch_size": cfg.batch_size, "seq_len": cfg.seq_len, "seed": cfg.seed + 1, "batches": cfg.eval_batches}
+
+
 def pretrain_tiny(assets: DefaultAssets, progress: Progress | None = None, cfg: TrainConfig = PRETRAIN) -> dict:
     """Pretrain llmfs-tiny on the corpus with the shared training loop and save it as a Hugging Face folder.
 
@@ -84,11 +90,12 @@ def pretrain_tiny(assets: DefaultAssets, progress: Progress | None = None, cfg: 
     val_tokens = tokenize([d["text"] for d in iter_shard_texts(assets.corpus_heldout)], tokenizer)
     if progress:
         progress("tokenize", 1, 1)
-    val = RandomWindows(val_tokens, cfg.batch_size, cfg.seq_len, seed=cfg.seed + 1)
+    windows = heldout_windows_of(cfg)
+    val = RandomWindows(val_tokens, windows["batch_size"], windows["seq_len"], seed=windows["seed"])
 
     torch.manual_seed(cfg.seed)
     model = GPT(TINY_CONFIG)
-    random_loss = evaluate(model, val, cfg.eval_batches, torch.device("cpu"))
+    random_loss = evaluate(model, val, windows["batches"], torch.device("cpu"))
 
     class _ProgressSink:
         def emit(self, step, kind="train", **metrics):
@@ -98,10 +105,11 @@ def pretrain_tiny(assets: DefaultAssets, progress: Progress | None = None, cfg: 
     t0 = time.time()
     result = train(model, RandomWindows(train_tokens, cfg.batch_size, cfg.seq_len, seed=cfg.seed), cfg,
                    sink=_ProgressSink(), device="cpu")
-    heldout_loss = evaluate(model, val, cfg.eval_batches, torch.device("cpu"))
+    heldout_loss = evaluate(model, val, windows["batches"], torch.device("cpu"))
     save_hf_folder(model, assets.model_dir, tokenizer=tokenizer)
     return {"steps": result.steps_done, "seconds": round(time.time() - t0, 1),
             "tokens_per_s": round(result.tokens_per_s), "train_tokens": len(train_tokens),
             "heldout_tokens": len(val_tokens), "final_train_loss": result.final_loss,
             "heldout_loss": heldout_loss, "random_init_heldout_loss": random_loss,
-            "heldout_perplexity": math.exp(heldout_loss), "params": result.total_params}
+            "heldout_perplexity": math.exp(heldout_loss), "params": result.total_params,
+            "heldout_windows": windows}

@@ -8,6 +8,7 @@ input is refused with a message instead of becoming a failed run.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from .builders import build_model
 from .config import DEFAULT_DATA, ConfigError, EvalConfig, TrainConfig, from_dict
 from .data.readers import HELDOUT
 from .data.text import HF_PREFIX
+from .defaults import require_default
 from .errors import SourceError
 from .eval.runner import eval_job as run_eval
 from .jobs import JobContext, JobManager, RankContext, StopFile
@@ -150,13 +152,84 @@ def submit_train(jobs: JobManager, cfg: TrainConfig, owner: str | None = None,
                  run_dir: str | Path | None = None) -> str:
     jobs.admit("train", cfg)  # a workshop's rules first: a source the person may not read is never opened
     preflight_train(cfg)
+    cfg, note = fit_to_data(cfg)   # short text: a shorter sequence, in the run's config (or refused here)
+    if note:  # the run's log and result say it too (`train_job`); from_dict passes over the extra key
+        return jobs.submit("train", {**dataclasses.asdict(cfg), SEQ_LEN_NOTE: note}, owner=owner, run_dir=run_dir)
     return jobs.submit("train", cfg, owner=owner, run_dir=run_dir)
+
+
+# -- short data -------------------------------------------------------------------------------------------------
+DEFAULT_SEQ_LEN = TrainConfig().seq_len
+SEQ_LEN_NOTE = "seq_len_note"   # a run's config key: why its sequence length is not the one asked for
+
+
+def seq_len_was_set(cfg: TrainConfig) -> bool:
+    """Whether the person chose the sequence length: anything but the default is their choice, which a run on short
+    text keeps (and is refused if it does not fit); the default follows the text."""
+    return cfg.seq_len != DEFAULT_SEQ_LEN
+
+
+def fit_to_data(cfg: TrainConfig, train_tokens: int | None = None) -> tuple[TrainConfig, str | None]:
+    """`cfg` with the sequence length short text supports, and the sentence saying so (None: nothing changed).
+
+    `train_tokens`: the training tokens (a run knows them); without it, a local file or folder is counted with the
+    model's tokenizer (`llmfs.data.text.summarize`), and anything that cannot be counted before the run (the
+    built-in corpus, hub data, big data, a model not on this machine yet) is left as it is: the run fits it then.
+    Raises:
+        ConfigError: the text is too short for the sequence length the person set, or for any sequence at all.
+    """
+    if train_tokens is None:
+        from .data.text import summarize
+        try:
+            summary = summarize(cfg.data, cfg.model)
+        except (ValueError, OSError):
+            return cfg, None    # unreadable data: the preflight's own checks (or the run) say why
+        if summary is None or summary.train_tokens is None:
+            return cfg, None
+        train_tokens = summary.train_tokens
+    from .train import MIN_SEQ_LEN, fitted_seq_len
+    fit = fitted_seq_len(train_tokens, cfg.seq_len)
+    if fit == cfg.seq_len:
+        return cfg, None
+    if fit is None:
+        raise ConfigError("data", f"Your text has {train_tokens:,} tokens to train on: too little to train with "
+                                  f"(at least {MIN_SEQ_LEN + 2} are needed). Add more text.")
+    if seq_len_was_set(cfg):
+        raise ConfigError("seq_len", f"Your text has {train_tokens:,} tokens to train on, fewer than one sequence of "
+                                     f"the sequence length you set ({cfg.seq_len:,} tokens, plus 2). Set a sequence "
+                                     f"length of {fit:,} or less (or {DEFAULT_SEQ_LEN}, which follows the text), or "
+                                     "add more text.")
+    return cfg.replace(seq_len=fit), (f"Your text has {train_tokens:,} tokens to train on: sequence length {fit:,} "
+                                      f"is used instead of {cfg.seq_len:,}.")
+
+
+def heldout_windows(cfg: TrainConfig, tokens, context: int | None = None):
+    """The held-out windows a run evaluates on (`llmfs.train.HeldOutWindows`). On llmfs-corpus: the very windows
+    Home's held-out loss of llmfs-tiny was measured on (batch, length and seed of its pretraining, `home_heldout`),
+    the run's own number of batches at each evaluation and all of Home's at the last, so a fine-tune's figure and
+    Home's compare. Elsewhere: the run's batch and sequence length."""
+    from .train import HeldOutWindows
+    if cfg.data.strip() == DEFAULT_DATA:
+        home = home_heldout()
+        seq = min(home["seq_len"], context) if context else home["seq_len"]
+        return HeldOutWindows(tokens, home["batch_size"], seq, min(cfg.eval_batches, home["batches"]),
+                              seed=home["seed"], final_batches=home["batches"])
+    return HeldOutWindows(tokens, cfg.batch_size, cfg.seq_len, cfg.eval_batches, seed=cfg.seed + 1)
+
+
+def home_heldout() -> dict:
+    """How Home's held-out loss of llmfs-tiny was measured: {batch_size, seq_len, seed, batches} of the windows
+    drawn from llmfs-corpus's held-out documents (recorded by the pretraining; the default pretraining's for a
+    build from before it was recorded)."""
+    from .bootstrap import PRETRAIN, heldout_windows_of
+    recorded = (require_default().info().get("pretrain") or {}).get("heldout_windows")
+    return recorded or heldout_windows_of(PRETRAIN)
 
 
 def train_job(ctx: JobContext, payload: dict) -> dict:
     """Load the model and data named by the config, train with the shared loop, save the model (or the adapter)."""
     from . import distributed
-    from .data.text import load_token_data
+    from .data.text import load_tokens
     from .generate import SampleConfig, sample_many
     from .weights import save_hf_folder
 
@@ -169,7 +242,13 @@ def train_job(ctx: JobContext, payload: dict) -> dict:
     model, tokenizer, plan, base_name = built.model, built.tokenizer, built.plan, built.base_name
     ctx.log(f"Reading and tokenizing {cfg.data} ...")
     part = _data_part(cfg.data, env)
-    train_tokens, val_tokens = load_token_data(cfg.data, tokenizer, part=part)
+    data = load_tokens(cfg.data, tokenizer, part=part)
+    train_tokens, val_tokens = data.train, data.heldout
+    cfg, fitted = fit_to_data(cfg, len(train_tokens) if part is None else
+                              min(distributed.gather(len(train_tokens), env)))
+    fitted = fitted or payload.get(SEQ_LEN_NOTE)  # fitted before it was queued (`submit_train`)
+    if fitted:
+        ctx.log(fitted)
     if part is None:
         total = total_steps_for(cfg, len(train_tokens))
     else:  # every rank its own share: the same step count on all of them, from the whole
@@ -183,6 +262,13 @@ def train_job(ctx: JobContext, payload: dict) -> dict:
     ctx.log(f"{len(train_tokens):,} training tokens, {len(val_tokens):,} held-out; {total} steps of "
             f"{cfg.tokens_per_step * env.world_size:,} tokens on {where} (set-up {time.time() - t0:.1f}s).")
     _log_precision(ctx, cfg)
+    heldout = heldout_windows(cfg, val_tokens, _context_of(model))
+    heldout_on = data.split.heldout_on
+    ctx.log(f"Held-out loss: measured on {heldout_on}" + (f", {heldout.tokens_read:,} tokens." if heldout.usable
+                                                           else "."))
+    if heldout.note:
+        ctx.log(heldout.note)
+    ctx.emit(0, kind="heldout", on=heldout_on, tokens=heldout.tokens_read, note=heldout.note or "")
     prompts = sample_prompts(val_tokens, tokenizer)
     before = sample_many(model, tokenizer, prompts, SampleConfig(seed=cfg.seed)) if env.is_main else []
     ctx.progress(0, total)
@@ -195,8 +281,7 @@ def train_job(ctx: JobContext, payload: dict) -> dict:
         batches = RandomWindows(train_tokens, cfg.batch_size * env.world_size, cfg.seq_len, seed=cfg.seed)
         if env.active:
             batches = distributed.RankSlice(batches, env)
-    result = train(model, batches, cfg,
-                   val_batches=RandomWindows(val_tokens, cfg.batch_size, cfg.seq_len, seed=cfg.seed + 1),
+    result = train(model, batches, cfg, val_batches=heldout,
                    sink=ctx, should_stop=ctx.should_stop, checkpoint_dir=ctx.checkpoint_dir, resume=ctx.resume,
                    total_steps=total, freeze_plan=plan)
     if env.active and distributed.is_fsdp(model):  # gather the shards: rank 0 samples and saves a whole copy
@@ -214,7 +299,9 @@ def train_job(ctx: JobContext, payload: dict) -> dict:
         "eval_loss": result.evals[-1]["eval_loss"] if result.evals else None,
         "tokens_per_s": result.tokens_per_s, "peak_memory_bytes": result.peak_memory_bytes,
         "trainable_params": result.trainable_params, "total_params": result.total_params, "samples": samples,
-        "precision": result.precision,
+        "precision": result.precision, "seq_len": cfg.seq_len, "seq_len_note": fitted,
+        "heldout_on": heldout_on, "heldout_tokens": heldout.tokens_read if heldout.usable else 0,
+        "heldout_note": heldout.note,
     }
     if cfg.precision == "fp16" and cfg.grad_scaling:
         out.update(loss_scales=result.loss_scales, skipped_steps=result.skipped_steps)
@@ -230,6 +317,16 @@ def train_job(ctx: JobContext, payload: dict) -> dict:
         save_hf_folder(model.cpu().float(), ctx.run_dir / "model", tokenizer=tokenizer)
         ctx.log(f"Saved the model to {ctx.run_dir / 'model'} (a Hugging Face folder).")
     return out
+
+
+def _context_of(model) -> int | None:
+    """The model's context length (ours: config.n_positions; a transformers model: its config's), if it says."""
+    config = getattr(getattr(model, "hf", None), "config", None) or getattr(model, "config", None)
+    for name in ("n_positions", "max_position_embeddings"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 def _data_part(data: str, env) -> tuple[int, int] | None:

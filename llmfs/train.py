@@ -70,6 +70,53 @@ class RandomWindows:
         return len(self.tokens)
 
 
+MIN_SEQ_LEN = 8  # the shortest sequence a run on short text falls back to
+
+
+def fitted_seq_len(tokens: int, seq_len: int) -> int | None:
+    """The sequence length `tokens` training tokens support: `seq_len` when a window of it fits (seq_len + 2
+    tokens: the inputs, the next tokens they predict, and a second place to start), else the longest power of two
+    that fits, down to MIN_SEQ_LEN; None when not even that fits."""
+    if tokens >= seq_len + 2:
+        return seq_len
+    fit = 1 << max(0, (tokens - 2).bit_length() - 1) if tokens > 2 else 0
+    return fit if fit >= MIN_SEQ_LEN else None
+
+
+class HeldOutWindows:
+    """The held-out text an evaluation reads: `batches` batches of `batch_size` windows of `seq_len` tokens, drawn
+    once (the same at every evaluation, so they compare). Held-out text shorter than that is read as it is: shorter
+    windows, or one window over all of it, with `note` saying so; under 4 tokens there is nothing to measure on
+    (`usable` is False). `final_batches`: more batches for the last evaluation (the figure a run reports)."""
+
+    def __init__(self, tokens: torch.Tensor, batch_size: int, seq_len: int, batches: int, seed: int = 0,
+                 final_batches: int | None = None):
+        self.tokens, self.note = tokens, None
+        n = len(tokens)
+        self.usable = n >= 4
+        self.seq_len = min(seq_len, n - 2) if self.usable else 0
+        self.batch_size, self.batches, self.final_batches = batch_size, batches, final_batches or batches
+        if self.usable and self.seq_len < seq_len:
+            # a short held-out text: its windows overlap almost entirely, so one batch of one says as much
+            self.batch_size, self.batches, self.final_batches = 1, 1, 1
+            self.note = (f"The held-out text is only {n:,} tokens, so it is measured as one window of "
+                         f"{self.seq_len:,} tokens (training reads {seq_len:,} at a time): a rough figure.")
+        elif not self.usable:
+            self.note = (f"The held-out text is only {n:,} tokens, too little to measure a held-out loss on: this "
+                         "run reports none. Use more text to get one.")
+        self._windows = RandomWindows(tokens, self.batch_size, self.seq_len, seed) if self.usable else None
+
+    def batch(self, step: int, micro: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._windows is None:
+            raise ValueError(self.note)
+        return self._windows.batch(step, micro)
+
+    @property
+    def tokens_read(self) -> int:
+        """Tokens the final evaluation reads."""
+        return self.final_batches * self.batch_size * self.seq_len
+
+
 @dataclass
 class TrainResult:
     history: list[dict] = field(default_factory=list)   # one record per optimizer step
@@ -273,15 +320,23 @@ def _loop(s: TrainState) -> None:
                       tokens_seen=s.result.tokens_seen)
         s.result.history.append({"step": step, **record})
         s.emit(step, kind="train", **record)
-        if s.val_batches is not None and ((s.cfg.eval_every and step % s.cfg.eval_every == 0)
-                                          or step == s.total_steps):
+        if s.val_batches is not None and getattr(s.val_batches, "usable", True) and (
+                (s.cfg.eval_every and step % s.cfg.eval_every == 0) or step == s.total_steps):
             # several processes reading their own parts hold out different text: the mean over all of them
-            loss = evaluate(s.model, s.val_batches, s.cfg.eval_batches, s.device, s.plan)
+            loss = evaluate(s.model, s.val_batches, _eval_batches(s, step), s.device, s.plan)
             ev = {"step": step, "eval_loss": distributed.mean(loss, s.env)}
             s.result.evals.append(ev)
             s.emit(step, kind="eval", eval_loss=ev["eval_loss"])
         if s.ckpt is not None and s.cfg.checkpoint_every and step % s.cfg.checkpoint_every == 0:
             save_checkpoint(s.ckpt, s.model, s.optimizer, s.result, s.scaler)
+
+
+def _eval_batches(s: TrainState, step: int) -> int:
+    """How many held-out batches this evaluation reads: the run's setting, or what `HeldOutWindows` decided (more
+    for the last evaluation, the figure the run reports)."""
+    if not isinstance(s.val_batches, HeldOutWindows):
+        return s.cfg.eval_batches
+    return s.val_batches.final_batches if step == s.total_steps else s.val_batches.batches
 
 
 def _unfreeze_on_schedule(model: nn.Module, plan: FreezePlan | None, step: int) -> int | None:

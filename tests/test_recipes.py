@@ -110,3 +110,84 @@ def test_preflight_refuses_more_blocks_than_the_model_has(jobs, tiny_hf_folder):
     with pytest.raises(ConfigError, match=r"Blocks \(freeze_bottom / train_top\) must be between 0 and 2, the model's number of blocks"):
         submit_train(jobs, TrainConfig(model=str(tiny_hf_folder), seq_len=16, freeze="train_top", freeze_layers=3))
     assert jobs.list_runs() == []
+
+
+# -- own text: a few paragraphs train to the end (issue 16) ------------------------------------------------------
+PARAGRAPHS = "\n\n".join([
+    "My grandmother kept bees behind the old barn. Every summer she lifted the frames out one by one and held them "
+    "up to the light, counting the capped cells.",
+    "The honey was dark in the years when the heather flowered late, and pale and runny when the clover came "
+    "first. She wrote the colour of each harvest in a small green notebook.",
+    "When the hives swarmed she walked out with a cardboard box and a soft brush, talking to the bees the whole "
+    "time as if they were children who had wandered off.",
+    "In winter the hives were wrapped in sacking and the notebook went back on the kitchen shelf, between the "
+    "recipes and the seed catalogues.",
+    "I still have the notebook. The last entry says only: good year, gentle bees, forty jars.",
+])
+
+
+def test_a_few_paragraphs_train_to_the_end(jobs, home_with_default, tmp_path):
+    """Five paragraphs (1.2 kB): their held-out share (the last 5%) is far shorter than one sequence, which used to
+    fail the run after it was queued ("Only 25 tokens of data")."""
+    from llmfs.data.text import summarize
+    data = tmp_path / "bees.txt"
+    data.write_text(PARAGRAPHS)
+    summary = summarize(str(data), "llmfs-tiny")
+    assert summary.documents == 1 and summary.characters == len(PARAGRAPHS)
+    assert summary.train_tokens > 130 > summary.heldout_tokens > 4
+    rid = submit_train(jobs, TrainConfig(data=str(data), steps=2, batch_size=2, warmup_steps=1, eval_every=1,
+                                         device="cpu", save_model=False))
+    assert jobs.wait(rid, 120) == SUCCEEDED, jobs.get(rid).status().get("error")
+    result = jobs.get(rid).status()["result"]
+    assert result["seq_len"] == 128 and result["seq_len_note"] is None
+    assert result["eval_loss"] is not None and [m["step"] for m in jobs.get(rid).read_metrics("eval")] == [1, 2]
+    assert result["heldout_on"] == "the last 5% of the text of bees.txt"
+    assert f"only {summary.heldout_tokens} tokens" in result["heldout_note"]
+    assert result["heldout_tokens"] == summary.heldout_tokens - 2
+
+
+def test_short_text_gets_a_shorter_sequence_unless_one_was_set(jobs, home_with_default, tmp_path):
+    from llmfs.data.text import summarize
+    data = tmp_path / "short.txt"
+    data.write_text(PARAGRAPHS[:300])
+    tokens = summarize(str(data), "llmfs-tiny").train_tokens
+    assert 66 <= tokens < 130
+    with pytest.raises(ConfigError, match=f"Your text has {tokens} tokens to train on, fewer than one sequence of the "
+                                          r"sequence length you set \(200 tokens, plus 2\). Set a sequence length of "
+                                          "64 or less"):
+        submit_train(jobs, TrainConfig(data=str(data), seq_len=200, device="cpu"))
+    assert jobs.list_runs() == []
+    rid = submit_train(jobs, TrainConfig(data=str(data), steps=2, batch_size=2, warmup_steps=1, device="cpu",
+                                         save_model=False))
+    run = jobs.get(rid)
+    assert run.config()["seq_len"] == 64        # decided before queueing: the run's own settings say so
+    assert jobs.wait(rid, 120) == SUCCEEDED, run.status().get("error")
+    result = run.status()["result"]
+    assert result["seq_len"] == 64
+    assert result["seq_len_note"] == f"Your text has {tokens} tokens to train on: sequence length 64 is used instead " \
+                                     "of 128."
+    assert result["seq_len_note"] in (run.path / "log.txt").read_text()
+
+
+def test_too_little_text_is_refused_before_queueing(jobs, home_with_default, tmp_path):
+    data = tmp_path / "tiny.txt"
+    data.write_text("Bees.")
+    with pytest.raises(ConfigError, match="too little to train with"):
+        submit_train(jobs, TrainConfig(data=str(data), device="cpu"))
+    assert jobs.list_runs() == []
+
+
+def test_fine_tune_on_the_corpus_reports_held_out_loss_on_homes_windows(jobs, home_with_default):
+    """Home's held-out loss of llmfs-tiny and a fine-tune's are measured on the same windows of the same held-out
+    documents: a step that changes nothing (learning rate 1e-8) reports Home's figure."""
+    from llmfs.data.text import CORPUS_HELDOUT
+    from llmfs.defaults import require_default
+    pre = require_default().info()["pretrain"]
+    rid = submit_train(jobs, TrainConfig(steps=1, batch_size=2, seq_len=32, lr=1e-8, warmup_steps=0,
+                                         device="cpu", save_model=False))
+    assert jobs.wait(rid, 240) == SUCCEEDED, jobs.get(rid).status().get("error")
+    result = jobs.get(rid).status()["result"]
+    assert result["heldout_on"] == CORPUS_HELDOUT
+    assert result["eval_loss"] == pytest.approx(pre["heldout_loss"], abs=2e-4)
+    windows = pre["heldout_windows"]
+    assert result["heldout_tokens"] == windows["batches"] * windows["batch_size"] * windows["seq_len"]
