@@ -21,34 +21,25 @@ import streamlit as st
 from llmfs import adapters as adapter_lib
 from llmfs.config import DEFAULT_MODEL, ConfigError, EvalConfig
 from llmfs.eval.runner import preflight_eval
-from llmfs.eval.tasks import TASK_INFO
+from llmfs.eval.tasks import FORMATS, TASK_INFO, example_files
 from llmfs.runs import FINAL_STATES, INTERRUPTED, RUNNING, SUCCEEDED, Run
 from llmfs.sources import SourceError
 
-from . import charts, identity, panels, state
+from . import adapter_view, charts, identity, panels, state
 from .choices import model_name, saved_models, short_id, trained_models  # noqa: F401 (the page's API)
 from .uploads import fmt_mb, save_upload, upload_limit_mb
 
 PLOT_CONFIG = {"displaylogo": False}
 TASKS = list(TASK_INFO)
-TASK_LABELS = {"llmfs-cloze": "llmfs-cloze: which words come next (built in)",
-               "perplexity": "perplexity: how surprised by unseen text",
-               "hellaswag": "HellaSwag: the sensible ending of a scene", "mmlu": "MMLU: exam questions in 57 subjects",
-               "truthfulqa_mc1": "TruthfulQA MC1: the one true answer",
-               "truthfulqa_mc2": "TruthfulQA MC2: probability on true answers",
-               "custom": "custom: your own questions (.jsonl)"}
+TASK_LABELS = {"llmfs-cloze": "llmfs-cloze", "perplexity": "Perplexity", "hellaswag": "HellaSwag", "mmlu": "MMLU",
+               "truthfulqa_mc1": "TruthfulQA MC1", "truthfulqa_mc2": "TruthfulQA MC2",
+               "custom": "Your own questions"}   # short: the pills show them whole; TASK_INFO explains each
 OFFLINE_TASKS = ("llmfs-cloze", "perplexity")   # have built-in data; the others need a file offline
 CHANCE = {"llmfs-cloze": 0.25, "hellaswag": 0.25, "mmlu": 0.25}
 DATA_KINDS = {"default": "The official dataset from the Hugging Face hub (needs a network)",
               "builtin": "Built in: held-out text of llmfs-corpus",
               "wikitext": "WikiText-2 from the hub (needs a network)",
               "upload": "Upload a .jsonl file (.txt for perplexity)", "path": "A file on this machine"}
-FORMATS = {"hellaswag": 'the hub\'s format: {"ctx": ..., "endings": [4 strings], "label": 0-3, "activity_label": ...}',
-           "mmlu": '{"question": ..., "subject": ..., "choices": [4 strings], "answer": 0-3}',
-           "truthfulqa_mc1": '{"question": ..., "mc1_targets": {"choices": [...], "labels": [1, 0, ...]}, ...}',
-           "truthfulqa_mc2": '{"question": ..., "mc2_targets": {"choices": [...], "labels": [1, 1, 0, ...]}, ...}',
-           "custom": '{"question": "2+2=", "choices": ["3", "4"], "answer": 1}, or {"prompt": ..., "reference": ...}',
-           "perplexity": "plain text (.txt), or .jsonl with one {\"text\": ...} a line"}
 TABLE_COLUMNS = ("model", "task", "metric", "score", "n", "few-shot", "data", "date", "run")
 WRONG_SHOWN = 10   # questions opened one by one below the table of wrong answers
 MARKDOWN_CHARS = re.compile(r"([\\`*_\[\]<>~$|])")  # what makes emphasis, code, links, colours or math in a label
@@ -81,64 +72,101 @@ def models_picker(key: str) -> list[str]:
 
 def adapters_picker(key: str) -> list[str]:
     """LoRA adapters (PEFT's format) to test on top of every model picked, next to the models alone: those of the
-    adapter library this person may use (L15), and folders typed in."""
-    usable = {str(a.path): a for a in adapter_lib.list_adapters() if identity.may_see_texts(a.user)}
+    adapter library (L15) this person may use, picked by name, and any other adapter folders typed in."""
+    usable = {str(a.path): a for a in adapter_view.usable(adapter_lib.list_adapters())}
     picked = st.multiselect("LoRA adapters (optional)", list(usable), key=f"{key}.adapter_pick",
-                            persist_state="session",
-                            format_func=lambda p: f"{usable[p].name} · r={usable[p].rank}",
-                            help="From the adapter library (L15). Each adapter is tested on top of every model "
-                                 "above, and the models are also tested alone, so you see what the adapter adds.")
-    text = st.text_input("Other adapter folders (optional), separated by commas", key=f"{key}.adapters",
-                         persist_state="session",
-                         placeholder="/path/to/adapter" if identity.shows_paths() else None,
-                         help="A folder with adapter_config.json and adapter_model.safetensors (what PEFT and the "
-                              "LoRA lesson save).")
+                            persist_state="session", format_func=lambda p: adapter_view.adapter_label(usable[p]),
+                            placeholder="Pick adapters from the library" if usable else "No adapters yet",
+                            help="From the adapter library (L15: trained there, or uploaded). Each adapter is tested "
+                                 "on top of every model above, and the models are also tested alone, so you see "
+                                 "what the adapter adds.")
+    picked = [p for p in picked if p in usable]   # one deleted since it was picked
+    if not usable:
+        st.caption("No adapters in the library yet: train one in L15 (LoRA), or upload one there.")
+    with st.expander("An adapter folder that is not in the library"):
+        text = st.text_input("Adapter folders, separated by commas", key=f"{key}.adapters", persist_state="session",
+                             placeholder="/path/to/adapter" if identity.shows_paths() else None,
+                             help="A folder with adapter_config.json and adapter_model.safetensors (what PEFT and "
+                                  "the LoRA lesson save).")
     return picked + [a.strip() for a in text.split(",") if a.strip()]
 
 
 def tasks_picker(key: str) -> dict[str, str | None]:
     """The benchmarks to run, each with where its questions come from: {task: data} (data "" = the task's default,
-    None while a benchmark still lacks its file)."""
-    tasks = st.multiselect("Benchmarks", TASKS, default=["llmfs-cloze"], format_func=TASK_LABELS.get,
-                           key=f"{key}.tasks",
-                           persist_state="session", help="\n\n".join(f"**{t}**: {TASK_INFO[t]}" for t in TASKS))
-    return {task: "" if task == "llmfs-cloze" else _data_picker(key, task) for task in tasks}
+    None while a benchmark still lacks its file). Short names to pick from; what each measures, where its questions
+    come from and the format of a file for it, in a box per benchmark picked."""
+    tasks = st.pills("Benchmarks", TASKS, selection_mode="multi", default=["llmfs-cloze"],
+                     format_func=TASK_LABELS.get, key=f"{key}.tasks", persist_state="session",
+                     help="Pick one or more; what each one measures appears below it once picked.")
+    picked = {}
+    for task in [t for t in TASKS if t in tasks]:
+        with st.container(border=True):
+            st.markdown(f"**{TASK_LABELS[task]}**")
+            st.caption(TASK_INFO[task])
+            picked[task] = "" if task == "llmfs-cloze" else _data_picker(key, task)
+    return picked
 
 
 def _data_picker(key: str, task: str) -> str | None:
     kinds = ["builtin", "wikitext"] if task == "perplexity" else [] if task == "custom" else ["default"]
     kinds += ["upload", "path"]
-    kind = st.selectbox(f"Questions for {task}" if task != "perplexity" else "Text for perplexity", kinds,
-                        format_func=DATA_KINDS.get, key=f"{key}.{task}.kind", persist_state="session",
-                        index=0 if task in OFFLINE_TASKS or task == "custom" else kinds.index("upload"),
-                        help=f"Format: {FORMATS.get(task, '')}.")
+    kind = st.selectbox(f"Questions for {TASK_LABELS[task]}" if task != "perplexity" else "Text for perplexity",
+                        kinds, format_func=DATA_KINDS.get, key=f"{key}.{task}.kind", persist_state="session",
+                        index=0 if task in OFFLINE_TASKS or task == "custom" else kinds.index("upload"))
     if kind in ("builtin", "default"):
         return ""
     if kind == "wikitext":
         return "wikitext"
+    format_help(key, task)
     if kind == "path":
         path = st.text_input("Path on this machine", key=f"{key}.{task}.path", persist_state="session",
                              placeholder="/data/questions.jsonl" if identity.shows_paths() else None)
         if not path.strip():
-            st.caption(f"Give the path of the {task} file.")
+            st.caption(f"Give the path of the {TASK_LABELS[task]} file.")
             return None
         return path.strip()
     return _upload(key, task)
 
 
+def format_help(key: str, task: str) -> None:
+    """What a file for `task` must hold, field by field, a line of its example and the example files to download
+    (`llmfs.eval.tasks.examples`: files its loader, and so the upload check, accepts)."""
+    st.markdown("**Format of the file**")
+    for intro, fields in FORMATS.get(task, []):
+        st.markdown(plain(intro) + "\n" + "\n".join(f"- `{name}`: {plain(what)}" for name, what in fields))
+    files = example_files(task)
+    if files:
+        label, name, data = files[0]
+        text = data.decode("utf-8")
+        if name.endswith(".jsonl"):
+            st.caption("A line of the example file:")
+            text = text.splitlines()[0]
+        else:
+            st.caption("The example file:")
+        st.code(text, language=None, wrap_lines=True)
+        row = st.container(horizontal=True)
+        for i, (label, name, data) in enumerate(files):
+            row.download_button(label, data, file_name=name, key=f"{key}.{task}.example.{i}",
+                                mime="text/plain" if name.endswith(".txt") else "application/jsonl",
+                                icon=":material/download:", on_click="ignore",
+                                help="A small file in this format: a start for your own, or a quick try.")
+
+
 def _upload(key: str, task: str) -> str | None:
     limit = upload_limit_mb()
-    upload = st.file_uploader(f"Your {task} file (up to {fmt_mb(limit)})", type=["jsonl", "txt"],
+    upload = st.file_uploader(f"Your {TASK_LABELS[task]} file (up to {fmt_mb(limit)})", type=["jsonl", "txt"]
+                              if task == "perplexity" else ["jsonl"],
                               key=f"{key}.{task}.upload", max_upload_size=max(1, math.ceil(limit)))
     if upload is None:
-        st.caption(f"Upload the {task} file, or pick another source for its questions.")
+        st.caption(f"Upload the {TASK_LABELS[task]} file, or pick another source for its questions.")
         return None
     saved: dict = st.session_state.setdefault(f"{key}.saved", {})
     if upload.file_id not in saved:   # save once, not on every rerun
         try:
             saved[upload.file_id] = str(save_upload(upload, kind="benchmark", task=task))
         except ValueError as e:
-            st.error(str(e), icon=":material/error:")
+            st.error(plain(str(e)) + "\n\nThe format, with example files to download, is just above the upload "
+                     "box.", icon=":material/error:")
             return None
     return saved[upload.file_id]
 
@@ -155,7 +183,7 @@ def plan(base: EvalConfig | None, models: list[str], tasks: dict[str, str | None
         return [base.replace(model=m, adapter=a, task=t, data=d, num_fewshot=base.num_fewshot if t == "mmlu" else 0)
                 for m in models for a in ["", *adapters] for t, d in tasks.items()]
     except ConfigError as e:
-        st.error(str(e), icon=":material/error:")
+        st.error(plain(str(e)), icon=":material/error:")
         return None
 
 
@@ -166,12 +194,12 @@ def submit_all(key: str, cfgs: list[EvalConfig]) -> None:
             state.jobs().admit("eval", cfg)  # the workshop's rules first: a refused path is never opened
             preflight_eval(cfg)
     except (ConfigError, SourceError, ValueError, OSError) as e:
-        st.error(str(e), icon=":material/error:")
+        st.error(plain(str(e)), icon=":material/error:")
         return
     try:
         ids = state.jobs().submit_batch([("eval", cfg) for cfg in cfgs], owner=key)
     except ValueError as e:  # a workshop limit (LimitError): nothing was queued
-        st.error(str(e), icon=":material/error:")
+        st.error(plain(str(e)), icon=":material/error:")
         return
     for run_id in ids:
         state.remember(key, run_id)
@@ -210,7 +238,7 @@ def _panel_body(run, was_live: bool) -> None:
     if was_live and run_state in FINAL_STATES:
         st.rerun(scope="app")  # redraw once still: polling stops, the results table picks the run up
     progress = charts.by_step(charts.of_kind(panels.records_of(run_id), "eval_progress"))
-    st.markdown(f"**{model_name(cfg.get('model', '?'))}** on **{cfg.get('task', '?')}**")
+    st.markdown(f"**{plain(tested_label(cfg, status.get('result')))}** on **{plain(task_label(cfg))}**")
     counted = status.get("progress") or {}
     panels._header(run, status, run_state, progress or ([counted] if counted.get("total") else []))
     result = status.get("result") or {}
@@ -252,7 +280,8 @@ def _scores(result: dict) -> None:
                    help="± one standard error: the score would move about this much on another sample of "
                         "questions of the same size.")
     stopped = " · stopped early: scores are for the questions done" if result.get("stopped") else ""
-    st.caption(f"{result.get('n_items', 0):,} questions from {identity.shown(str(result.get('source', '?')))} · "
+    unit = "documents" if result.get("kind") == "perplexity" else "questions"
+    st.caption(f"{result.get('n_items', 0):,} {unit} from {plain(identity.shown(str(result.get('source', '?'))))} · "
                f"{panels.fmt_duration(result.get('seconds') or 0)}{stopped}")
 
 
@@ -262,15 +291,41 @@ def finished_evals() -> list[Run]:
             if r.kind == "eval" and r.state == SUCCEEDED and (r.status().get("result") or {}).get("metrics")]
 
 
+def adapter_shown(path: str, recorded: str | None = None) -> str:
+    """An adapter as results name it: its name in the adapter library now (a rename shows), else the name it had
+    when it was tested, else its folder (a run's adapter folder is called "adapter": then the run)."""
+    try:
+        return adapter_lib.read_adapter(path).name
+    except (ValueError, OSError, KeyError, TypeError):   # deleted, or not readable any more (AdapterError: ValueError)
+        folder = Path(path)
+        return recorded or (f"adapter of run {short_id(folder.parent.name)}" if folder.name == "adapter"
+                            else folder.name)
+
+
+def tested_label(cfg: dict, result: dict | None = None) -> str:
+    """What an evaluation tested: the model, and the adapter on it by name (`llmfs-tiny + my-adapter`)."""
+    adapter = (cfg.get("adapter") or "").strip()
+    model = model_name(cfg.get("model", "?"))
+    return f"{model} + {adapter_shown(adapter, (result or {}).get('adapter_name'))}" if adapter else model
+
+
+def task_label(cfg: dict) -> str:
+    """The benchmark by its name, with the data file when it is not the benchmark's own (`HellaSwag (mine.jsonl)`)."""
+    task = cfg.get("task", "?")
+    data = (cfg.get("data") or "").strip()
+    return TASK_LABELS.get(task, task) + (f" ({Path(data).name})" if data and data != "wikitext" else
+                                          " (WikiText-2)" if data == "wikitext" else "")
+
+
 def result_rows(runs: list[Run]) -> list[dict]:
-    """One row per (run, metric): the long table the page shows and charts are cut from."""
+    """One row per (run, metric): the long table the page shows and charts are cut from. `model` names what was
+    tested: the model and, on it, the adapter by its library name."""
     rows = []
     for run in runs:
         status = run.status()
         result, cfg = status.get("result") or {}, run.config()
         metrics = result.get("metrics") or {}
-        adapter = (cfg.get("adapter") or "").strip()
-        model = model_name(cfg.get("model", "?")) + (f" + {Path(adapter).name}" if adapter else "")
+        model = tested_label(cfg, result)
         for name, value in metrics.items():
             if name.endswith("_stderr") or value is None:
                 continue
@@ -317,7 +372,7 @@ def results_section(key: str) -> None:
         "few-shot": st.column_config.NumberColumn("Few-shot", help="Worked examples shown before each question"),
         "data": "Data", "date": st.column_config.DatetimeColumn("Finished", format="D MMM, HH:mm"), "run": "Run"})
     tasks = list(dict.fromkeys(r["task"] for r in rows))
-    for tab, task in zip(st.tabs(tasks), tasks):
+    for tab, task in zip(st.tabs([TASK_LABELS.get(t, t) for t in tasks]), tasks):
         with tab:
             metrics = list(dict.fromkeys(r["metric"] for r in rows if r["task"] == task))
             metric = st.selectbox("Measure", metrics, index=metrics.index(primary_metric(metrics)),
@@ -337,10 +392,11 @@ def overlap_note(bars: list[dict], metric: str) -> str:
         return "Each bar is the model's newest score on this benchmark."
     noise = 2 * (best["stderr"] ** 2 + second["stderr"] ** 2) ** 0.5
     gap = abs(best["value"] - second["value"])
+    first, other = plain(best["model"]), plain(second["model"])
     if gap == 0:
-        return f"**{best['model']}** and **{second['model']}** score the same here."
+        return f"**{first}** and **{other}** score the same here."
     verdict = "larger than" if gap > noise else "within"
-    return (f"**{best['model']}** leads **{second['model']}** by {gap:.3f}, {verdict} the noise (±{noise:.3f}, two "
+    return (f"**{first}** leads **{other}** by {gap:.3f}, {verdict} the noise (±{noise:.3f}, two "
             "standard errors of the difference)" + ("." if gap > noise else ": more questions would tell them apart."))
 
 
@@ -373,7 +429,7 @@ def before_after_section(rows: list[dict]) -> None:
                    "model it started from on the same benchmark: the two scores appear here side by side.")
         return
     for label in dict.fromkeys(p["label"] for p in pairs):
-        st.markdown(f"**{label}**")
+        st.markdown(f"**{plain(label)}**")
         mine = [p for p in pairs if p["label"] == label]
         st.plotly_chart(charts.before_after_figure(mine), key=f"before-after:{label}", config=PLOT_CONFIG)
 
@@ -407,7 +463,7 @@ def wrong_items_section(key: str) -> None:
     if not runs:
         st.caption("After an evaluation, every question it scored can be read here.")
         return
-    labels = {r.run_id: f"{model_name(r.config().get('model', '?'))} on {r.config().get('task')} · "
+    labels = {r.run_id: f"{tested_label(r.config(), r.status().get('result'))} on {task_label(r.config())} · "
                         f"{short_id(r.run_id)}" for r in runs}
     run_id = st.selectbox("Evaluation", list(labels), format_func=labels.get, key=f"{key}.drill",
                           persist_state="session")

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..adapters import read_adapter
 from ..config import ConfigError, EvalConfig, from_dict
 from ..errors import SourceError
 from ..fsutil import atomic_write_json
@@ -198,20 +199,38 @@ def eval_job(ctx, payload: dict) -> dict:
     cfg = from_dict(EvalConfig, payload)
     ctx.log(f"Loading model {cfg.model} ...")
     model, tokenizer = load_model(cfg.model)
-    if cfg.adapter.strip():
-        model = apply_adapter(model, cfg.adapter.strip())
+    adapter = cfg.adapter.strip()
+    if adapter:
+        ctx.log(f"Adding the adapter {adapter_name(adapter)} ...")
+        model = apply_adapter(model, adapter)
     model.to(resolve_device(cfg.device)).eval()
     ctx.log(f"Reading the {cfg.task} items ...")
     task = load_task(cfg)
-    ctx.log(f"{len(task.items)} items from {task.source}.")
-    ctx.progress(0, len(task.items), unit="items")
+    unit = progress_unit(task)
+    ctx.log(f"{len(task.items)} {unit} from {task.source}.")
+    ctx.progress(0, len(task.items), unit=unit)
 
     def report(done: int, total: int, running: dict) -> None:
         ctx.emit(done, kind="eval_progress", done=done, total=total, **running)
-        ctx.progress(done, total, unit="items")
+        ctx.progress(done, total, unit=unit)
 
     results = evaluate(model, tokenizer, cfg, progress=report, should_stop=ctx.should_stop, task=task)
+    if adapter:
+        results["adapter_name"] = adapter_name(adapter)  # what it was called then, should it be deleted later
     return write_results(ctx.run_dir, results)
+
+
+def progress_unit(task: Task) -> str:
+    """What an evaluation counts, as its progress says it: "questions", or "documents" for perplexity."""
+    return "documents" if task.kind == "perplexity" else "questions"
+
+
+def adapter_name(path: str) -> str:
+    """An adapter's name in the adapter library (its current one, after a rename), else its folder's name."""
+    try:
+        return read_adapter(path).name
+    except (ValueError, OSError, KeyError, TypeError):  # AdapterError is a ValueError
+        return Path(path).name
 
 
 def write_results(run_dir: str | Path, results: dict) -> dict:

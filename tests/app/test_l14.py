@@ -13,7 +13,7 @@ import apphelpers  # tests/app is on sys.path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app import eval_view
+from app import adapter_view, eval_view
 from llmfs.config import EvalConfig
 from llmfs.eval.runner import write_results
 from llmfs.runs import Run, new_run_id
@@ -85,7 +85,7 @@ def test_page_renders_on_an_empty_home(llmfs_home):
     assert [h.value for h in at.subheader] == ["1 · What to test", "2 · How many questions", "Running",
                                                "3 · Results", "4 · What the model got wrong"]
     assert at.multiselect(key="l14.models").value == ["llmfs-tiny"]
-    assert at.multiselect(key="l14.tasks").value == ["llmfs-cloze"]
+    assert at.pills(key="l14.tasks").value == ["llmfs-cloze"]
     assert at.number_input(key="l14.limit").value == 100
     assert not at.button(key="l14.start").disabled
     assert "No evaluation yet" in texts(at.info) and "No finished evaluation yet" in texts(at.info)
@@ -94,7 +94,7 @@ def test_page_renders_on_an_empty_home(llmfs_home):
 
 def test_offline_benchmarks_need_a_file_and_fewshot_is_for_mmlu(llmfs_home):
     at = open_page()
-    at.multiselect(key="l14.tasks").set_value(["llmfs-cloze", "hellaswag"]).run()
+    at.pills(key="l14.tasks").set_value(["llmfs-cloze", "hellaswag"]).run()
     assert at.selectbox(key="l14.hellaswag.kind").value == "upload"   # offline first: upload your copy
     assert at.button(key="l14.start").disabled
     with pytest.raises(KeyError):
@@ -105,7 +105,7 @@ def test_offline_benchmarks_need_a_file_and_fewshot_is_for_mmlu(llmfs_home):
     at.button(key="l14.start").click().run()
     assert "No data file at /no/such/hellaswag.jsonl" in texts(at.error)
     assert not any((llmfs_home / "runs").glob("*"))                   # nothing queued when one is refused
-    at.multiselect(key="l14.tasks").set_value(["mmlu"]).run()
+    at.pills(key="l14.tasks").set_value(["mmlu"]).run()
     assert at.number_input(key="l14.num_fewshot").value == 0
 
 
@@ -159,7 +159,7 @@ def test_a_running_evaluation_shows_progress_and_the_running_score(llmfs_home):
     run.append_metrics(32, kind="eval_progress", done=32, total=100, acc=0.25, acc_norm=0.3125)
     run.append_metrics(64, kind="eval_progress", done=64, total=100, acc=0.28125, acc_norm=0.34375)
     at = open_page()                                        # a new session: the page finds the run still going
-    assert "**llmfs-tiny** on **hellaswag**" in texts(at.markdown)
+    assert "**llmfs-tiny** on **HellaSwag**" in texts(at.markdown)
     assert any(b.label == "Stop" for b in at.button)
     running = json.loads(at.get("plotly_chart")[0].proto.spec)["data"]
     assert [t["name"] for t in running] == ["accuracy", "length-normalised accuracy"]
@@ -204,3 +204,130 @@ def test_adapters_are_tested_on_top_of_every_model_and_alone():
     cfgs = plan(EvalConfig(limit=5), ["llmfs-tiny", "/m/other"], {"llmfs-cloze": ""}, ["/a/lora1"])
     assert [(c.model, c.adapter) for c in cfgs] == [("llmfs-tiny", ""), ("llmfs-tiny", "/a/lora1"),
                                                      ("/m/other", ""), ("/m/other", "/a/lora1")]
+
+
+# -- #16: formats in the page, adapters by name, readable task picker, text shown as text -----------------------
+def library_adapter(name: str):
+    """An adapter in the library (L15's upload path): a LoRA config and one lora_A matrix."""
+    import io
+    import zipfile
+
+    import torch
+    from safetensors.torch import save
+
+    from llmfs import adapters as lib
+    config = {"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["c_attn"],
+              "base_model_name_or_path": "llmfs-tiny"}
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("adapter_config.json", json.dumps(config))
+        zf.writestr("adapter_model.safetensors",
+                    save({"base_model.model.transformer.h.0.attn.c_attn.lora_A.weight": torch.zeros(4, 32)}))
+    return lib.import_zip(buf.getvalue(), name=name)
+
+
+def test_benchmarks_are_pills_with_short_names_and_say_what_they_measure(llmfs_home):
+    at = open_page()
+    pills = at.pills(key="l14.tasks")
+    assert pills.options == ["llmfs-cloze", "Perplexity", "HellaSwag", "MMLU", "TruthfulQA MC1", "TruthfulQA MC2",
+                             "Your own questions"]
+    assert max(len(o) for o in pills.options) <= 20                  # nothing to clip
+    pills.set_value(["llmfs-cloze", "mmlu"]).run()
+    captions = texts(at.caption)
+    assert "Exam questions in 57 subjects" in captions and "Which eight words really come next" in captions
+
+
+def test_the_format_of_a_benchmark_file_and_its_example_are_in_the_page(llmfs_home):
+    from llmfs.eval.tasks import example_files
+    at = open_page()
+    at.pills(key="l14.tasks").set_value(["hellaswag"]).run()
+    assert at.selectbox(key="l14.hellaswag.kind").value == "upload"
+    shown = texts(at.markdown)
+    assert "**Format of the file**" in shown
+    for field in ("`activity_label`", "`ctx`", "`endings`", "`label`"):
+        assert field in shown
+    example = example_files("hellaswag")[0][2]
+    assert example.decode().splitlines()[0] in texts(at.code)
+    assert [b.proto.label for b in at.get("download_button")] == ["Example HellaSwag file"]
+    # the example file, uploaded as it is, is accepted and planned
+    at.file_uploader(key="l14.hellaswag.upload").set_value(("hellaswag_example.jsonl", example,
+                                                            "application/json")).run()
+    assert not at.error and not at.exception
+    assert not at.button(key="l14.start").disabled
+    # a broken file: the refusal names the line and says where the format is
+    bad = b'{"activity_label": "x", "context": "y", "endings": ["a", "b"], "label": 0}\n'
+    at.file_uploader(key="l14.hellaswag.upload").set_value(("bad.jsonl", bad, "application/json")).run()
+    (error,) = [e.value for e in at.error]
+    assert "line 1: missing field 'ctx'" in error and "just above the upload box" in error
+    assert at.button(key="l14.start").disabled
+    at.pills(key="l14.tasks").set_value(["custom"]).run()
+    assert [b.proto.label for b in at.get("download_button")] == ["Example: multiple choice",
+                                                                   "Example: prompt and reference"]
+
+
+def test_adapters_are_picked_from_the_library_by_name(llmfs_home):
+    adapter = library_adapter("poems-r4")
+    at = open_page()
+    pick = at.multiselect(key="l14.adapter_pick")
+    assert pick.options == [adapter_view.adapter_label(adapter)]      # as L15's library names it
+    assert pick.options[0].startswith("poems-r4 · ")
+    pick.set_value([str(adapter.path)]).run()
+    assert "2 evaluations" in texts(at.caption)                 # llmfs-tiny alone, and with the adapter
+
+
+def seed_adapter_eval(home: Path, adapter_path: Path) -> Run:
+    """A finished llmfs-cloze evaluation of llmfs-tiny with the adapter at `adapter_path` on it."""
+    run = Run(home / "runs" / seed_eval(home, "llmfs-tiny", "llmfs-cloze", BASE_ITEMS))
+    config = json.loads((run.path / "config.json").read_text())
+    config["config"]["adapter"] = str(adapter_path)
+    (run.path / "config.json").write_text(json.dumps(config))
+    assert run.config()["adapter"] == str(adapter_path)
+    return run
+
+
+def test_results_and_cards_name_the_adapter_and_follow_a_rename(llmfs_home):
+    from llmfs import adapters as lib
+    adapter = library_adapter("poems-r4")
+    run = seed_adapter_eval(llmfs_home, adapter.path)
+    rows = eval_view.result_rows(eval_view.finished_evals())
+    assert {r["model"] for r in rows} == {"llmfs-tiny + poems-r4"}
+    lib.rename_adapter(adapter.id, "sonnets")
+    at = open_page()
+    assert set(at.dataframe[0].value["model"]) == {"llmfs-tiny + sonnets"}
+    assert set(specs(at)[0]["data"][0]["x"]) == {"llmfs-tiny + sonnets"}
+    assert at.selectbox(key="l14.drill").options[0].startswith("llmfs-tiny + sonnets on llmfs-cloze · ")
+    lib.delete_adapter(adapter.id)      # gone from the library: the name it had when tested, else its folder
+    assert eval_view.tested_label(run.config(), {"adapter_name": "sonnets"}) == "llmfs-tiny + sonnets"
+    assert eval_view.tested_label(run.config()) == f"llmfs-tiny + {adapter.path.name}"
+
+
+def test_a_running_card_says_model_adapter_and_benchmark(llmfs_home):
+    run = seed_adapter_eval(llmfs_home, library_adapter("poems-r4").path)
+    (run.path / "results.json").unlink()
+    run.update_status(state="running", result=None, progress={"done": 1, "total": 3, "unit": "questions"})
+    at = open_page()
+    assert "**llmfs-tiny + poems-r4** on **llmfs-cloze**" in texts(at.markdown)
+
+
+def test_labels_say_model_adapter_and_benchmark():
+    cfg = {"model": "llmfs-tiny", "adapter": "/gone/runs/eval-x-abc123/adapter", "task": "hellaswag",
+           "data": "/up/my_scenes.jsonl"}
+    assert eval_view.tested_label(cfg, {"adapter_name": "rank 8 on qkv"}) == "llmfs-tiny + rank 8 on qkv"
+    assert eval_view.tested_label(cfg).startswith("llmfs-tiny + adapter of run ")
+    assert eval_view.task_label(cfg) == "HellaSwag (my_scenes.jsonl)"
+    assert eval_view.task_label({"task": "perplexity", "data": "wikitext"}) == "Perplexity (WikiText-2)"
+
+
+def test_questions_from_data_are_shown_as_text(llmfs_home):
+    prompt = "Module functools\n================\n\n`wraps` **bold** <b>x</b> [link](http://x)"
+    wrong = item(0, [-1.0, -5.0, -6.0, -9.0], 3, choices=("# heading", "*a*", "`b`", "= = ="))
+    wrong["prompt"] = prompt
+    seed_eval(llmfs_home, "llmfs-tiny", "llmfs-cloze", [wrong])
+    at = open_page()
+    at.radio(key="l14.judge").set_value("acc").run()
+    (label,) = [e.label for e in at.expander if e.label.startswith("#0")]
+    assert "\\`wraps\\` \\*\\*bold\\*\\* \\<b\\>x\\</b\\> \\[link\\](http://x)" in label
+    assert prompt in texts(at.text)                                     # st.text: shown as written
+    assert prompt not in texts(at.markdown)
+    choices = at.dataframe[2].value["choice"].tolist()
+    assert choices == ["# heading", "*a*", "`b`", "= = ="]               # a table: never Markdown

@@ -281,7 +281,7 @@ def test_adapters_are_listed_for_all_but_used_by_their_owner(llmfs_home, seed):
     assert str(llmfs_home) not in everything_shown(at)
 
     at = open_as("ben", L14)  # L14 offers his adapters by name, never a folder to type
-    assert at.multiselect(key="l14.adapter_pick").options == [f"{bens.name} · r=4"]
+    assert [o.split(" · ")[0] for o in at.multiselect(key="l14.adapter_pick").options] == [bens.name]
     assert at.text_input(key="l14.adapters").placeholder in (None, "")
 
 

@@ -128,6 +128,8 @@ def test_eval_job_writes_results_and_items(home_with_default, tmp_path):
         progress = [json.loads(line) for line in (run.path / "metrics.jsonl").read_text().splitlines()]
         progress = [p for p in progress if p["kind"] == "eval_progress"]
         assert [p["done"] for p in progress] == [32, 40] and "acc" in progress[-1]
+        # what the Runs page and the instructor read: questions, not training steps
+        assert run.status()["progress"] == {"done": 40, "total": 40, "unit": "questions"}
         with pytest.raises(SourceError, match="No data file"):
             submit_eval(jobs, EvalConfig(task="custom", data=str(tmp_path / "missing.jsonl")))
     finally:
@@ -146,3 +148,27 @@ def test_cli_eval_prints_scores_with_standard_errors(home_with_default, tmp_path
     code = main(["eval", "--task", "custom", "--json"])  # no data: refused before any job
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert code == 2 and out["field"] == "data"
+
+
+def test_an_adapter_is_named_by_its_library_name(llmfs_home, tmp_path):
+    import io
+    import zipfile
+
+    from safetensors.torch import save
+
+    from llmfs import adapters as lib
+    from llmfs.eval.runner import adapter_name, progress_unit
+    from llmfs.eval.tasks import Task
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("adapter_config.json", json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 8,
+                                                       "target_modules": ["c_attn"]}))
+        zf.writestr("adapter_model.safetensors",
+                    save({"base_model.model.transformer.h.0.attn.c_attn.lora_A.weight": torch.zeros(4, 32)}))
+    adapter = lib.import_zip(buf.getvalue(), name="poems-r4")
+    assert adapter_name(str(adapter.path)) == "poems-r4"
+    lib.rename_adapter(adapter.id, "sonnets")
+    assert adapter_name(str(adapter.path)) == "sonnets"
+    assert adapter_name(str(tmp_path / "not-an-adapter")) == "not-an-adapter"
+    assert progress_unit(Task("perplexity", "perplexity", [], (), "x")) == "documents"
+    assert progress_unit(Task("mmlu", "multiple_choice", [], (), "x")) == "questions"
