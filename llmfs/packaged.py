@@ -6,6 +6,10 @@ dependencies compile C++); `importlib.metadata` finds the file, transformers rea
 (config.json, fp32 safetensors, the tokenizer with its chat template) that every lesson then loads like any other.
 
 The weights are the 4-bit ones unpacked, so they are close to, not equal to, the original bf16 checkpoint.
+
+PyPI's `openai-whisper` ships OpenAI's GPT-2 byte-pair encoding as `whisper/assets/gpt2.tiktoken` (50,256 merged
+tokens; `<|endoftext|>` is id 50,256): transformers' TikTokenConverter turns it into a `GPT2TokenizerFast`, for the
+lessons that need GPT-2's real vocabulary offline.
 """
 
 from __future__ import annotations
@@ -46,9 +50,17 @@ SMOLLM2 = PackagedModel(
 
 PACKAGED: dict[str, PackagedModel] = {SMOLLM2.name: SMOLLM2}
 
+GPT2_BPE = PackagedModel(
+    name="gpt2-tokenizer", package="openai-whisper", version="20250625", file="whisper/assets/gpt2.tiktoken",
+    original="openai-community/gpt2", licence="MIT",
+    about="GPT-2's own tokenizer (OpenAI's byte-pair encoding: 50,257 tokens), as it ships inside openai-whisper.")
+# GPT-2's pre-tokenizer: contractions, letters, digits, other symbols, each with an optional leading space.
+GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+GPT2_EOT = "<|endoftext|>"
+
 
 def gguf_path(spec: PackagedModel) -> Path:
-    """Where the package put the model file.
+    """Where the package put its file (a GGUF model, a tokenizer).
 
     Raises:
         SourceError: the package is not installed, or its file is missing; the message gives the install line.
@@ -104,3 +116,28 @@ def convert(spec: PackagedModel, dest: Path, progress: Progress | None = None) -
     replace_dir(tmp, dest)
     say("Ready", 1.0)
     return dest
+
+
+def gpt2_tokenizer(dest: Path | None = None):
+    """GPT-2's tokenizer as a `GPT2TokenizerFast`, built from the BPE file `openai-whisper` ships (saved to
+    `dest` when given, so later loads skip the conversion).
+
+    Raises:
+        SourceError: openai-whisper is not installed (the message gives the install line).
+    """
+    from transformers import GPT2TokenizerFast
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    if dest is not None and (dest / "tokenizer.json").is_file():
+        return GPT2TokenizerFast.from_pretrained(str(dest))
+    source = gguf_path(GPT2_BPE)
+    backend = TikTokenConverter(vocab_file=str(source), pattern=GPT2_PATTERN,
+                                extra_special_tokens=[GPT2_EOT]).converted()
+    tokenizer = GPT2TokenizerFast(tokenizer_object=backend, bos_token=GPT2_EOT, eos_token=GPT2_EOT,
+                                  unk_token=GPT2_EOT, model_max_length=1024)
+    if dest is not None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = make_temp_dir(f".{dest.name}-", dest.parent)
+        tokenizer.save_pretrained(tmp)
+        replace_dir(tmp, dest)
+    return tokenizer

@@ -26,3 +26,20 @@ def test_installed_package_without_the_file_says_so():
 def test_a_half_written_folder_is_not_converted(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     assert not is_converted(tmp_path)
+
+
+def test_gpt2_tokenizer_from_whispers_file_equals_tiktoken(tmp_path):
+    """Ours (transformers' TikTokenConverter over the file) against tiktoken's own encoder over the same ranks."""
+    tiktoken = pytest.importorskip("tiktoken")
+    from tiktoken.load import load_tiktoken_bpe
+
+    from llmfs.packaged import GPT2_BPE, GPT2_EOT, GPT2_PATTERN, gpt2_tokenizer
+    saved = tmp_path / "gpt2-tokenizer"
+    ours = gpt2_tokenizer(saved)
+    assert len(ours) == 50257 and ours.eos_token_id == 50256 and ours("Hello world")["input_ids"] == [15496, 995]
+    reference = tiktoken.Encoding("gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=load_tiktoken_bpe(
+        str(gguf_path(GPT2_BPE))), special_tokens={GPT2_EOT: 50256})
+    text = "def f(x):\n\treturn x  # It's 2026, naïve café 🙂\n\n   spaces<|endoftext|>Next"
+    ids = ours(text)["input_ids"]
+    assert ids == reference.encode(text, allowed_special="all") and ours.decode(ids) == text
+    assert gpt2_tokenizer(saved)(text)["input_ids"] == ids   # the saved copy loads without converting again
