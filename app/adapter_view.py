@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import html
 import re
 import threading
 from dataclasses import dataclass
@@ -24,32 +25,27 @@ import streamlit as st
 from llmfs import access, memory
 from llmfs import adapters as lib
 from llmfs.config import DEFAULT_MODEL
-from llmfs.lora import FAMILIES
 from llmfs.sources import SourceError
 
-from . import choices, forms, identity, panels, state
+from . import choices, forms, identity, panels
+from .text import md_escape
 
 PLOT_CONFIG = {"displaylogo": False}
 SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
-# GPT-2's module names -> the lesson's layer names, to describe adapters in words
-GPT2_NAMES = {suffix: name for name, suffixes in FAMILIES["gpt2"].items() for suffix in suffixes}
 
 
 # -- 3 · the adapter library ------------------------------------------------------------------------------------
 def base_label(base: str) -> str:
-    """llmfs-tiny for the built-in model's folder, `fine-tuned <id>` for a run's model, else the folder or hub id."""
+    """llmfs-tiny for the built-in model (by name or by its folder), `fine-tuned <id>` for a run's model, else the
+    folder or hub id."""
     if not base:
         return "(not recorded)"
-    try:
-        if Path(base).expanduser().resolve() == state.default_assets().model_dir.resolve():
-            return DEFAULT_MODEL
-    except OSError:
-        pass
-    return choices.model_name(base)
+    base = lib.portable_base(base)
+    return DEFAULT_MODEL if base == DEFAULT_MODEL else choices.model_name(base)
 
 
 def layers_label(targets: tuple[str, ...]) -> str:
-    return ", ".join(dict.fromkeys(GPT2_NAMES.get(t, t) for t in targets)) or "-"
+    return lib.layer_words(targets)
 
 
 def origin_label(a: lib.AdapterInfo) -> str:
@@ -57,7 +53,32 @@ def origin_label(a: lib.AdapterInfo) -> str:
 
 
 def adapter_label(a: lib.AdapterInfo) -> str:
-    return f"{a.name} · r={a.rank} on {layers_label(a.targets)} · {base_label(a.base_model)}"
+    """The picker's line: the name, then what tells adapters apart when the name does not say it already."""
+    if a.training and not a.renamed:   # the default name already says rank, layers, data and steps
+        return f"{a.name} · {base_label(a.base_model)}"
+    return f"{a.name} · rank {a.rank} on {layers_label(a.targets)} · {base_label(a.base_model)}"
+
+
+def name_of(adapter_id: str) -> str:
+    """An adapter's name as it is now (read afresh: a rename shows at once), or a note that it is gone."""
+    try:
+        return lib.get_adapter(adapter_id).name
+    except lib.AdapterError:
+        return "(an adapter since deleted)"
+
+
+def picker(where, label: str, options: list, format_func, key: str, **kwargs):
+    """A selectbox of adapters whose shown names may change (a rename, here or in another tab). The browser keeps
+    the option's old text and would send it back, which no longer matches (the picker shows the old name, then
+    falls back to the first adapter): when the picked option's text changed since the last run, its value is set
+    again, which sends the new text to the browser."""
+    shown = f"{key}.shown"
+    current = st.session_state.get(key)
+    if current in options and st.session_state.get(shown) not in (None, format_func(current)):
+        st.session_state[key] = current
+    value = where.selectbox(label, options, format_func=format_func, key=key, persist_state="session", **kwargs)
+    st.session_state[shown] = format_func(value) if value in options else None
+    return value
 
 
 def may_use(a: lib.AdapterInfo) -> bool:
@@ -91,49 +112,68 @@ def library_section(key: str) -> None:
                 "above.", icon=":material/inventory_2:")
     else:
         workshop = identity.workshop_mode()
-        st.dataframe([{"name": a.name, "base": base_label(a.base_model), "rank": a.rank, "alpha": a.alpha,
-                       "layers": layers_label(a.targets), "size": memory.fmt_bytes(a.size_bytes),
-                       "from": origin_label(a), **({"by": a.user or "-"} if workshop else {}),
-                       "created": dt.datetime.fromtimestamp(a.created)} for a in adapters],
-                     hide_index=True, column_config={
-                         "name": st.column_config.TextColumn("Name"),
-                         "base": st.column_config.TextColumn("Base model", help="The model it was trained on"),
-                         "rank": st.column_config.NumberColumn("Rank"),
-                         "alpha": st.column_config.NumberColumn("Alpha", format="%g"),
-                         "layers": st.column_config.TextColumn("Layers"),
-                         "size": st.column_config.TextColumn("Size"),
-                         "from": st.column_config.TextColumn("From", help="A training run, or an uploaded zip"),
-                         "by": st.column_config.TextColumn("By", help="Who trained or added it"),
-                         "created": st.column_config.DatetimeColumn("Created", format="D MMM, HH:mm")})
+        st.dataframe([library_row(a, workshop) for a in adapters], hide_index=True, column_config={
+            "name": st.column_config.TextColumn("Name"),
+            "base": st.column_config.TextColumn("Base model", help="The model it was trained on"),
+            "data": st.column_config.TextColumn("Trained on", help="The text its run trained on; blank for an "
+                                                                   "uploaded adapter (its zip does not say)"),
+            "steps": st.column_config.NumberColumn("Steps", help="Training steps its run took"),
+            "rank": st.column_config.NumberColumn("Rank"),
+            "alpha": st.column_config.NumberColumn("Alpha", format="%g"),
+            "layers": st.column_config.TextColumn("Layers"),
+            "bits": st.column_config.TextColumn("Base stored in", help="4-bit: trained as QLoRA, on a base kept in "
+                                                                        "4 bits; the adapter itself is full precision"),
+            "final_loss": st.column_config.NumberColumn("Training loss", format="%.3f",
+                                                        help="The training loss at its run's last step"),
+            "eval_loss": st.column_config.NumberColumn(
+                "Held-out loss", format="%.3f", help="Its run's last held-out loss, on the held-out share of the "
+                                                     "text it trained on (compare adapters trained on the same text)"),
+            "size": st.column_config.TextColumn("Size"),
+            "from": st.column_config.TextColumn("From", help="A training run, or an uploaded zip"),
+            "by": st.column_config.TextColumn("By", help="Who trained or added it"),
+            "created": st.column_config.DatetimeColumn("Created", format="D MMM, HH:mm")})
         manage(key, adapters)
+
+
+def library_row(a: lib.AdapterInfo, workshop: bool = False) -> dict:
+    """One adapter's row in the library table: its name and what it was trained on, as far as that is known."""
+    t = a.training or {}
+    return {"name": a.name, "base": base_label(a.base_model), "data": t.get("data_label") or None,
+            "steps": t.get("steps"), "rank": a.rank, "alpha": a.alpha, "layers": layers_label(a.targets),
+            "bits": ("4-bit" if t.get("quantize") == "4bit" else "full precision") if t else None,
+            "final_loss": t.get("final_loss"), "eval_loss": t.get("eval_loss"),
+            "size": memory.fmt_bytes(a.size_bytes), "from": origin_label(a),
+            **({"by": a.user or "-"} if workshop else {}),
+            "created": dt.datetime.fromtimestamp(a.created)}
 
 
 def manage(key: str, adapters: list[lib.AdapterInfo]) -> None:
     by_id = {a.id: a for a in adapters}
-    pick = by_id[st.selectbox("Adapter", list(by_id), format_func=lambda i: adapter_label(by_id[i]),
-                              key=f"{key}.lib.pick", persist_state="session")]
+    pick = by_id[picker(st, "Adapter", list(by_id), lambda i: adapter_label(by_id[i]), f"{key}.lib.pick")]
     if identity.shows_paths():
         st.caption(f"Folder: `{pick.path}` (PEFT's format: pick it under *LoRA adapters* on L14, or give this path, "
                    "to evaluate a model with it).")
     elif may_use(pick):
         st.caption("PEFT's format. To evaluate a model with it, pick it under *LoRA adapters* on L14.")
     else:
-        panels.withheld(f"{pick.name} is {pick.user or 'someone else'}'s: downloading it, merging it or generating "
-                        "with it is for them and the instructor.")
+        panels.withheld(f"{md_escape(pick.name)} is {md_escape(pick.user or 'someone else')}'s: downloading it, "
+                        "merging it or generating with it is for them and the instructor.")
     left, right = st.columns([2, 3], vertical_alignment="bottom")
     mine = may_change(pick)
     not_mine = None if mine else "Only the person who trained or added it (or the instructor) can rename or delete it."
     name = left.text_input("Name", value=pick.name, key=f"{key}.lib.name.{pick.id}",
-                           persist_state="session", disabled=not mine)
+                           persist_state="session", disabled=not mine, max_chars=lib.MAX_NAME_CHARS,
+                           help="Until you rename it, an adapter a run trained is called by its rank, layers, "
+                                "data and steps.")
     row = right.container(horizontal=True)
     if row.button("Rename", key=f"{key}.lib.rename", icon=":material/edit:",
                   disabled=not mine or name.strip() == pick.name, help=not_mine):
         try:
             renamed = lib.rename_adapter(pick.id, name)
         except lib.AdapterError as e:
-            st.error(identity.shown(str(e)), icon=":material/error:")
+            st.error(md_escape(identity.shown(str(e))), icon=":material/error:")
         else:
-            _flash(key, "success", f"Renamed to **{renamed.name}**.")
+            _flash(key, "success", f"Renamed to **{md_escape(renamed.name)}**.")
     if may_use(pick):
         row.download_button("Download", data=functools.partial(lib.export_zip, pick.id), on_click="ignore",
                             file_name=f"{SAFE_NAME.sub('-', pick.name).strip('-') or 'adapter'}.zip",
@@ -146,16 +186,17 @@ def manage(key: str, adapters: list[lib.AdapterInfo]) -> None:
         st.session_state.pop(confirm, None)
     if st.session_state.get(confirm) == pick.id:
         what = "the adapter folder of its run (the run and its charts stay)" if pick.run_id else "its folder"
-        st.warning(f"Delete **{pick.name}**? This removes {what} and cannot be undone.", icon=":material/warning:")
+        st.warning(f"Delete **{md_escape(pick.name)}**? This removes {what} and cannot be undone.",
+                   icon=":material/warning:")
         buttons = st.container(horizontal=True)
         if buttons.button("Yes, delete", type="primary", key=f"{key}.lib.yes"):
             st.session_state.pop(confirm, None)
             try:
                 lib.delete_adapter(pick.id)
             except (lib.AdapterError, OSError) as e:
-                st.error(identity.shown(str(e)), icon=":material/error:")
+                st.error(md_escape(identity.shown(str(e))), icon=":material/error:")
             else:
-                _flash(key, "success", f"Deleted **{pick.name}**.")
+                _flash(key, "success", f"Deleted **{md_escape(pick.name)}**.")
         if buttons.button("Cancel", key=f"{key}.lib.no"):
             st.session_state.pop(confirm, None)
             st.rerun()
@@ -175,11 +216,11 @@ def upload(key: str) -> None:
         except lib.AdapterError as e:
             done[file.file_id] = ("error", str(e))
         else:
-            done[file.file_id] = ("success", f"Added **{info.name}** to the library.")
+            done[file.file_id] = ("success", f"Added **{md_escape(info.name)}** to the library.")
             _flash(key, *done[file.file_id])
     kind, text = done[file.file_id]
     if kind == "error":
-        st.error(f"**{file.name}** was not added: {text}", icon=":material/error:")
+        st.error(f"**{md_escape(file.name)}** was not added: {md_escape(text)}", icon=":material/error:")
 
 
 # -- 4 · swap and compare ---------------------------------------------------------------------------------------
@@ -217,11 +258,9 @@ def compare_section(key: str) -> None:
     mine = {a.id: a for a in adapters if a.base_model == base}
     ids = list(mine)
     left, right = st.columns(2)
-    a_id = left.selectbox("Adapter A", ids, format_func=lambda i: mine[i].name, key=f"{key}.swap.a",
-                          persist_state="session")
-    b_id = right.selectbox("Adapter B (optional)", [None] + [i for i in ids if i != a_id], key=f"{key}.swap.b",
-                           persist_state="session",
-                           format_func=lambda i: "(none)" if i is None else mine[i].name)
+    a_id = picker(left, "Adapter A", ids, lambda i: adapter_label(mine[i]), f"{key}.swap.a")
+    b_id = picker(right, "Adapter B (optional)", [None] + [i for i in ids if i != a_id],
+                  lambda i: "(none)" if i is None else adapter_label(mine[i]), f"{key}.swap.b")
     prompt = st.text_area("Prompt", value="def read_config(path):\n", key=f"{key}.swap.prompt",
                           persist_state="session", height=80)
     weight = None
@@ -234,11 +273,13 @@ def compare_section(key: str) -> None:
     if st.button("Generate", type="primary", icon=":material/auto_awesome:", key=f"{key}.swap.go",
                  disabled=sample is None or not prompt.strip()):
         picked = [("A", mine[a_id])] + ([("B", mine[b_id])] if b_id else [])
-        variants: dict = {"Base model": None, f"A · {mine[a_id].name}": "A"}
+        # outputs are labelled by slot and adapter id, never by name: the name is read when they are shown, so a
+        # rename shows on outputs generated before it
+        variants: dict = {"base": None, "A": "A"}
         if b_id:
-            variants[f"B · {mine[b_id].name}"] = "B"
-            variants[f"Mix · {weight:.0%} A + {1 - weight:.0%} B"] = {"A": weight, "B": 1 - weight}
-        st.session_state[f"{key}.swap.result"] = generate(base, picked, prompt, variants, sample)
+            variants.update(B="B", mix={"A": weight, "B": 1 - weight})
+        result = generate(base, picked, prompt, variants, sample)
+        st.session_state[f"{key}.swap.result"] = {**result, "ids": {"A": a_id, "B": b_id}, "weight": weight}
     result = st.session_state.get(f"{key}.swap.result")
     if result:
         show_outputs(result)
@@ -258,16 +299,61 @@ def generate(base: str, picked: list, prompt: str, variants: dict, sample) -> di
     return {"prompt": prompt, "outputs": outputs}
 
 
+def output_label(slot: str, result: dict) -> str:
+    """What produced an output, with the adapter's name as it is now: "Base model", "A · <name>", "Mix · ..."."""
+    ids, weight = result.get("ids") or {}, result.get("weight")
+    if slot == "base":
+        return "Base model"
+    if slot == "mix":
+        return f"Mix · {weight:.0%} A + {1 - weight:.0%} B" if weight is not None else "Mix of A and B"
+    return f"{slot} · {name_of(ids[slot])}" if ids.get(slot) else slot
+
+
+def diff_html(base: str, text: str) -> str:
+    """`text` as safe HTML (every character escaped, whitespace kept), the words that differ from `base` marked."""
+    from llmfs.adapting import word_diff
+    pieces = "".join(f"<mark>{html.escape(piece)}</mark>" if changed else html.escape(piece)
+                     for piece, changed in word_diff(base, text))
+    return f'<div class="llmfs-output">{pieces}</div>'
+
+
+OUTPUT_STYLE = """<style>
+.llmfs-output { white-space: pre-wrap; font-family: "Source Code Pro", monospace; font-size: 0.9rem;
+  line-height: 1.5; overflow-wrap: anywhere; }
+.llmfs-output mark { background: rgba(255, 196, 0, 0.35); color: inherit; border-radius: 2px; padding: 0 1px; }
+</style>"""
+
+
 def show_outputs(result: dict) -> None:
+    """The prompt once, then each variant's continuation, readable, with the words that differ from the base
+    model's marked. Every text is data: escaped, never read as Markdown or HTML."""
+    from llmfs.adapting import changed_share
     if "error" in result:
-        st.error(result["error"], icon=":material/error:")
+        st.error(md_escape(result["error"]), icon=":material/error:")
         return
-    st.caption("Same prompt, same seed, the same loaded base: only which adapter is switched on changes. An "
-               "adapter trained for a few steps may change little; one trained longer on other text changes more.")
-    cols = st.columns(len(result["outputs"]))
-    for col, out in zip(cols, result["outputs"]):
-        col.text_area(out["label"], out["text"] or "(nothing: the model ended the text at once)", height=220,
-                      disabled=True)
+    outputs = result["outputs"]
+    st.markdown("**Prompt** (the same for every output below)")
+    st.code(result["prompt"], language=None, wrap_lines=True)
+    st.caption("Same prompt, same seed, the same loaded base: only which adapter is switched on changes. "
+               "Highlighted: the words that differ from the base model's output. An adapter trained for a few steps "
+               "may change little; one trained longer on other text changes more.")
+    st.html(OUTPUT_STYLE)
+    base = next((o["text"] for o in outputs if o["label"] == "base"), None)
+    for row in range(0, len(outputs), 2):
+        cols = st.columns(2)
+        for col, out in zip(cols, outputs[row:row + 2]):
+            with col.container(border=True):
+                st.markdown(f"**{md_escape(output_label(out['label'], result))}**")
+                text = out["text"]
+                if not text:
+                    st.caption("(nothing: the model ended the text at once)")
+                elif base is None or out["label"] == "base":
+                    st.html(diff_html(text, text))
+                else:
+                    share = changed_share(base, text)
+                    st.html(diff_html(base, text))
+                    st.caption("Identical to the base model's output." if text == base else
+                               f"{share:.0%} of its words differ from the base model's.")
 
 
 # -- 5 · merge and export -----------------------------------------------------------------------------------------
@@ -283,9 +369,10 @@ def merge_section(key: str) -> None:
         st.info("Train or upload an adapter first: merging needs one.", icon=":material/merge:")
         return
     by_id = {a.id: a for a in adapters}
-    pick = by_id[st.selectbox("Adapter to merge", list(by_id), format_func=lambda i: adapter_label(by_id[i]),
-                              key=f"{key}.merge.pick", persist_state="session")]
-    name = st.text_input("Name of the merged model", value=f"{pick.name}-merged", key=f"{key}.merge.name.{pick.id}",
+    pick = by_id[picker(st, "Adapter to merge", list(by_id), lambda i: adapter_label(by_id[i]), f"{key}.merge.pick")]
+    # keyed by the adapter's name too: after a rename the suggested name follows it
+    name = st.text_input("Name of the merged model", value=f"{pick.name}-merged",
+                         key=f"{key}.merge.name.{pick.id}.{pick.name}",
                          persist_state="session",
                          help="Letters, digits, dots, dashes and underscores; other characters become dashes.")
     folder = models_dir() / (SAFE_NAME.sub("-", name.strip()).strip("-.") or "merged")
@@ -297,18 +384,38 @@ def merge_section(key: str) -> None:
             with st.spinner(f"Loading {base_label(pick.base_model)} and folding the adapter in ..."):
                 out = merge_adapter(pick.path, folder)
         except (SourceError, ValueError, OSError, RuntimeError) as e:
-            st.session_state[f"{key}.merge.done"] = ("error", f"Could not merge: {identity.shown(str(e))}")
+            st.session_state[f"{key}.merge.done"] = ("error", f"Could not merge: {identity.shown(str(e))}", None)
         else:
-            st.session_state[f"{key}.merge.done"] = ("success", str(out))
+            st.session_state[f"{key}.merge.done"] = ("success", str(out), pick.user)
     done = st.session_state.get(f"{key}.merge.done")
     if done and done[0] == "error":
-        st.error(done[1], icon=":material/error:")
+        st.error(md_escape(done[1]), icon=":material/error:")
     elif done and identity.shows_paths():
         st.success(f"Merged model saved to `{done[1]}`: a normal Hugging Face model folder, no adapter needed. "
                    "Load it on **L12** (Model → *A folder on this machine*), fine-tune it further here, or "
                    "evaluate it on **L14** (paste the path under *More models*).", icon=":material/check_circle:")
     elif done:
-        st.success(f"Merged model saved among your models as **{Path(done[1]).name}**: a normal Hugging Face model "
-                   "folder, no adapter needed. Evaluate it on **L14** (it is listed under *Models*).",
+        st.success(f"Merged model saved among your models as **{md_escape(Path(done[1]).name)}**: a normal Hugging "
+                   "Face model folder, no adapter needed. Evaluate it on **L14** (it is listed under *Models*).",
                    icon=":material/check_circle:")
+    if done and done[0] == "success":
+        merged_download(key, Path(done[1]), done[2] if len(done) > 2 else None)
+
+
+def merged_download(key: str, folder: Path, user: str | None) -> None:
+    """The merged model as a .zip of its Hugging Face folder, for whoever may use the adapter it came from."""
+    from llmfs.adapting import zip_model_folder
+    if not (folder / "config.json").is_file():
+        st.caption("The merged model's folder is gone (deleted or replaced); merge again to download it.")
+        return
+    if not identity.may_see_texts(user):
+        panels.withheld()
+        return
+    size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+    st.download_button(f"Download the merged model (.zip, about {memory.fmt_bytes(size)})",
+                       data=functools.partial(zip_model_folder, folder), on_click="ignore",
+                       file_name=f"{folder.name}.zip", mime="application/zip", icon=":material/download:",
+                       key=f"{key}.merge.download",
+                       help="The Hugging Face folder (config, weights, tokenizer), zipped: unpack it and load it "
+                            "with AutoModelForCausalLM.from_pretrained, or on L12 as a folder.")
 

@@ -6,7 +6,11 @@ GPT-2-family bases carry our `llmfs.lora` layers; other architectures carry PEFT
 
 from __future__ import annotations
 
+import difflib
+import io
 import os
+import re
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,6 +114,42 @@ def compare_generations(adapted: AdaptedModel, prompt: str, variants: Mapping[st
     finally:
         adapted.activate(None)
     return out
+
+
+_WORDS = re.compile(r"\s+|[^\s]+")
+
+
+def word_diff(base: str, other: str) -> list[tuple[str, bool]]:
+    """`other` cut into pieces, each marked True where it differs from `base` (a word-level difflib diff; the
+    whitespace between words is kept and never marked). Joining the pieces gives `other` back exactly."""
+    a, b = _WORDS.findall(base), _WORDS.findall(other)
+    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
+    pieces: list[tuple[str, bool]] = []
+    for tag, _, _, j1, j2 in matcher.get_opcodes():
+        for word in b[j1:j2]:
+            pieces.append((word, tag != "equal" and not word.isspace()))
+    return pieces
+
+
+def changed_share(base: str, other: str) -> float:
+    """The share of `other`'s words (whitespace aside) that differ from `base`: 0.0 identical, 1.0 all different."""
+    words = [changed for piece, changed in word_diff(base, other) if not piece.isspace()]
+    return sum(words) / len(words) if words else (0.0 if base == other else 1.0)
+
+
+def zip_model_folder(folder: str | os.PathLike) -> bytes:
+    """A model folder (a merged model: config, weights, tokenizer) as a zip with its files inside one folder of the
+    same name, ready for a download button and for `from_pretrained` once unpacked. Weights are stored as they are
+    (they do not compress), the rest deflated; only plain files are taken (no links, no sub-folders)."""
+    folder = Path(folder)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for f in sorted(folder.iterdir()):
+            if f.is_file() and not f.is_symlink() and not f.name.startswith("."):
+                stored = f.suffix in (".safetensors", ".bin", ".pt", ".pth")
+                zf.write(f, arcname=f"{folder.name}/{f.name}",
+                         compress_type=zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED)
+    return buf.getvalue()
 
 
 def merge_adapter(adapter_dir: str | os.PathLike, out_dir: str | os.PathLike, base: str | None = None) -> Path:

@@ -134,15 +134,73 @@ def test_library_renames_deletes_and_imports(home_with_default):
     assert "junk.zip** was not added" in texts(at.error) and library_names(at) == ["shared"]
 
 
-def test_swap_and_compare_shows_base_and_adapter_side_by_side(home_with_default):
-    make_adapter(home_with_default)
+def outputs_of(at: AppTest) -> list[str]:
+    """The swap view's outputs, as the HTML the page shows (escaped text, differing words in <mark>)."""
+    return [h.proto.body for h in at.get("html") if "llmfs-output" in h.proto.body and "<style>" not in h.proto.body]
+
+
+def test_swap_and_compare_shows_the_prompt_once_and_marks_what_differs(home_with_default):
+    """Readable outputs (not disabled text boxes), the prompt once above them, the words that differ from the base
+    model marked, every text escaped; labels by adapter, so a rename shows on outputs generated before it."""
+    import html
+    import re
+
+    from app.text import md_escape
+    info = make_adapter(home_with_default)
     at = open_page()
+    prompt = "# Title <b>bold</b>\n===== *not markdown*"
+    at.text_area(key="l15.swap.prompt").input(prompt).run()
     at.number_input(key="l15.swap.sample.max_new_tokens").set_value(8).run()
     at.button(key="l15.swap.go").click().run()
     assert not at.exception, [e.value for e in at.exception]
-    outputs = {t.label: t.value for t in at.text_area if t.label != "Prompt"}
-    assert list(outputs) == ["Base model", "A · my-adapter"]
-    assert outputs["Base model"] != outputs["A · my-adapter"]  # the adapter's random B changes what is generated
+    assert [c.value for c in at.code].count(prompt) == 1  # the prompt, once, as text
+    assert not [t for t in at.text_area if t.label != "Prompt"]  # no greyed-out text areas
+    labels = [m.value for m in at.markdown if m.value.startswith("**") and ("Base model" in m.value or "·" in m.value)]
+    assert labels == ["**Base model**", f"**A · {md_escape('my-adapter')}**"]
+    base, adapted = outputs_of(at)
+    assert "<mark>" not in base and "<mark>" in adapted  # the adapter's random B changes what is generated
+    shown = html.unescape(re.sub(r"</?(mark|div)[^>]*>", "", adapted))
+    assert "<" not in re.sub(r"</?(mark|div)[^>]*>", "", adapted)  # every character of the text escaped
+    assert shown and "% of its words differ from the base model's" in texts(at.caption)
+    ad.rename_adapter(info.id, "code *style*")
+    at.run()
+    assert f"**A · {md_escape('code *style*')}**" in [m.value for m in at.markdown]  # the new name, escaped
+    assert outputs_of(at) == [base, adapted]
+
+
+def test_a_rename_shows_in_every_picker(home_with_default):
+    info = make_adapter(home_with_default)
+    at = open_page()
+    assert any("my-adapter" in o for o in at.selectbox(key="l15.swap.a").options)
+    at.text_input(key=f"l15.lib.name.{info.id}").input("renamed one").run()
+    at.button(key="l15.lib.rename").click().run()
+    for picker in ("l15.lib.pick", "l15.swap.a", "l15.merge.pick"):
+        box = at.selectbox(key=picker)
+        assert any(o.startswith("renamed one") for o in box.options) and not any("my-adapter" in o for o in box.options)
+        # the browser keeps the text of the option it shows: the page sends it the new one (else it would show the
+        # old name, then send it back and match nothing)
+        assert box.proto.set_value and box.proto.raw_value.startswith("renamed one"), picker
+    assert at.text_input(key=f"l15.merge.name.{info.id}.renamed one").value == "renamed one-merged"
+
+
+def test_library_says_what_a_run_trained_on(home_with_default):
+    """A run's adapter is listed by what it is (rank, layers, data, steps), with its data, steps and losses."""
+    from llmfs.runs import Run
+    info = make_adapter(home_with_default)
+    run = Run.create(home_with_default / "runs" / "20260101-000000-train-abc123", "train", {})
+    folder = run.path / "adapter"
+    import shutil
+    shutil.copytree(info.path, folder)
+    (folder / ad.META_FILE).unlink()
+    ad.record_training(folder, base=str(home_with_default / "default" / "llmfs-tiny"),
+                       data=str(home_with_default / "uploads" / "my_notes.txt"), steps=200, rank=4, alpha=8.0,
+                       targets="qkv", final_loss=2.5, eval_loss=2.75, run_id=run.run_id)
+    at = open_page()
+    table = next(d.value for d in at.dataframe if "name" in d.value.columns)
+    row = table[table["name"] == "rank 4 on qkv · my_notes.txt · 200 steps"].iloc[0]
+    assert (row["base"], row["data"], row["steps"], row["eval_loss"], row["bits"]) == (
+        "llmfs-tiny", "my_notes.txt", 200, 2.75, "full precision")
+    assert "20260101-000000-train-abc123" not in list(table["name"])
 
 
 def test_merge_writes_a_model_folder_that_loads(home_with_default):
@@ -155,3 +213,50 @@ def test_merge_writes_a_model_folder_that_loads(home_with_default):
     assert str(folder) in texts(at.success)
     model = load_hf_folder(folder)
     assert not any("lora" in name for name, _ in model.named_parameters())
+    # offered as a download: a zip of the Hugging Face folder
+    button = next(b for b in at.get("download_button") if b.key == "l15.merge.download")
+    assert "Download the merged model" in button.proto.label
+
+
+def test_merged_model_zip_holds_the_hf_folder(home_with_default, tmp_path):
+    import io
+    import zipfile
+
+    from llmfs.adapting import merge_adapter, zip_model_folder
+    from llmfs.weights import load_hf_folder
+    info = make_adapter(home_with_default)
+    out = merge_adapter(info.path, tmp_path / "merged")
+    with zipfile.ZipFile(io.BytesIO(zip_model_folder(out))) as zf:
+        assert "merged/config.json" in zf.namelist()
+        zf.extractall(tmp_path / "unzipped")
+    assert load_hf_folder(tmp_path / "unzipped" / "merged") is not None
+
+
+# -- own text (issue 16) -----------------------------------------------------------------------------------------
+OWN_TEXT = ("My grandmother kept bees behind the old barn. Every summer she lifted the frames out one by one and held "
+            "them up to the light.\n\nThe honey was dark in the years when the heather flowered late, and pale when "
+            "the clover came first.\n\nShe wrote the colour of each harvest in a small green notebook.")
+
+
+def test_own_text_waits_without_an_error_then_shows_its_counts(home_with_default):
+    from llmfs.data.text import summarize
+    at = open_page()
+    at.selectbox(key="l15.data.kind").set_value("upload").run()
+    assert not at.error, texts(at.error)                  # nothing uploaded yet: nothing was done wrong
+    assert "Choose a file to train on" in texts(at.caption) and at.button(key="l15.start").disabled
+
+    at.file_uploader(key="l15.data.upload").set_value(("bad.txt", b"caf\xe9\n", "text/plain")).run()
+    assert "invalid UTF-8" in texts(at.error) and "empty" not in texts(at.error)   # the refusal, and only it
+    assert at.button(key="l15.start").disabled
+
+    at.file_uploader(key="l15.data.upload").set_value(("bees.txt", OWN_TEXT.encode(), "text/plain")).run()
+    assert not at.error, texts(at.error)
+    counts = summarize(str(home_with_default / "uploads" / "bees.txt"), "llmfs-tiny")
+    assert (f"1 document, {len(OWN_TEXT):,} characters: {counts.train_tokens:,} tokens to train on, "
+            f"{counts.heldout_tokens} held out") in texts(at.caption)
+    assert f"Your text has {counts.train_tokens} tokens to train on: sequence length 32 is used instead of 128." \
+        in texts(at.info)
+    assert not at.button(key="l15.start").disabled
+
+    at.number_input(key="l15.seq_len").set_value(100).run()    # a length of one's own is kept, or refused here
+    assert "Set a sequence length of 32 or less" in texts(at.error) and at.button(key="l15.start").disabled
