@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -321,3 +322,37 @@ class Llama(nn.Module):
                 break
             logits, _ = self(nxt, caches=caches)
         return out
+
+
+def load_llama(folder: str | Path, dtype: torch.dtype = torch.float32) -> Llama:
+    """Our Llama with the weights of a Hugging Face folder (config.json + model.safetensors or its shards), loaded
+    by name as they are: the state-dict keys are transformers' own.
+
+    Raises:
+        ValueError: not a Llama-family folder, or weights missing / left over (the message lists a few).
+    """
+    import json
+
+    from safetensors.torch import load_file
+
+    folder = Path(folder).expanduser()
+    config = LlamaConfig.from_hf(json.loads((folder / "config.json").read_text()))
+    files = sorted(folder.glob("model*.safetensors"))
+    if not files:
+        raise ValueError(f"{folder} holds no model*.safetensors weights (only safetensors are read: pickled .bin "
+                         "files can run code when loaded)")
+    state: dict[str, torch.Tensor] = {}
+    for file in files:
+        state.update(load_file(str(file)))
+    with torch.device("meta"):
+        model = Llama(config)
+    if config.tie_word_embeddings:
+        state.pop("lm_head.weight", None)   # some checkpoints store the tied copy too
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    missing = [k for k in missing if not (config.tie_word_embeddings and k == "lm_head.weight")]
+    if missing or unexpected:
+        raise ValueError(f"{folder}: weights missing {missing[:5]} / not used {unexpected[:5]}")
+    if config.tie_word_embeddings:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    model.inv_freq = rope_frequencies(config)   # a buffer, not in the checkpoint (built on 'meta' above)
+    return model.to(dtype).eval()

@@ -130,3 +130,17 @@ def test_training_step_lowers_the_loss_and_bad_configs_are_refused():
         LlamaConfig.from_hf({"model_type": "gpt2"})
     with pytest.raises(ValueError, match="not supported"):
         LlamaConfig(**BASE, num_attention_heads=4, num_key_value_heads=2, rope_scaling={"rope_type": "yarn"})
+
+
+def test_load_llama_reads_a_saved_folder(tmp_path):
+    hf, _ = hf_pair(num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+    hf.save_pretrained(tmp_path / "m")
+    from llmfs.llama import load_llama
+    ours = load_llama(tmp_path / "m")
+    idx = torch.randint(0, BASE["vocab_size"], (1, 30), generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        assert (ours(idx)[0] - hf(idx).logits).abs().max().item() < 1e-4
+    assert ours.lm_head.weight is ours.model.embed_tokens.weight      # tied stays tied: one tensor, not two
+    (tmp_path / "m" / "model.safetensors").rename(tmp_path / "m" / "weights.bin")
+    with pytest.raises(ValueError, match="only safetensors"):
+        load_llama(tmp_path / "m")
