@@ -39,7 +39,7 @@ CHANCE = {"llmfs-cloze": 0.25, "hellaswag": 0.25, "mmlu": 0.25}
 DATA_KINDS = {"default": "The official dataset from the Hugging Face hub (needs a network)",
               "builtin": "Built in: held-out text of llmfs-corpus",
               "wikitext": "WikiText-2 from the hub (needs a network)",
-              "upload": "Upload a .jsonl file (.txt for perplexity)", "path": "A file on this machine"}
+              "upload": "Upload a .jsonl file", "path": "A file on this machine"}
 TABLE_COLUMNS = ("model", "task", "metric", "score", "n", "few-shot", "data", "date", "run")
 WRONG_SHOWN = 10   # questions opened one by one below the table of wrong answers
 MARKDOWN_CHARS = re.compile(r"([\\`*_\[\]<>~$|])")  # what makes emphasis, code, links, colours or math in a label
@@ -96,7 +96,7 @@ def tasks_picker(key: str) -> dict[str, str | None]:
     None while a benchmark still lacks its file). Short names to pick from; what each measures, where its questions
     come from and the format of a file for it, in a box per benchmark picked."""
     tasks = st.pills("Benchmarks", TASKS, selection_mode="multi", default=["llmfs-cloze"],
-                     format_func=TASK_LABELS.get, key=f"{key}.tasks", persist_state="session",
+                     format_func=TASK_LABELS.get, key=f"{key}.tasks", persist_state="session", wrap=True,
                      help="Pick one or more; what each one measures appears below it once picked.")
     picked = {}
     for task in [t for t in TASKS if t in tasks]:
@@ -110,8 +110,10 @@ def tasks_picker(key: str) -> dict[str, str | None]:
 def _data_picker(key: str, task: str) -> str | None:
     kinds = ["builtin", "wikitext"] if task == "perplexity" else [] if task == "custom" else ["default"]
     kinds += ["upload", "path"]
-    kind = st.selectbox(f"Questions for {TASK_LABELS[task]}" if task != "perplexity" else "Text for perplexity",
-                        kinds, format_func=DATA_KINDS.get, key=f"{key}.{task}.kind", persist_state="session",
+    source = {"perplexity": "Text to score", "custom": "Your questions"}.get(task, f"Questions for {TASK_LABELS[task]}")
+    upload = "Upload a .txt or .jsonl file" if task == "perplexity" else DATA_KINDS["upload"]
+    kind = st.selectbox(source, kinds, format_func=lambda k: upload if k == "upload" else DATA_KINDS[k],
+                        key=f"{key}.{task}.kind", persist_state="session",
                         index=0 if task in OFFLINE_TASKS or task == "custom" else kinds.index("upload"))
     if kind in ("builtin", "default"):
         return ""
@@ -122,10 +124,16 @@ def _data_picker(key: str, task: str) -> str | None:
         path = st.text_input("Path on this machine", key=f"{key}.{task}.path", persist_state="session",
                              placeholder="/data/questions.jsonl" if identity.shows_paths() else None)
         if not path.strip():
-            st.caption(f"Give the path of the {TASK_LABELS[task]} file.")
+            st.caption(f"Give the path of {file_noun(task)}.")
             return None
         return path.strip()
     return _upload(key, task)
+
+
+def file_noun(task: str) -> str:
+    """`your HellaSwag file`, `your questions file`, `your text file`: the file a benchmark reads, in a sentence."""
+    return {"custom": "your questions file", "perplexity": "your text file"}.get(task,
+                                                                               f"your {TASK_LABELS[task]} file")
 
 
 def format_help(key: str, task: str) -> None:
@@ -154,11 +162,11 @@ def format_help(key: str, task: str) -> None:
 
 def _upload(key: str, task: str) -> str | None:
     limit = upload_limit_mb()
-    upload = st.file_uploader(f"Your {TASK_LABELS[task]} file (up to {fmt_mb(limit)})", type=["jsonl", "txt"]
+    upload = st.file_uploader(f"{file_noun(task).capitalize()} (up to {fmt_mb(limit)})", type=["jsonl", "txt"]
                               if task == "perplexity" else ["jsonl"],
                               key=f"{key}.{task}.upload", max_upload_size=max(1, math.ceil(limit)))
     if upload is None:
-        st.caption(f"Upload the {TASK_LABELS[task]} file, or pick another source for its questions.")
+        st.caption(f"Upload {file_noun(task)}, or pick another source above.")
         return None
     saved: dict = st.session_state.setdefault(f"{key}.saved", {})
     if upload.file_id not in saved:   # save once, not on every rerun
@@ -280,8 +288,9 @@ def _scores(result: dict) -> None:
                    help="± one standard error: the score would move about this much on another sample of "
                         "questions of the same size.")
     stopped = " · stopped early: scores are for the questions done" if result.get("stopped") else ""
-    unit = "documents" if result.get("kind") == "perplexity" else "questions"
-    st.caption(f"{result.get('n_items', 0):,} {unit} from {plain(identity.shown(str(result.get('source', '?'))))} · "
+    n = result.get("n_items", 0)
+    unit = ("document" if result.get("kind") == "perplexity" else "question") + ("s" if n != 1 else "")
+    st.caption(f"{n:,} {unit} from {plain(identity.shown(str(result.get('source', '?'))))} · "
                f"{panels.fmt_duration(result.get('seconds') or 0)}{stopped}")
 
 
@@ -364,6 +373,7 @@ def results_section(key: str) -> None:
         return
     # a column left out of column_order still reaches the browser: "source" (a server path) must not be in the data
     table = pd.DataFrame(rows).drop(columns="source")
+    table["task"] = table["task"].map(lambda t: TASK_LABELS.get(t, t))
     st.dataframe(table, hide_index=True, placeholder="–", column_order=TABLE_COLUMNS, column_config={
         "model": "Model", "task": "Benchmark", "metric": "Measure",
         "score": st.column_config.TextColumn("Score ± stderr", help="The score ± one standard error (none for "

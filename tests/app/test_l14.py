@@ -231,7 +231,7 @@ def test_benchmarks_are_pills_with_short_names_and_say_what_they_measure(llmfs_h
     pills = at.pills(key="l14.tasks")
     assert pills.options == ["llmfs-cloze", "Perplexity", "HellaSwag", "MMLU", "TruthfulQA MC1", "TruthfulQA MC2",
                              "Your own questions"]
-    assert max(len(o) for o in pills.options) <= 20                  # nothing to clip
+    assert max(len(o) for o in pills.options) <= 20 and pills.proto.wrap  # nothing to clip: they wrap in the column
     pills.set_value(["llmfs-cloze", "mmlu"]).run()
     captions = texts(at.caption)
     assert "Exam questions in 57 subjects" in captions and "Which eight words really come next" in captions
