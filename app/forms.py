@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 import types
 from pathlib import Path
 from typing import Any, Callable, Union, get_args, get_origin
@@ -20,7 +21,7 @@ from llmfs.sources import SourceError, looks_like_path
 from . import identity, state
 from .choices import pipeline_outputs, saved_models, trained_models
 from .text import md_escape
-from .uploads import UPLOAD_SUFFIXES, fmt_mb, save_upload, upload_limit_mb
+from .uploads import UPLOAD_SUFFIXES, fmt_mb, saved_upload, upload_limit_mb
 
 MODEL_SOURCES = {DEFAULT_MODEL: "llmfs-tiny (built in, works offline)", "mine": "A model you trained or saved",
                  "folder": "A folder on this machine", "hub": "A Hugging Face hub id"}
@@ -57,13 +58,16 @@ def config_form(cls: type, key: str, defaults: Any = None, fields: list[str] | N
         with st.expander("Advanced settings"):
             for name in advanced:  # one per line: two abreast broke the labels in a form a third of a laptop wide
                 draw(name)
+    picked = _PICKED.__dict__.pop(key, None)   # what the data picker left for this form (`_data_picker`)
     try:
         cfg = cls(**values)
         _check_against_model(cfg, _limits_for(getattr(cfg, "model", None)))
-        return cfg
     except ConfigError as e:
+        if e.field == "data" and picked is not None and picked.waiting:
+            return None  # no data chosen yet: the picker says what it waits for; an error comes only after a mistake
         show_config_error(e, info.get(e.field, {}), advanced=bool(info.get(e.field, {}).get("advanced")))
         return None
+    return _data_checked(cfg, picked)
 
 
 def show_config_error(e: ConfigError, meta: dict, *, advanced: bool = False) -> None:
@@ -220,8 +224,28 @@ def _own_model_picker(default: str, wkey: str) -> str:
                         format_func=labels.get, key=f"{wkey}.mine", persist_state="session")
 
 
+class _Picked:
+    """What the data picker of a form left for `config_form` in this script run: whether it waits for a choice
+    (so the form shows no error for the empty value), and a place under the widget for the data's counts."""
+
+    def __init__(self, slot, waiting: bool):
+        self.slot, self.waiting = slot, waiting
+
+
+_PICKED = threading.local()   # form key -> _Picked, per script run (each session's script runs in its own thread)
+
+
 def _data_picker(label: str, help_: str | None, default: str, wkey: str) -> str:
-    """Training text: the built-in corpus, an upload, a pipeline run's shards, a hub dataset, or a path."""
+    """Training text: the built-in corpus, an upload, a pipeline run's shards, a hub dataset, or a path. Under the
+    choice: what it holds (documents, characters, tokens, `_data_checked`), or, while nothing is chosen yet, a
+    caption saying what Start waits for (not an error: nothing was done wrong)."""
+    value = _pick_data(label, help_, default, wkey)
+    form_key = wkey.removesuffix(".data")
+    _PICKED.__dict__[form_key] = _Picked(st.container(), waiting=not value.strip())
+    return value
+
+
+def _pick_data(label: str, help_: str | None, default: str, wkey: str) -> str:
     kinds = list(DATA_SOURCES)
     initial = DEFAULT_DATA if default == DEFAULT_DATA else "hubdata" if default.startswith("hf:") else "path"
     kind = st.selectbox(label, kinds, index=kinds.index(initial), format_func=DATA_SOURCES.get, help=help_,
@@ -234,16 +258,11 @@ def _data_picker(label: str, help_: str | None, default: str, wkey: str) -> str:
                                   type=[x[1:] for x in UPLOAD_SUFFIXES], key=f"{wkey}.upload",
                                   max_upload_size=max(1, math.ceil(limit)))
         if upload is None:
+            st.caption("Choose a file to train on: its documents and tokens are counted here, and Start waits "
+                       "for it.")
             return ""
-        saved: dict = st.session_state.setdefault(f"{wkey}.saved", {})
-        path = saved.get(upload.file_id)
-        if path is None or not Path(path).exists():  # check and save once, not on every rerun of the form
-            try:
-                path = saved[upload.file_id] = str(save_upload(upload))
-            except ValueError as e:
-                st.error(str(e), icon=":material/error:")
-                return ""
-        return path
+        path = saved_upload(upload, wkey)
+        return "" if path is None else str(path)
     if kind == "pipeline":
         outputs = pipeline_outputs()
         if not outputs:
@@ -256,10 +275,56 @@ def _data_picker(label: str, help_: str | None, default: str, wkey: str) -> str:
         name = st.text_input("Dataset", value=default.removeprefix("hf:") if default.startswith("hf:") else "",
                              placeholder="wikitext:wikitext-2-raw-v1", key=f"{wkey}.hub", persist_state="session",
                              help="NAME or NAME:CONFIG, streamed from the hub (needs a network).")
+        if not name.strip():
+            st.caption("Type a dataset's name: Start waits for it.")
         return f"hf:{name.strip()}" if name.strip() else ""
-    return st.text_input("Path on this machine", value="" if default == DEFAULT_DATA else default,
+    path = st.text_input("Path on this machine", value="" if default == DEFAULT_DATA else default,
                          placeholder="/path/to/texts, file.jsonl or shards/shard-{000000..000009}.tar",
                          key=f"{wkey}.path", persist_state="session")
+    if not path.strip():
+        st.caption("Type the path of a file, a folder or shards: Start waits for it.")
+    return path
+
+
+def _data_checked(cfg: Any, picked: _Picked | None) -> Any | None:
+    """`cfg`, after saying under the data picker what the chosen text holds (documents, characters, and tokens to
+    train on and held out, counted with the model's tokenizer as the run will: `llmfs.data.text.summarize`) and
+    what a run on it will do (a shorter sequence for short text). None, with the reason there, when the text
+    cannot train with these settings (too little of it, or shorter than the sequence length the person set)."""
+    if picked is None or not all(hasattr(cfg, f) for f in ("data", "model", "seq_len")):
+        return cfg
+    from llmfs.data.text import summarize
+    from llmfs.recipes import fit_to_data
+    with picked.slot:
+        try:
+            summary = summarize(cfg.data, cfg.model)
+        except (ValueError, OSError) as e:  # no such file, an unreadable record: said where the data was chosen
+            st.error(md_escape(e), icon=":material/error:")
+            return None
+        if summary is None:  # the built-in corpus, hub data, big data: nothing to count before the run
+            return cfg
+        st.caption(data_counts(summary))
+        if summary.train_tokens is None:
+            return cfg
+        try:
+            _, note = fit_to_data(cfg, summary.train_tokens)
+        except ConfigError as e:
+            show_config_error(e, field_info_any(e.field))
+            return None
+        if note:
+            st.info(note + " (A sequence length of your own, under the training settings, is kept as you set it.)",
+                    icon=":material/straighten:")
+    return cfg
+
+
+def data_counts(summary) -> str:
+    """A `DataSummary` in words: "1 document, 1,234 characters: 443 tokens to train on, 25 held out (...)"."""
+    docs = f"{summary.documents:,} document{'s' if summary.documents != 1 else ''}"
+    text = f"{docs}, {summary.characters:,} characters"
+    if summary.train_tokens is None:
+        return text + ". Its tokens are counted when the model is on this machine (the run counts them)."
+    return (f"{text}: {summary.train_tokens:,} tokens to train on, {summary.heldout_tokens:,} held out to measure "
+            f"the held-out loss on ({summary.heldout_on}), counted with {summary.tokenizer}'s tokenizer.")
 
 
 def _base_type(t: Any) -> tuple[type, bool]:

@@ -187,7 +187,7 @@ def _header(run, status: dict, run_state: str, train: list[dict]) -> None:
                 try:
                     jobs.resume(run.run_id)
                 except ValueError as e:
-                    st.error(str(e), icon=":material/error:")
+                    st.error(md_escape(e), icon=":material/error:")
                 else:
                     st.session_state.pop(f"stopping:{run.run_id}", None)
                     st.rerun(scope="app")
@@ -196,14 +196,14 @@ def _header(run, status: dict, run_state: str, train: list[dict]) -> None:
         name = f"**{md_escape(run.name)}** · " if run.name else ""
         st.caption(f"{name}Run `{run.run_id}` · started from {md_escape(state.owner_label(status.get('owner')))}{by}")
     if run_state == FAILED:
-        st.error(identity.shown(status.get("error") or "The run failed."), icon=":material/error:")
+        st.error(md_escape(identity.shown(status.get("error") or "The run failed.")), icon=":material/error:")
         if run.kind == "train" and out_of_memory(status):
             oom_retry(run, status)
         if status.get("traceback") and identity.shows_paths():  # in a workshop, for the instructor only
             with st.expander("Technical details (traceback)"):
                 st.code(status["traceback"], language=None)
     elif run_state == INTERRUPTED and status.get("error"):
-        st.warning(identity.shown(status["error"]), icon=":material/pause_circle:")
+        st.warning(md_escape(identity.shown(status["error"])), icon=":material/pause_circle:")
     elif run_state == PENDING:
         st.caption("Runs take turns on this machine's one training slot (two at once would only slow both "
                    "down); this one starts when the runs ahead of it finish."
@@ -270,7 +270,10 @@ def _figures_of(records: list[dict]) -> dict:
     series = charts.memory_series(records)
     used = series["used"]
     tensors = charts.tensor_peak(records)
+    heldout = charts.of_kind(records, "heldout")  # which text the held-out loss is on (`llmfs.recipes.train_job`)
     return {"eval_loss": evals[-1]["eval_loss"] if evals else None, "tps": charts.recent_tokens_per_s(records),
+            "heldout_on": heldout[-1].get("on") if heldout else None,
+            "heldout_note": heldout[-1].get("note") if heldout else None,
             "mem": used[-1] if used else None, "mem_peak": max(used) if used else None,
             "gpu": series["allocated"] is not None or series["label"].startswith("GPU"),
             "tensor_peak": sum(tensors.values()) if tensors else None}
@@ -307,7 +310,10 @@ def _numbers(figures: dict, train: list[dict], run_state: str = RUNNING, result:
                    delta=f"{train[-1]['loss'] - train[0]['loss']:+.3f} since step 1" if len(train) > 1 else None,
                    delta_color="inverse")
     eval_loss, tps = figures["eval_loss"], figures["tps"]
-    cols[1].metric("Held-out loss", f"{eval_loss:.3f}" if eval_loss is not None else "-", help=HELP["eval"])
+    on, note = figures.get("heldout_on"), figures.get("heldout_note")
+    cols[1].metric("Held-out loss", f"{eval_loss:.3f}" if eval_loss is not None else "-",
+                   help=HELP["eval"] + (f"\n\nMeasured on {on}." if on else "") + (f" {note}" if note else ""),
+                   delta=f"on {on}" if on else None, delta_color="off", delta_arrow="off")
     cols[2].metric("Tokens / second", f"{tps:,.0f}" if tps else "-", help=HELP["tps"])
     mem = memory_metric(figures, run_state, result or {})
     cols[3].metric(mem["label"], mem["value"], help=mem["help"], delta=mem["delta"], delta_color="off",

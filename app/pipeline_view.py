@@ -23,11 +23,11 @@ from llmfs.data.dedup import MinHashConfig
 from llmfs.data.filters import FILTERS
 from llmfs.data.pipeline import SAMPLE_CHARS, PipelineConfig
 from llmfs.data.text import HF_PREFIX
-from llmfs.runs import FINAL_STATES, INTERRUPTED, PENDING, RUNNING, Run
+from llmfs.runs import FINAL_STATES, INTERRUPTED, PENDING, RUNNING, SUCCEEDED, Run
 
 from . import charts, forms, identity, panels, state
 from .choices import pipeline_outputs, shards_folder, source_label  # noqa: F401 (the page's API)
-from .uploads import UPLOAD_SUFFIXES, fmt_mb, safe_upload_name, save_upload, upload_limit_mb  # noqa: F401
+from .uploads import UPLOAD_SUFFIXES, fmt_mb, safe_upload_name, save_upload, saved_upload, upload_limit_mb  # noqa: F401
 
 PLOT_CONFIG = {"displaylogo": False}
 
@@ -86,24 +86,19 @@ def _source_row(key: str, name: str, draw) -> tuple:
 
 
 def _saved_uploads(key: str, uploads: list) -> list[Path]:
-    """Save each upload once (not on every rerun of the page) and return the saved paths; refusals are shown."""
-    saved: dict = st.session_state.setdefault(f"{key}.saved", {})
+    """Save each upload once (not on every rerun of the page) and return the saved paths; refusals are shown under
+    the uploads (a JSON Lines file with some unreadable lines is offered without them, `app.uploads.saved_upload`)."""
     paths = []
     for upload in uploads:
-        path = saved.get(upload.file_id)
-        if path is None or not Path(path).exists():
-            try:
-                path = saved[upload.file_id] = save_upload(upload)
-            except (ValueError, OSError) as e:
-                st.error(str(e), icon=":material/error:")
-                continue
-        paths.append(Path(path))
+        path = saved_upload(upload, key)
+        if path is not None:
+            paths.append(path)
     return paths
 
 
 def _shares_caption(sources: list[Source]) -> None:
-    if not sources:
-        st.warning("Choose at least one source.", icon=":material/warning:")
+    if not sources:  # not an error: nothing was done wrong, the run just needs something to read
+        st.caption("Choose at least one source: Start waits for it.")
         return
     total = sum(max(s.weight or 0, 0) for s in sources)
     if len(sources) > 1 and total > 0:
@@ -301,12 +296,20 @@ def _charts(run: Run, records: list[dict], last: dict, run_state: str) -> None:
         st.markdown("**Why documents were dropped**")
         st.plotly_chart(charts.drops_figure(last.get("drops") or {}), key=f"drops:{run_id}", config=PLOT_CONFIG)
     left, right = st.columns(2)
+    ended = run_state in FINAL_STATES
     with left, st.container(border=True):
         st.markdown("**Reading speed**")
-        st.plotly_chart(charts.pipeline_throughput_figure(records), key=f"rate:{run_id}", config=PLOT_CONFIG)
+        if ended and not charts.pipeline_rates(records)["t"]:
+            st.caption(too_quick_note(last, run_state, "the reading speed"))
+        else:
+            st.plotly_chart(charts.pipeline_throughput_figure(records), key=f"rate:{run_id}", config=PLOT_CONFIG)
     with right, st.container(border=True):
         st.markdown("**Memory**")
-        st.plotly_chart(charts.memory_figure(records), key=f"memory:{run_id}", config=PLOT_CONFIG)
+        used = charts.memory_series(records)["used"]
+        if ended and len(used) < 2:
+            st.caption(too_quick_note(last, run_state, "memory over time", used))
+        else:
+            st.plotly_chart(charts.memory_figure(records), key=f"memory:{run_id}", config=PLOT_CONFIG)
         st.caption("Documents stream through one at a time, so memory stays about flat however much is read; "
                    "only near-duplicate detection grows, by its MinHash numbers per document.")
     if len(charts.mix_shares(last.get("mix"))) > 1:
@@ -315,6 +318,21 @@ def _charts(run: Run, records: list[dict], last: dict, run_state: str) -> None:
             st.plotly_chart(charts.mix_figure(last["mix"], label=source_label), key=f"mix:{run_id}",
                             config=PLOT_CONFIG)
             st.caption(mix_note(last["mix"], run.config().get("mix_until")))
+
+
+def too_quick_note(last: dict, run_state: str, what: str, used: list | None = None) -> str:
+    """What a chart's place says for a run that ended before the chart had two points to draw (the readings come
+    every half second or so): how long it took, and the averages instead of a curve."""
+    elapsed = last.get("elapsed_s") or 0.0
+    took = f"{elapsed:.1f} s" if elapsed < 10 else panels.fmt_duration(elapsed)
+    verb = "Finished" if run_state == SUCCEEDED else "Ended"
+    note = f"{verb} in {took}: too quick to chart {what}."
+    if used is None and elapsed > 0:
+        note += (f" On average {last.get('documents_in', 0) / elapsed:,.0f} documents and "
+                 f"{last.get('bytes_in', 0) / elapsed / 1e6:,.2f} MB per second.")
+    elif used:
+        note += f" One reading: {charts.fmt_bytes(used[-1])}."
+    return note
 
 
 def mix_note(mix: dict, mix_until: str | None) -> str:

@@ -99,8 +99,18 @@ def check_size(name: str, size: int, max_bytes: int | None = None) -> None:
 
 
 # -- saving -------------------------------------------------------------------------------------------------------
+class BadLinesError(UploadError):
+    """A JSON Lines file of training text with some unreadable lines and some readable records: refused as it is,
+    and saved without the bad lines when the person agrees (`save_upload(..., skip_bad_lines=True)`).
+    `.bad_lines`: the line numbers of all the bad lines; `.readable`: how many records can be read."""
+
+    def __init__(self, message: str, problems, bad_lines: list[int], readable: int):
+        super().__init__(message, problems)
+        self.bad_lines, self.readable = bad_lines, readable
+
+
 def save_upload(name: str, data: bytes | bytearray | memoryview, kind: str = "text", max_bytes: int | None = None,
-                *, task: str = "custom", person: str | None = None) -> Path:
+                *, task: str = "custom", person: str | None = None, skip_bad_lines: bool = False) -> Path:
     """Check an upload and save it as `$LLMFS_HOME/uploads/[<person's folder>/]<safe_name(name)>`; returns that path.
 
     Args:
@@ -109,7 +119,10 @@ def save_upload(name: str, data: bytes | bytearray | memoryview, kind: str = "te
         max_bytes: the size limit (default: the workshop's, `upload_limit_bytes()`).
         task: a benchmark's task (`BENCHMARK_TASKS`); its own loader checks the records.
         person: who uploads it (a workshop participant's name): saved in their own folder (`person_folder`).
+        skip_bad_lines: training text in JSON Lines: save the readable lines only (the lines a `BadLinesError`
+            named), as long as one is readable.
     Raises:
+        BadLinesError: training text in JSON Lines with unreadable lines beside readable ones (nothing is written).
         UploadError: a refused name, type, size or content (nothing is written), or the file could not be saved.
     """
     suffixes = suffixes_for(kind, task)
@@ -119,6 +132,13 @@ def save_upload(name: str, data: bytes | bytearray | memoryview, kind: str = "te
     suffix = next(s for s in suffixes if safe.lower().endswith(s))
     shown = _show(name, quote=False)
     problems, total, fix = _check_content(data, suffix, kind, task)
+    if problems and kind == "text" and suffix == ".jsonl":
+        kept, bad_lines, readable = readable_lines(data)
+        if readable and skip_bad_lines:
+            data, problems = kept, []
+        elif readable:
+            refusal = _refusal(shown, problems, total, fix)
+            raise BadLinesError(str(refusal), refusal.problems, bad_lines, readable)
     if problems:
         raise _refusal(shown, problems, total, fix, "row" if suffix == ".parquet" else "line")
     try:
@@ -217,6 +237,26 @@ def _check_jsonl(data: bytes, require_text: bool) -> tuple[Problems, int]:
     if not total and not records:
         return [(0, "the file holds no records (one JSON object a line)")], 1
     return problems, total
+
+
+def readable_lines(data: bytes) -> tuple[bytes, list[int], int]:
+    """A JSON Lines file of training text split as `_check_jsonl` judges it: (the readable lines, the numbers of the
+    unreadable ones, how many records are readable). Blank lines are neither."""
+    kept: list[bytes] = []
+    bad: list[int] = []
+    pos = line = 0
+    while pos < len(data):
+        end = data.find(b"\n", pos)
+        end = len(data) if end < 0 else end + 1
+        raw, start, pos = data[pos:end], pos, end
+        line += 1
+        if not raw.strip():
+            continue
+        if _jsonl_problem(raw, start, require_text=True) is None:
+            kept.append(raw if raw.endswith(b"\n") else raw + b"\n")
+        else:
+            bad.append(line)
+    return b"".join(kept), bad, len(kept)
 
 
 def _jsonl_problem(raw: bytes, start: int, require_text: bool) -> str | None:

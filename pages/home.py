@@ -35,8 +35,13 @@ with left:
             f"({corpus.get('train_tokens', 0):,} tokens, {corpus.get('train_bytes', 0) / 1e6:.1f} MB of text), "
             f"for {pre.get('steps', '?')} steps ({pre.get('seconds', 0) / 60:.0f} min).")
         a, b = st.columns(2)
+        windows = pre.get("heldout_windows") or {"batches": 16, "batch_size": 16, "seq_len": 128}
         a.metric("Held-out loss, pretrained", f"{pre.get('heldout_loss', math.nan):.2f}",
-                 help="Loss on documents the model never saw in training. Lower is better.")
+                 delta="on llmfs-corpus's held-out documents", delta_color="off", delta_arrow="off",
+                 help=f"Loss on llmfs-corpus's held-out documents, which the model never saw in training: "
+                      f"{windows['batches'] * windows['batch_size']:,} windows of {windows['seq_len']} tokens. Lower "
+                      "is better. Fine-tunes on llmfs-corpus report their held-out loss on the same windows, so "
+                      "their figures and this one compare.")
         b.metric("Same model, random weights", f"{pre.get('random_init_heldout_loss', math.nan):.2f}",
                  help="What the same architecture scores before any training: the gap is what pretraining bought.")
         st.caption(f"Perplexity {pre.get('heldout_perplexity', math.nan):,.0f}: on unseen text the model is about "

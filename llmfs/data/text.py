@@ -20,7 +20,7 @@ from .readers import HF_PREFIX, DataError  # noqa: F401  (re-exported: callers i
 
 MAX_DOCS = 200_000       # the eager path holds every text in memory; L13's streaming pipeline has no such cap
 MIN_VAL_FRACTION = 0.05
-CORPUS_HELDOUT = "llmfs-corpus's held-out documents (the text Home measures llmfs-tiny on)"
+CORPUS_HELDOUT = "llmfs-corpus's held-out documents, as on Home"
 
 
 @dataclass

@@ -99,7 +99,8 @@ def test_page_renders_every_stage_before_any_run(llmfs_home):
 def test_refusals_name_the_setting_and_keep_start_off(llmfs_home):
     at = open_page()
     at.checkbox(key="l13.builtin").uncheck().run()
-    assert "at least one source" in texts(at.warning) and at.button(key="l13.start").disabled
+    assert "at least one source" in texts(at.caption) and at.button(key="l13.start").disabled
+    assert not at.warning and not at.error             # nothing was done wrong: Start just waits for a source
     at.checkbox(key="l13.builtin").check().run()
     at.number_input(key="l13.gopher_quality.max_bullet_lines").set_value(1.5).run()
     assert "max_bullet_lines" in texts(at.error) and at.button(key="l13.start").disabled
@@ -250,3 +251,38 @@ def test_mix_shares_read_the_flat_mix_record():
         {"source": "a.jsonl", "count": 4, "share": 0.4, "target": 0.5},
         {"source": "web.jsonl", "count": 6, "share": 0.6, "target": 0.5}]
     assert charts.mix_shares(None) == []
+
+
+def test_a_jsonl_with_bad_lines_is_offered_without_them(llmfs_home):
+    """2 unreadable lines of 5: refused as it is, with the lines named; ticked, the other 3 are saved and read."""
+    at = open_page()
+    data = b'{"text": "one"}\n{"text": broken}\n{"text": "three"}\n{"title": "no text"}\n{"text": "five"}\n'
+    at.file_uploader(key="l13.uploads").set_value([("notes.jsonl", data, "application/json")]).run()
+    assert "notes.jsonl was refused (2 problems" in texts(at.error)
+    skip = next(c for c in at.checkbox if c.label.startswith("Skip"))
+    assert skip.label == "Skip these 2 lines: 2 and 4, and use the other 3"
+    assert not (llmfs_home / "uploads" / "notes.jsonl").exists()
+    skip.check().run()
+    assert not at.error and "Saved without its 2 unreadable lines: 2 and 4." in texts(at.caption)
+    saved = llmfs_home / "uploads" / "notes.jsonl"
+    assert saved.read_bytes() == b'{"text": "one"}\n{"text": "three"}\n{"text": "five"}\n'
+    assert "notes.jsonl" in texts(at.markdown)                 # a source row of its own, with a weight
+    assert not at.button(key="l13.start").disabled
+
+
+def test_a_run_too_quick_to_chart_says_so(llmfs_home):
+    """A finished run with one reading: no empty axis "waiting" for readings that will never come."""
+    run = Run.create(llmfs_home / "runs" / new_run_id("pipeline"), "pipeline",
+                     dataclasses.asdict(PipelineConfig(inputs=("a.jsonl",))), owner="l13")
+    run.append_metrics(0, kind="telemetry", process_rss_bytes=300e6, system_total_bytes=16e9)
+    quick = {**RESULT, "elapsed_s": 0.3, "mix": {}, "shards": [], "shards_written": 0}
+    run.append_metrics(10, kind="pipeline", documents_in=10, documents_out=6, bytes_in=50_000, elapsed_s=0.3,
+                       funnel=quick["funnel"], drops=quick["drops"], read_errors=0, mix={})
+    run.mark_finished("succeeded", result=quick)
+    at = open_page()
+    shown = texts(at.caption)
+    assert "Finished in 0.3 s: too quick to chart the reading speed. On average 33 documents and 0.17 MB per " \
+           "second." in shown
+    assert "Finished in 0.3 s: too quick to chart memory over time. One reading: 300 MB." in shown
+    assert "Waiting for" not in json.dumps([json.loads(c.proto.spec) for c in at.get("plotly_chart")])
+    assert chart_types(at) == ["scatter", "funnel", "bar"]   # the S-curve, the funnel, the drops: no empty axes

@@ -240,6 +240,7 @@ OWN_TEXT = ("My grandmother kept bees behind the old barn. Every summer she lift
 
 def test_own_text_waits_without_an_error_then_shows_its_counts(home_with_default):
     from llmfs.data.text import summarize
+    from llmfs.train import fitted_seq_len
     at = open_page()
     at.selectbox(key="l15.data.kind").set_value("upload").run()
     assert not at.error, texts(at.error)                  # nothing uploaded yet: nothing was done wrong
@@ -254,9 +255,11 @@ def test_own_text_waits_without_an_error_then_shows_its_counts(home_with_default
     counts = summarize(str(home_with_default / "uploads" / "bees.txt"), "llmfs-tiny")
     assert (f"1 document, {len(OWN_TEXT):,} characters: {counts.train_tokens:,} tokens to train on, "
             f"{counts.heldout_tokens} held out") in texts(at.caption)
-    assert f"Your text has {counts.train_tokens} tokens to train on: sequence length 32 is used instead of 128." \
+    fit = fitted_seq_len(counts.train_tokens, 128)
+    assert fit < 128
+    assert f"Your text has {counts.train_tokens} tokens to train on: sequence length {fit} is used instead of 128." \
         in texts(at.info)
     assert not at.button(key="l15.start").disabled
 
-    at.number_input(key="l15.seq_len").set_value(100).run()    # a length of one's own is kept, or refused here
-    assert "Set a sequence length of 32 or less" in texts(at.error) and at.button(key="l15.start").disabled
+    at.number_input(key="l15.seq_len").set_value(counts.train_tokens).run()   # one's own length: kept, or refused
+    assert f"Set a sequence length of {fit} or less" in texts(at.error) and at.button(key="l15.start").disabled
