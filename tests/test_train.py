@@ -175,3 +175,39 @@ def test_tensor_memory_counted_on_the_first_every_tenth_and_the_last_step():
     pure = train(GPT(TINY), RandomWindows(_data(), 8, 16), _cfg(steps=1, precision="bf16-pure")).tensor_memory
     assert pure["weights_bytes"] * 2 == last["weights_bytes"]
     assert pure["activations_bytes"] < last["activations_bytes"]
+
+
+# -- short text (issue 16) ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("tokens,seq_len,fit", [(443, 128, 128), (130, 128, 128), (129, 128, 64), (100, 128, 64),
+                                                (66, 128, 64), (65, 128, 32), (10, 128, 8), (9, 128, None),
+                                                (0, 128, None), (100, 16, 16)])
+def test_the_sequence_length_follows_short_text(tokens, seq_len, fit):
+    from llmfs.train import fitted_seq_len
+    assert fitted_seq_len(tokens, seq_len) == fit
+    if fit is not None:
+        RandomWindows(torch.arange(tokens), 2, fit).batch(1)   # it really fits
+
+
+def test_short_held_out_text_is_measured_as_it_is():
+    from llmfs.train import HeldOutWindows
+    whole = HeldOutWindows(torch.arange(1000), 4, 128, 3, seed=1, final_batches=5)
+    assert whole.usable and whole.note is None and (whole.batches, whole.final_batches) == (3, 5)
+    assert whole.batch(0, 0)[0].shape == (4, 128) and whole.tokens_read == 5 * 4 * 128
+    short = HeldOutWindows(torch.arange(25), 8, 128, 4, seed=1)
+    x, y = short.batch(0, 0)
+    assert x.shape == (1, 23) and torch.equal(y, x + 1)
+    assert (short.batches, short.final_batches, short.tokens_read) == (1, 1, 23)
+    assert "only 25 tokens, so it is measured as one window of 23 tokens" in short.note
+    none = HeldOutWindows(torch.arange(3), 8, 128, 4)
+    assert not none.usable and "too little to measure a held-out loss on" in none.note
+
+
+def test_a_run_with_a_tiny_held_out_text_trains_and_reports_no_held_out_loss():
+    from llmfs.train import HeldOutWindows
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50, n_positions=16, n_embd=16, n_layer=1, n_head=2))
+    cfg = TrainConfig(steps=2, batch_size=2, seq_len=8, warmup_steps=0, eval_every=1, device="cpu",
+                      checkpoint_every=0)
+    result = train(model, RandomWindows(torch.randint(0, 50, (100,)), 2, 8), cfg,
+                   val_batches=HeldOutWindows(torch.arange(3), 2, 8, 4))
+    assert result.steps_done == 2 and result.evals == []

@@ -466,3 +466,27 @@ def test_the_lesson_pages_show_refusals_with_line_numbers_and_save_good_files(ll
     at.file_uploader(key="l14.custom.upload").set_value(upload).run()
     assert not at.error and not at.exception
     assert (llmfs_home / "uploads" / "quiz.jsonl").is_file()
+
+
+# -- skipping unreadable lines (issue 16) ------------------------------------------------------------------------
+def test_a_jsonl_with_some_bad_lines_names_them_all_and_saves_the_rest_when_asked(llmfs_home):
+    from llmfs.uploads import BadLinesError
+    lines = ['{"text": "one"}', "{broken", "", '{"text": "three"}', '{"title": "x"}', '{"text": 4}',
+             "[5]", "plain", '{"text": "eight"}']
+    data = ("\n".join(lines) + "\n").encode()
+    with pytest.raises(BadLinesError) as e:
+        save_upload("web.jsonl", data)
+    assert e.value.bad_lines == [2, 5, 6, 7, 8] and e.value.readable == 3
+    assert "web.jsonl was refused (5 problems; nothing was saved)" in str(e.value)
+    assert files_under(llmfs_home) == set()
+    path = save_upload("web.jsonl", data, skip_bad_lines=True)
+    assert path.read_bytes() == b'{"text": "one"}\n{"text": "three"}\n{"text": "eight"}\n'
+    assert [d.text for d in read_documents(path, errors="raise")] == ["one", "three", "eight"]
+
+
+def test_a_jsonl_with_nothing_readable_stays_refused(llmfs_home):
+    from llmfs.uploads import BadLinesError
+    with pytest.raises(UploadError, match="2 problems") as e:
+        save_upload("junk.jsonl", b"{broken\n[1]\n", skip_bad_lines=True)
+    assert not isinstance(e.value, BadLinesError)       # nothing to offer: no "skip" choice
+    assert files_under(llmfs_home) == set()
