@@ -239,28 +239,30 @@ def throughput_figure(records: list[dict]) -> go.Figure:
 OVERLAY_LEGEND = {"orientation": "h", "yanchor": "top", "y": -0.3, "xanchor": "left", "x": 0.0}
 
 
-def loss_overlay(runs: Mapping[str, list[dict]]) -> go.Figure:
-    """Training loss of several runs (lines) and their held-out losses (diamonds, same colour, no legend entry)."""
+def loss_overlay(runs: Mapping[str, list[dict]], colors: Mapping[str, str] | None = None) -> go.Figure:
+    """Training loss of several runs (lines) and their held-out losses (diamonds, same colour, no legend entry).
+    `colors`: run name -> its colour (`run_colors`); the others take the palette's in turn."""
     traces = []
     for i, (name, records) in enumerate(runs.items()):
         train = by_step(of_kind(records, "train"))
         evals = by_step(of_kind(records, "eval"))
+        color = _color_of(name, i, colors)
         if train:
-            traces.append(_trend_line([r["step"] for r in train], [r["loss"] for r in train], name, i))
+            traces.append(_trend_line([r["step"] for r in train], [r["loss"] for r in train], name, color))
         if evals:
             traces.append({**_diamonds([r["step"] for r in evals], [r["eval_loss"] for r in evals],
-                                       f"{name} (held-out)", _color(i), group=name), "showlegend": False})
+                                       f"{name} (held-out)", color, group=name), "showlegend": False})
     if not traces:
         return _waiting("Step", "Loss", "None of these runs has a training step yet")
     return _figure(traces, "Step", "Loss (" + LOSS_HELP + ")", legend=OVERLAY_LEGEND, height=HEIGHT + 40)
 
 
-def memory_overlay(runs: Mapping[str, list[dict]]) -> go.Figure:
+def memory_overlay(runs: Mapping[str, list[dict]], colors: Mapping[str, str] | None = None) -> go.Figure:
     series = {name: memory_series(records) for name, records in runs.items()}
     peak = max((max(s["used"]) for s in series.values() if s["used"]), default=0)
     unit, scale = memory_unit(peak)
     labels = sorted({s["label"] for s in series.values() if s["used"]})
-    traces = [_line(s["t"], [v / scale for v in s["used"]], name, _color(i))
+    traces = [_line(s["t"], [v / scale for v in s["used"]], name, _color_of(name, i, colors))
               for i, (name, s) in enumerate(series.items()) if s["used"]]
     if not traces:
         return _waiting("Seconds since the start", "Memory", "No memory readings yet")
@@ -290,21 +292,48 @@ def tensor_memory_bars(runs: Mapping[str, list[dict]]) -> go.Figure:
                    yaxis={"autorange": "reversed", "type": "category"})
 
 
-def throughput_overlay(runs: Mapping[str, list[dict]]) -> go.Figure:
+def throughput_overlay(runs: Mapping[str, list[dict]], colors: Mapping[str, str] | None = None) -> go.Figure:
     traces = []
     for i, (name, records) in enumerate(runs.items()):
         train = by_step(of_kind(records, "train"))
         if train:
-            traces.append(_trend_line([r["step"] for r in train], [r.get("tokens_per_s", 0) for r in train], name, i))
+            traces.append(_trend_line([r["step"] for r in train], [r.get("tokens_per_s", 0) for r in train], name,
+                                      _color_of(name, i, colors)))
     if not traces:
         return _waiting("Step", "Tokens per second", "None of these runs has a training step yet")
     return _figure(traces, "Step", "Tokens per second", legend=OVERLAY_LEGEND, height=HEIGHT + 40)
 
 
-def _trend_line(xs: list, ys: list, name: str, i: int) -> dict:
+def _trend_line(xs: list, ys: list, name: str, color: str) -> dict:
     if len(ys) < SMOOTH_FROM:
-        return _line(xs, ys, name, _color(i), group=name)
-    return _line(xs, smooth(ys), name, _color(i), group=name, markers=False)
+        return _line(xs, ys, name, color, group=name)
+    return _line(xs, smooth(ys), name, color, group=name, markers=False)
+
+
+# The same thing in the same colour on every page: a run from pretrained weights is blue and one from random weights
+# red wherever they are compared; each precision keeps its colour (L16's charts and the Runs page alike).
+PRECISION_COLORS = {"fp32": "#6c757d", "fp16": "#f77f00", "bf16": "#4361ee", "bf16-pure": "#2a9d8f"}
+INIT_COLORS = {"pretrained": "#4361ee", "random": "#e63946"}
+VALUE_COLORS = {"init": INIT_COLORS, "precision": PRECISION_COLORS}
+
+
+def run_colors(configs: Mapping[str, Mapping], differing: list[str]) -> dict[str, str]:
+    """run -> colour, for runs compared on one chart: by the value of the first setting they differ in that has
+    colours of its own (pretrained / random, the precision) when that tells every run apart; else the palette's
+    colours in turn. `differing`: the settings in which they differ, most telling first (`llmfs.runs.differences`)."""
+    for key in differing:
+        table = VALUE_COLORS.get(key)
+        if table is None:
+            continue
+        values = [c.get(key) for c in configs.values()]
+        if all(v in table for v in values) and len(set(values)) == len(values):
+            return {rid: table[c.get(key)] for rid, c in configs.items()}
+        break
+    return {rid: _color(i) for i, rid in enumerate(configs)}
+
+
+def _color_of(name: str, i: int, colors: Mapping[str, str] | None) -> str:
+    return (colors or {}).get(name) or _color(i)
 
 
 # -- building blocks ----------------------------------------------------------------------------------------------

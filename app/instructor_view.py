@@ -21,6 +21,7 @@ from llmfs.config import ConfigError, field_info
 from llmfs.runs import PENDING, RUNNING
 
 from . import charts, identity, state, tables
+from .text import md_escape
 
 UNLOCKED = identity.UNLOCKED
 FREED = "instructor.freed"
@@ -111,7 +112,9 @@ def _active_row(mgr, run, position: int | None) -> None:
     rid = run.run_id
     with st.container(border=True, horizontal=True, vertical_alignment="center"):
         where = "running" if status.get("state") == RUNNING else f"#{position} waiting" if position else "waiting"
-        st.markdown(f"**{status.get('user') or '–'}** · {run.kind} · {where} · {progress_text(run, status)} · "
+        name = f" · {md_escape(run.name)}" if run.name else ""
+        st.markdown(f"**{md_escape(status.get('user') or '–')}**{name} · {run.kind} · {where} · "
+                    f"{progress_text(run, status)} · "
                     f"from {state.owner_label(status.get('owner'))} · `{rid}`")
         cancelling = st.session_state.get(f"instructor.cancelled:{rid}")
         st.button("Cancelling…" if cancelling else "Cancel", key=f"instructor.cancel:{rid}",
@@ -131,24 +134,20 @@ def _cancel(mgr, run_id: str) -> None:
 
 
 def progress_text(run, status: dict) -> str:
-    progress = status.get("progress") or {}
-    if run.kind == "train":
-        return tables.run_row(run)["steps"] + " steps"
-    if progress.get("total"):
-        return f"{progress.get('done', 0):,} / {progress['total']:,} {progress.get('unit', 'steps')}"
-    return "–"
+    return tables.progress_text(run, status)
 
 
 def runs_table(runs) -> pd.DataFrame:
     rows = []
     for run in runs:
         status = run.status()
-        rows.append({"user": status.get("user"), "kind": run.kind, "state": status.get("state"),
-                     "progress": progress_text(run, status), "started from": state.owner_label(status.get("owner")),
+        rows.append({"user": status.get("user"), "kind": run.kind,
+                     "state": status.get("state"), "progress": progress_text(run, status),
+                     "started from": state.owner_label(status.get("owner")),
                      "created": _when(status.get("created")), "started": _when(status.get("started")),
-                     "run": run.run_id, "error": status.get("error")})
+                     "run": run.run_id, "name": run.name or None, "error": status.get("error")})
     return pd.DataFrame(rows, columns=["user", "kind", "state", "progress", "started from", "created", "started",
-                                       "run", "error"])
+                                       "run", "name", "error"])
 
 
 def _when(t: float | None):
@@ -162,7 +161,8 @@ def limits_section() -> None:
     try:
         limits = workshop.load_limits()
     except ConfigError as e:
-        st.error(f"The limits file is refused, so **no limits apply** until it is fixed: {e}", icon=":material/error:")
+        st.error(f"The limits file is refused, so **no limits apply** until it is fixed: {md_escape(e)}",
+                 icon=":material/error:")
         limits = None
     if limits is not None:
         info = field_info(workshop.WorkshopLimits)
@@ -191,7 +191,7 @@ def limits_section() -> None:
         try:
             applied = workshop.install(state.manager(), shared=True)  # this view exists only in a workshop
         except ConfigError as e:
-            st.error(f"Not applied: {e}", icon=":material/error:")
+            st.error(f"Not applied: {md_escape(e)}", icon=":material/error:")
         else:
             st.success("Applied: new submissions are checked against these limits." if applied.active else
                        "Applied: the file sets no limits, so none apply.", icon=":material/check_circle:")

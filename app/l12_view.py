@@ -16,7 +16,8 @@ from llmfs.freeze import plan_freeze
 from llmfs.sources import SourceError
 from llmfs.targets import STRATEGIES
 
-from . import charts, forms, identity, panels, state
+from . import charts, forms, identity, panels, run_panels, state
+from .text import md_escape
 
 SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -45,7 +46,7 @@ def model_picker(key: str) -> tuple | None:
         state.ensure_builtins(chosen)
         return (*loaded(chosen), chosen)
     except (SourceError, ValueError, OSError) as e:
-        st.error(str(e), icon=":material/error:")
+        st.error(md_escape(e), icon=":material/error:")
         return None
 
 
@@ -85,7 +86,22 @@ def parity(folder, model, tokenizer, key: str) -> None:
             f"**{res['max_abs_delta']:.1e}** (allowed: {res['tolerance']:.0e}) over {res['n_tokens']} tokens. "
             + ("The conversion is exact up to float rounding." if ok else "The conversion is wrong."),
             icon=":material/check_circle:" if ok else ":material/error:")
-        st.table({"our top-5 next tokens": res["ours_top5"], "transformers' top-5": res["reference_top5"]})
+        st.dataframe({"our top-5 next tokens": [shown_token(t) for t in res["ours_top5"]],
+                      "transformers' top-5": [shown_token(t) for t in res["reference_top5"]]},
+                     hide_index=False, width="content")
+        st.caption("␣ is a space, ⏎ a line break, ⇥ a tab: a token is often a word with the space before it.")
+
+
+WHITESPACE = {" ": "␣", "\n": "⏎", "\t": "⇥", "\r": "␍", "\u00a0": "⍽"}
+
+
+def shown_token(token: str) -> str:
+    """A token as text a person can see: every space, line break and tab as a visible sign (`␣the`, `⏎`), other
+    invisible characters by their code (`\\x0b`), and the empty token as `(empty)`."""
+    if token == "":
+        return "(empty)"
+    return "".join(WHITESPACE.get(ch) or (ch if ch.isprintable() else f"\\x{ord(ch):02x}" if ord(ch) < 256
+                                          else f"\\u{ord(ch):04x}") for ch in token)
 
 
 def vocabulary(model, tokenizer, key: str) -> None:
@@ -109,10 +125,11 @@ def vocabulary(model, tokenizer, key: str) -> None:
     c2.metric("Vocabulary after", f"{report.new_vocab_size:,}", delta=len(report.tokens))
     c3.metric("Old tokens' logits changed by", f"{_old_logit_change(model, bigger, tokenizer):.1e}",
               help="Resizing adds rows; every existing token's score must stay exactly as it was.")
-    st.table([{"new token": t, "id": i, "was split into": " ".join(f"[{p}]" for p in report.splits.get(t, ()))}
-              for t, i in zip(report.tokens, report.ids)])
+    st.dataframe([{"new token": shown_token(t), "id": i,
+                   "was split into": " ".join(f"[{shown_token(p)}]" for p in report.splits.get(t, ()))}
+                  for t, i in zip(report.tokens, report.ids)], hide_index=True)
     if report.skipped:
-        st.caption(f"Already in the vocabulary (skipped): {', '.join(report.skipped)}")
+        st.caption(f"Already in the vocabulary (skipped): {md_escape(', '.join(map(shown_token, report.skipped)))}")
     padded, pad = pad_vocab(bigger, multiple=64)
     st.caption(f"Padding for speed: {pad.old_rows:,} rows -> {pad.new_rows:,} (a multiple of 64, which matrix "
                "multiplications handle faster); the padding rows are never predicted, so outputs do not change.")
@@ -123,9 +140,9 @@ def vocabulary(model, tokenizer, key: str) -> None:
         folder = save_hf_folder(padded, models_dir(identity.workshop_user()) /
                                 (SAFE_NAME.sub("_", name).lstrip(".") or "model"), tokenizer=new_tok)
         if identity.shows_paths():
-            st.success(f"Saved to `{folder}`. Pick it as **A folder on this machine** under Fine-tune.")
+            st.success(f"Saved to {md_escape(folder)}. Pick it as **A folder on this machine** under Fine-tune.")
         else:  # a participant: the folder is theirs, its path the server's
-            st.success(f"Saved as **{folder.name}** among your models.")
+            st.success(f"Saved as **{md_escape(folder.name)}** among your models.")
 
 
 def _old_logit_change(old, new, tokenizer) -> float:
@@ -160,7 +177,7 @@ def layer_map(model, key: str) -> dict:
     try:
         est = memory.estimate(model.config, freeze=plan, **shape)
     except ValueError as e:
-        st.caption(f"No memory estimate: {e}")
+        st.caption(f"No memory estimate: {md_escape(e)}")
     else:
         c2.metric("Memory for training", charts.fmt_bytes(est.total_bytes),
                   help="Weights; gradients and AdamW's two running averages for what trains; and the activations "
@@ -201,8 +218,29 @@ def _group_label(g: dict) -> str:
     return label
 
 
-def submit_comparison(key: str, cfg: TrainConfig) -> None:
-    """Queue the same fine-tune twice, from pretrained and from random weights; remember both for the overlay."""
+def freeze_note(freeze: dict, where: str = "step 3 · What trains") -> None:
+    """Say, in the form that uses it, which layers will train, and `where` that was chosen."""
+    strategy = freeze.get("freeze") or "full"
+    what = STRATEGIES.get(strategy, strategy)
+    if strategy in ("freeze_bottom", "train_top"):
+        what += f" (Blocks: {freeze.get('freeze_layers')})"
+    st.info(f"**Which layers train** (set in {where}): **{strategy}**: {what}",
+            icon=":material/ac_unit:" if strategy != "full" else ":material/layers:")
+
+
+def random_freeze_warning(freeze: dict) -> None:
+    """The comparison's random-weights run keeps what is frozen at its random values: say so before it starts."""
+    strategy = freeze.get("freeze") or "full"
+    if strategy not in ("full", "llrd"):
+        st.warning(f"Step 3 freezes part of the model (**{strategy}**): in the run from random weights the frozen "
+                   "layers stay random (with `gradual`, until their turn comes), so it cannot learn as a full "
+                   "fine-tune would. Choose **full** in step 3 to compare the weights alone.",
+                   icon=":material/ac_unit:")
+
+
+def submit_comparison(key: str, cfg: TrainConfig, name: str = "") -> None:
+    """Queue the same fine-tune twice, from pretrained and from random weights; remember both for the overlay
+    (named `name · pretrained weights` and `name · random weights` when a name was typed)."""
     from llmfs.recipes import preflight_train
     try:
         configs = [cfg.replace(init=init, save_model=False) for init in ("pretrained", "random")]
@@ -211,8 +249,9 @@ def submit_comparison(key: str, cfg: TrainConfig) -> None:
             preflight_train(c)
         ids = state.jobs().submit_batch([("train", c) for c in configs], owner=key)  # both or neither
     except (ValueError, OSError) as e:
-        st.error(str(e), icon=":material/error:")
+        st.error(md_escape(e), icon=":material/error:")
         return
+    run_panels.name_runs(ids, name)
     st.session_state[f"{key}.compare"] = ids
     for rid in ids:
         state.remember(key, rid)

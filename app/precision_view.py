@@ -9,6 +9,7 @@ llmfs-tiny of `l12_view.loaded` (never mutated: `underflow_demo` works on a copy
 from __future__ import annotations
 
 import math
+import statistics
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -20,10 +21,11 @@ from llmfs.config import DEFAULT_MODEL, ConfigError, TrainConfig
 from llmfs.runs import FAILED, FINAL_STATES, PENDING, RUNNING, SUCCEEDED
 from llmfs.sources import SourceError
 
-from . import charts, forms, identity, l12_view, panels, state
+from . import charts, forms, identity, l12_view, panels, run_panels, state
+from .text import md_escape
 
 PLOT_CONFIG = {"displaylogo": False}
-MODE_COLORS = {"fp32": "#6c757d", "fp16": "#f77f00", "bf16": "#4361ee", "bf16-pure": "#2a9d8f"}
+MODE_COLORS = charts.PRECISION_COLORS  # a precision keeps its colour on every page (the Runs page's charts too)
 MODE_LABELS = {"fp32": "fp32 (the reference)", "fp16": "fp16 autocast + loss scaling", "bf16": "bf16 autocast",
                "bf16-pure": "bf16-pure (weights and optimizer in bf16 too)"}
 MODE_DASHES = {"fp32": "solid", "fp16": "dash", "bf16": "dot", "bf16-pure": "dashdot"}  # coinciding lines stay seen
@@ -67,7 +69,7 @@ def underflow_section(key: str) -> None:
         try:
             model, tokenizer, _ = l12_view.loaded(DEFAULT_MODEL)
         except (SourceError, ValueError, OSError) as e:
-            st.error(str(e), icon=":material/error:")
+            st.error(md_escape(e), icon=":material/error:")
             return
         with st.spinner("Computing one batch's gradients three ways…"):
             rows = prec.underflow_demo(model, demo_ids(tokenizer), loss_factor=2.0 ** exponent)
@@ -150,14 +152,14 @@ def plan_notes(cfg: TrainConfig, modes: list[str]) -> bool:
     try:
         device = resolve_device(cfg.device)
     except ValueError as e:
-        st.error(f"**Device** (under Advanced settings): {e}", icon=":material/error:")
+        st.error(f"**Device** (under Advanced settings): {md_escape(e)}", icon=":material/error:")
         return False
     notes, ok = [], True
     for mode in modes:
         try:
             notes += prec.plan_precision(mode, device, tf32=cfg.tf32, grad_scaling=cfg.grad_scaling).warnings
         except prec.PrecisionError as e:
-            st.error(f"**{mode}**: {e}", icon=":material/error:")
+            st.error(f"**{mode}**: {md_escape(e)}", icon=":material/error:")
             ok = False
     for note in dict.fromkeys(notes):
         st.info(note, icon=":material/info:")
@@ -174,7 +176,7 @@ def estimate_section(cfg: TrainConfig, modes: list[str]) -> None:
     try:
         rows = [memory.estimate_run(config, cfg, precision=m) for m in prec.PRECISIONS]
     except (ValueError, TypeError, OSError) as e:
-        st.caption(f"No memory estimate for this model: {e}")
+        st.caption(f"No memory estimate for this model: {md_escape(e)}")
         return
     st.plotly_chart(estimate_figure(rows, modes), key="l16-estimate", config=PLOT_CONFIG)
     fp32, pure = rows[0], rows[-1]
@@ -215,7 +217,8 @@ def machine_note() -> None:
     m = state.machine()
     gpus = m.get("gpus") or []
     if gpus:
-        names = ", ".join(f"{g.get('name', 'GPU')} ({charts.fmt_bytes(g.get('memory_total_bytes'))})" for g in gpus)
+        names = md_escape(", ".join(f"{g.get('name', 'GPU')} ({charts.fmt_bytes(g.get('memory_total_bytes'))})"
+                                    for g in gpus))
         st.caption(f":material/memory: **This machine**: {names}. The runs train on the GPU, and memory is the "
                    "GPU's, as the driver reports it (NVML) and as PyTorch allocated it.")
     elif m.get("cuda_available"):
@@ -228,8 +231,9 @@ def machine_note() -> None:
                    "the differences between runs are smaller than the estimate above shows.")
 
 
-def submit(key: str, cfg: TrainConfig, modes: list[str]) -> None:
-    """Queue one run per mode (every mode checked first); remember them for this page, or say why not."""
+def submit(key: str, cfg: TrainConfig, modes: list[str], name: str = "") -> None:
+    """Queue one run per mode (every mode checked first); remember them for this page, or say why not. `name`: the
+    name typed before Start (each run gets it with its precision)."""
     from llmfs.recipes import submit_precision_comparison
     try:
         ids = submit_precision_comparison(state.jobs(), cfg, modes, owner=key)
@@ -237,8 +241,9 @@ def submit(key: str, cfg: TrainConfig, modes: list[str]) -> None:
         forms.show_config_error(e, forms.field_info_any(e.field))
         return
     except (SourceError, ValueError, OSError) as e:
-        st.error(str(e), icon=":material/error:")
+        st.error(md_escape(e), icon=":material/error:")
         return
+    run_panels.name_runs(ids, name)
     for run_id in ids:
         state.remember(key, run_id)
     st.session_state[f"{key}.compare"] = ids
@@ -323,7 +328,8 @@ def _status_lines(runs: list, records: dict) -> None:
                 text += f" · took {panels.fmt_duration(status['finished'] - status['started'])}"
         st.progress(min(1.0, step / total), text=f"**{mode}** · {text}")
         if run_state == FAILED:
-            st.error(f"{mode}: {identity.shown(status.get('error') or 'the run failed')}", icon=":material/error:")
+            st.error(f"{mode}: {md_escape(identity.shown(status.get('error') or 'the run failed'))}",
+                     icon=":material/error:")
     if live:
         stopping = st.session_state.get("l16.stopping") == [r.run_id for r in live]
         if st.button("Stopping…" if stopping else "Stop the comparison", key="l16.stop", icon=":material/stop:",
@@ -417,11 +423,43 @@ def loss_scale_figure(scaler: dict[str, list[dict]]) -> go.Figure:
 
 
 # -- the results ---------------------------------------------------------------------------------------------------
+def speed_spread(train: list[dict], skip: int = 3) -> float | None:
+    """How much a run's speed varied from step to step, relative to its typical speed (± this fraction): half the
+    spread of the middle half of its per-step tokens/s over their median (the first `skip` steps, which warm up,
+    left out). None below 4 steps."""
+    speeds = [r["tokens_per_s"] for r in train[skip:] if r.get("tokens_per_s")]
+    if len(speeds) < 4:
+        return None
+    q1, _, q3 = statistics.quantiles(speeds, n=4)
+    median = statistics.median(speeds)
+    return (q3 - q1) / 2 / median if median > 0 else None
+
+
+NOISE_FLOOR = 0.05  # two runs' speeds closer than 5 % are never called different: back-to-back runs vary that much
+
+
+def speed_noise(row: dict, ref: dict) -> float:
+    """The speed difference below which a run and the fp32 run count as equally fast: the larger of the two runs'
+    own step-to-step spreads (`speed_spread`), and never below NOISE_FLOOR."""
+    return max([NOISE_FLOOR] + [s for s in (row.get("speed_spread"), ref.get("speed_spread")) if s])
+
+
+def same_speed(row: dict, ref: dict) -> bool:
+    """Is a run's speed-up over fp32 within the noise of the two runs' measurements?"""
+    return abs((row.get("speedup") or 1.0) - 1.0) <= speed_noise(row, ref)
+
+
+def fmt_times(x: float) -> str:
+    """A speed ratio: two decimals near 1 (where 1.0× would hide that 0.96 is slower), one above 2."""
+    return f"{x:.1f}×" if x >= 2 else f"{x:.2f}×"
+
+
 def comparison_rows(ids: list[str]) -> list[dict]:
     """`llmfs.precision.summarize` over the runs' results and telemetry: one row per run, speed-up, memory ratio
-    and final-loss difference against the fp32 run (runs that failed or were stopped have no figures)."""
+    and final-loss difference against the fp32 run (runs that failed or were stopped have no figures), and each
+    run's step-to-step speed spread (`speed_spread`)."""
     jobs = state.jobs()
-    rows = []
+    rows, spreads = [], {}
     for rid in ids:
         run = jobs.get(rid)
         status = run.status()
@@ -432,18 +470,21 @@ def comparison_rows(ids: list[str]) -> list[dict]:
                      "peak_nvml_bytes": prec.peak_nvml_bytes(run.read_metrics("telemetry")),
                      "tensor_bytes": sum((charts.tensor_peak(run.read_metrics("tensor_memory")) or {}).values())
                      or None})
-    return prec.summarize(rows)
+        spreads[rid] = speed_spread(charts.by_step(run.read_metrics("train")))
+    return [{**row, "speed_spread": spreads.get(row.get("run_id"))} for row in prec.summarize(rows)]
 
 
 def results(ids: list[str]) -> None:
     rows = comparison_rows(ids)
     gpu = bool(state.machine().get("gpus")) or bool(state.machine().get("cuda_available"))
     st.markdown("##### Summary")
-    frame = pd.DataFrame([{**r, "peak_memory": charts.fmt_bytes(r.get("peak_memory_bytes")),
+    frame = pd.DataFrame([{**r, "speed_spread": 100 * r["speed_spread"] if r.get("speed_spread") else None,
+                           "peak_memory": charts.fmt_bytes(r.get("peak_memory_bytes")),
                            "peak_nvml": charts.fmt_bytes(r.get("peak_nvml_bytes")),
                            "tensors": charts.fmt_bytes(r.get("tensor_bytes"))} for r in rows])
-    columns = ["precision", "state", "tokens_per_s", "speedup", "tensors", "tensor_ratio", "peak_memory",
-               "memory_ratio", "final_loss", "loss_diff", "skipped_steps"] + (["peak_nvml"] if gpu else [])
+    columns = ["precision", "state", "tokens_per_s", "speedup", "speed_spread", "tensors", "tensor_ratio",
+               "peak_memory", "memory_ratio", "final_loss", "loss_diff", "skipped_steps"] + \
+        (["peak_nvml"] if gpu else [])
     mem_help = ("Peak memory PyTorch allocated on the GPU during training." if gpu else
                 "The run's own process's resident memory (RSS) at its peak, Python and PyTorch's libraries included.")
     st.dataframe(frame.reindex(columns=columns), hide_index=True, placeholder="–", key="l16.summary", column_config={
@@ -453,6 +494,11 @@ def results(ids: list[str]) -> None:
         "speedup": st.column_config.NumberColumn("Speed-up vs fp32", format="%.2f×",
                                                  help="Tokens per second divided by the fp32 run's: 2.00× = twice "
                                                       "as fast."),
+        "speed_spread": st.column_config.NumberColumn(
+            "Speed varied by", format="±%.0f%%", help="How much the run's speed varied from step to step (the middle "
+                                                     "half of its steps' tokens per second, relative to the typical "
+                                                     "step): speed-ups within this, or under 5%, are about the same "
+                                                     "speed."),
         "tensors": st.column_config.TextColumn("Tensor memory", help="The most the run's own tensors held "
                                                "(weights, gradients, optimizer states, activations), counted by "
                                                "the training loop."),
@@ -495,7 +541,8 @@ def ratio_figure(rows: list[dict], field: str, title: str) -> go.Figure:
 
 
 def conclusion(rows: list[dict], gpu: bool) -> list[str]:
-    """The comparison in sentences, from its numbers and the hardware it ran on."""
+    """The comparison in sentences, from its numbers and the hardware it ran on. A speed difference within the
+    runs' own step-to-step variation (`same_speed`) is called what it is: about the same speed."""
     lines = []
     for r in rows:
         if r.get("state") != SUCCEEDED:
@@ -506,7 +553,14 @@ def conclusion(rows: list[dict], gpu: bool) -> list[str]:
         return lines
     others = [r for r in rows if r is not ref and r.get("speedup")]
     for r in others:
-        line = f"**{r['precision']}** ran **{r['speedup']:.1f}×** as fast as fp32"
+        if same_speed(r, ref):
+            noise = speed_noise(r, ref)
+            line = (f"**{r['precision']}** ran **about as fast as fp32** ({fmt_times(r['speedup'])}: "
+                    + (f"a difference within the ±{noise:.0%} by which their speed varied from step to step)"
+                       if noise > NOISE_FLOOR else
+                       f"a difference under {NOISE_FLOOR:.0%}, which runs made one after the other vary by anyway)"))
+        else:
+            line = f"**{r['precision']}** ran **{fmt_times(r['speedup'])}** as fast as fp32"
         if r.get("tensor_ratio"):
             line += f" with {r['tensor_ratio']:.2f}× its tensor memory"
         elif r.get("memory_ratio"):
@@ -521,27 +575,41 @@ def conclusion(rows: list[dict], gpu: bool) -> list[str]:
         lines.append(line + ".")
     if not others:
         return lines
-    best = max(others, key=lambda r: r["speedup"])
-    if not gpu:
-        if best["speedup"] >= 1.15:
-            lines.append(f"**{best['precision']}** was {best['speedup']:.1f}× faster even on this CPU: some recent "
-                         "processors have 16-bit instructions (AVX-512 BF16, AMX), and on a shared machine timings "
-                         "also vary with whatever else runs. The 2-3× of mixed precision comes from a GPU's tensor "
-                         "cores on big matmuls (fp16 on NVIDIA GPUs since Volta, bf16 since Ampere).")
+    faster = [r for r in others if r["speedup"] > 1 and not same_speed(r, ref)]
+    best = max(faster, key=lambda r: r["speedup"]) if faster else None
+    slower = [r for r in others if r["speedup"] < 1 and not same_speed(r, ref)]
+    if best is None:
+        if slower:
+            verdict = ("none of the 16-bit precisions was faster than fp32 ("
+                       + ", ".join(f"{r['precision']} {fmt_times(r['speedup'])}" for r in slower)
+                       + (", the others about the same" if len(slower) < len(others) else "") + ")")
         else:
-            lines.append(f"On this CPU the best was {best['precision']} at {best['speedup']:.1f}×: the 2-3× speed-up "
-                         "needs a GPU's tensor cores, which multiply 16-bit numbers several times faster than 32-bit "
-                         "ones (fp16 on NVIDIA GPUs since Volta, bf16 since Ampere). A CPU mostly converts 16-bit "
-                         "numbers back and forth instead, so it gains little or loses.")
+            verdict = ("every precision ran about as fast as fp32 (the differences are within the runs' own "
+                       "variation), so none was measurably faster")
+    if not gpu:
+        if best is not None and best["speedup"] >= 1.15:
+            lines.append(f"**{best['precision']}** was {fmt_times(best['speedup'])} faster even on this CPU: some "
+                         "recent processors have 16-bit instructions (AVX-512 BF16, AMX), and on a shared machine "
+                         "timings also vary with whatever else runs. The 2-3× of mixed precision comes from a GPU's "
+                         "tensor cores on big matmuls (fp16 on NVIDIA GPUs since Volta, bf16 since Ampere).")
+        else:
+            start = (f"On this CPU the best was {best['precision']} at {fmt_times(best['speedup'])}: the"
+                     if best else f"On this CPU {verdict}. The")
+            lines.append(start + " 2-3× speed-up needs a GPU's tensor cores, which multiply 16-bit numbers "
+                         "several times faster than 32-bit ones (fp16 on NVIDIA GPUs since Volta, bf16 since "
+                         "Ampere). A CPU mostly converts 16-bit numbers back and forth instead, so it gains little "
+                         "or loses.")
         lines.append("Peak memory measures each run's whole process here (RSS), libraries included, which hides "
                      "what 16 bits save; tensor memory counts only the run's own tensors, which is where they save "
                      "it.")
-    elif best["speedup"] >= 1.5:
-        lines.append(f"On this GPU **{best['precision']}** was {best['speedup']:.1f}× faster: its matmuls ran on "
-                     "16-bit tensor cores. Memory falls by less than half under AMP, because the fp32 weights, "
+    elif best is not None and best["speedup"] >= 1.5:
+        lines.append(f"On this GPU **{best['precision']}** was {fmt_times(best['speedup'])} faster: its matmuls ran "
+                     "on 16-bit tensor cores. Memory falls by less than half under AMP, because the fp32 weights, "
                      "gradients and optimizer states stay; only bf16-pure halves them.")
     else:
-        lines.append(f"Even on this GPU the best speed-up was {best['speedup']:.1f}×: this model's matmuls are too "
-                     "small to keep the tensor cores busy, so the time goes to launching kernels and moving data. "
-                     "The speed-up appears with bigger matrices: a bigger model, batch or sequence length.")
+        start = (f"Even on this GPU the best speed-up was {fmt_times(best['speedup'])}:" if best else
+                 f"Even on this GPU {verdict}:")
+        lines.append(start + " this model's matmuls are too small to keep the tensor cores busy, so the time goes "
+                     "to launching kernels and moving data. The speed-up appears with bigger matrices: a bigger "
+                     "model, batch or sequence length.")
     return lines

@@ -13,47 +13,121 @@ import pandas as pd
 
 from llmfs.access import hide_paths
 from llmfs.config import TrainConfig, field_info
-from llmfs.runs import Run
+from llmfs.runs import SUCCEEDED, Run, describe_runs, differences, short_source, with_defaults
 
-from . import identity, state
+from . import charts, identity, state
 
 
 def run_label(run: Run) -> str:
-    """A short name for charts and columns: when and from where it started, and the id's unique tail
-    (`14:03:12 L12 Pretrained weights · a1b2c3`)."""
-    status = run.status()
+    """A run's name where it is shown alone: the name a person gave it, else when and from where it started
+    (`14:03:12 L12 Pretrained weights`)."""
+    return run.name or _when_where(run.status())
+
+
+def _when_where(status: dict) -> str:
     created = dt.datetime.fromtimestamp(status.get("created") or 0).strftime("%H:%M:%S")
-    return f"{created} {state.owner_label(status.get('owner'))} · {run.run_id.rsplit('-', 1)[-1]}"
+    return f"{created} {state.owner_label(status.get('owner'))}"
+
+
+def run_labels(runs: Iterable[Run]) -> dict[str, str]:
+    """run id -> its name among the runs shown together (legends, columns): the name a person gave it, else what
+    sets it apart from the others (`random weights`, `bf16`, `LoRA rank 8 on qkv`, `data: notes.txt`); when and
+    from where it started where nothing does. Every label is unique (the start time, then the id, added to
+    labels that would be the same)."""
+    runs = list(runs)
+    phrases = describe_runs({r.run_id: r.config() for r in runs}, {r.run_id: r.kind for r in runs})
+    show = _shown()
+    labels = {r.run_id: r.name or show(" · ".join(phrases[r.run_id])) or _when_where(r.status()) for r in runs}
+    for extra in (lambda r: _when_where(r.status()).split(" ", 1)[0], lambda r: r.run_id.rsplit("-", 1)[-1]):
+        seen = list(labels.values())
+        labels = {r.run_id: labels[r.run_id] + (f" · {extra(r)}" if seen.count(labels[r.run_id]) > 1
+                                                and extra(r) not in labels[r.run_id] else "") for r in runs}
+    return labels
+
+
+def run_colors(runs: Iterable[Run]) -> dict[str, str]:
+    """run id -> its colour on charts comparing these runs: the same thing in the same colour on every page
+    (`charts.run_colors`)."""
+    runs = list(runs)
+    kinds = {r.run_id: r.kind for r in runs}
+    configs = {r.run_id: with_defaults(r.kind, r.config()) for r in runs}
+    return charts.run_colors(configs, differences(configs, kinds))
+
+
+KINDS = {"train": "training", "eval": "evaluation", "pipeline": "data pipeline"}
+COLUMNS = ["run", "name", "status", "kind", "started from", "created", "model", "data", "init", "precision", "LoRA",
+           "progress", "final loss", "held-out loss"]
 
 
 def run_row(run: Run, show=str) -> dict:
-    """One line of the runs table: what a user scans for (state, where it came from, how far it got, its loss).
-    `show`: how a setting's text is shown (`llmfs.access.hide_paths` for a workshop participant)."""
-    status, cfg = run.status(), run.config()
+    """One line of the runs table: what a user scans for (its name, state, where it came from, what it trained
+    from and how, how far it got, its loss). `show`: how a setting's text is shown (`llmfs.access.hide_paths` for a
+    workshop participant)."""
+    status, cfg, kind = run.status(), run.config(), run.kind
     result = status.get("result") or {}
     created = status.get("created")
-    last = {} if "steps" in result else last_records(run.path / "metrics.jsonl", ("train", "eval"))
-    train, evals = last.get("train") or {}, last.get("eval") or {}
-    total = result.get("total_steps") or train.get("total_steps") or (status.get("progress") or {}).get("total") \
-        or cfg.get("steps") or "?"
+    train = kind == "train"
+    last = last_records(run.path / "metrics.jsonl", ("train", "eval")) if train and "steps" not in result else {}
+    trained, evals = last.get("train") or {}, last.get("eval") or {}
     return {
         "run": run.run_id,
+        "name": run.name or None,
         "status": status.get("state", "?"),
-        "kind": status.get("kind") or run.kind,
+        "kind": KINDS.get(status.get("kind") or kind, status.get("kind") or kind),
         "started from": state.owner_label(status.get("owner")),
         "created": dt.datetime.fromtimestamp(created) if created else None,
-        "model": show(cfg["model"]) if cfg.get("model") else None,
-        "steps": f"{result.get('steps', train.get('step', 0))} / {total}",
-        "final loss": result.get("final_loss", train.get("loss")),
-        "held-out loss": result.get("eval_loss", evals.get("eval_loss")),
+        "model": show(short_source(cfg["model"])) if cfg.get("model") else None,
+        "data": show(short_source(cfg["data"])) if cfg.get("data") else None,
+        "init": f"{cfg.get('init', 'pretrained')} weights" if train else None,
+        "precision": cfg.get("precision", "fp32") if train else None,
+        "LoRA": lora_words(cfg) if train else None,
+        "progress": progress_text(run, status, trained),
+        "final loss": result.get("final_loss", trained.get("loss")) if train else None,
+        "held-out loss": result.get("eval_loss", evals.get("eval_loss")) if train else None,
     }
+
+
+def lora_words(cfg: dict) -> str:
+    """A training run's LoRA settings in plain words: `rank 8 on qkv, 4-bit base`, or `none (full model)`."""
+    rank = cfg.get("lora_rank") or 0
+    if not rank:
+        return "none (full model)"
+    return f"rank {rank} on {cfg.get('lora_targets', 'qkv')}" + (", 4-bit base" if cfg.get("quantize") == "4bit"
+                                                                   else "")
+
+
+def progress_text(run: Run, status: dict | None = None, last_train: dict | None = None) -> str:
+    """How far a run got, in its own units: `30 / 100 steps`, `100 / 100 questions`, `1,234 documents read`;
+    "–" where nothing is known yet (never a made-up `0 / ?`)."""
+    status = run.status() if status is None else status
+    result = status.get("result") or {}
+    progress = status.get("progress") or {}
+    kind = run.kind
+    if kind == "pipeline":
+        read = result.get("documents_in")
+        if read is None:
+            read = (last_records(run.path / "metrics.jsonl", ("pipeline",)).get("pipeline") or {}).get("documents_in")
+        if read is None:
+            return "finished" if status.get("state") == SUCCEEDED else "–"
+        return f"{read:,} document{'s' if read != 1 else ''} read"
+    if kind == "eval":
+        done, total = result.get("n_items", progress.get("done")), progress.get("total") or result.get("n_items")
+        unit = "texts" if run.config().get("task") == "perplexity" else "questions"
+        return "–" if done is None or not total else f"{done:,} / {total:,} {unit}"
+    if last_train is None and kind == "train" and "steps" not in result:
+        last_train = last_records(run.path / "metrics.jsonl", ("train",)).get("train")
+    last_train = last_train or {}
+    done = result.get("steps", last_train.get("step", progress.get("done")))
+    total = result.get("total_steps") or last_train.get("total_steps") or progress.get("total") \
+        or run.config().get("steps")
+    if done is None:
+        return f"not started · {total:,} steps planned" if total else "–"
+    return f"{done:,} / {total:,} steps" if total else f"{done:,} steps"
 
 
 def runs_table(runs: Iterable[Run]) -> pd.DataFrame:
     show = _shown()
-    return pd.DataFrame([run_row(r, show) for r in runs],
-                        columns=["run", "status", "kind", "started from", "created", "model", "steps", "final loss",
-                                 "held-out loss"])
+    return pd.DataFrame([run_row(r, show) for r in runs], columns=COLUMNS)
 
 
 def config_diff(runs: Iterable[Run], only_different: bool = True) -> pd.DataFrame:
@@ -64,7 +138,7 @@ def config_diff(runs: Iterable[Run], only_different: bool = True) -> pd.DataFram
     configs = {r.run_id: _with_defaults(r.kind, r.config()) for r in runs}
     keys = sorted({k for c in configs.values() for k in c})
     labels = _labels()
-    names = {r.run_id: run_label(r) for r in runs}
+    names = run_labels(runs)
     table = pd.DataFrame({names[rid]: [_cell(c.get(k)) for k in keys] for rid, c in configs.items()},
                          index=[labels.get(k, k) for k in keys])
     table.index.name = "setting"
@@ -75,9 +149,7 @@ def config_diff(runs: Iterable[Run], only_different: bool = True) -> pd.DataFram
 
 
 def _with_defaults(kind: str, config: dict) -> dict:
-    if kind != "train":
-        return dict(config)
-    return {**{name: meta["default"] for name, meta in field_info(TrainConfig).items()}, **config}
+    return with_defaults(kind, config)
 
 
 def _labels() -> dict[str, str]:

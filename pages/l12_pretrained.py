@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from app import forms, l12_view, panels, state
+from app import forms, l12_view, panels, run_panels, state
 from llmfs.config import LORA_FIELDS, TrainConfig
 from llmfs.recipes import submit_train
 
@@ -58,11 +58,14 @@ with train_tab:
     defaults = {**DEFAULTS, **freeze, **({"model": source} if picked else {})}
     left, right = st.columns([1, 2], gap="large")
     with left:
+        if freeze:  # chosen in step 3 (else the form below has the choice)
+            l12_view.freeze_note(freeze)
         cfg = forms.config_form(TrainConfig, key=KEY, defaults=defaults,
                                 fields=[f for f in TrainConfig.__dataclass_fields__
                                         if f not in freeze and f not in LORA_FIELDS])
+        name = run_panels.run_name_input(KEY)
         if forms.start_button(KEY, cfg):
-            forms.submit_job(KEY, lambda: submit_train(state.jobs(), cfg, owner=KEY))
+            forms.submit_job(KEY, lambda: run_panels.named(submit_train(state.jobs(), cfg, owner=KEY), name))
     with right:
         panels.latest_run_panel(KEY)
         l12_view.samples(state.latest(KEY))
@@ -70,9 +73,14 @@ with train_tab:
 with compare_tab:
     st.markdown("The point of pretraining in one picture: the **same** fine-tune (same data, steps and seed) "
                 "started once from the pretrained weights and once from random ones. Watch the two loss curves.")
+    if cfg is not None:
+        l12_view.freeze_note({"freeze": cfg.freeze, "freeze_layers": cfg.freeze_layers},
+                             "step 3 · What trains" if freeze else "step 4 · Fine-tune")
+        l12_view.random_freeze_warning({"freeze": cfg.freeze})
+    both_name = run_panels.run_name_input(f"{KEY}.both", label="Name for the pair (optional)")
     if st.button("Run both", type="primary", icon=":material/play_arrow:", key=f"{KEY}.both",
                  disabled=cfg is None or state.busy(KEY)):
-        l12_view.submit_comparison(KEY, cfg)
+        l12_view.submit_comparison(KEY, cfg, both_name)
     pair = st.session_state.get(f"{KEY}.compare")
     if pair:
         panels.compare_runs(pair)

@@ -3,9 +3,12 @@
 import streamlit as st
 
 from app import identity, panels, run_panels, state, tables
+from app.text import md_escape
+from llmfs.runs import NAME_MAX
 
 SELECTED = "runs.selected"
 CONFIRM = "runs.confirm_delete"
+DONE = "runs.done"  # what the last delete or rename did (Markdown, data escaped), said once above the runs
 
 st.title("Runs")
 st.markdown("Every run started here, from a lesson page or from the command line (`python -m llmfs train`). Runs "
@@ -26,6 +29,8 @@ if len(mine) < len(runs):
     st.caption(f"**Your runs first** ({len(mine)}), then everyone else's on this server ({len(runs) - len(mine)}), "
                "each newest first. Anyone's runs can be opened and compared"
                + ("; only your own can be stopped or deleted." if identity.workshop_mode() else "."))
+for message in st.session_state.pop(DONE, []):
+    st.success(message, icon=":material/check_circle:")
 panels.runs_overview(runs)
 
 ids = [r.run_id for r in runs]
@@ -44,18 +49,45 @@ selected = st.multiselect("Runs to open (one) or compare (several)", ids, key=SE
 
 
 def delete(run_ids: list[str]) -> None:
-    errors = []
+    errors, deleted = [], 0
     for rid in run_ids:
         try:
             jobs.delete(rid)
         except (RuntimeError, KeyError, OSError) as e:
             errors.append(str(e))
+        else:
+            deleted += 1
     st.session_state[SELECTED] = [r for r in st.session_state.get(SELECTED, []) if r not in run_ids]
     st.session_state[CONFIRM] = None
     st.session_state["runs.delete_errors"] = errors
+    if deleted:
+        st.session_state[DONE] = [f"Deleted {deleted} run{'s' if deleted > 1 else ''}."]
+
+
+def rename(run_id: str) -> None:
+    name = st.session_state.get(f"runs.name:{run_id}") or ""
+    try:
+        stored = jobs.get(run_id).rename(name)
+    except (ValueError, KeyError, OSError) as e:
+        st.session_state["runs.delete_errors"] = [str(e)]
+        return
+    st.session_state[DONE] = [f"Renamed {run_id} to “{md_escape(stored)}”." if stored else f"{run_id} has no name now."]
+
+
+def rename_control(run_id: str) -> None:
+    """A box holding the run's name, and a button that saves it (your own runs only, in a workshop)."""
+    run = jobs.get(run_id)
+    if identity.workshop_mode() and not identity.is_mine(users.get(run_id), me):
+        return
+    with st.form(f"runs.rename:{run_id}", border=False, enter_to_submit=True):
+        box, button = st.columns([4, 1], vertical_alignment="bottom")
+        box.text_input("Run name", value=run.name, max_chars=NAME_MAX, key=f"runs.name:{run_id}",
+                       placeholder="No name: it is called by its settings", help=run_panels.NAME_HELP)
+        button.form_submit_button("Rename", icon=":material/edit:", on_click=rename, args=(run_id,))
 
 
 if len(selected) == 1:
+    rename_control(selected[0])
     run_panels.run_panel(selected[0])
 elif len(selected) > 1:
     panels.compare_runs(selected)
@@ -73,7 +105,7 @@ if selected:
               help=f"Only your own runs can be deleted in a workshop ({', '.join(foreign)} "
                    f"{'is' if len(foreign) == 1 else 'are'} someone else's)." if foreign else None)
 for error in st.session_state.pop("runs.delete_errors", []):
-    st.error(identity.shown(error))
+    st.error(md_escape(identity.shown(error)), icon=":material/error:")
 to_delete = st.session_state.get(CONFIRM)
 if to_delete:
     folders = "their folders" if len(to_delete) > 1 else "its folder"

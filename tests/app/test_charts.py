@@ -79,3 +79,33 @@ def test_thinning_keeps_a_spike_and_the_order_of_steps():
     assert len(xs) <= charts.MAX_POINTS and xs == sorted(xs) and xs[0] == 1 and xs[-1] == 20_000
     assert 4321 in xs and max(ys) == 3.0  # evenly strided points would have dropped the one diverging step
     assert min(ys) == ys[0]
+
+
+def test_the_same_thing_has_the_same_colour_on_every_chart():
+    """Pretrained / random and each precision keep their colours whatever the runs' order; other differences take
+    the palette's colours in turn; the overlays draw each run in the colour given."""
+    by_init = charts.run_colors({"b": {"init": "random"}, "a": {"init": "pretrained"}}, ["init"])
+    assert by_init == {"b": charts.INIT_COLORS["random"], "a": charts.INIT_COLORS["pretrained"]}
+    modes = {"x": {"precision": "bf16"}, "y": {"precision": "fp32"}, "z": {"precision": "fp16"}}
+    assert charts.run_colors(modes, ["precision"]) == {m: charts.PRECISION_COLORS[c["precision"]]
+                                                       for m, c in modes.items()}
+    by_lr = charts.run_colors({"a": {"lr": 1e-3}, "b": {"lr": 3e-4}}, ["lr"])
+    assert len(set(by_lr.values())) == 2
+    same_init = charts.run_colors({"a": {"init": "random", "lr": 1}, "b": {"init": "random", "lr": 2}}, ["init"])
+    assert len(set(same_init.values())) == 2  # two runs never share a colour
+    runs = {"random weights": [train(1, 8.0)], "pretrained weights": [train(1, 5.0)]}
+    colors = {"random weights": charts.INIT_COLORS["random"], "pretrained weights": charts.INIT_COLORS["pretrained"]}
+    for build in (charts.loss_overlay, charts.throughput_overlay):
+        assert {t.name: t.line.color for t in build(runs, colors).data} == colors
+
+
+def test_runs_shown_together_get_unique_labels(llmfs_home, seed):
+    from app import tables
+    from llmfs.runs import Run
+    twins = [Run(llmfs_home / "runs" / seed(owner="l16")) for _ in range(2)]
+    labels = tables.run_labels(twins)
+    assert len(set(labels.values())) == 2  # the same settings: told apart by time, then by id
+    assert all(label.startswith(time_owner) for label, time_owner in
+               zip(labels.values(), [tables.run_label(r) for r in twins]))
+    twins[0].rename("mine")
+    assert tables.run_labels(twins)[twins[0].run_id] == "mine"

@@ -104,3 +104,43 @@ def test_fp32_vs_bf16_comparison_from_the_page(home_with_default):
     assert (summary["state"] == "succeeded").all()
     assert "**bf16** ran" in texts(at.markdown)
     assert not at.button(key="l16.start").disabled                          # both done: a new comparison can start
+
+
+def _row(precision, tps, spread=None, **more):
+    return {"run_id": precision, "state": "succeeded", "precision": precision, "tokens_per_s": tps,
+            "final_loss": 5.0, "speed_spread": spread, **more}
+
+
+def _rows(*rows):
+    from llmfs.precision import summarize
+    spreads = {r["run_id"]: r["speed_spread"] for r in rows}
+    return [{**r, "speed_spread": spreads[r["run_id"]]} for r in summarize(list(rows))]
+
+
+def test_a_speed_difference_within_noise_is_called_about_the_same():
+    """fp32 at 5,905 tokens/s and bf16 at 5,880 on a CPU: bf16 is not 'the best at 1.0x', the two ran alike."""
+    from app.precision_view import conclusion
+    text = " ".join(conclusion(_rows(_row("fp32", 5905, 0.03), _row("bf16", 5880, 0.02)), gpu=False))
+    assert "**bf16** ran **about as fast as fp32** (1.00×: a difference under 5%" in text
+    assert "the best was" not in text and "every precision ran about as fast as fp32" in text
+
+
+def test_noise_is_the_runs_own_step_to_step_spread():
+    from app.precision_view import conclusion, speed_spread
+    steady = [{"step": i, "tokens_per_s": 1000.0 + (i % 2)} for i in range(20)]
+    jumpy = [{"step": i, "tokens_per_s": 1000.0 * (1.3 if i % 2 else 0.7)} for i in range(23)]
+    assert speed_spread(steady) < 0.01 and abs(speed_spread(jumpy) - 0.3) < 0.01  # ±30 % around 1,000 tokens/s
+    assert speed_spread(steady[:5]) is None  # too few steps to say
+    # 10 % faster: a real difference for steady runs, noise for runs whose speed varied by ±30 % from step to step
+    steady_text = " ".join(conclusion(_rows(_row("fp32", 1000, 0.01), _row("bf16", 1100, 0.01)), gpu=False))
+    assert "**bf16** ran **1.10×** as fast" in steady_text and "the best was bf16 at 1.10×" in steady_text
+    jumpy_text = " ".join(conclusion(_rows(_row("fp32", 1000, 0.3), _row("bf16", 1100, 0.25)), gpu=False))
+    assert "about as fast as fp32" in jumpy_text and "within the ±30% by which their speed varied" in jumpy_text
+
+
+def test_a_slower_precision_is_not_called_the_best():
+    from app.precision_view import conclusion
+    text = " ".join(conclusion(_rows(_row("fp32", 1000, 0.02), _row("fp16", 400, 0.02), _row("bf16", 990, 0.02)),
+                               gpu=False))
+    assert "none of the 16-bit precisions was faster than fp32 (fp16 0.40×, the others about the same)" in text
+    assert "the best was" not in text

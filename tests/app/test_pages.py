@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -118,7 +119,7 @@ def test_runs_page_lists_opens_and_compares(llmfs_home, seed):
     at = open_page("pages/runs.py")
     table = at.dataframe[0].value
     assert set(table["run"]) == {first, second}
-    assert table.set_index("run").loc[second, "steps"] == "12 / 20"
+    assert table.set_index("run").loc[second, "progress"] == "12 / 20 steps"
     assert table.set_index("run").loc[first, "started from"] == "L12 Pretrained weights"
     select = at.multiselect(key="runs.selected")
     assert sorted(select.options) == sorted([f"{first} · L12 Pretrained weights", f"{second} · Home quick start"])
@@ -172,6 +173,68 @@ def test_delete_asks_first(llmfs_home, seed):
     assert not at.exception
     assert not (llmfs_home / "runs" / doomed).exists() and (llmfs_home / "runs" / keep).exists()
     assert not any(doomed in option for option in at.multiselect(key="runs.selected").options)
+    assert "Deleted 1 run." in texts(at.success)  # said once, where the runs are listed
+
+
+def test_deleting_several_runs_says_how_many(llmfs_home, seed):
+    ids = [seed(), seed(), seed()]
+    at = open_page("pages/runs.py")
+    at.multiselect(key="runs.selected").set_value(ids[:2]).run()
+    next(b for b in at.button if b.label.startswith("Delete")).click().run()
+    next(b for b in at.button if b.label == "Yes, delete").click().run()
+    assert "Deleted 2 runs." in texts(at.success)
+    at.run()  # the message is for the delete, not for every later visit
+    assert "Deleted" not in texts(at.success)
+
+
+def test_runs_table_tells_runs_apart_by_precision_lora_init_data_and_name(llmfs_home, seed):
+    """The three L16 runs differ only in precision; L15's in LoRA; L12's in the initial weights: each has a column,
+    in plain words, and a run's name has one too."""
+    fp32, bf16 = seed(owner="l16"), seed(owner="l16", precision="bf16")
+    qlora = seed(owner="l15", lora_rank=8, lora_targets="qkv,mlp_in", quantize="4bit")
+    scratch = seed(owner="l12", init="random")
+    Run(llmfs_home / "runs" / bf16).rename("my bf16 try")
+    table = open_page("pages/runs.py").dataframe[0].value.set_index("run")
+    assert table.loc[fp32, "precision"] == "fp32" and table.loc[bf16, "precision"] == "bf16"
+    assert table.loc[qlora, "LoRA"] == "rank 8 on qkv,mlp_in, 4-bit base"
+    assert table.loc[fp32, "LoRA"] == "none (full model)"
+    assert table.loc[scratch, "init"] == "random weights" and table.loc[fp32, "init"] == "pretrained weights"
+    assert table.loc[fp32, "data"] == "llmfs-corpus"
+    assert table.loc[bf16, "name"] == "my bf16 try"
+
+
+def test_runs_table_progress_by_kind(llmfs_home):
+    """A finished evaluation counts questions, a pipeline the documents it read: never `0 / ?` or `Steps 0 / 100`."""
+    root = llmfs_home / "runs"
+    ev = Run.create(root / "20260101-000000-eval-aaaaaa", "eval", {"task": "llmfs-cloze", "model": "llmfs-tiny"})
+    ev.update_status(progress={"done": 100, "total": 100, "unit": "items"})
+    ev.mark_finished("succeeded", result={"task": "llmfs-cloze", "n_items": 100})
+    pipe = Run.create(root / "20260101-000001-pipeline-bbbbbb", "pipeline", {"inputs": ["a.txt"]})
+    pipe.mark_finished("succeeded", result={"documents_in": 1234, "documents_out": 1000})
+    going = Run.create(root / "20260101-000002-pipeline-cccccc", "pipeline", {"inputs": ["a.txt"]})
+    going.mark_running()
+    going.append_metrics(5, kind="pipeline", documents_in=5, documents_out=4)
+    table = open_page("pages/runs.py").dataframe[0].value.set_index("run")
+    assert table.loc[ev.run_id, "progress"] == "100 / 100 questions"
+    assert table.loc[pipe.run_id, "progress"] == "1,234 documents read"
+    assert table.loc[going.run_id, "progress"] == "5 documents read"
+    assert table.loc[ev.run_id, "kind"] == "evaluation" and table.loc[pipe.run_id, "kind"] == "data pipeline"
+
+
+def test_a_run_is_renamed_on_the_runs_page_and_named_everywhere(llmfs_home, seed):
+    first, second = seed(owner="l12"), seed(owner="l12", init="random")
+    at = open_page("pages/runs.py")
+    at.multiselect(key="runs.selected").set_value([first]).run()
+    at.text_input(key=f"runs.name:{first}").input("  baseline   *bold* ")
+    next(b for b in at.button if b.label == "Rename").click().run()
+    assert not at.exception
+    assert Run(llmfs_home / "runs" / first).name == "baseline *bold*"
+    assert "Renamed" in texts(at.success)
+    assert at.dataframe[0].value.set_index("run").loc[first, "name"] == "baseline *bold*"
+    at.multiselect(key="runs.selected").set_value([first, second]).run()
+    legend = {t.get("name") for chart in plotly_charts(at) for t in json.loads(chart.proto.spec)["data"]}
+    assert {"baseline *bold*", "random weights"} <= legend  # the name, and the other run by what sets it apart
+    assert not any(first[-6:] in str(n) or second[-6:] in str(n) for n in legend)  # no id tails: nothing to decode
 
 
 @pytest.mark.slow
@@ -190,3 +253,20 @@ def test_resume_queues_the_run_again_and_it_finishes(home_with_default, seed):
     assert at.multiselect(key="runs.selected").value == [run_id]  # kept while the run changed state
     assert "Step 20 of 20" in str(at.get("progress")[0].proto.text)
     assert not any(b.label in ("Stop", "Resume") for b in at.button)
+
+
+def test_memory_figure_says_what_it_measures_one_figure_per_thing(llmfs_home, seed):
+    """A finished run has no memory 'now': one peak, named by what it counts (not 'Memory 675 MB, peak 675 MB');
+    a running one shows the memory in use now with the highest reading so far."""
+    done = seed(steps=20)  # RSS readings 401 ... 420 MB
+    Run(llmfs_home / "runs" / done).update_status(result={"steps": 20, "total_steps": 20, "final_loss": 4.5,
+                                                          "peak_memory_bytes": 430e6})
+    at = open_page("pages/runs.py")
+    metric = next(m for m in at.metric if "memory" in m.label.lower())
+    assert metric.label == "Peak process memory" and metric.value == "430 MB"  # the loop's reading was higher
+    assert not metric.delta and "resident memory (RSS)" in metric.help
+    going = seed(state="running", steps=100, done=5, owner="cli")
+    at.multiselect(key="runs.selected").set_value([going]).run()
+    metric = next(m for m in at.metric if "memory" in m.label.lower())
+    assert metric.label == "Process memory now" and metric.value == "405 MB"
+    assert metric.delta == "highest so far 405 MB"
