@@ -51,8 +51,9 @@ and standard errors), so on the full benchmark your numbers compare with publish
     base = forms.config_form(EvalConfig, key=KEY, defaults={"limit": 100, "task": "mmlu"}, fields=fields)
     cfgs = ev.plan(base, models, tasks, adapters)
     if cfgs:
-        st.caption(f"{len(cfgs)} evaluation{'s' if len(cfgs) > 1 else ''}: every model on every benchmark, one "
-                   "after the other on the shared worker.")
+        each = "every model, alone and with each adapter," if adapters else "every model"
+        st.caption(f"{len(cfgs)} evaluation{'s' if len(cfgs) > 1 else ''}: {each} on every benchmark, one after the "
+                   "other on the shared worker.")
     if forms.start_button(KEY, cfgs or None, label=START):
         ev.submit_all(KEY, cfgs)
 
