@@ -162,7 +162,8 @@ def format_help(key: str, task: str) -> None:
 
 def _upload(key: str, task: str) -> str | None:
     limit = upload_limit_mb()
-    upload = st.file_uploader(f"{file_noun(task).capitalize()} (up to {fmt_mb(limit)})", type=["jsonl", "txt"]
+    noun = file_noun(task)
+    upload = st.file_uploader(f"{noun[0].upper() + noun[1:]} (up to {fmt_mb(limit)})", type=["jsonl", "txt"]
                               if task == "perplexity" else ["jsonl"],
                               key=f"{key}.{task}.upload", max_upload_size=max(1, math.ceil(limit)))
     if upload is None:

@@ -249,6 +249,7 @@ def test_the_format_of_a_benchmark_file_and_its_example_are_in_the_page(llmfs_ho
     example = example_files("hellaswag")[0][2]
     assert example.decode().splitlines()[0] in texts(at.code)
     assert [b.proto.label for b in at.get("download_button")] == ["Example HellaSwag file"]
+    assert at.file_uploader(key="l14.hellaswag.upload").proto.label == "Your HellaSwag file (up to 200 MB)"
     # the example file, uploaded as it is, is accepted and planned
     at.file_uploader(key="l14.hellaswag.upload").set_value(("hellaswag_example.jsonl", example,
                                                             "application/json")).run()
