@@ -332,6 +332,12 @@ def run_colors(configs: Mapping[str, Mapping], differing: list[str]) -> dict[str
     return {rid: _color(i) for i, rid in enumerate(configs)}
 
 
+def legend_text(text: str) -> str:
+    """A name from a person (a run's name) for a legend or an axis: plotly reads a few HTML tags (`<b>`, `<br>`) in
+    them, so `<`, `>` and `&` become entities, which it shows as the characters typed."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def _color_of(name: str, i: int, colors: Mapping[str, str] | None) -> str:
     return (colors or {}).get(name) or _color(i)
 

@@ -23,6 +23,7 @@ from llmfs.runs import (
     PENDING,
     RUNNING,
     SUCCEEDED,
+    Run,
 )
 
 from . import charts, forms, identity, live, state, tables
@@ -333,7 +334,8 @@ def _compare_body(run_ids: list[str], was_live: bool) -> None:
     if was_live and all(jobs.get(r).state in FINAL_STATES for r in run_ids):
         st.rerun(scope="app")
     shown = [jobs.get(r) for r in run_ids]
-    labels, colors = tables.run_labels(shown), tables.run_colors(shown)
+    labels = {rid: charts.legend_text(label) for rid, label in tables.run_labels(shown).items()}
+    colors = tables.run_colors(shown)
     runs = {labels[r]: records_of(r) for r in run_ids}
     colors = {labels[r]: c for r, c in colors.items()}
     st.caption("Lines: training loss (and tokens per second), smoothed over neighbouring steps; diamonds: held-out "
@@ -438,7 +440,7 @@ def queue_rows() -> list[dict]:
         hit = _SNAPSHOTS.get(str(jobs.root))
         if hit and hit[1] == key and now - hit[0] < QUEUE_POLL_S:
             return hit[2]
-    rows = jobs.queue_snapshot()
+    rows = [{**r, "name": Run(jobs.root / r["run_id"]).name} for r in jobs.queue_snapshot()]
     with _SNAPSHOTS_LOCK:
         _SNAPSHOTS[str(jobs.root)] = (now, key, rows)
     return rows
@@ -455,7 +457,8 @@ def _queue_body() -> None:
                     "take turns in the order they were started. Estimates come from the pace of recent runs.")
         for r in [r for r in rows if identity.is_mine(r["user"], me)]:
             if r["position"] is None:
-                text = f"Your {r['kind']} run is running · {_about(r['remaining_s'])} left"
+                what = f"run “{md_escape(r['name'])}”" if r.get("name") else f"{r['kind']} run"
+                text = f"Your {what} is running · {_about(r['remaining_s'])} left"
             elif jobs.paused:
                 text = f"You are #{r['position']}"
             else:
@@ -509,9 +512,9 @@ def _overview_body(run_ids: list[str], was_live: bool) -> None:
     if not all(identity.is_mine(u, me) for u in users):  # someone else's runs are here: say whose each is
         table.insert(1, "user", [f"{u} (you)" if u and identity.is_mine(u, me) else u for u in users])
     st.dataframe(table, hide_index=True, placeholder="–", column_config={
-        "run": st.column_config.TextColumn("Run", help="The run's folder name under $LLMFS_HOME/runs"),
-        "name": st.column_config.TextColumn("Name", help="The name given to the run (when it was started, or with "
-                                                         "Rename below)"),
+        "run": st.column_config.TextColumn("Run", help="The run's folder name under $LLMFS_HOME/runs", width=210),
+        "name": st.column_config.TextColumn("Name", width=160, help="The name given to the run (when it was "
+                                                                    "started, or with Rename below)"),
         "user": st.column_config.TextColumn("User", help="Who started it (the name they gave this workshop)"),
         "status": st.column_config.TextColumn("Status"),
         "kind": st.column_config.TextColumn("Kind"),
@@ -532,5 +535,8 @@ def _overview_body(run_ids: list[str], was_live: bool) -> None:
                                                     help="Training loss at the last step done"),
         "held-out loss": st.column_config.NumberColumn("Held-out loss", format="%.3f",
                                                        help="Loss on text the model never trained on, at the "
-                                                            "last evaluation"),
+                                                            "last evaluation. On llmfs-corpus: its held-out "
+                                                            "documents, the same windows as Home's figure for "
+                                                            "llmfs-tiny; on other data: its last 5% (or its last "
+                                                            "documents). Compare runs on the same data."),
     })

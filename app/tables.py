@@ -12,7 +12,7 @@ from typing import Iterable
 import pandas as pd
 
 from llmfs.access import hide_paths
-from llmfs.config import TrainConfig, field_info
+from llmfs.config import EvalConfig, TrainConfig, field_info
 from llmfs.runs import SUCCEEDED, Run, describe_runs, differences, short_source, with_defaults
 
 from . import charts, identity, state
@@ -55,8 +55,9 @@ def run_colors(runs: Iterable[Run]) -> dict[str, str]:
 
 
 KINDS = {"train": "training", "eval": "evaluation", "pipeline": "data pipeline"}
-COLUMNS = ["run", "name", "status", "kind", "started from", "created", "model", "data", "init", "precision", "LoRA",
-           "progress", "final loss", "held-out loss"]
+# What a person scans for first (which run, how far, how well), then what tells runs apart, then where it came from.
+COLUMNS = ["run", "name", "status", "kind", "progress", "final loss", "held-out loss", "precision", "LoRA", "init",
+           "data", "model", "started from", "created"]
 
 
 def run_row(run: Run, show=str) -> dict:
@@ -140,7 +141,7 @@ def config_diff(runs: Iterable[Run], only_different: bool = True) -> pd.DataFram
     labels = _labels()
     names = run_labels(runs)
     table = pd.DataFrame({names[rid]: [_cell(c.get(k)) for k in keys] for rid, c in configs.items()},
-                         index=[labels.get(k, k) for k in keys])
+                         index=[labels.get(k) or k.replace("_", " ").capitalize() for k in keys])
     table.index.name = "setting"
     if only_different and len(configs) > 1:
         table = table[table.nunique(axis=1, dropna=False) > 1]
@@ -153,8 +154,9 @@ def _with_defaults(kind: str, config: dict) -> dict:
 
 
 def _labels() -> dict[str, str]:
-    return {name: f"{meta.get('label') or name} ({name})" if meta.get("label") else name
-            for name, meta in field_info(TrainConfig).items()}
+    """A setting's name -> its label as the forms show it (never the field's name in code)."""
+    return {name: meta.get("label") or name.replace("_", " ").capitalize()
+            for cls in (EvalConfig, TrainConfig) for name, meta in field_info(cls).items()}
 
 
 def last_records(path: Path, kinds: tuple[str, ...], tail_bytes: int = 65536) -> dict[str, dict]:

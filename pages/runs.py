@@ -42,9 +42,10 @@ st.session_state[SELECTED] = [r for r in st.session_state[SELECTED] if r in ids]
 owners = {r.run_id: state.owner_label(r.status().get("owner"))
           + ("" if identity.is_mine(users[r.run_id], me) or not users[r.run_id] else f" · {users[r.run_id]}")
           for r in runs}
+names = {r.run_id: r.name for r in runs}
 # The labels must not change while a run goes on (no status in them): the browser keeps a selection by its label.
 selected = st.multiselect("Runs to open (one) or compare (several)", ids, key=SELECTED, persist_state="session",
-                          format_func=lambda rid: f"{rid} · {owners[rid]}",
+                          format_func=lambda rid: (f"{names[rid]} · " if names[rid] else "") + f"{rid} · {owners[rid]}",
                           placeholder="Choose one run to see its details, or several to compare them")
 
 
@@ -71,7 +72,8 @@ def rename(run_id: str) -> None:
     except (ValueError, KeyError, OSError) as e:
         st.session_state["runs.delete_errors"] = [str(e)]
         return
-    st.session_state[DONE] = [f"Renamed {run_id} to “{md_escape(stored)}”." if stored else f"{run_id} has no name now."]
+    st.session_state[DONE] = [f"Renamed {run_id} to “{md_escape(stored)}”." if stored else
+                              f"{run_id} has no name now."]
 
 
 def rename_control(run_id: str) -> None:

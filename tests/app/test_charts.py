@@ -109,3 +109,7 @@ def test_runs_shown_together_get_unique_labels(llmfs_home, seed):
                zip(labels.values(), [tables.run_label(r) for r in twins]))
     twins[0].rename("mine")
     assert tables.run_labels(twins)[twins[0].run_id] == "mine"
+
+
+def test_a_persons_text_in_a_legend_is_not_read_as_html():
+    assert charts.legend_text("<b>mine</b> & yours") == "&lt;b&gt;mine&lt;/b&gt; &amp; yours"

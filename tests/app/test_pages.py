@@ -130,7 +130,7 @@ def test_runs_page_lists_opens_and_compares(llmfs_home, seed):
     assert len(plotly_charts(at)) == 3  # overlaid loss, memory, throughput
     assert "Settings that differ" in [h.value for h in at.subheader]
     diff = at.dataframe[-1].value
-    assert list(diff.index) == ["Learning rate (lr)"]
+    assert list(diff.index) == ["Learning rate"]  # the label the form shows, not the field's name in code
 
 
 def test_failed_run_shows_plain_error_and_traceback(llmfs_home, seed):
@@ -231,6 +231,9 @@ def test_a_run_is_renamed_on_the_runs_page_and_named_everywhere(llmfs_home, seed
     assert Run(llmfs_home / "runs" / first).name == "baseline *bold*"
     assert "Renamed" in texts(at.success)
     assert at.dataframe[0].value.set_index("run").loc[first, "name"] == "baseline *bold*"
+    assert at.multiselect(key="runs.selected").value == [first]  # still open, now called by its name
+    assert f"baseline *bold* · {first} · L12 Pretrained weights" in at.multiselect(key="runs.selected").options
+    assert "**baseline \\*bold\\*** · Run" in texts(at.caption)  # the panel names it, as written
     at.multiselect(key="runs.selected").set_value([first, second]).run()
     legend = {t.get("name") for chart in plotly_charts(at) for t in json.loads(chart.proto.spec)["data"]}
     assert {"baseline *bold*", "random weights"} <= legend  # the name, and the other run by what sets it apart
