@@ -113,7 +113,7 @@ def progress_text(run: Run, status: dict | None = None, last_train: dict | None 
         return f"{read:,} document{'s' if read != 1 else ''} read"
     if kind == "eval":
         done, total = result.get("n_items", progress.get("done")), progress.get("total") or result.get("n_items")
-        unit = "texts" if run.config().get("task") == "perplexity" else "questions"
+        unit = "documents" if run.config().get("task") == "perplexity" else "questions"  # as eval jobs count
         return "–" if done is None or not total else f"{done:,} / {total:,} {unit}"
     if last_train is None and kind == "train" and "steps" not in result:
         last_train = last_records(run.path / "metrics.jsonl", ("train",)).get("train")
