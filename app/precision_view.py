@@ -326,7 +326,8 @@ def _status_lines(runs: list, records: dict) -> None:
             text = f"{label.lower()} · step {step:,} of {total:,}"
             if run_state in FINAL_STATES and status.get("finished") and status.get("started"):
                 text += f" · took {panels.fmt_duration(status['finished'] - status['started'])}"
-        st.progress(min(1.0, step / total), text=f"**{mode}** · {text}")
+        named = f" · {md_escape(run.name.removesuffix(f' · {mode}'))}" if run.name else ""  # its precision is first
+        st.progress(min(1.0, step / total), text=f"**{mode}**{named} · {text}")
         if run_state == FAILED:
             st.error(f"{mode}: {md_escape(identity.shown(status.get('error') or 'the run failed'))}",
                      icon=":material/error:")

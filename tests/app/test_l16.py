@@ -88,6 +88,7 @@ def test_fp32_vs_bf16_comparison_from_the_page(home_with_default):
     at.number_input(key="l16.steps").set_value(3).run()
     at.number_input(key="l16.batch_size").set_value(2).run()
     at.number_input(key="l16.seq_len").set_value(32).run()
+    at.text_input(key="l16.run_name").input("tiny check").run()
     at.button(key="l16.start").click().run()
     assert not at.exception and not at.error, [e.value for e in at.exception or at.error]
     ids = at.session_state["l16.compare"]
@@ -96,6 +97,7 @@ def test_fp32_vs_bf16_comparison_from_the_page(home_with_default):
     for run_id in ids:
         assert jobs.wait(run_id, 120) == "succeeded", jobs.get(run_id).status().get("error")
     assert [jobs.get(r).config()["precision"] for r in ids] == ["fp32", "bf16"]
+    assert [jobs.get(r).name for r in ids] == ["tiny check · fp32", "tiny check · bf16"]  # the name, and what differs
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     summary = table_with(at, "speedup").set_index("precision")
@@ -103,6 +105,7 @@ def test_fp32_vs_bf16_comparison_from_the_page(home_with_default):
     assert summary.loc["fp32", "speedup"] == 1.0 and summary.loc["bf16", "speedup"] > 0
     assert (summary["state"] == "succeeded").all()
     assert "**bf16** ran" in texts(at.markdown)
+    assert "speed_spread" in summary.columns  # how much each run's speed varied: what "about the same" is judged by
     assert not at.button(key="l16.start").disabled                          # both done: a new comparison can start
 
 
