@@ -11,11 +11,13 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from llmfs import memory
-from llmfs.config import FREEZE_FIELDS, LORA_FIELDS, TrainConfig, field_info
+from llmfs.config import FREEZE_FIELDS, LORA_FIELDS, ConfigError, TrainConfig, field_info
 from llmfs.lora import FAMILIES, LESSON_TARGETS, TARGET_HELP, matches, target_modules
+from llmfs.recipes import fit_to_data
 from llmfs.runs import FINAL_STATES
 
-from . import charts, identity, panels, state
+from . import adapter_view, charts, identity, panels, state
+from .text import md_escape
 
 PLOT_CONFIG = {"displaylogo": False}
 RANKS = (1, 2, 4, 8, 16, 32, 64)
@@ -41,10 +43,14 @@ def lora_controls(key: str) -> dict:
     left, right = st.columns(2)
     rank = left.select_slider("Rank r", RANKS, value=8, key=f"{key}.lora_rank", persist_state="session",
                               help="The adapters' width: each adapted layer gets A (r × in) and B (out × r). "
-                                   "4 to 16 is typical; more rank = more parameters and more capacity.")
-    alpha = right.number_input("Alpha", min_value=0.01, value=16.0, step=1.0, format="%g", key=f"{key}.lora_alpha",
-                               persist_state="session",
-                               help=help_of("lora_alpha"))
+                                   "4 to 16 is typical; more rank = more parameters and more capacity.\n\n"
+                                   f"Allowed here: {', '.join(map(str, RANKS))}.")
+    # No min / max on the number inputs: a bounded box silently keeps its last value when an out-of-range one is
+    # typed (the box shows -16, the run would use 16); unbounded, the value is refused here, in words, and Start
+    # stays off (as app.forms does).
+    alpha = right.number_input("Alpha", value=16.0, step=1.0, format="%g", key=f"{key}.lora_alpha",
+                               persist_state="session", help=with_range("lora_alpha"))
+    refuse(right, "lora_alpha", alpha)
     targets = st.multiselect("Layers that get adapters", LESSON_TARGETS, default=["qkv"], key=f"{key}.lora_targets",
                              persist_state="session",
                              format_func=lambda t: f"{t}: {TARGET_HELP[t]}",
@@ -53,9 +59,9 @@ def lora_controls(key: str) -> dict:
     quantize = st.toggle("Store the frozen base in 4-bit (QLoRA)", key=f"{key}.quantize",
                          persist_state="session", help=help_of("quantize"))
     with st.expander("More LoRA settings"):
-        dropout = st.number_input("Dropout on the adapters", min_value=0.0, max_value=0.9, value=0.0, step=0.05,
-                                  format="%g", key=f"{key}.lora_dropout",
-                                  persist_state="session", help=help_of("lora_dropout"))
+        dropout = st.number_input("Dropout on the adapters", value=0.0, step=0.05, format="%g",
+                                  key=f"{key}.lora_dropout", persist_state="session", help=with_range("lora_dropout"))
+        refuse(st, "lora_dropout", dropout)
         rslora = st.checkbox("rsLoRA scaling (alpha / √r)", key=f"{key}.lora_rslora",
                              persist_state="session", help=help_of("lora_rslora"))
         double_quant = st.checkbox("Double quantization (4-bit only)", value=True, key=f"{key}.double_quant",
@@ -67,18 +73,70 @@ def lora_controls(key: str) -> dict:
                               help="For a model whose layers the names above do not cover: module-name endings, "
                                    "comma-separated, as in PEFT's target_modules.")
     names = [*targets, *(m.strip() for m in extra.split(",") if m.strip())]
-    scale = alpha / rank ** 0.5 if rslora else alpha / rank
-    st.caption(f"Each adapter's update is scaled by alpha / {'√r' if rslora else 'r'} = **{scale:g}**."
-               + (" QLoRA trains the same adapters; only the frozen base is stored in 4 bits." if quantize else ""))
+    if out_of_range("lora_alpha", alpha) is None:
+        scale = alpha / rank ** 0.5 if rslora else alpha / rank
+        st.caption(f"Each adapter's update is scaled by alpha / {'√r' if rslora else 'r'} = **{scale:g}**."
+                   + (" QLoRA trains the same adapters; only the frozen base is stored in 4 bits." if quantize else ""))
     if not names:
         st.warning("Pick at least one layer to adapt.", icon=":material/rule:")
-    return {"lora_rank": int(rank), "lora_alpha": float(alpha), "lora_targets": ",".join(names),
-            "lora_dropout": float(dropout), "lora_rslora": bool(rslora), "quantize": "4bit" if quantize else "none",
-            "double_quant": bool(double_quant)}
+    return {"lora_rank": int(rank), "lora_alpha": None if alpha is None else float(alpha),
+            "lora_targets": ",".join(names), "lora_dropout": None if dropout is None else float(dropout),
+            "lora_rslora": bool(rslora), "quantize": "4bit" if quantize else "none", "double_quant": bool(double_quant)}
 
 
-def estimate_panel(source: str | None, lora: dict, batch_size: int, seq_len: int, precision: str = "fp32") -> None:
-    """What trains (count, share, the formula) and the memory chart for the chosen model, live with the controls."""
+def limits_of(name: str) -> tuple[float, float]:
+    meta = field_info(TrainConfig)[name]
+    return meta["min"], meta["max"]
+
+
+def with_range(name: str) -> str:
+    lo, hi = limits_of(name)
+    return f"{help_of(name)}\n\nAllowed: from {lo:g} to {hi:,g}."
+
+
+def out_of_range(name: str, value) -> str | None:
+    """Why `value` cannot be used for field `name` (in the words of the label people see), or None when it can."""
+    lo, hi = limits_of(name)
+    label = {"lora_alpha": "Alpha", "lora_dropout": "Dropout on the adapters"}.get(name, name)
+    if value is None:
+        return f"{label} is empty: type a number from {lo:g} to {hi:,g}."
+    if not lo <= value <= hi:
+        return f"{label} must be from {lo:g} to {hi:,g} (you typed {value:g}); the run cannot start until it is."
+    return None
+
+
+def refuse(where, name: str, value) -> None:
+    """The field's refusal, right under it (nothing when the value is fine)."""
+    why = out_of_range(name, value)
+    if why:
+        where.error(why, icon=":material/error:")
+
+
+def lora_problems(lora: dict) -> list[str]:
+    """What the controls of step 1 refuse (already shown under each field); empty when a run may start."""
+    problems = [why for name in ("lora_alpha", "lora_dropout") if (why := out_of_range(name, lora.get(name)))]
+    if not lora.get("lora_targets"):
+        problems.append("Pick at least one layer to adapt.")
+    return problems
+
+
+def form_defaults(lora: dict) -> dict:
+    """The controls' values for step 2's form: the refused ones left out (the form would repeat their message;
+    Start stays off through `lora_problems`)."""
+    return {k: v for k, v in lora.items() if k not in ("lora_alpha", "lora_dropout") or out_of_range(k, v) is None}
+
+
+ESTIMATE_LABEL = "Training memory, estimated"
+ESTIMATED = ("lora_rank", "lora_targets", "quantize", "double_quant")  # the LoRA fields the estimate reads
+ESTIMATE_COUNTS = "weights + gradients + optimizer states + activations"
+
+
+def estimate_panel(source: str | None, lora: dict, cfg: TrainConfig | None) -> None:
+    """What trains (count, share, the formula) and the memory chart for the chosen model, live with the controls.
+
+    `cfg`: the run step 2 would start (None while its form refuses a value: the estimate then uses the default
+    batch and sequence length, and says so). The figure for the chosen method is the very estimate the run records
+    (`memory.compare_run` / `memory.estimate_run`), so step 1 and the run's summary show the same number."""
     config = memory.config_of(source)
     if not lora["lora_targets"]:
         return   # the controls above already ask for a layer
@@ -87,16 +145,27 @@ def estimate_panel(source: str | None, lora: dict, batch_size: int, seq_len: int
                 "config.json under **Try it on a big model** below.", icon=":material/info:")
         return
     try:
-        est = memory.compare(config, rank=lora["lora_rank"], targets=lora["lora_targets"],
-                             batch_size=batch_size, seq_len=seq_len, precision=precision,
-                             double_quant=lora["double_quant"])
-        groups = adapted_layers(config, lora["lora_targets"])
-    except ValueError as e:
-        st.error(str(e), icon=":material/error:")
+        shape = cfg if cfg is not None else TrainConfig(**{k: lora[k] for k in ESTIMATED if k in lora})
+    except ConfigError as e:
+        st.error(md_escape(e), icon=":material/error:")
         return
+    fitted = False
+    if cfg is not None:   # short text: the run trains on shorter sequences (`recipes.fit_to_data`), and so does this
+        try:
+            shape, fitted = fit_to_data(cfg)
+        except (ConfigError, ValueError, OSError):
+            shape = cfg   # refused under the data picker already
+    try:
+        est = memory.compare_run(config, shape)
+        groups = adapted_layers(config, lora["lora_targets"])
+    except (ValueError, TypeError) as e:
+        st.error(md_escape(e), icon=":material/error:")
+        return
+    batch_size, seq_len, precision = shape.batch_size, shape.seq_len, shape.precision
     trainable = est["lora"].trainable_params
     base = est["full"].total_params
-    c1, c2, c3 = st.columns(3)
+    chosen = "qlora" if lora["quantize"] == "4bit" else "lora"
+    c1, c2, c3, c4 = st.columns(4)
     c1.metric("Parameters that train", f"{trainable:,}", help="rank × (in + out) for every adapted layer: A has "
               "r × in numbers, B has out × r. Everything else stays frozen.")
     c2.metric("Share of the model", f"{trainable / base:.2%}",
@@ -104,18 +173,24 @@ def estimate_panel(source: str | None, lora: dict, batch_size: int, seq_len: int
     c3.metric("Adapter file", memory.fmt_bytes(est["lora"].gradients_bytes),  # one value per adapter weight
               help="The saved adapter: A and B of every adapted layer in the dtype they train in (4 bytes each, "
                    "2 under bf16-pure).")
+    c4.metric(ESTIMATE_LABEL, memory.fmt_bytes(est[chosen].total_bytes),
+              help=f"{METHOD_LABELS[chosen]} at a batch of {batch_size} × {seq_len} tokens in {precision}: "
+                   f"{ESTIMATE_COUNTS}, as the training loop keeps them. The run records this same estimate.")
     rank = lora["lora_rank"]
     st.caption(" + ".join(f"{n} layer{'s' if n > 1 else ''} of {i}→{o}: {n} × {rank} × ({i} + {o})"
                           for (i, o), n in groups.items()) + f" = **{trainable:,}**")
-    chosen = "qlora" if lora["quantize"] == "4bit" else "lora"
     st.plotly_chart(memory_figure(est, chosen=chosen), key="l15-estimate", config=PLOT_CONFIG)
     full = est["full"]
     dominant = ("Activations dominate here: they grow with batch × sequence length, not with the adapters, so on "
                 "a model this small LoRA saves little. On a 7B model the weights dominate: try it below."
                 if full.activations_bytes > full.total_bytes / 2 else
                 "LoRA removes almost all gradients and optimizer states; QLoRA also shrinks the weights.")
-    st.caption(f"For a batch of {batch_size} × {seq_len} tokens in {precision} (set in step 2), counted as the "
-               f"training loop keeps them: {PRECISION_WORDS.get(precision, '')} {dominant}")
+    settings = ("the defaults: step 2 refuses one of its values, and the estimate follows them once it is fixed"
+                if cfg is None else "set in step 2; the sequence shortened to fit your text, as the run will"
+                if fitted else "set in step 2")
+    st.caption(f"Estimated {ESTIMATE_COUNTS}, for a batch of {batch_size} × {seq_len} tokens in {precision} "
+               f"({settings}), counted as the training loop keeps them: {PRECISION_WORDS.get(precision, '')} "
+               f"{dominant}")
     notes(est)
 
 
@@ -124,12 +199,6 @@ _AMP_WORDS = ("weights, gradients and optimizer states in fp32 (autocast compute
 PRECISION_WORDS = {"fp32": "everything in fp32.", "fp16": _AMP_WORDS, "bf16": _AMP_WORDS,
                    "bf16-pure": "the model itself in bf16, adapters included, so their gradients and optimizer "
                                 "states too."}
-
-
-def precision_of(cfg: TrainConfig) -> str:
-    """The run's precision mode, which decides how its weights, gradients and optimizer states are kept."""
-    return getattr(cfg, "precision", "fp32")
-
 
 
 def adapted_layers(config, targets: str) -> dict[tuple[int, int], int]:
@@ -208,10 +277,16 @@ def big_model(key: str, lora: dict) -> None:
                          format_func={"bf16": "16-bit (bf16)", "fp32": "32-bit (fp32)"}.get,
                          help="How the weights (and so their gradients and optimizer states) are kept: bf16 as "
                               "bf16-pure training keeps them (big models ship in 16-bit), or fp32.")
-    batch = c2.number_input("Batch size", min_value=1, max_value=4096, value=1, key=f"{key}.big.batch",
-                            persist_state="session")
-    seq = c3.number_input("Sequence length", min_value=1, max_value=131072, value=512, key=f"{key}.big.seq",
-                          persist_state="session")
+    # unbounded boxes, refused in words (a bounded box silently keeps its last value)
+    batch = c2.number_input("Batch size", value=1, step=1, key=f"{key}.big.batch", persist_state="session",
+                            help="Sequences per step. Allowed: from 1 to 4,096.")
+    seq = c3.number_input("Sequence length", value=512, step=1, key=f"{key}.big.seq", persist_state="session",
+                          help="Tokens per sequence. Allowed: from 1 to 131,072.")
+    bad = [f"{label} must be from 1 to {hi:,} (you typed {v:,})." for label, v, hi in
+           (("Batch size", batch, 4096), ("Sequence length", seq, 131072)) if v is None or not 1 <= v <= hi]
+    if bad:
+        st.error(" ".join(bad), icon=":material/error:")
+        return
     try:
         est = memory.compare(config, rank=lora["lora_rank"], targets=lora["lora_targets"],
                              batch_size=int(batch), seq_len=int(seq),
@@ -257,28 +332,29 @@ def run_results(run_id: str | None) -> None:
     cfg = run.config()
     method = "qlora" if cfg.get("quantize") == "4bit" else "lora" if cfg.get("lora_rank") else "full"
     est = result.get("memory_estimate") or {}
-    peak = result.get("peak_memory_bytes") or 0
     records = panels.records_of(run_id)
     gpu = any(r.get("gpu_memory_used_bytes") is not None for r in records if r.get("kind") == "telemetry")
     tensors = charts.tensor_peak(records)
+    peak, peak_label, peak_help = measured_peak(records, result, gpu)
     st.markdown(f"##### What this {METHOD_LABELS[method]} run used")
     c1, c2, c3 = st.columns(3)
     trainable, total = result.get("trainable_params") or 0, result.get("total_params") or 0
     c1.metric("Parameters that trained", f"{trainable:,}", help=f"Of {total:,} in all." if total else None,
               delta=f"{trainable / total:.2%} of the model" if total else None, delta_color="off", delta_arrow="off")
-    c2.metric("Estimated memory", memory.fmt_bytes(est.get("total_bytes")),
-              help="The step 1 estimate for this run's model, method, batch and sequence length.")
-    c3.metric("Measured peak", memory.fmt_bytes(peak or None),
-              help="On a GPU: the most memory PyTorch allocated. On a CPU: the memory of the run's own process.")
-    if est and peak:
-        st.plotly_chart(measured_figure(est, peak, gpu, tensors), key=f"measured:{run_id}", config=PLOT_CONFIG)
+    c2.metric(ESTIMATE_LABEL, memory.fmt_bytes(est.get("total_bytes")),
+              help=f"{ESTIMATE_COUNTS}: step 1's estimate for this run's model, method, precision, batch and "
+                   "sequence length (the same figure step 1 shows for these settings).")
     if tensors:
-        st.caption("**Measured tensors** is what the run's own tensors held, counted by the training loop part by "
-                   "part: set it beside the estimate above it.")
-    if not gpu:
-        st.caption("On this CPU-only machine, **measured peak** is the memory of the run's own process (Python and "
-                   "PyTorch's libraries, a few hundred MB, as well as the model and data), so it sits above the "
-                   "estimate, which counts only what training itself needs. On a GPU the two are close.")
+        c3.metric("Training memory, measured", memory.fmt_bytes(sum(tensors.values())),
+                  help=f"{ESTIMATE_COUNTS}: what the run's own tensors held at their largest, counted by the "
+                       "training loop part by part. This is the figure to set beside the estimate.")
+    else:   # a run from before the loop counted its tensors
+        c3.metric(peak_label, memory.fmt_bytes(peak or None), help=peak_help)
+    if est and (peak or tensors):
+        st.plotly_chart(measured_figure(est, peak, gpu, tensors), key=f"measured:{run_id}", config=PLOT_CONFIG)
+    if tensors and peak:
+        st.caption(f"The chart's last bar, **{peak_label.lower()}** ({memory.fmt_bytes(peak)}), is a different "
+                   "measure: " + peak_help[0].lower() + peak_help[1:])
     samples(run_id, result, status.get("user"))
 
 
@@ -291,31 +367,53 @@ def samples(run_id: str, result: dict, user: str | None = None) -> None:
         panels.withheld()
         return
     st.markdown("##### Text before and after training")
-    st.caption("The same prompts (cut from held-out text) and the same seed, before the adapters learned and after.")
+    st.caption("The same prompts (cut from held-out text) and the same seed, before the adapters learned and after; "
+               "highlighted: the words that changed.")
+    st.html(adapter_view.OUTPUT_STYLE)
     for n, s in enumerate(result["samples"]):
         st.markdown(f"**Prompt {n + 1}**")
         st.code(s["prompt"], language=None, wrap_lines=True)
         before, after = st.columns(2)
-        before.text_area("Before training", s["before"], height=120, disabled=True, key=f"{run_id}.sample{n}.b",
-                         persist_state="session")
-        after.text_area("After training", s["after"], height=120, disabled=True, key=f"{run_id}.sample{n}.a",
-                        persist_state="session")
+        with before.container(border=True):
+            st.markdown("**Before training**")
+            st.html(adapter_view.diff_html(s["before"], s["before"]))
+        with after.container(border=True):
+            st.markdown("**After training**")
+            st.html(adapter_view.diff_html(s["before"], s["after"]))
         if s["before"] == s["after"]:
             st.caption("Identical: the adapters have not changed the model's choices here yet. More steps or a "
                        "higher learning rate (or alpha) let them learn more.")
 
 
+def measured_peak(records: list[dict], result: dict, gpu: bool) -> tuple[int, str, str]:
+    """(bytes, label, what it counts) of the run's measured peak as the run panel shows it: on a CPU the highest
+    resident memory of the run's process (the telemetry's readings or the training loop's own, whichever is
+    higher); on a GPU the most memory PyTorch allocated for the run's tensors."""
+    if gpu:
+        return (int(result.get("peak_memory_bytes") or 0), "Peak PyTorch allocations",
+                "On the GPU, the most memory PyTorch allocated for this run (its tensors and the allocator's "
+                "blocks), without the CUDA context.")
+    used = charts.memory_series(records)["used"]
+    peak = max([*used, result.get("peak_memory_bytes") or 0], default=0)
+    return (int(peak), "Peak process memory",
+            "The run's whole process at its largest (resident memory, RSS): Python and PyTorch's libraries, a few "
+            "hundred MB, as well as the model and data, so it sits above the estimate, which counts only what "
+            "training itself needs.")
+
+
 def measured_figure(est: dict, peak: int, gpu: bool, tensors: dict | None = None) -> go.Figure:
     """The estimate's parts, the measured tensors' parts (when counted), and the measured peak, one bar each."""
-    unit, scale = charts.memory_unit(max(peak, est.get("total_bytes") or 0))
-    rows = ["Estimate", *(["Measured tensors"] if tensors else [])]
+    unit, scale = charts.memory_unit(max(peak or 0, est.get("total_bytes") or 0))
+    rows = ["Estimated", *(["Measured tensors"] if tensors else [])]
     fig = go.Figure()
     for field, part in memory.PART_LABELS.items():
         values = [est.get(field) or 0, *([tensors.get(field) or 0] if tensors else [])]
         fig.add_bar(y=rows, x=[v / scale for v in values], name=part, orientation="h",
                     marker_color=PART_COLORS[part], hovertemplate=f"{part}: %{{x:.1f}} {unit}<extra>%{{y}}</extra>")
-    fig.add_bar(y=["Measured peak"], x=[peak / scale], name="GPU, allocated" if gpu else "whole process",
-                orientation="h", marker_color="#2f9e44", hovertemplate=f"%{{x:.1f}} {unit}<extra></extra>")
+    if peak:
+        label = "PyTorch allocations, peak" if gpu else "Process memory, peak"
+        fig.add_bar(y=[label], x=[peak / scale], name="GPU, allocated" if gpu else "whole process (RSS)",
+                    orientation="h", marker_color="#2f9e44", hovertemplate=f"%{{x:.1f}} {unit}<extra></extra>")
     fig.update_layout(barmode="stack", height=190 + (40 if tensors else 0), margin=dict(l=10, r=10, t=10, b=10),
                       legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0, traceorder="normal"),
                       xaxis_title=f"memory ({unit})",

@@ -273,18 +273,36 @@ def _precision_note(precision: str, b: _Bytes) -> str:
     return "fp32: 4 bytes per weight and per gradient, 8 for AdamW's two states."
 
 
-def estimate_run(config: Any, cfg: TrainConfig, *, precision: str | None = None) -> Estimate:
-    """`estimate` for the run a TrainConfig describes: its method (full with its freezing strategy, LoRA or QLoRA),
-    precision (or `precision`), batch and sequence length. A freezing strategy applies to our GPT only (another
-    architecture's full fine-tune trains everything, as `llmfs.recipes` runs it)."""
+def run_settings(config: Any, cfg: TrainConfig) -> tuple[str, dict[str, Any]]:
+    """The method and `estimate` keyword arguments of the run a TrainConfig describes: its method (full with its
+    freezing strategy, LoRA or QLoRA), precision, rank, targets, batch, sequence length and double quantization."""
     method = "qlora" if cfg.quantize == "4bit" else "lora" if cfg.lora else "full"
     arch = architecture(config)
     plan = None
     if method == "full" and cfg.freeze != "full" and arch.gpt is not None:
         plan = plan_freeze(arch.gpt, **freeze_options(cfg))
-    return estimate(config, method, precision=precision or cfg.precision, freeze=plan, rank=max(cfg.lora_rank, 1),
-                    targets=cfg.lora_targets, batch_size=cfg.batch_size, seq_len=cfg.seq_len,
-                    double_quant=cfg.double_quant)
+    return method, dict(precision=cfg.precision, freeze=plan, rank=max(cfg.lora_rank, 1), targets=cfg.lora_targets,
+                        batch_size=cfg.batch_size, seq_len=cfg.seq_len, double_quant=cfg.double_quant)
+
+
+def estimate_run(config: Any, cfg: TrainConfig, *, precision: str | None = None) -> Estimate:
+    """`estimate` for the run a TrainConfig describes: its method (full with its freezing strategy, LoRA or QLoRA),
+    precision (or `precision`), batch and sequence length. A freezing strategy applies to our GPT only (another
+    architecture's full fine-tune trains everything, as `llmfs.recipes` runs it). The run records this estimate
+    and the L15 page shows the same one before it starts (`compare_run`)."""
+    method, settings = run_settings(config, cfg)
+    return estimate(config, method, **{**settings, "precision": precision or cfg.precision})
+
+
+def compare_run(config: Any, cfg: TrainConfig) -> dict[str, Estimate]:
+    """full, lora and qlora for the settings of `cfg` (its precision, rank, targets, batch, sequence length, double
+    quantization); the entry of `cfg`'s own method is exactly `estimate_run(config, cfg)`."""
+    method, settings = run_settings(config, cfg)
+    out = {}
+    for m in METHODS:
+        kwargs = settings if m == method else {**settings, "freeze": None}
+        out[m] = estimate(config, m, **kwargs)
+    return out
 
 
 def compare(config: Any, *, precision: str = "fp32", rank: int = 8, targets: Any = "qkv", batch_size: int = 1,

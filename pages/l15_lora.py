@@ -44,17 +44,19 @@ When the run finishes, its adapter (PEFT's format: adapter_config.json + adapter
 library below, and the **measured** memory is set beside the **estimate**, with text generated before and after.
 """):
     cfg = forms.config_form(TrainConfig, key=KEY, fields=lora_view.TRAIN_FIELDS,
-                            defaults={**DEFAULTS, **lora, **({"model": picked.model} if picked else {})})
+                            defaults={**DEFAULTS, **lora_view.form_defaults(lora),
+                                      **({"model": picked.model} if picked else {})})
     cfg = cfg if picked else None
-    if forms.start_button(KEY, cfg):
+    lora_refused = lora_view.lora_problems(lora)
+    if lora_refused and cfg is not None:
+        st.caption("Start stays off until the LoRA settings of step 1 are fixed (the message is under the field).")
+    if forms.start_button(KEY, None if lora_refused else cfg):
         forms.submit_job(KEY, lambda: submit_train(state.jobs(), cfg, owner=KEY))
 
 panels.latest_run_panel(KEY)
 lora_view.run_results(state.latest(KEY))
 with estimate:
-    shape = cfg or TrainConfig()
-    lora_view.estimate_panel(picked.model if picked else None, lora, shape.batch_size, shape.seq_len,
-                             lora_view.precision_of(shape))
+    lora_view.estimate_panel(picked.model if picked else None, lora, cfg)
 
 st.divider()
 with panels.stage("3 · Adapter library", """

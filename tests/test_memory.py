@@ -225,3 +225,20 @@ def test_fmt_bytes():
     assert M.fmt_bytes(1_500_000) == "1.5 MB"
     assert M.fmt_bytes(512) == "512 B"
     assert M.fmt_bytes(None) == "-"
+
+
+@pytest.mark.parametrize("changes", [dict(lora_rank=8), dict(lora_rank=8, quantize="4bit", batch_size=4, seq_len=64),
+                                     dict(lora_rank=16, lora_targets="all-linear", precision="bf16"),
+                                     dict(freeze="freeze_embeddings", seq_len=32)])
+def test_compare_run_holds_the_runs_own_estimate(changes):
+    """The page's step 1 (`compare_run`) and the run's record (`estimate_run`) are one estimate for one set of
+    settings: the chosen method's figure is the same number, the other methods use the same batch and length."""
+    from llmfs.config import TrainConfig
+    cfg = TrainConfig(**changes)
+    config = GPTConfig(vocab_size=100, n_positions=128, n_embd=64, n_layer=2, n_head=2)
+    method = "qlora" if cfg.quantize == "4bit" else "lora" if cfg.lora else "full"
+    both = M.compare_run(config, cfg)
+    assert both[method] == M.estimate_run(config, cfg)
+    for m, est in both.items():
+        assert est.method == m and est.precision == cfg.precision
+    assert both["full"].freeze == (cfg.freeze if cfg.freeze != "full" else None)

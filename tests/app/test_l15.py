@@ -4,6 +4,7 @@ and merging one into a model folder that loads."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -91,6 +92,39 @@ def test_big_model_shows_4bit_weights_and_refuses_bad_json(llmfs_home):
     assert "not valid JSON" in texts(at.error)
 
 
+def test_alpha_out_of_range_is_refused_in_place_and_start_stays_off(llmfs_home):
+    """A bounded box silently kept its last value (-16 showed while the run used 16): now the value typed stays,
+    a message under the field names the range, and Start stays off until it is fixed."""
+    at = open_page()
+    assert "Allowed: from 0.01 to 100,000" in at.number_input(key="l15.lora_alpha").help
+    for bad in (-16.0, 0.0):
+        at.number_input(key="l15.lora_alpha").set_value(bad).run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert at.number_input(key="l15.lora_alpha").value == bad
+        assert f"Alpha must be from 0.01 to 100,000 (you typed {bad:g})" in texts(at.error)
+        assert at.button(key="l15.start").disabled
+    assert "alpha / r =" not in texts(at.caption)  # no scale computed from a refused value
+    at.number_input(key="l15.lora_alpha").set_value(32.0).run()
+    assert "Alpha must be" not in texts(at.error) and not at.button(key="l15.start").disabled
+    assert "alpha / r = **4**" in texts(at.caption)
+
+
+def test_step_1_estimate_is_the_runs_estimate_for_the_same_settings(llmfs_home):
+    """Step 1 shows, for the chosen method, exactly what the run will record (`memory.estimate_run` of the run's
+    own TrainConfig), following the batch, sequence length and precision set in step 2."""
+    from llmfs import memory
+    from llmfs.bootstrap import TINY_CONFIG
+    from llmfs.config import TrainConfig
+    at = open_page()
+    at.toggle(key="l15.quantize").set_value(True).run()
+    at.number_input(key="l15.batch_size").set_value(4).run()
+    at.number_input(key="l15.seq_len").set_value(64).run()
+    cfg = TrainConfig(lora_rank=8, lora_targets="qkv", quantize="4bit", batch_size=4, seq_len=64)
+    expected = memory.estimate_run(TINY_CONFIG, cfg).total_bytes
+    assert metric(at, "Training memory, estimated") == memory.fmt_bytes(expected)
+    assert "for a batch of 4 × 64 tokens in fp32 (set in step 2)" in texts(at.caption)
+
+
 @pytest.mark.slow
 def test_short_lora_run_saves_an_adapter_to_the_library(home_with_default):
     from llmfs.runs import Run
@@ -98,10 +132,13 @@ def test_short_lora_run_saves_an_adapter_to_the_library(home_with_default):
     assert "No adapters yet" in texts(at.info)
     for key, value in (("steps", 4), ("batch_size", 2), ("seq_len", 32), ("eval_batches", 1)):
         at.number_input(key=f"l15.{key}").set_value(value).run()
+    at.toggle(key="l15.quantize").set_value(True).run()
+    estimated = metric(at, "Training memory, estimated")  # step 1's figure for these settings
     at.button(key="l15.start").click().run()
     assert not at.exception, [e.value for e in at.exception]
     run = Run(home_with_default / "runs" / at.session_state["runs:l15"][-1])
     assert run.config()["lora_rank"] == 8 and run.config()["lora_targets"] == "qkv"
+    assert run.config()["quantize"] == "4bit"
     deadline = time.time() + 120
     while run.state not in ("succeeded", "failed") and time.time() < deadline:
         time.sleep(0.5)
@@ -109,10 +146,21 @@ def test_short_lora_run_saves_an_adapter_to_the_library(home_with_default):
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert metric(at, "Parameters that trained") == f"{expected_trainable(8, 'qkv'):,}"
-    assert "run's own process" in texts(at.caption)
-    assert library_names(at) == [run.run_id]
+    # one estimate for one set of settings: the run's summary shows step 1's figure, each measure says what it is
+    assert metric(at, "Training memory, estimated") == estimated
+    assert "Training memory, measured" in [m.label for m in at.metric]
+    assert "Measured peak" not in [m.label for m in at.metric]
+    assert "whole process at its largest (resident memory, RSS)" in texts(at.caption)
+    # the adapter is called by what it is, records it, and names its base portably
+    assert library_names(at) == ["rank 8 on qkv, 4-bit · llmfs-corpus · 4 steps"]
     table = next(d.value for d in at.dataframe if "name" in d.value.columns)
     assert table.loc[0, "base"] == "llmfs-tiny" and table.loc[0, "layers"] == "qkv"
+    assert (table.loc[0, "data"], table.loc[0, "steps"], table.loc[0, "bits"]) == ("llmfs-corpus", 4, "4-bit")
+    config = json.loads((run.path / "adapter" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "llmfs-tiny"
+    meta = json.loads((run.path / "adapter" / ad.META_FILE).read_text())["training"]
+    assert meta["base_path"] == str((home_with_default / "default" / "llmfs-tiny").resolve())
+    assert meta["run_id"] == run.run_id and meta["final_loss"] == run.status()["result"]["final_loss"]
 
 
 def test_library_renames_deletes_and_imports(home_with_default):
@@ -263,3 +311,23 @@ def test_own_text_waits_without_an_error_then_shows_its_counts(home_with_default
 
     at.number_input(key="l15.seq_len").set_value(counts.train_tokens).run()   # one's own length: kept, or refused
     assert f"Set a sequence length of {fit} or less" in texts(at.error) and at.button(key="l15.start").disabled
+
+
+def test_step_1_estimate_follows_the_sequence_short_text_gets(home_with_default):
+    """Short text trains on shorter sequences (`recipes.fit_to_data`, in the run's config): the step 1 estimate
+    is for what the run will do, so it equals the estimate the run records."""
+    from llmfs import memory
+    from llmfs.bootstrap import TINY_CONFIG
+    from llmfs.config import TrainConfig
+    from llmfs.data.text import summarize
+    from llmfs.train import fitted_seq_len
+    at = open_page()
+    at.selectbox(key="l15.data.kind").set_value("upload").run()
+    at.file_uploader(key="l15.data.upload").set_value(("bees.txt", OWN_TEXT.encode(), "text/plain")).run()
+    counts = summarize(str(home_with_default / "uploads" / "bees.txt"), "llmfs-tiny")
+    fit = fitted_seq_len(counts.train_tokens, 128)
+    cfg = TrainConfig(lora_rank=8, lora_targets="qkv", seq_len=fit)
+    expected = memory.estimate_run(TINY_CONFIG, cfg).total_bytes
+    assert expected != memory.estimate_run(TINY_CONFIG, cfg.replace(seq_len=128)).total_bytes
+    assert metric(at, "Training memory, estimated") == memory.fmt_bytes(expected)
+    assert f"for a batch of 8 × {fit} tokens" in texts(at.caption)

@@ -56,3 +56,34 @@ def test_cached_models_are_never_changed(home_with_default, tmp_path):
     assert all(torch.equal(after[k], base_state[k]) for k in base_state)
     assert _same(shared, before)
     del tokenizer
+
+
+def test_a_trained_adapter_names_a_base_that_loads_anywhere(home_with_default, tmp_path):
+    """A LoRA run's adapter_config.json names `llmfs-tiny` (not this server's folder, kept in llmfs's own record),
+    and llmfs and PEFT still load it: llmfs resolves the name, PEFT takes the base it is given."""
+    import json
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from llmfs import adapters
+    from llmfs.adapting import attach, base_of, merge_adapter
+    from llmfs.sources import resolve_model_dir
+    from llmfs.weights import load_hf_folder
+    jobs = default_manager(telemetry_interval=60)
+    try:
+        rid = submit_train(jobs, TrainConfig(steps=2, batch_size=2, seq_len=32, eval_every=0, lora_rank=4))
+        assert jobs.wait(rid, 180) == "succeeded", jobs.get(rid).status().get("traceback")
+    finally:
+        jobs.shutdown()
+    folder = home_with_default / "runs" / rid / "adapter"
+    assert json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"] == "llmfs-tiny"
+    assert base_of(folder) == "llmfs-tiny"
+    info = adapters.get_adapter(f"run:{rid}")
+    assert info.training["base_path"] == str(resolve_model_dir("llmfs-tiny").resolve())
+    assert attach(info.base_model, {"A": folder}).adapters == {"A": str(folder)}
+    merged = load_hf_folder(merge_adapter(folder, tmp_path / "merged"))
+    assert not any("lora" in n for n, _ in merged.named_parameters())
+    hf = AutoModelForCausalLM.from_pretrained(resolve_model_dir(base_of(folder)))
+    peft_model = PeftModel.from_pretrained(hf, str(folder))
+    assert any("lora_A" in n for n, _ in peft_model.named_parameters())
