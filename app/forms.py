@@ -303,7 +303,7 @@ def _data_checked(cfg: Any, picked: _Picked | None) -> Any | None:
             return None
         if summary is None:  # the built-in corpus, hub data, big data: nothing to count before the run
             return cfg
-        st.caption(data_counts(summary))
+        st.caption(md_escape(data_counts(summary)))
         if summary.train_tokens is None:
             return cfg
         try:
@@ -324,7 +324,13 @@ def data_counts(summary) -> str:
     if summary.train_tokens is None:
         return text + ". Its tokens are counted when the model is on this machine (the run counts them)."
     return (f"{text}: {summary.train_tokens:,} tokens to train on, {summary.heldout_tokens:,} held out to measure "
-            f"the held-out loss on ({summary.heldout_on}), counted with {summary.tokenizer}'s tokenizer.")
+            f"the held-out loss on ({summary.heldout_on}), counted with {_model_name(summary.tokenizer)}'s "
+            "tokenizer.")
+
+
+def _model_name(model: str) -> str:
+    """A model as a sentence names it: a folder by its name (a server path means nothing to a participant)."""
+    return Path(model).name if looks_like_path(model) or Path(model).expanduser().is_dir() else model
 
 
 def _base_type(t: Any) -> tuple[type, bool]:

@@ -103,7 +103,7 @@ def test_refusals_name_the_setting_and_keep_start_off(llmfs_home):
     assert not at.warning and not at.error             # nothing was done wrong: Start just waits for a source
     at.checkbox(key="l13.builtin").check().run()
     at.number_input(key="l13.gopher_quality.max_bullet_lines").set_value(1.5).run()
-    assert "max_bullet_lines" in texts(at.error) and at.button(key="l13.start").disabled
+    assert "Max bullet lines" in texts(at.error) and at.button(key="l13.start").disabled
     at.number_input(key="l13.gopher_quality.max_bullet_lines").set_value(0.9).run()
     at.text_input(key="l13.path").input("/tmp/x.jsonl").run()
     at.number_input(key="l13.w.builtin").set_value(0.0).run()
