@@ -398,6 +398,9 @@ def submit_precision_comparison(jobs: JobManager, cfg: TrainConfig, modes=("fp32
     for c in configs:
         jobs.admit("train", c)
         preflight_train(c)
+    _, note = fit_to_data(configs[0])  # short text: the same shorter sequence for every mode
+    if note:
+        configs = [{**dataclasses.asdict(fit_to_data(c)[0]), SEQ_LEN_NOTE: note} for c in configs]
     return jobs.submit_batch([("train", c) for c in configs], owner=owner)
 
 

@@ -56,8 +56,8 @@ class RandomWindows:
         if tokens.dim() != 1:
             raise ValueError("tokens must be a 1-D tensor of token ids.")
         if len(tokens) < seq_len + 2:
-            raise ValueError(f"Only {len(tokens)} tokens of data, fewer than one sequence of seq_len={seq_len}: "
-                             "use more text or a shorter sequence length.")
+            raise ValueError(f"Only {len(tokens)} tokens of data, fewer than one sequence of {seq_len} tokens (the "
+                             "sequence length) plus 2: use more text or a shorter sequence length.")
         self.tokens, self.batch_size, self.seq_len, self.seed = tokens, batch_size, seq_len, seed
 
     def batch(self, step: int, micro: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
