@@ -239,16 +239,19 @@ def throughput_figure(records: list[dict]) -> go.Figure:
 OVERLAY_LEGEND = {"orientation": "h", "yanchor": "top", "y": -0.3, "xanchor": "left", "x": 0.0}
 
 
-def loss_overlay(runs: Mapping[str, list[dict]], colors: Mapping[str, str] | None = None) -> go.Figure:
+def loss_overlay(runs: Mapping[str, list[dict]], colors: Mapping[str, str] | None = None,
+                 dashes: Mapping[str, str] | None = None) -> go.Figure:
     """Training loss of several runs (lines) and their held-out losses (diamonds, same colour, no legend entry).
-    `colors`: run name -> its colour (`run_colors`); the others take the palette's in turn."""
+    `colors`: run name -> its colour (`run_colors`); the others take the palette's in turn. `dashes`: run name -> its
+    line's dash pattern (`run_dashes`), so that runs whose curves coincide all stay visible."""
     traces = []
     for i, (name, records) in enumerate(runs.items()):
         train = by_step(of_kind(records, "train"))
         evals = by_step(of_kind(records, "eval"))
         color = _color_of(name, i, colors)
         if train:
-            traces.append(_trend_line([r["step"] for r in train], [r["loss"] for r in train], name, color))
+            traces.append(_dashed(_trend_line([r["step"] for r in train], [r["loss"] for r in train], name, color),
+                                  name, dashes))
         if evals:
             traces.append({**_diamonds([r["step"] for r in evals], [r["eval_loss"] for r in evals],
                                        f"{name} (held-out)", color, group=name), "showlegend": False})
@@ -257,12 +260,13 @@ def loss_overlay(runs: Mapping[str, list[dict]], colors: Mapping[str, str] | Non
     return _figure(traces, "Step", "Loss (" + LOSS_HELP + ")", legend=OVERLAY_LEGEND, height=HEIGHT + 40)
 
 
-def memory_overlay(runs: Mapping[str, list[dict]], colors: Mapping[str, str] | None = None) -> go.Figure:
+def memory_overlay(runs: Mapping[str, list[dict]], colors: Mapping[str, str] | None = None,
+                   dashes: Mapping[str, str] | None = None) -> go.Figure:
     series = {name: memory_series(records) for name, records in runs.items()}
     peak = max((max(s["used"]) for s in series.values() if s["used"]), default=0)
     unit, scale = memory_unit(peak)
     labels = sorted({s["label"] for s in series.values() if s["used"]})
-    traces = [_line(s["t"], [v / scale for v in s["used"]], name, _color_of(name, i, colors))
+    traces = [_dashed(_line(s["t"], [v / scale for v in s["used"]], name, _color_of(name, i, colors)), name, dashes)
               for i, (name, s) in enumerate(series.items()) if s["used"]]
     if not traces:
         return _waiting("Seconds since the start", "Memory", "No memory readings yet")
@@ -292,13 +296,14 @@ def tensor_memory_bars(runs: Mapping[str, list[dict]]) -> go.Figure:
                    yaxis={"autorange": "reversed", "type": "category"})
 
 
-def throughput_overlay(runs: Mapping[str, list[dict]], colors: Mapping[str, str] | None = None) -> go.Figure:
+def throughput_overlay(runs: Mapping[str, list[dict]], colors: Mapping[str, str] | None = None,
+                       dashes: Mapping[str, str] | None = None) -> go.Figure:
     traces = []
     for i, (name, records) in enumerate(runs.items()):
         train = by_step(of_kind(records, "train"))
         if train:
-            traces.append(_trend_line([r["step"] for r in train], [r.get("tokens_per_s", 0) for r in train], name,
-                                      _color_of(name, i, colors)))
+            traces.append(_dashed(_trend_line([r["step"] for r in train], [r.get("tokens_per_s", 0) for r in train],
+                                              name, _color_of(name, i, colors)), name, dashes))
     if not traces:
         return _waiting("Step", "Tokens per second", "None of these runs has a training step yet")
     return _figure(traces, "Step", "Tokens per second", legend=OVERLAY_LEGEND, height=HEIGHT + 40)
@@ -315,6 +320,8 @@ def _trend_line(xs: list, ys: list, name: str, color: str) -> dict:
 PRECISION_COLORS = {"fp32": "#6c757d", "fp16": "#f77f00", "bf16": "#4361ee", "bf16-pure": "#2a9d8f"}
 INIT_COLORS = {"pretrained": "#4361ee", "random": "#e63946"}
 VALUE_COLORS = {"init": INIT_COLORS, "precision": PRECISION_COLORS}
+# Runs in several precisions often draw the same curve: each its own dash, so the one on top hides none below.
+PRECISION_DASHES = {"fp32": "solid", "fp16": "dash", "bf16": "dot", "bf16-pure": "dashdot"}
 
 
 def run_colors(configs: Mapping[str, Mapping], differing: list[str]) -> dict[str, str]:
@@ -330,6 +337,20 @@ def run_colors(configs: Mapping[str, Mapping], differing: list[str]) -> dict[str
             return {rid: table[c.get(key)] for rid, c in configs.items()}
         break
     return {rid: _color(i) for i, rid in enumerate(configs)}
+
+
+def run_dashes(configs: Mapping[str, Mapping], differing: list[str]) -> dict[str, str]:
+    """run -> its line's dash pattern when the runs differ in their precision first (`PRECISION_DASHES`); else {}."""
+    if differing[:1] == ["precision"] and all(c.get("precision") in PRECISION_DASHES for c in configs.values()):
+        return {rid: PRECISION_DASHES[c["precision"]] for rid, c in configs.items()}
+    return {}
+
+
+def _dashed(trace: dict, name: str, dashes: Mapping[str, str] | None) -> dict:
+    dash = (dashes or {}).get(name)
+    if dash:
+        trace["line"] = {**trace["line"], "dash": dash}
+    return trace
 
 
 def legend_text(text: str) -> str:

@@ -30,6 +30,7 @@ from . import charts, forms, identity, live, state, tables
 from .text import md_escape
 
 POLL_S = 1.0
+PLOT_CONFIG = {"displaylogo": False}
 BADGES = {PENDING: ("Waiting", "gray", ":material/hourglass_empty:"),
           RUNNING: ("Running", "blue", ":material/autorenew:"),
           SUCCEEDED: ("Finished", "green", ":material/check_circle:"),
@@ -335,18 +336,18 @@ def _compare_body(run_ids: list[str], was_live: bool) -> None:
         st.rerun(scope="app")
     shown = [jobs.get(r) for r in run_ids]
     labels = {rid: charts.legend_text(label) for rid, label in tables.run_labels(shown).items()}
-    colors = tables.run_colors(shown)
     runs = {labels[r]: records_of(r) for r in run_ids}
-    colors = {labels[r]: c for r, c in colors.items()}
+    colors = {labels[r]: c for r, c in tables.run_colors(shown).items()}
+    dashes = {labels[r]: d for r, d in tables.run_dashes(shown).items()}
     st.caption("Lines: training loss (and tokens per second), smoothed over neighbouring steps; diamonds: held-out "
                "loss, in the run's colour.")
     with st.container(border=True):
-        st.plotly_chart(charts.loss_overlay(runs, colors), key="compare:loss", config={"displaylogo": False})
+        st.plotly_chart(charts.loss_overlay(runs, colors, dashes), key="compare:loss", config=PLOT_CONFIG)
     left, right = st.columns(2)
     with left, st.container(border=True):
-        st.plotly_chart(charts.memory_overlay(runs, colors), key="compare:memory", config={"displaylogo": False})
+        st.plotly_chart(charts.memory_overlay(runs, colors, dashes), key="compare:memory", config=PLOT_CONFIG)
     with right, st.container(border=True):
-        st.plotly_chart(charts.throughput_overlay(runs, colors), key="compare:tps", config={"displaylogo": False})
+        st.plotly_chart(charts.throughput_overlay(runs, colors, dashes), key="compare:tps", config=PLOT_CONFIG)
     if any(charts.tensor_peak(records) for records in runs.values()):  # runs from before the counting have none
         with st.container(border=True):
             st.plotly_chart(charts.tensor_memory_bars(runs), key="compare:tensors", config={"displaylogo": False})

@@ -28,7 +28,7 @@ PLOT_CONFIG = {"displaylogo": False}
 MODE_COLORS = charts.PRECISION_COLORS  # a precision keeps its colour on every page (the Runs page's charts too)
 MODE_LABELS = {"fp32": "fp32 (the reference)", "fp16": "fp16 autocast + loss scaling", "bf16": "bf16 autocast",
                "bf16-pure": "bf16-pure (weights and optimizer in bf16 too)"}
-MODE_DASHES = {"fp32": "solid", "fp16": "dash", "bf16": "dot", "bf16-pure": "dashdot"}  # coinciding lines stay seen
+MODE_DASHES = charts.PRECISION_DASHES  # coinciding lines stay seen (the Runs page draws them alike)
 DEFAULT_MODES = ["fp32", "fp16", "bf16"]
 
 # -- 2 · why fp16 needs loss scaling ---------------------------------------------------------------------------------

@@ -48,10 +48,19 @@ def run_labels(runs: Iterable[Run]) -> dict[str, str]:
 def run_colors(runs: Iterable[Run]) -> dict[str, str]:
     """run id -> its colour on charts comparing these runs: the same thing in the same colour on every page
     (`charts.run_colors`)."""
+    return charts.run_colors(*_configs_and_differences(runs))
+
+
+def run_dashes(runs: Iterable[Run]) -> dict[str, str]:
+    """run id -> its line's dash pattern on charts comparing these runs (runs in several precisions; else {})."""
+    return charts.run_dashes(*_configs_and_differences(runs))
+
+
+def _configs_and_differences(runs: Iterable[Run]) -> tuple[dict, list[str]]:
     runs = list(runs)
     kinds = {r.run_id: r.kind for r in runs}
     configs = {r.run_id: with_defaults(r.kind, r.config()) for r in runs}
-    return charts.run_colors(configs, differences(configs, kinds))
+    return configs, differences(configs, kinds)
 
 
 KINDS = {"train": "training", "eval": "evaluation", "pipeline": "data pipeline"}

@@ -99,6 +99,15 @@ def test_the_same_thing_has_the_same_colour_on_every_chart():
         assert {t.name: t.line.color for t in build(runs, colors).data} == colors
 
 
+def test_runs_in_several_precisions_get_a_dash_each_so_coinciding_curves_stay_seen():
+    modes = {"a": {"precision": "fp32"}, "b": {"precision": "bf16"}}
+    assert charts.run_dashes(modes, ["precision"]) == {"a": "solid", "b": "dot"}
+    assert charts.run_dashes({"a": {"init": "random"}, "b": {"init": "pretrained"}}, ["init"]) == {}
+    runs = {"fp32": [train(1, 5.0), train(2, 4.9)], "bf16": [train(1, 5.0), train(2, 4.9)]}
+    fig = charts.loss_overlay(runs, None, {"fp32": "solid", "bf16": "dot"})
+    assert {t.name: t.line.dash for t in fig.data} == {"fp32": "solid", "bf16": "dot"}
+
+
 def test_runs_shown_together_get_unique_labels(llmfs_home, seed):
     from app import tables
     from llmfs.runs import Run
