@@ -52,8 +52,7 @@ def sources_picker(key: str) -> list[Source]:
         f"`text` column); up to {fmt_mb(limit)} each", type=[s[1:] for s in UPLOAD_SUFFIXES],
         accept_multiple_files=True, max_upload_size=max(1, math.ceil(limit)), key=f"{key}.uploads")
     for path in _saved_uploads(key, uploads or []):
-        _, weight = _source_row(key, f"upload.{path.name}",
-                                lambda p=path: st.markdown(f":material/upload_file: `{p.name}`"))
+        _, weight = _source_row(key, f"upload.{path.name}", lambda p=path: _upload_row(p))
         sources.append(Source(str(path), weight))
     hub, hub_weight = _source_row(key, "hub", lambda: st.text_input(
         "Hugging Face dataset", placeholder="hf:wikitext:wikitext-2-raw-v1", key=f"{key}.hub", persist_state="session",
@@ -71,6 +70,19 @@ def sources_picker(key: str) -> list[Source]:
         sources.append(Source(path.strip(), path_weight))
     _shares_caption(sources)
     return sources
+
+
+def _upload_row(path: Path) -> None:
+    """An uploaded source: its (safe) file name, and what it holds as the pipeline reads it."""
+    from llmfs.data.text import summarize
+    st.markdown(f":material/upload_file: `{path.name}`")
+    try:
+        summary = summarize(str(path))
+    except (ValueError, OSError):  # it was checked when saved; a file changed since is the run's to report
+        return
+    if summary is not None:
+        docs = f"{summary.documents:,} document{'s' if summary.documents != 1 else ''}"
+        st.caption(f"{docs}, {summary.characters:,} characters")
 
 
 def _source_row(key: str, name: str, draw) -> tuple:

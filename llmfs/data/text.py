@@ -30,10 +30,7 @@ class TextSplit:
     heldout: list[str]
     documents: int = 0       # documents with text (train and held-out)
     heldout_on: str = ""     # in words: "llmfs-corpus's held-out documents ...", "the last 5% of the text of x.txt"
-
-    @property
-    def characters(self) -> int:
-        return sum(len(t) for t in self.train) + sum(len(t) for t in self.heldout)
+    characters: int = 0      # in those documents
 
 
 def read_texts(source: str, part: tuple[int, int] | None = None) -> tuple[list[str], list[str]]:
@@ -64,7 +61,8 @@ def read_split(source: str, part: tuple[int, int] | None = None) -> TextSplit:
     if source.strip() == DEFAULT_DATA:
         train = list(docs(DEFAULT_DATA))
         heldout = [d.text for d in read_documents(DEFAULT_DATA + "@heldout", errors="raise")]
-        return TextSplit(train, heldout, len(train) + len(heldout), CORPUS_HELDOUT)
+        return TextSplit(train, heldout, len(train) + len(heldout), CORPUS_HELDOUT,
+                         sum(map(len, train)) + sum(map(len, heldout)))
     texts = []
     for text in docs(source):
         if text.strip():
@@ -72,7 +70,7 @@ def read_split(source: str, part: tuple[int, int] | None = None) -> TextSplit:
         if len(texts) >= MAX_DOCS:
             break
     train, heldout, on = _split_tail(texts, source)
-    return TextSplit(train, heldout, len(texts), on)
+    return TextSplit(train, heldout, len(texts), on, sum(map(len, texts)))
 
 
 def _split_tail(texts: list[str], source: str) -> tuple[list[str], list[str], str]:

@@ -267,6 +267,7 @@ def test_a_jsonl_with_bad_lines_is_offered_without_them(llmfs_home):
     saved = llmfs_home / "uploads" / "notes.jsonl"
     assert saved.read_bytes() == b'{"text": "one"}\n{"text": "three"}\n{"text": "five"}\n'
     assert "notes.jsonl" in texts(at.markdown)                 # a source row of its own, with a weight
+    assert "3 documents, 12 characters" in texts(at.caption)
     assert not at.button(key="l13.start").disabled
 
 
