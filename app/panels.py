@@ -282,13 +282,13 @@ def _figures_of(records: list[dict]) -> dict:
 
 
 def memory_metric(figures: dict, run_state: str, result: dict) -> dict:
-    """The panel's memory figure: one number, labelled with what it counts. While the run goes: the memory in use
-    now (the run's process, or the GPU's), its highest reading so far beside it; once it has ended, only the peak
-    (a process that has ended uses nothing now): the highest reading of the chart, or the training loop's own
-    reading where that was higher (on a CPU both read the process's resident memory). The run's own tensors, which
-    the training loop counts, are named as such in the help."""
+    """The panel's memory figure: one number, labelled with what it counts (the run's process, or the GPU, under
+    the number: labels are cut short in a narrow column). While the run goes: the memory in use now, its highest
+    reading so far beside it; once it has ended, only the peak (a process that has ended uses nothing now): the
+    highest reading of the chart, or the training loop's own reading where that was higher (on a CPU both read the
+    process's resident memory). The run's own tensors, which the training loop counts, are named in the help."""
     gpu = figures.get("gpu")
-    what = "GPU memory" if gpu else "Process memory"
+    whose = "the GPU (all processes)" if gpu else "the run's process"
     counts = ("all processes on the GPU, as the driver (NVML) reports it" if gpu else
               "the resident memory (RSS) of the process the run trains in, Python and PyTorch's libraries included")
     tensors = (f" Of this, the run's own tensors (weights, gradients, optimizer states, activations) held at most "
@@ -297,12 +297,13 @@ def memory_metric(figures: dict, run_state: str, result: dict) -> dict:
     if run_state in FINAL_STATES:
         peaks = [figures.get("mem_peak")] + ([] if gpu else [result.get("peak_memory_bytes")])
         peak = max((p for p in peaks if p), default=None)
-        return {"label": f"Peak {what.lower()}", "value": charts.fmt_bytes(peak) if peak else "-", "delta": None,
+        return {"label": "Peak memory", "value": charts.fmt_bytes(peak) if peak else "-", "delta": whose,
                 "help": f"The most memory the run used: {counts}.{tensors}"}
     now, peak = figures.get("mem"), figures.get("mem_peak")
-    return {"label": f"{what} now", "value": charts.fmt_bytes(now) if now is not None else "-",
-            "delta": f"highest so far {charts.fmt_bytes(peak)}" if peak is not None else None,
-            "help": f"The latest reading (about once a second) of {counts}; beside it the highest reading so far."
+    return {"label": "Memory now", "value": charts.fmt_bytes(now) if now is not None else "-",
+            "delta": f"{'GPU' if gpu else 'process'} · peak so far {charts.fmt_bytes(peak)}"
+            if peak is not None else whose,
+            "help": f"The latest reading (about once a second) of {counts}; under it, the highest reading so far."
                     + tensors}
 
 

@@ -268,10 +268,10 @@ def test_memory_figure_says_what_it_measures_one_figure_per_thing(llmfs_home, se
                                                           "peak_memory_bytes": 430e6})
     at = open_page("pages/runs.py")
     metric = next(m for m in at.metric if "memory" in m.label.lower())
-    assert metric.label == "Peak process memory" and metric.value == "430 MB"  # the loop's reading was higher
-    assert not metric.delta and "resident memory (RSS)" in metric.help
+    assert metric.label == "Peak memory" and metric.value == "430 MB"  # the loop's reading was higher
+    assert metric.delta == "the run's process" and "resident memory (RSS)" in metric.help  # what it counts
     going = seed(state="running", steps=100, done=5, owner="cli")
     at.multiselect(key="runs.selected").set_value([going]).run()
     metric = next(m for m in at.metric if "memory" in m.label.lower())
-    assert metric.label == "Process memory now" and metric.value == "405 MB"
-    assert metric.delta == "highest so far 405 MB"
+    assert metric.label == "Memory now" and metric.value == "405 MB"
+    assert metric.delta == "process · peak so far 405 MB"
