@@ -147,7 +147,7 @@ def config_diff(runs: Iterable[Run], only_different: bool = True) -> pd.DataFram
     runs = list(runs)
     configs = {r.run_id: _with_defaults(r.kind, r.config()) for r in runs}
     keys = sorted({k for c in configs.values() for k in c})
-    labels = _labels()
+    labels = _labels(eval_first=all(r.kind == "eval" for r in runs))
     names = run_labels(runs)
     table = pd.DataFrame({names[rid]: [_cell(c.get(k)) for k in keys] for rid, c in configs.items()},
                          index=[labels.get(k) or k.replace("_", " ").capitalize() for k in keys])
@@ -162,10 +162,12 @@ def _with_defaults(kind: str, config: dict) -> dict:
     return with_defaults(kind, config)
 
 
-def _labels() -> dict[str, str]:
-    """A setting's name -> its label as the forms show it (never the field's name in code)."""
+def _labels(eval_first: bool = False) -> dict[str, str]:
+    """A setting's name -> its label as the forms show it (never the field's name in code); for evaluations only,
+    the evaluation form's labels where both forms have the setting (`data`: "Data file", not "Training data")."""
+    order = (TrainConfig, EvalConfig) if eval_first else (EvalConfig, TrainConfig)
     return {name: meta.get("label") or name.replace("_", " ").capitalize()
-            for cls in (EvalConfig, TrainConfig) for name, meta in field_info(cls).items()}
+            for cls in order for name, meta in field_info(cls).items()}
 
 
 def last_records(path: Path, kinds: tuple[str, ...], tail_bytes: int = 65536) -> dict[str, dict]:

@@ -228,7 +228,7 @@ def delete_run(run: Run) -> None:
 
 # -- runs named by what differs -----------------------------------------------------------------------------------
 # The settings that tell runs apart most often come first; a label names at most MAX_PHRASES of them.
-PRIORITY = ("kind", "init", "precision", "lora", "freeze", "data", "model", "task", "adapter")
+PRIORITY = ("kind", "task", "init", "precision", "lora", "freeze", "data", "model", "adapter")
 MAX_PHRASES = 3
 KIND_WORDS = {"train": "training", "eval": "evaluation", "pipeline": "data pipeline"}
 _GROUPS = {**{f: "lora" for f in LORA_FIELDS}, "freeze_layers": "freeze", "unfreeze_every": "freeze",
@@ -302,7 +302,9 @@ def _phrase(key: str, c: Mapping, kind: str, raw: set[str]) -> str:
         return "trains: everything" if strategy == "full" else f"trains: {strategy}"
     if key in ("data", "model", "adapter"):
         value = c.get(key)
-        return f"{key}: {short_source(value)}" if value else f"no {key}"
+        if value:
+            return f"{key}: {short_source(value)}"
+        return "the benchmark's own questions" if key == "data" and kind == "eval" else f"no {key}"
     if key == "task":
         return str(c.get("task") or "")
     value = c.get(key)

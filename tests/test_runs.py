@@ -118,3 +118,9 @@ def test_runs_of_several_kinds_are_told_apart_by_kind_first():
     described = describe_runs({"t": _train(), "e": {"task": "mmlu", "model": "llmfs-tiny"}, "p": {"inputs": ["x"]}},
                               {"t": "train", "e": "eval", "p": "pipeline"})
     assert described == {"t": ["training"], "e": ["evaluation", "mmlu"], "p": ["data pipeline"]}
+
+
+def test_evaluations_are_described_by_benchmark_first():
+    described = describe_runs({"a": {"task": "mmlu", "data": "/x/uploads/bo/my.jsonl"}, "b": {"task": "hellaswag"}},
+                              {"a": "eval", "b": "eval"})
+    assert described == {"a": ["mmlu", "data: my.jsonl"], "b": ["hellaswag", "the benchmark's own questions"]}
