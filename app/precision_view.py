@@ -496,7 +496,7 @@ def results(ids: list[str]) -> None:
                                                  help="Tokens per second divided by the fp32 run's: 2.00× = twice "
                                                       "as fast."),
         "speed_spread": st.column_config.NumberColumn(
-            "Speed varied by", format="±%.0f%%", help="How much the run's speed varied from step to step (the middle "
+            "Speed varied by", format="±%.1f%%", help="How much the run's speed varied from step to step (the middle "
                                                      "half of its steps' tokens per second, relative to the typical "
                                                      "step): speed-ups within this, or under 5%, are about the same "
                                                      "speed."),
@@ -563,9 +563,9 @@ def conclusion(rows: list[dict], gpu: bool) -> list[str]:
         else:
             line = f"**{r['precision']}** ran **{fmt_times(r['speedup'])}** as fast as fp32"
         if r.get("tensor_ratio"):
-            line += f" with {r['tensor_ratio']:.2f}× its tensor memory"
+            line += f", with {r['tensor_ratio']:.2f}× its tensor memory"
         elif r.get("memory_ratio"):
-            line += f" with {r['memory_ratio']:.2f}× its peak memory"
+            line += f", with {r['memory_ratio']:.2f}× its peak memory"
         diff = r.get("loss_diff")
         if diff is not None:
             line += (", and reached the same loss (within 0.02)" if abs(diff) < 0.02 else
