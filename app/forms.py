@@ -294,8 +294,16 @@ def _data_checked(cfg: Any, picked: _Picked | None) -> Any | None:
     if picked is None or not all(hasattr(cfg, f) for f in ("data", "model", "seq_len")):
         return cfg
     from llmfs.data.text import summarize
+    from llmfs.errors import AccessError
     from llmfs.recipes import fit_to_data
     with picked.slot:
+        try:
+            state.jobs().admit("train", cfg)  # a workshop's rules first: a path this person may not read is not read
+        except AccessError as e:
+            st.error(md_escape(e), icon=":material/block:")
+            return None
+        except LimitError:
+            return cfg  # a limit on the run itself (Start says which): its data is not counted before that is fixed
         try:
             summary = summarize(cfg.data, cfg.model)
         except (ValueError, OSError) as e:  # no such file, an unreadable record: said where the data was chosen

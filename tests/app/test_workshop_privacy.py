@@ -338,3 +338,17 @@ def test_no_page_shows_a_participant_the_servers_paths(llmfs_home, seed, page):
     if page == RUNS:
         for selected in ([trained, failed], [trained], [failed]):  # the settings that differ; each run's panel
             assert str(llmfs_home) not in everything_shown(open_run(at, *selected))
+
+
+def test_training_data_is_counted_only_where_the_person_may_read_it(llmfs_home):
+    """The counts under the data picker read the file: in a workshop, someone else's upload is refused there
+    (without saying whether it exists), never counted."""
+    workshop_limits(llmfs_home)
+    theirs = llmfs_home / "uploads" / person_folder("ana") / "diary.txt"
+    theirs.parent.mkdir(parents=True)
+    theirs.write_text("Ana's private diary. " * 20)
+    at = open_as("ben", L15)
+    at.selectbox(key="l15.data.kind").set_value("path").run()
+    at.text_input(key="l15.data.path").input(str(theirs)).run()
+    assert "not yours to read in this workshop" in texts(at.error).replace("\\", "")
+    assert "characters" not in texts(at.caption) and at.button(key="l15.start").disabled
