@@ -172,7 +172,7 @@ def memory_figure(records: list[dict]) -> go.Figure:
     elif total:  # say it in the legend rather than squash the curve
         traces[0]["name"] += f" (of {fmt_bytes(total)})"
     top = total if show_total else peak
-    x_range = _padded(0, max(s["t"] + tensors["t"]), rel=0.02, minimum=1)
+    x_range = _time_range(max(s["t"] + tensors["t"]))
     fig = _figure(traces, "Seconds since the start", f"Memory ({unit})", x_range=x_range,
                   y_range=[0, top / scale * 1.1], **layout)
     if tensors["t"]:
@@ -270,7 +270,8 @@ def memory_overlay(runs: Mapping[str, list[dict]], colors: Mapping[str, str] | N
               for i, (name, s) in enumerate(series.items()) if s["used"]]
     if not traces:
         return _waiting("Seconds since the start", "Memory", "No memory readings yet")
-    return _figure(traces, "Seconds since the start", f"{' / '.join(labels)} ({unit})",
+    last = max((max(s["t"]) for s in series.values() if s["t"]), default=0.0)
+    return _figure(traces, "Seconds since the start", f"{' / '.join(labels)} ({unit})", x_range=_time_range(last),
                    y_range=[0, peak / scale * 1.1], legend=OVERLAY_LEGEND, height=HEIGHT + 40)
 
 
@@ -459,6 +460,13 @@ def _step_range(last: int, total: int | None) -> list[float]:
     if total:
         right = min(right, total)
     return _padded(0, max(right, last), rel=0.02, minimum=0.5)
+
+
+def _time_range(last_s: float) -> list[float]:
+    """An axis of seconds since the start: from (just before) 0, never negative seconds, to at least 1 s (a single
+    reading sits at the left, on an axis a person can read)."""
+    pad = max(last_s * 0.02, 0.02)
+    return [-pad, max(last_s + pad, 1.0)]
 
 
 def _padded(lo: float, hi: float, rel: float = 0.08, minimum: float = 0.05) -> list[float]:

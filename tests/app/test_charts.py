@@ -122,3 +122,10 @@ def test_runs_shown_together_get_unique_labels(llmfs_home, seed):
 
 def test_a_persons_text_in_a_legend_is_not_read_as_html():
     assert charts.legend_text("<b>mine</b> & yours") == "&lt;b&gt;mine&lt;/b&gt; &amp; yours"
+
+
+def test_a_single_memory_reading_is_charted_on_a_readable_time_axis():
+    """A run too quick for more than one reading: one dot at 0 s, never an axis from -1 to 1 s."""
+    fig = charts.memory_figure([{"kind": "telemetry", "time": 5.0, "process_rss_bytes": 300e6}])
+    lo, hi = fig.layout.xaxis.range
+    assert -0.05 < lo < 0 and hi >= 1
