@@ -270,6 +270,8 @@ def train(model: nn.Module, batches: BatchSource, cfg: TrainConfig, *, val_batch
     result.trainable_params, result.total_params = count_params(model)
     if freeze_plan is not None:  # for gradual unfreezing: all that will train, not only the first step's
         result.trainable_params, result.total_params = freeze_plan.trainable_params, freeze_plan.total_params
+    if env.active and isinstance(val_batches, HeldOutWindows) and distributed.any_rank(not val_batches.usable, env):
+        val_batches = None  # a process whose held-out share is too short: none evaluates (they evaluate together)
     ckpt = Path(checkpoint_dir) / "last" if checkpoint_dir else None
     if resume and ckpt is not None and (ckpt / "state.json").exists():
         _load_checkpoint(ckpt, model, optimizer, result, scaler)
