@@ -251,7 +251,7 @@ def submit_comparison(key: str, cfg: TrainConfig, name: str = "") -> None:
     except (ValueError, OSError) as e:
         st.error(md_escape(e), icon=":material/error:")
         return
-    run_panels.name_runs(ids, name)
+    run_panels.name_runs(ids, name, f"{key}.both")
     st.session_state[f"{key}.compare"] = ids
     for rid in ids:
         state.remember(key, rid)

@@ -243,7 +243,7 @@ def submit(key: str, cfg: TrainConfig, modes: list[str], name: str = "") -> None
     except (SourceError, ValueError, OSError) as e:
         st.error(md_escape(e), icon=":material/error:")
         return
-    run_panels.name_runs(ids, name)
+    run_panels.name_runs(ids, name, key)
     for run_id in ids:
         state.remember(key, run_id)
     st.session_state[f"{key}.compare"] = ids

@@ -36,23 +36,28 @@ NAME_HELP = ("A name of your own for this run, shown instead of its settings on 
 
 
 def run_name_input(key: str, label: str = "Run name (optional)") -> str:
-    """The optional name box of a page's start form; its text (trimmed, on one line)."""
+    """The optional name box of a page's start form; its text (trimmed, on one line). Emptied once the runs it
+    named are queued (`name_runs(..., key=key)`), so the next run does not take the same name by mistake."""
+    if st.session_state.pop(f"{key}.run_name.used", False):
+        st.session_state[f"{key}.run_name"] = ""
     text = st.text_input(label, key=f"{key}.run_name", max_chars=NAME_MAX, placeholder="e.g. my notes, 3 epochs",
                          help=NAME_HELP, persist_state="session")
     return " ".join((text or "").split())
 
 
-def named(run_id: str, name: str) -> str:
+def named(run_id: str, name: str, key: str | None = None) -> str:
     """`run_id`, after giving it the name typed before Start (for `forms.submit_job`'s submit function)."""
-    name_runs([run_id], name)
+    name_runs([run_id], name, key)
     return run_id
 
 
-def name_runs(run_ids: list[str], name: str) -> None:
+def name_runs(run_ids: list[str], name: str, key: str | None = None) -> None:
     """Give just-queued runs the name typed before Start; several runs queued together (a comparison) each get it
-    with what sets them apart (`my test · random weights`)."""
+    with what sets them apart (`my test · random weights`). `key`: the page's `run_name_input`, emptied next."""
     if not name or not run_ids:
         return
+    if key is not None:
+        st.session_state[f"{key}.run_name.used"] = True
     jobs = state.jobs()
     runs = [jobs.get(r) for r in run_ids]
     phrases = describe_runs({r.run_id: r.config() for r in runs}, {r.run_id: r.kind for r in runs})

@@ -65,7 +65,7 @@ with train_tab:
                                         if f not in freeze and f not in LORA_FIELDS])
         name = run_panels.run_name_input(KEY)
         if forms.start_button(KEY, cfg):
-            forms.submit_job(KEY, lambda: run_panels.named(submit_train(state.jobs(), cfg, owner=KEY), name))
+            forms.submit_job(KEY, lambda: run_panels.named(submit_train(state.jobs(), cfg, owner=KEY), name, KEY))
     with right:
         panels.latest_run_panel(KEY)
         l12_view.samples(state.latest(KEY))

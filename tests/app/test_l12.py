@@ -61,6 +61,7 @@ def test_compare_button_queues_pretrained_and_random(home_with_default):
     assert [r.config()["init"] for r in runs] == ["pretrained", "random"]
     assert {r.config()["steps"] for r in runs} == {2}
     assert [r.name for r in runs] == ["first try · pretrained weights", "first try · random weights"]
+    assert at.text_input(key="l12.both.run_name").value == ""  # the next pair does not take the name by mistake
 
 
 def test_whitespace_tokens_are_shown_visibly():

@@ -98,6 +98,7 @@ def test_fp32_vs_bf16_comparison_from_the_page(home_with_default):
         assert jobs.wait(run_id, 120) == "succeeded", jobs.get(run_id).status().get("error")
     assert [jobs.get(r).config()["precision"] for r in ids] == ["fp32", "bf16"]
     assert [jobs.get(r).name for r in ids] == ["tiny check · fp32", "tiny check · bf16"]  # the name, and what differs
+    assert at.text_input(key="l16.run_name").value == ""  # emptied for the next comparison
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     summary = table_with(at, "speedup").set_index("precision")
