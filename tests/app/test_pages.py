@@ -205,9 +205,10 @@ def test_runs_table_tells_runs_apart_by_precision_lora_init_data_and_name(llmfs_
     assert table.loc[bf16, "name"] == "my bf16 try"
 
 
-def test_runs_table_progress_by_kind(llmfs_home):
+def test_runs_table_progress_by_kind(llmfs_home, seed):
     """A finished evaluation counts questions, a pipeline the documents it read: never `0 / ?` or `Steps 0 / 100`."""
     root = llmfs_home / "runs"
+    waiting = seed(state="pending", steps=20, done=0)
     ev = Run.create(root / "20260101-000000-eval-aaaaaa", "eval", {"task": "llmfs-cloze", "model": "llmfs-tiny"})
     ev.update_status(progress={"done": 100, "total": 100, "unit": "items"})
     ev.mark_finished("succeeded", result={"task": "llmfs-cloze", "n_items": 100})
@@ -220,6 +221,7 @@ def test_runs_table_progress_by_kind(llmfs_home):
     assert table.loc[ev.run_id, "progress"] == "100 / 100 questions"
     assert table.loc[pipe.run_id, "progress"] == "1,234 documents read"
     assert table.loc[going.run_id, "progress"] == "5 documents read"
+    assert table.loc[waiting, "progress"] == "not started · 20 steps planned"
     assert table.loc[ev.run_id, "kind"] == "evaluation" and table.loc[pipe.run_id, "kind"] == "data pipeline"
 
 
