@@ -287,8 +287,7 @@ def _numbers(last: dict, run_state: str, limit: int | None) -> None:
     cols[3].metric("MB / second", f"{last.get('bytes_in', 0) / max(elapsed, 1e-9) / 1e6:,.2f}", help=HELP["mb"])
     cols[4].metric("Unreadable records", f"{errors if isinstance(errors, int) else len(errors):,}",
                    help=HELP["errors"])
-    took = f"took {panels.fmt_duration(elapsed)}" if run_state in FINAL_STATES else \
-        f"running for {panels.fmt_duration(elapsed)}"
+    took = f"took {_seconds(elapsed)}" if run_state in FINAL_STATES else f"running for {_seconds(elapsed)}"
     stopped = " · stopped early: the counts are for the documents read until then" if last.get("stopped") else ""
     if run_state == RUNNING and limit:
         st.progress(min(1.0, read / limit), text=f"{read:,} of at most {limit:,} documents · {took}")
@@ -332,13 +331,17 @@ def _charts(run: Run, records: list[dict], last: dict, run_state: str) -> None:
             st.caption(mix_note(last["mix"], run.config().get("mix_until")))
 
 
+def _seconds(elapsed: float) -> str:
+    """A duration as the panel says it: tenths under ten seconds (a quick run took 0.3 s, not "0 s")."""
+    return f"{elapsed:.1f} s" if elapsed < 10 else panels.fmt_duration(elapsed)
+
+
 def too_quick_note(last: dict, run_state: str, what: str, used: list | None = None) -> str:
     """What a chart's place says for a run that ended before the chart had two points to draw (the readings come
     every half second or so): how long it took, and the averages instead of a curve."""
     elapsed = last.get("elapsed_s") or 0.0
-    took = f"{elapsed:.1f} s" if elapsed < 10 else panels.fmt_duration(elapsed)
     verb = "Finished" if run_state == SUCCEEDED else "Ended"
-    note = f"{verb} in {took}: too quick to chart {what}."
+    note = f"{verb} in {_seconds(elapsed)}: too quick to chart {what}."
     if used is None and elapsed > 0:
         note += (f" On average {last.get('documents_in', 0) / elapsed:,.0f} documents and "
                  f"{last.get('bytes_in', 0) / elapsed / 1e6:,.2f} MB per second.")

@@ -287,3 +287,4 @@ def test_a_run_too_quick_to_chart_says_so(llmfs_home):
     assert "Finished in 0.3 s: too quick to chart memory over time. One reading: 300 MB." in shown
     assert "Waiting for" not in json.dumps([json.loads(c.proto.spec) for c in at.get("plotly_chart")])
     assert chart_types(at) == ["scatter", "funnel", "bar"]   # the S-curve, the funnel, the drops: no empty axes
+    assert "took 0.3 s" in shown
