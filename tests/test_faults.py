@@ -157,9 +157,13 @@ def test_diverging_loss_stops_with_the_reason_and_keeps_the_checkpoint(jobs, tin
 
 
 def test_data_too_small_ends_with_a_reason(jobs, tiny_hf_folder, tmp_path):
+    from llmfs.config import ConfigError
     tiny = tmp_path / "tiny.txt"
     tiny.write_text("too short")
-    rid = submit_train(jobs, _cfg(tiny_hf_folder, tiny))
+    with pytest.raises(ConfigError, match="tokens to train on: too little to train with"):  # before queueing
+        submit_train(jobs, _cfg(tiny_hf_folder, tiny))
+    assert jobs.list_runs() == []
+    rid = jobs.submit("train", _cfg(tiny_hf_folder, tiny))   # queued without the check: the run says it too
     assert jobs.wait(rid, 120) == FAILED
     error = jobs.get(rid).status()["error"]
     assert "tokens" in error and ("shorter sequence" in error or "more text" in error), error
