@@ -118,8 +118,10 @@ class TrainConfig:
                               min=0.0, max=1000.0, advanced=True, label="Gradient clipping")
     eval_every: int = option(25, "Measure the loss on held-out text every N steps (0 = only at the end).",
                              min=0, max=1_000_000, label="Evaluate every N steps")
-    eval_batches: int = option(4, "Batches of held-out text per evaluation.", min=1, max=10_000, advanced=True,
-                               label="Held-out batches per evaluation")
+    eval_batches: int = option(4, "Batches of held-out text per evaluation. On llmfs-corpus they are batches of "
+                                  "the held-out windows Home's figure for llmfs-tiny is measured on, and the last "
+                                  "evaluation reads all of those, so its figure and Home's compare.", min=1,
+                               max=10_000, advanced=True, label="Held-out batches per evaluation")
     checkpoint_every: int = option(50, "Save a checkpoint every N steps so the run can resume (0 = only at the "
                                        "end).", min=0, max=1_000_000, advanced=True, label="Checkpoint every N steps")
     seed: int = option(1337, "Random seed: the same seed gives the same run.", min=0, max=2**31 - 1, advanced=True,
