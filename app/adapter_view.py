@@ -137,19 +137,41 @@ def library_section(key: str) -> None:
 
 def library_row(a: lib.AdapterInfo, workshop: bool = False) -> dict:
     """One adapter's row in the library table: its name and what it was trained on, as far as that is known."""
-    t = a.training or {}
-    return {"name": a.name, "base": base_label(a.base_model), "data": t.get("data_label") or None,
+    t = a.training or {}   # an uploaded adapter's zip does not say: "-" (numbers stay empty)
+    return {"name": a.name, "base": base_label(a.base_model), "data": t.get("data_label") or "-",
             "steps": t.get("steps"), "rank": a.rank, "alpha": a.alpha, "layers": layers_label(a.targets),
-            "bits": ("4-bit" if t.get("quantize") == "4bit" else "full precision") if t else None,
+            "bits": ("4-bit" if t.get("quantize") == "4bit" else "full precision") if t else "-",
             "final_loss": t.get("final_loss"), "eval_loss": t.get("eval_loss"),
             "size": memory.fmt_bytes(a.size_bytes), "from": origin_label(a),
             **({"by": a.user or "-"} if workshop else {}),
             "created": dt.datetime.fromtimestamp(a.created)}
 
 
+def trained_on(a: lib.AdapterInfo) -> str:
+    """What the adapter was trained on, in one sentence (or that its upload did not say)."""
+    t = a.training
+    alpha = f"alpha {a.alpha:g}"
+    if not t:
+        return (f"Rank {a.rank} on {layers_label(a.targets)}, {alpha}, for {base_label(a.base_model)}; uploaded, so "
+                "what it was trained on is not recorded.")
+    losses = [f"training loss {t['final_loss']:.3f}" if t.get("final_loss") is not None else "",
+              f"held-out loss {t['eval_loss']:.3f} (on held-out text from the same data)"
+              if t.get("eval_loss") is not None else ""]
+    steps = t.get("steps")
+    text = (f"Trained on {t.get('data_label') or 'unrecorded data'}"
+            + (f" for {steps} step{'' if steps == 1 else 's'}" if steps is not None else "")
+            + f": rank {a.rank} on {layers_label(a.targets)}, {alpha}, base {base_label(a.base_model)}"
+            + (" stored in 4 bits (QLoRA)" if t.get("quantize") == "4bit" else "")
+            + (f", {t['precision']}" if t.get("precision") and t["precision"] != "fp32" else ""))
+    extra = ", ".join(x for x in losses if x)
+    run = f" Run {t['run_id']}." if t.get("run_id") else ""
+    return text + (f"; {extra}." if extra else ".") + run
+
+
 def manage(key: str, adapters: list[lib.AdapterInfo]) -> None:
     by_id = {a.id: a for a in adapters}
     pick = by_id[picker(st, "Adapter", list(by_id), lambda i: adapter_label(by_id[i]), f"{key}.lib.pick")]
+    st.caption(md_escape(trained_on(pick)))
     if identity.shows_paths():
         st.caption(f"Folder: `{pick.path}` (PEFT's format: pick it under *LoRA adapters* on L14, or give this path, "
                    "to evaluate a model with it).")
@@ -376,7 +398,8 @@ def merge_section(key: str) -> None:
                          persist_state="session",
                          help="Letters, digits, dots, dashes and underscores; other characters become dashes.")
     folder = models_dir() / (SAFE_NAME.sub("-", name.strip()).strip("-.") or "merged")
-    where = f"to `{folder}`" if identity.shows_paths() else f"among your models as **{folder.name}**"
+    where = (f"to `{folder}`" if identity.shows_paths() else  # a code span shows a path as written
+             f"among your models as **{md_escape(folder.name)}**")
     st.caption(f"It will be saved {where}" + (" (a model of this name exists: it will be replaced)."
                                               if folder.exists() else "."))
     if st.button("Merge and save", type="primary", icon=":material/merge:", key=f"{key}.merge.go"):
@@ -391,7 +414,8 @@ def merge_section(key: str) -> None:
     if done and done[0] == "error":
         st.error(md_escape(done[1]), icon=":material/error:")
     elif done and identity.shows_paths():
-        st.success(f"Merged model saved to `{done[1]}`: a normal Hugging Face model folder, no adapter needed. "
+        st.success(f"Merged model saved to `{done[1]}`: a normal Hugging Face model folder, no adapter "
+                   "needed. "
                    "Load it on **L12** (Model → *A folder on this machine*), fine-tune it further here, or "
                    "evaluate it on **L14** (paste the path under *More models*).", icon=":material/check_circle:")
     elif done:

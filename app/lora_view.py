@@ -165,7 +165,7 @@ def estimate_panel(source: str | None, lora: dict, cfg: TrainConfig | None) -> N
     trainable = est["lora"].trainable_params
     base = est["full"].total_params
     chosen = "qlora" if lora["quantize"] == "4bit" else "lora"
-    c1, c2, c3, c4 = st.columns(4)
+    c1, c2, c3 = st.columns(3)
     c1.metric("Parameters that train", f"{trainable:,}", help="rank × (in + out) for every adapted layer: A has "
               "r × in numbers, B has out × r. Everything else stays frozen.")
     c2.metric("Share of the model", f"{trainable / base:.2%}",
@@ -173,6 +173,7 @@ def estimate_panel(source: str | None, lora: dict, cfg: TrainConfig | None) -> N
     c3.metric("Adapter file", memory.fmt_bytes(est["lora"].gradients_bytes),  # one value per adapter weight
               help="The saved adapter: A and B of every adapted layer in the dtype they train in (4 bytes each, "
                    "2 under bf16-pure).")
+    c4, _ = st.columns([1, 2])   # on a row of its own: four abreast cut every label short
     c4.metric(ESTIMATE_LABEL, memory.fmt_bytes(est[chosen].total_bytes),
               help=f"{METHOD_LABELS[chosen]} at a batch of {batch_size} × {seq_len} tokens in {precision}: "
                    f"{ESTIMATE_COUNTS}, as the training loop keeps them. The run records this same estimate.")
@@ -391,8 +392,8 @@ def measured_peak(records: list[dict], result: dict, gpu: bool) -> tuple[int, st
     higher); on a GPU the most memory PyTorch allocated for the run's tensors."""
     if gpu:
         return (int(result.get("peak_memory_bytes") or 0), "Peak PyTorch allocations",
-                "On the GPU, the most memory PyTorch allocated for this run (its tensors and the allocator's "
-                "blocks), without the CUDA context.")
+                "On the GPU, the most memory PyTorch's allocator handed to this run's tensors at once (not what it "
+                "reserved around them, nor the CUDA context).")
     used = charts.memory_series(records)["used"]
     peak = max([*used, result.get("peak_memory_bytes") or 0], default=0)
     return (int(peak), "Peak process memory",

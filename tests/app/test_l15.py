@@ -249,6 +249,10 @@ def test_library_says_what_a_run_trained_on(home_with_default):
     assert (row["base"], row["data"], row["steps"], row["eval_loss"], row["bits"]) == (
         "llmfs-tiny", "my_notes.txt", 200, 2.75, "full precision")
     assert "20260101-000000-train-abc123" not in list(table["name"])
+    at.selectbox(key="l15.lib.pick").set_value(f"run:{run.run_id}").run()
+    shown = texts(at.caption).replace("\\", "")   # the caption escapes Markdown (my_notes: no italics)
+    assert ("Trained on my_notes.txt for 200 steps: rank 4 on qkv, alpha 8, base llmfs-tiny; training loss 2.500, "
+            "held-out loss 2.750") in shown
 
 
 def test_merge_writes_a_model_folder_that_loads(home_with_default):
