@@ -300,22 +300,36 @@ def delete_adapter(id: str) -> None:
 
 
 # -- export -------------------------------------------------------------------------------------------------------
-def export_zip(id_or_path: str | os.PathLike | AdapterInfo) -> bytes:
-    """The adapter as a zip (deflated) with its files at the top level, ready for a download button.
+def export_files(id_or_path: str | os.PathLike | AdapterInfo) -> dict[str, bytes]:
+    """The files an export holds, by name: the adapter and PEFT's model card (not the library's own record), the
+    config naming the base portably (`portable_base`), also for an adapter saved with this server's folder in it."""
+    info = get_adapter(id_or_path)
+    files = {}
+    for fname in ALLOWED_FILES:
+        if not (info.path / fname).is_file():
+            continue
+        data = (info.path / fname).read_bytes()
+        if fname == CONFIG_FILE:
+            config = _read_config(info.path / CONFIG_FILE)
+            base = str(config.get("base_model_name_or_path") or "")
+            if base and portable_base(base) != base:
+                data = (json.dumps({**config, "base_model_name_or_path": portable_base(base)}, indent=2,
+                                   sort_keys=True) + "\n").encode()
+        files[fname] = data
+    return files
 
-    The config names the base portably (`portable_base`), also for an adapter saved with this server's folder in it.
-    """
+
+def export_zip(id_or_path: str | os.PathLike | AdapterInfo) -> bytes:
+    """The adapter as a zip (deflated) with its files (`export_files`) at the top level, ready for a download
+    button."""
     info = get_adapter(id_or_path)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for fname in ALLOWED_FILES:
-            config = _read_config(info.path / CONFIG_FILE) if fname == CONFIG_FILE else {}
-            base = str(config.get("base_model_name_or_path") or "")
-            if base and portable_base(base) != base:
-                zf.writestr(fname, json.dumps({**config, "base_model_name_or_path": portable_base(base)}, indent=2,
-                                              sort_keys=True) + "\n")
-            elif (info.path / fname).is_file():
-                zf.write(info.path / fname, arcname=fname)
+        for fname, data in export_files(info).items():
+            # each file's own time, so exporting the same adapter twice gives the same bytes
+            member = zipfile.ZipInfo(fname, date_time=time.localtime(_mtime(info.path / fname))[:6])
+            member.compress_type, member.external_attr = zipfile.ZIP_DEFLATED, 0o644 << 16
+            zf.writestr(member, data)
     return buf.getvalue()
 
 

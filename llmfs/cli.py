@@ -459,7 +459,7 @@ def cmd_adapters_merge(args: argparse.Namespace) -> int:
 def cmd_adapters_export(args: argparse.Namespace) -> int:
     import shutil
 
-    from .adapters import ALLOWED_FILES, write_zip
+    from .adapters import export_files, write_zip
 
     info = _find_adapter(args.adapter)
     out = Path(args.out).expanduser()
@@ -471,9 +471,8 @@ def cmd_adapters_export(args: argparse.Namespace) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = make_temp_dir(f".{out.name}.tmp-", out.parent)
         try:
-            for fname in ALLOWED_FILES:  # the adapter and PEFT's model card; not the library's name file
-                if (info.path / fname).is_file():
-                    shutil.copyfile(info.path / fname, tmp / fname)
+            for fname, data in export_files(info).items():  # the adapter and PEFT's model card, base portable
+                (tmp / fname).write_bytes(data)
             _usual_permissions(tmp)
             os.replace(tmp, out)  # a folder appears complete or not at all
         except BaseException:
