@@ -67,17 +67,27 @@ def name_of(adapter_id: str) -> str:
         return "(an adapter since deleted)"
 
 
-def picker(where, label: str, options: list, format_func, key: str, **kwargs):
-    """A selectbox of adapters whose shown names may change (a rename, here or in another tab). The browser keeps
-    the option's old text and would send it back, which no longer matches (the picker shows the old name, then
-    falls back to the first adapter): when the picked option's text changed since the last run, its value is set
-    again, which sends the new text to the browser."""
+def picker(where, label: str, options: list, format_func, key: str, multi: bool = False, **kwargs):
+    """A selectbox (or, `multi`, a multiselect) of adapters whose shown names may change (a rename, here or in
+    another tab). The browser keeps the text of the options it shows and sends it back, which after a rename no
+    longer matches (the picker shows the old name, then falls back to another adapter): when the picked options'
+    texts changed since the last run, the value is set again, which sends the new texts to the browser."""
     shown = f"{key}.shown"
+
+    def texts_of(value):
+        if multi:
+            return [format_func(v) for v in (value or []) if v in options]
+        return format_func(value) if value in options else None
+
     current = st.session_state.get(key)
-    if current in options and st.session_state.get(shown) not in (None, format_func(current)):
-        st.session_state[key] = current
-    value = where.selectbox(label, options, format_func=format_func, key=key, persist_state="session", **kwargs)
-    st.session_state[shown] = format_func(value) if value in options else None
+    if current is not None and st.session_state.get(shown) not in (None, texts_of(current)):
+        if multi:
+            st.session_state[key] = [v for v in current if v in options]
+        elif current in options:
+            st.session_state[key] = current
+    widget = where.multiselect if multi else where.selectbox
+    value = widget(label, options, format_func=format_func, key=key, persist_state="session", **kwargs)
+    st.session_state[shown] = texts_of(value)
     return value
 
 
