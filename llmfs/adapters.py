@@ -210,11 +210,18 @@ def portable_base(base: str) -> str:
 
 
 def data_label(data: str) -> str:
-    """A short name for training data: llmfs-corpus, a hub dataset (hf:...), else the file or folder's name."""
+    """A short name for training data: llmfs-corpus, a hub dataset (hf:...), "shards of run 3f9a2c" for a run's
+    output (an L13 pipeline's), else the file or folder's name."""
     data = str(data or "").strip()
     if not data or data == DEFAULT_DATA or data.startswith("hf:"):
         return data
-    return Path(data.rstrip("/")).name or data
+    path = Path(data.rstrip("/"))
+    try:
+        if path.parent.parent.resolve() == runs_dir().resolve():   # a run's output, e.g. an L13 pipeline's shards
+            return f"{path.name} of run {path.parent.name.rsplit('-', 1)[-1]}"
+    except (OSError, ValueError):
+        pass
+    return path.name or data
 
 
 def layer_words(targets: Any) -> str:

@@ -317,4 +317,6 @@ def test_export_names_the_base_portably_even_for_adapters_saved_with_a_server_pa
         assert json.loads(zf.read("adapter_config.json"))["base_model_name_or_path"] == "llmfs-tiny"
     # a hub id is left as it is
     assert ad.portable_base("openai-community/gpt2") == "openai-community/gpt2"
+    assert ad.data_label(str(ad.runs_dir() / "20260101-000000-pipeline-3f9a2c" / "shards")) == "shards of run 3f9a2c"
+    assert ad.data_label("hf:wikitext") == "hf:wikitext" and ad.data_label("/data/my_notes.txt") == "my_notes.txt"
     assert ad.portable_base(server_path + "/") == "llmfs-tiny"
