@@ -290,9 +290,10 @@ def compare_section(key: str) -> None:
     mine = {a.id: a for a in adapters if a.base_model == base}
     ids = list(mine)
     left, right = st.columns(2)
-    a_id = picker(left, "Adapter A", ids, lambda i: adapter_label(mine[i]), f"{key}.swap.a")
+    # by name alone: the base is picked above, and the library's table says what each was trained on
+    a_id = picker(left, "Adapter A", ids, lambda i: mine[i].name, f"{key}.swap.a")
     b_id = picker(right, "Adapter B (optional)", [None] + [i for i in ids if i != a_id],
-                  lambda i: "(none)" if i is None else adapter_label(mine[i]), f"{key}.swap.b")
+                  lambda i: "(none)" if i is None else mine[i].name, f"{key}.swap.b")
     prompt = st.text_area("Prompt", value="def read_config(path):\n", key=f"{key}.swap.prompt",
                           persist_state="session", height=80)
     weight = None
