@@ -2,8 +2,8 @@
 
 A recipe runs in a worker thread or a job process (`llmfs.jobs`), or on each rank of a torchrun run, with a
 `JobContext`; it never knows which (`llmfs.runner` and `llmfs.launch` decide) and never touches a UI. A recipe is an
-entry point: it builds the embedded default when its config names it (`ensure_builtins`). `preflight_*` checks run before a job is queued, so bad
-input is refused with a message instead of becoming a failed run.
+entry point: it builds the embedded default when its config names it (`ensure_builtins`). `preflight_*` checks run
+before a job is queued, so bad input is refused with a message instead of becoming a failed run.
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ from .data.text import HF_PREFIX
 from .defaults import require_default
 from .errors import SourceError
 from .eval.runner import eval_job as run_eval
+from .fsutil import make_temp_dir, replace_dir
 from .jobs import JobContext, JobManager, RankContext, StopFile
 from .sources import check_hub_source, is_default
+from .train import RandomWindows, resolve_device, total_steps_for, train
 from .weights import peek_model_config
 
 BUILTIN_TEXT = (DEFAULT_DATA, DEFAULT_DATA + HELDOUT)
 BUILTIN_EVAL_TASKS = ("llmfs-cloze", "perplexity")  # their questions / text come from the built-in corpus
-from .fsutil import make_temp_dir, replace_dir
-from .train import RandomWindows, resolve_device, total_steps_for, train
 
 
 def preflight_train(cfg: TrainConfig) -> None:

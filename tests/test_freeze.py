@@ -321,7 +321,8 @@ def test_invalid_freeze_fields_name_field_and_range(field, value, words):
 
 
 def test_freeze_layers_checked_against_the_model():
-    with pytest.raises(ConfigError, match=r"Blocks \(freeze_bottom / train_top\) must be between 0 and 4, the model's number of blocks"):
+    with pytest.raises(ConfigError, match=r"Blocks \(freeze_bottom / train_top\) must be between 0 and 4, the model's "
+                                          r"number of blocks"):
         TrainConfig(freeze="freeze_bottom", freeze_layers=6).check_layers(4)
     TrainConfig(freeze="bitfit", freeze_layers=6).check_layers(4)  # ignored by strategies that do not use it
 

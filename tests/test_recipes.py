@@ -107,7 +107,8 @@ def test_linear_probe_job_trains_only_the_head(jobs, tiny_hf_folder, tmp_path):
 
 
 def test_preflight_refuses_more_blocks_than_the_model_has(jobs, tiny_hf_folder):
-    with pytest.raises(ConfigError, match=r"Blocks \(freeze_bottom / train_top\) must be between 0 and 2, the model's number of blocks"):
+    with pytest.raises(ConfigError, match=r"Blocks \(freeze_bottom / train_top\) must be between 0 and 2, the model's "
+                                          r"number of blocks"):
         submit_train(jobs, TrainConfig(model=str(tiny_hf_folder), seq_len=16, freeze="train_top", freeze_layers=3))
     assert jobs.list_runs() == []
 

@@ -150,7 +150,8 @@ def test_invalid_hyperparameters_name_field_and_range(field, value, words):
 
 def test_sequence_longer_than_context_refused():
     cfg = TrainConfig(seq_len=512)
-    with pytest.raises(ConfigError, match=r"Sequence length must be between 2 and 256, the model's context length \(got 512\)"):
+    with pytest.raises(ConfigError,
+                       match=r"Sequence length must be between 2 and 256, the model's context length \(got 512\)"):
         cfg.check_context(256)
 
 

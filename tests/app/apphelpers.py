@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -35,6 +36,22 @@ def open_page(page: str | None = None, timeout: float = 60) -> AppTest:
 
 def texts(elements) -> str:
     return "\n".join(str(e.value) for e in elements)
+
+
+_MD_ESCAPED = re.compile(r"\\([!-/:-@\[-`{-~])")
+
+
+def unescaped(text: str) -> str:
+    """Markdown source as a reader sees it: the backslash escapes that keep data from being read as Markdown
+    (app.text.md_escape) removed, hard breaks back to line breaks."""
+    return _MD_ESCAPED.sub(r"\1", text).replace("  \n", "\n")
+
+
+def html_texts(at: AppTest) -> str:
+    """The visible text of the page's st.html blocks (tags dropped, entities decoded)."""
+    import html
+    return "\n".join(html.unescape(re.sub(r"<[^>]+>", "", e.proto.body)) for e in at.get("html")
+                      if "<style" not in e.proto.body)
 
 
 def free_port() -> int:

@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import apphelpers  # tests/app is on sys.path
 import pytest
-from apphelpers import texts  # tests/app is on sys.path
+from apphelpers import texts
 from streamlit.testing.v1 import AppTest
 from test_l13 import seed_pipeline_run
 from test_l14 import item, seed_eval
@@ -92,8 +93,9 @@ def seed_adapters(home: Path, seed) -> tuple[ad.AdapterInfo, ad.AdapterInfo]:
 # -- reading the page -------------------------------------------------------------------------------------------
 def everything_shown(at: AppTest) -> str:
     """Every text a browser would receive from the page: messages, code, texts, labels, options and tables."""
-    parts = [texts(getattr(at, kind)) for kind in ("markdown", "caption", "code", "error", "warning", "info",
-                                                   "success", "text", "text_area")]
+    parts = [apphelpers.unescaped(texts(getattr(at, kind))) for kind in ("markdown", "caption", "error", "warning",
+                                                                         "info", "success")]
+    parts += [texts(getattr(at, kind)) for kind in ("code", "text", "text_area")] + [apphelpers.html_texts(at)]
     parts += [e.label for e in at.expander]
     parts += [d.value.to_csv() for d in at.dataframe]
     parts += [str(o) for widget in (*at.selectbox, *at.multiselect) for o in widget.options]
@@ -177,7 +179,7 @@ def test_the_instructor_reads_everyones_texts_tracebacks_and_paths(instructor, s
     assert "ben's log line" in texts(at.code) and str(instructor) in texts(at.code)  # the instructor sees paths
     assert not withheld(at)
     open_run(at, failed)
-    assert f"No data at {instructor}/uploads" in texts(at.error)
+    assert f"No data at {instructor}/uploads" in apphelpers.unescaped(texts(at.error))
     assert "Technical details (traceback)" in [e.label for e in at.expander]
 
 
