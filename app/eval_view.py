@@ -74,12 +74,13 @@ def adapters_picker(key: str) -> list[str]:
     """LoRA adapters (PEFT's format) to test on top of every model picked, next to the models alone: those of the
     adapter library (L15) this person may use, picked by name, and any other adapter folders typed in."""
     usable = {str(a.path): a for a in adapter_view.usable(adapter_lib.list_adapters())}
-    picked = st.multiselect("LoRA adapters (optional)", list(usable), key=f"{key}.adapter_pick",
-                            persist_state="session", format_func=lambda p: adapter_view.adapter_label(usable[p]),
-                            placeholder="Pick adapters from the library" if usable else "No adapters yet",
-                            help="From the adapter library (L15: trained there, or uploaded). Each adapter is tested "
-                                 "on top of every model above, and the models are also tested alone, so you see "
-                                 "what the adapter adds.")
+    # adapter_view.picker: a renamed adapter shows its new name here too (the browser keeps option texts)
+    picked = adapter_view.picker(st, "LoRA adapters (optional)", list(usable),
+                                 lambda p: adapter_view.adapter_label(usable[p]), f"{key}.adapter_pick", multi=True,
+                                 placeholder="Pick adapters from the library" if usable else "No adapters yet",
+                                 help="From the adapter library (L15: trained there, or uploaded). Each adapter is "
+                                      "tested on top of every model above, and the models are also tested alone, so "
+                                      "you see what the adapter adds.")
     picked = [p for p in picked if p in usable]   # one deleted since it was picked
     if not usable:
         st.caption("No adapters in the library yet: train one in L15 (LoRA), or upload one there.")
