@@ -247,11 +247,13 @@ def describe(training: dict) -> str:
 
 def record_training(folder: str | os.PathLike, *, base: str, data: str, steps: int, rank: int, alpha: float,
                     targets: str, quantize: str = "none", precision: str = "fp32", final_loss: float | None = None,
-                    eval_loss: float | None = None, run_id: str | None = None) -> AdapterInfo:
+                    eval_loss: float | None = None, run_id: str | None = None, name: str = "") -> AdapterInfo:
     """Record what the adapter in `folder` was trained on (in `llmfs_adapter.json`), and name its base portably in
     `adapter_config.json` (`portable_base`; the local folder is kept in the record as `base_path`).
 
     Called by a training run when it saves its adapter. `base`: the name or folder the run loaded its base from.
+    `name`: the run's name, if it was given one: the adapter is called by it (until renamed) instead of by its
+    settings.
     """
     folder = Path(folder)
     config_path = folder / CONFIG_FILE
@@ -266,6 +268,8 @@ def record_training(folder: str | os.PathLike, *, base: str, data: str, steps: i
                 "final_loss": _as_float(final_loss), "eval_loss": _as_float(eval_loss), "run_id": run_id}
     meta = _read_meta(folder)
     meta.update(training=training, created=_as_float(meta.get("created")) or time.time())
+    if name.strip() and not meta.get("name"):
+        meta["name"] = name.strip()
     atomic_write_json(folder / META_FILE, meta)
     return read_adapter(folder)
 

@@ -19,7 +19,7 @@ from typing import Any, Callable
 from .config import ConfigError, EvalConfig, TrainConfig, field_info
 from .fsutil import make_temp_dir
 from .paths import runs_dir
-from .runs import FINAL_STATES, SUCCEEDED, MetricsCursor, list_runs, mark_interrupted, read_new_metrics
+from .runs import FINAL_STATES, SUCCEEDED, MetricsCursor, Run, list_runs, mark_interrupted, read_new_metrics
 from .sources import resolve_model_dir
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="With --out naming an existing run: continue it from its "
                                                          "last checkpoint (on any number of processes).")
     p.add_argument("--attach", default=None, metavar="RUN_DIR", help=argparse.SUPPRESS)  # the job runner's torchrun
+    p.add_argument("--name", default="", help="A name for the run, shown wherever it is listed (the app's Runs "
+                                              "page, its charts); a LoRA run's adapter takes it too.")
     p.add_argument("--json", action="store_true", help="Print one JSON object as the last stdout line.")
     p.set_defaults(func=cmd_train)
 
@@ -94,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p, EvalConfig)
     p.add_argument("--out", default=None, help="Run directory to create (default: a new folder under "
                                                 "$LLMFS_HOME/runs).")
+    p.add_argument("--name", default="", help="A name for the run, shown wherever it is listed (the app's Runs "
+                                              "page, its charts).")
     p.add_argument("--json", action="store_true", help="Print one JSON object as the last stdout line.")
     p.set_defaults(func=cmd_eval)
 
@@ -223,6 +227,7 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = config_from_args(TrainConfig, args)  # bad values are refused before the slow imports below
+    name = _run_name(args)
 
     from . import distributed
     from .recipes import submit_train
@@ -246,9 +251,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         jobs = default_manager()
         run_id = submit_train(jobs, cfg, owner="cli", run_dir=args.out)
     run = jobs.get(run_id)
+    if name:
+        run.rename(name)
     _err(f"run {run_id} in {run.path}")
     _follow(jobs, run_id)
     return _train_report(args, cfg, run.status(), run.path, run_id)
+
+
+def _run_name(args: argparse.Namespace) -> str:
+    """--name, checked before anything is queued (one line, at most 60 characters)."""
+    from .runs import check_run_name
+    try:
+        return check_run_name(getattr(args, "name", "") or "")
+    except ValueError as e:
+        raise ConfigError("name", str(e)) from e
 
 
 def _train_rank(args: argparse.Namespace, cfg: TrainConfig) -> int:
@@ -267,7 +283,8 @@ def _train_rank(args: argparse.Namespace, cfg: TrainConfig) -> int:
 
 def _train_report(args: argparse.Namespace, cfg: TrainConfig, status: dict, run_path: Path, run_id: str) -> int:
     result = status.get("result") or {}
-    out = {"run_dir": str(run_path), "run_id": run_id, "state": status.get("state"), **result}
+    out = {"run_dir": str(run_path), "run_id": run_id, "name": Run(run_path).name, "state": status.get("state"),
+           **result}
     for key in ("final_loss", "losses", "tokens_per_s", "peak_memory_bytes", "trainable_params", "total_params"):
         out.setdefault(key, None)
     if cfg.lora:
@@ -326,6 +343,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .runner import default_manager
 
     cfg = config_from_args(EvalConfig, args)
+    name = _run_name(args)
     if args.out and Path(args.out).exists() and any(Path(args.out).iterdir()):
         raise ValueError(f"--out {args.out} exists and is not empty; choose a new folder.")
     if cfg.model.strip() == "llmfs-tiny" or (cfg.task in ("llmfs-cloze", "perplexity") and not cfg.data.strip()):
@@ -335,11 +353,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     jobs = default_manager()
     run_id = submit_eval(jobs, cfg, owner="cli", run_dir=args.out)
     run = jobs.get(run_id)
+    if name:
+        run.rename(name)
     _err(f"run {run_id} in {run.path}")
     _follow(jobs, run_id)
     status = run.status()
     result = status.get("result") or {}
-    out = {"run_dir": str(run.path), "run_id": run_id, "state": status.get("state"), "task": cfg.task,
+    out = {"run_dir": str(run.path), "run_id": run_id, "name": run.name, "state": status.get("state"), "task": cfg.task,
            "n_items": result.get("n_items"), "metrics": result.get("metrics"), "groups": result.get("groups"),
            "seconds": result.get("seconds"), "items_per_s": result.get("items_per_s"),
            "source": result.get("source")}

@@ -23,6 +23,7 @@ from .errors import SourceError
 from .eval.runner import eval_job as run_eval
 from .fsutil import make_temp_dir, replace_dir
 from .jobs import JobContext, JobManager, RankContext, StopFile
+from .runs import Run
 from .sources import check_hub_source, is_default
 from .train import RandomWindows, resolve_device, total_steps_for, train
 from .weights import peek_model_config
@@ -311,7 +312,8 @@ def train_job(ctx: JobContext, payload: dict) -> dict:
         saved = record_training(out["adapter_dir"], base=base_name, data=cfg.data, steps=result.steps_done,
                                 rank=cfg.lora_rank, alpha=cfg.lora_alpha, targets=cfg.lora_targets,
                                 quantize=cfg.quantize, precision=cfg.precision, final_loss=out["final_loss"],
-                                eval_loss=out["eval_loss"], run_id=ctx.run_dir.name)
+                                eval_loss=out["eval_loss"], run_id=ctx.run_dir.name,
+                                name=Run(ctx.run_dir).name)
         ctx.log(f"Saved the LoRA adapter to {out['adapter_dir']} (PEFT's format; base model: {saved.base_model}).")
     elif cfg.save_model and result.history:
         save_hf_folder(model.cpu().float(), ctx.run_dir / "model", tokenizer=tokenizer)

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from app import adapter_view, forms, lora_view, panels, state
+from app import adapter_view, forms, lora_view, panels, run_panels, state
 from llmfs.config import TrainConfig
 from llmfs.recipes import submit_train
 
@@ -50,8 +50,9 @@ library below, and the **measured** memory is set beside the **estimate**, with 
     lora_refused = lora_view.lora_problems(lora)
     if lora_refused and cfg is not None:
         st.caption("Start stays off until the LoRA settings of step 1 are fixed (the message is under the field).")
+    name = run_panels.run_name_input(KEY)
     if forms.start_button(KEY, None if lora_refused else cfg):
-        forms.submit_job(KEY, lambda: submit_train(state.jobs(), cfg, owner=KEY))
+        forms.submit_job(KEY, lambda: run_panels.named(submit_train(state.jobs(), cfg, owner=KEY), name, KEY))
 
 panels.latest_run_panel(KEY)
 lora_view.run_results(state.latest(KEY))

@@ -295,6 +295,15 @@ def test_a_trained_adapter_records_what_it_learned_from_and_is_named_by_it(llmfs
     assert copy.name == "My support tone" and copy.training == info.training
 
 
+def test_an_adapter_from_a_named_run_takes_the_runs_name(llmfs_home, adapter_dir):
+    folder = make_run("20240101-000000-lora-def456", adapter_dir) / "adapter"
+    info = ad.record_training(folder, base="llmfs-tiny", data="llmfs-corpus", steps=30, rank=4, alpha=8.0,
+                              targets="qkv", name="  my sonnets  ")
+    assert info.name == "my sonnets" and info.renamed
+    assert ad.record_training(folder, base="llmfs-tiny", data="llmfs-corpus", steps=30, rank=4, alpha=8.0,
+                              targets="qkv", name="other").name == "my sonnets"   # a name once given stays
+
+
 def test_old_run_adapters_are_named_from_their_run(llmfs_home, adapter_dir):
     """An adapter saved before runs recorded what they trained on is described from its run's own config."""
     run = Run.create(ad.runs_dir() / "r1", "train", {"lora_rank": 4, "lora_alpha": 8.0, "lora_targets": "qkv,mlp_in",

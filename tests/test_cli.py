@@ -28,13 +28,14 @@ def test_train_json_contract(home_with_default, tmp_path):
     out_dir = tmp_path / "my-run"
     p = run_cli("train", "--model", "llmfs-tiny", "--data", "llmfs-corpus", "--steps", "12", "--batch-size", "4",
                 "--seq-len", "32", "--lr", "1e-3", "--warmup-steps", "2", "--eval-every", "6", "--out", str(out_dir),
-                "--json", home=home_with_default)
+                "--name", "my  first\nrun", "--json", home=home_with_default)
     assert p.returncode == 0, p.stderr
     res = last_json(p.stdout)
     for key in ("run_dir", "final_loss", "losses", "tokens_per_s", "peak_memory_bytes", "trainable_params",
                 "total_params"):
         assert key in res, key
     assert res["run_dir"] == str(out_dir) and res["state"] == "succeeded"
+    assert res["name"] == "my first run" and json.loads((out_dir / "name.json").read_text())["name"] == "my first run"
     assert len(res["losses"]) == 12 and res["final_loss"] == res["losses"][-1]
     assert res["tokens_per_s"] > 0 and res["peak_memory_bytes"] > 0
     assert res["trainable_params"] == res["total_params"] > 1_000_000
@@ -45,6 +46,12 @@ def test_train_json_contract(home_with_default, tmp_path):
     listing = run_cli("runs", "--json", home=home_with_default)
     assert listing.returncode == 0
     assert last_json(listing.stdout)["count"] == 0  # --out put it outside the registry folder
+
+
+def test_a_run_name_too_long_is_refused_before_any_job(home_with_default):
+    p = run_cli("train", "--steps", "2", "--name", "x" * 61, "--json", home=home_with_default)
+    assert p.returncode == 2 and "at most 60 characters" in last_json(p.stdout)["error"]
+    assert not (home_with_default / "runs").exists() or not any((home_with_default / "runs").iterdir())
 
 
 @pytest.mark.parametrize("args,field", [
