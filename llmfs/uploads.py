@@ -214,19 +214,24 @@ def _check_txt(data: bytes) -> tuple[Problems, int, str]:
     return [], 0, ""
 
 
-def _check_jsonl(data: bytes, require_text: bool) -> tuple[Problems, int]:
-    """Every line the way `llmfs.data.readers` reads it (split at \\n, blank lines skipped); the first
-    MAX_REPORTED problems and the count of all of them."""
-    problems: Problems = []
-    total = records = line = 0
-    pos = 0
+def _jsonl_lines(data: bytes):
+    """(line number, byte offset, raw line) for every non-blank line, split at \\n as `llmfs.data.readers` splits."""
+    pos = line = 0
     while pos < len(data):
         end = data.find(b"\n", pos)
         end = len(data) if end < 0 else end + 1
         raw, start, pos = data[pos:end], pos, end
         line += 1
-        if not raw.strip():
-            continue
+        if raw.strip():
+            yield line, start, raw
+
+
+def _check_jsonl(data: bytes, require_text: bool) -> tuple[Problems, int]:
+    """Every line the way `llmfs.data.readers` reads it (split at \\n, blank lines skipped); the first
+    MAX_REPORTED problems and the count of all of them."""
+    problems: Problems = []
+    total = records = 0
+    for line, start, raw in _jsonl_lines(data):
         problem = _jsonl_problem(raw, start, require_text)
         if problem is None:
             records += 1
@@ -244,14 +249,7 @@ def readable_lines(data: bytes) -> tuple[bytes, list[int], int]:
     unreadable ones, how many records are readable). Blank lines are neither."""
     kept: list[bytes] = []
     bad: list[int] = []
-    pos = line = 0
-    while pos < len(data):
-        end = data.find(b"\n", pos)
-        end = len(data) if end < 0 else end + 1
-        raw, start, pos = data[pos:end], pos, end
-        line += 1
-        if not raw.strip():
-            continue
+    for line, start, raw in _jsonl_lines(data):
         if _jsonl_problem(raw, start, require_text=True) is None:
             kept.append(raw if raw.endswith(b"\n") else raw + b"\n")
         else:

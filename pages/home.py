@@ -33,18 +33,19 @@ with left:
             f"pretrained on this machine, so every lesson works offline. It read **llmfs-corpus**: "
             f"{corpus.get('train_documents', '?')} documents of Python's own documentation "
             f"({corpus.get('train_tokens', 0):,} tokens, {corpus.get('train_bytes', 0) / 1e6:.1f} MB of text), "
-            f"for {pre.get('steps', '?')} steps ({pre.get('seconds', 0) / 60:.0f} min).")
+            f"for {pre.get('steps', '?')} steps ({panels.fmt_duration(pre.get('seconds', 0))}).")
         a, b = st.columns(2)
         windows = pre.get("heldout_windows") or {"batches": 16, "batch_size": 16, "seq_len": 128}
         a.metric("Held-out loss, pretrained", f"{pre.get('heldout_loss', math.nan):.2f}",
-                 delta="on llmfs-corpus's held-out documents", delta_color="off", delta_arrow="off",
                  help=f"Loss on llmfs-corpus's held-out documents, which the model never saw in training: "
                       f"{windows['batches'] * windows['batch_size']:,} windows of {windows['seq_len']} tokens. Lower "
                       "is better. Fine-tunes on llmfs-corpus report their held-out loss on the same windows, so "
                       "their figures and this one compare.")
         b.metric("Same model, random weights", f"{pre.get('random_init_heldout_loss', math.nan):.2f}",
                  help="What the same architecture scores before any training: the gap is what pretraining bought.")
-        st.caption(f"Perplexity {pre.get('heldout_perplexity', math.nan):,.0f}: on unseen text the model is about "
+        st.caption(f"Both on llmfs-corpus's held-out documents ({windows['batches'] * windows['batch_size']:,} "
+                   f"windows of {windows['seq_len']} tokens), the text fine-tunes on llmfs-corpus are measured on too. "
+                   f"Perplexity {pre.get('heldout_perplexity', math.nan):,.0f}: on unseen text the model is about "
                    f"as unsure as choosing among that many equally likely next tokens (random weights: "
                    f"{math.exp(pre.get('random_init_heldout_loss', 0)):,.0f}).")
     else:
@@ -68,9 +69,13 @@ with right:
 
 st.divider()
 st.subheader(":material/rocket_launch: Quick start: watch a model learn")
+pretrained = state.default_assets().info().get("pretrain", {}) if state.default_ready() else {}
+head_start = (f"the pretrained llmfs-tiny is at {pretrained['heldout_loss']:.1f} after {pretrained['steps']:,} steps"
+              if pretrained.get("heldout_loss") and pretrained.get("steps") else
+              "the pretrained llmfs-tiny gets much further with its longer training")
 st.markdown(f"Train a fresh copy of llmfs-tiny, **from random weights**, for {QUICK_START.steps} steps on "
-            "llmfs-corpus. Watch the loss fall from about 8 (pure guessing among 4,096 tokens) towards 6; the "
-            "pretrained llmfs-tiny is at about 5 after 600 steps. L12 shows why that head start matters.")
+            f"llmfs-corpus. Watch the loss fall from about 8 (pure guessing among 4,096 tokens); {head_start}. "
+            "L12 shows why that head start matters.")
 if st.button("Start the quick start run", type="primary", icon=":material/play_arrow:", disabled=state.busy("home")):
     forms.submit_job("home", lambda: submit_train(state.jobs(), QUICK_START, owner="home"))
 panels.latest_run_panel("home", start="Start the quick start run")

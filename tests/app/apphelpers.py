@@ -54,6 +54,14 @@ def html_texts(at: AppTest) -> str:
                       if "<style" not in e.proto.body)
 
 
+def need_browser() -> None:
+    """Skip a real-browser test where Debian's chromium or playwright is missing (`make browser` installs it)."""
+    import pytest
+    if not Path(CHROMIUM).exists():
+        pytest.skip("chromium is not installed (make browser)")
+    pytest.importorskip("playwright.sync_api")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

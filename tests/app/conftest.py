@@ -66,3 +66,13 @@ def router_on_every_run(monkeypatch):
         pages_manager.PagesManager.uses_pages_directory = False
 
     monkeypatch.setattr(pages_manager.PagesManager, "__init__", v2_init)
+
+
+@pytest.fixture
+def served_app(home_with_default, tmp_path):
+    """`streamlit run streamlit_app.py` on a free port over an LLMFS_HOME holding the (quickly built) default:
+    (its URL, the LLMFS_HOME). Skips where there is no browser to drive it."""
+    import apphelpers
+    apphelpers.need_browser()
+    with apphelpers.serve(home_with_default, tmp_path / "streamlit.log") as url:
+        yield url, home_with_default

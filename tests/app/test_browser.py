@@ -4,10 +4,9 @@ loss chart gain points, press Stop, and see the run end as cancelled (on screen 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
-from apphelpers import CHROMIUM, CHROMIUM_ARGS, serve, wait_for  # tests/app is on sys.path
+from apphelpers import CHROMIUM, CHROMIUM_ARGS, wait_for  # tests/app is on sys.path
 
 from llmfs.runs import list_runs
 
@@ -18,16 +17,6 @@ LOSS_POINTS_JS = """() => {
     const gd = document.querySelector('.js-plotly-plot');
     return gd && gd.data && gd.data.length ? gd.data[0].x.length : 0;
 }"""
-
-
-@pytest.fixture
-def served_app(home_with_default, tmp_path):
-    """`streamlit run streamlit_app.py` on a free port over an LLMFS_HOME holding the (quickly built) default."""
-    if not Path(CHROMIUM).exists():
-        pytest.skip("chromium is not installed (make browser)")
-    pytest.importorskip("playwright.sync_api")
-    with serve(home_with_default, tmp_path / "streamlit.log") as url:
-        yield url, home_with_default
 
 
 def test_train_watch_and_stop_in_a_real_browser(served_app):

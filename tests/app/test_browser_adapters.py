@@ -7,8 +7,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import apphelpers  # tests/app is on sys.path
 import pytest
-from apphelpers import CHROMIUM, CHROMIUM_ARGS, serve  # tests/app is on sys.path
+from apphelpers import CHROMIUM, CHROMIUM_ARGS, serve
 from test_l15 import make_adapter
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -16,9 +17,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 @pytest.fixture
 def served_app(home_with_default, tmp_path):
-    if not Path(CHROMIUM).exists():
-        pytest.skip("chromium is not installed (make browser)")
-    pytest.importorskip("playwright.sync_api")
+    apphelpers.need_browser()
     make_adapter(home_with_default, name="first-name")
     with serve(home_with_default, tmp_path / "streamlit.log") as url:
         yield url, home_with_default

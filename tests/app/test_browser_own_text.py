@@ -5,10 +5,9 @@ run finish with its results (a held-out loss that names the text it is on)."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
-from apphelpers import CHROMIUM, CHROMIUM_ARGS, serve, wait_for  # tests/app is on sys.path
+from apphelpers import CHROMIUM, CHROMIUM_ARGS, wait_for  # tests/app is on sys.path
 
 from llmfs.runs import list_runs
 
@@ -22,15 +21,6 @@ PARAGRAPHS = "\n\n".join([
     "In winter the hives were wrapped in sacking and the notebook went back on the kitchen shelf.",
     "I still have the notebook. The last entry says only: good year, gentle bees, forty jars.",
 ])
-
-
-@pytest.fixture
-def served_app(home_with_default, tmp_path):
-    if not Path(CHROMIUM).exists():
-        pytest.skip("chromium is not installed (make browser)")
-    pytest.importorskip("playwright.sync_api")
-    with serve(home_with_default, tmp_path / "streamlit.log") as url:
-        yield url, home_with_default
 
 
 def test_own_text_uploads_trains_and_finishes_in_a_real_browser(served_app, tmp_path):
