@@ -253,16 +253,7 @@ def _pick_data(label: str, help_: str | None, default: str, wkey: str) -> str:
     if kind == DEFAULT_DATA:
         return DEFAULT_DATA
     if kind == "upload":
-        limit = upload_limit_mb()
-        upload = st.file_uploader(f"Your file (up to {fmt_mb(limit)}; JSONL: one {{\"text\": ...}} a line)",
-                                  type=[x[1:] for x in UPLOAD_SUFFIXES], key=f"{wkey}.upload",
-                                  max_upload_size=max(1, math.ceil(limit)))
-        if upload is None:
-            st.caption("Choose a file to train on: its documents and tokens are counted here, and Start waits "
-                       "for it.")
-            return ""
-        path = saved_upload(upload, wkey)
-        return "" if path is None else str(path)
+        return _upload_picker(wkey)
     if kind == "pipeline":
         outputs = pipeline_outputs()
         if not outputs:
@@ -284,6 +275,38 @@ def _pick_data(label: str, help_: str | None, default: str, wkey: str) -> str:
     if not path.strip():
         st.caption("Type the path of a file, a folder or shards: Start waits for it.")
     return path
+
+
+def _upload_picker(wkey: str) -> str:
+    """An uploaded file's saved path, or "". A file uploader cannot keep its file when the person leaves the page
+    (Streamlit drops it), so the last file saved from this picker is remembered for the browser session and used
+    again on return, said in a caption, until another is uploaded or the person lets it go."""
+    limit = upload_limit_mb()
+    last_key, use_key = f"{wkey}.last_upload", f"{wkey}.use_last"
+    fresh = f"{wkey}.upload" not in st.session_state    # the page was just opened (again): the uploader is empty
+    upload = st.file_uploader(f"Your file (up to {fmt_mb(limit)}; JSONL: one {{\"text\": ...}} a line)",
+                              type=[x[1:] for x in UPLOAD_SUFFIXES], key=f"{wkey}.upload",
+                              max_upload_size=max(1, math.ceil(limit)))
+    if upload is not None:
+        path = saved_upload(upload, wkey)
+        st.session_state[last_key], st.session_state[use_key] = (None if path is None else str(path)), False
+        return "" if path is None else str(path)
+    last = st.session_state.get(last_key)
+    if last and not Path(last).is_file():   # deleted since (a workshop's clean-up, another tab)
+        last = st.session_state[last_key] = None
+    if fresh and last:
+        st.session_state[use_key] = True
+    if last and st.session_state.get(use_key):
+        left, right = st.columns([4, 1], vertical_alignment="center")
+        left.caption(md_escape(f"Using {Path(last).name}, which you uploaded earlier in this session. Upload "
+                               "another file to replace it."))
+        if right.button("Forget it", key=f"{wkey}.forget", icon=":material/close:"):
+            st.session_state[last_key], st.session_state[use_key] = None, False
+            st.rerun()
+        return last
+    st.session_state[last_key] = None   # taken out of the uploader: forgotten
+    st.caption("Choose a file to train on: its documents and tokens are counted here, and Start waits for it.")
+    return ""
 
 
 def _data_checked(cfg: Any, picked: _Picked | None) -> Any | None:

@@ -47,11 +47,12 @@ def sources_picker(key: str) -> list[Source]:
     if builtin:
         sources.append(Source(DEFAULT_DATA, weight))
     limit = upload_limit_mb()
+    fresh = f"{key}.uploads" not in st.session_state    # the page was just opened (again): the uploader is empty
     uploads = st.file_uploader(
         f"Upload files: .txt (one document per file), .jsonl (one `{{\"text\": ...}}` per line) or .parquet (a "
         f"`text` column); up to {fmt_mb(limit)} each", type=[s[1:] for s in UPLOAD_SUFFIXES],
         accept_multiple_files=True, max_upload_size=max(1, math.ceil(limit)), key=f"{key}.uploads")
-    for path in _saved_uploads(key, uploads or []):
+    for path in _remembered_uploads(key, _saved_uploads(key, uploads or []), fresh, bool(uploads)):
         _, weight = _source_row(key, f"upload.{path.name}", lambda p=path: _upload_row(p))
         sources.append(Source(str(path), weight))
     hub, hub_weight = _source_row(key, "hub", lambda: st.text_input(
@@ -95,6 +96,29 @@ def _source_row(key: str, name: str, draw) -> tuple:
                        help="Mixing weight: the share of documents drawn from this source is its weight divided by "
                             "the sum of the weights of the sources in use.")
     return value, weight
+
+
+def _remembered_uploads(key: str, paths: list[Path], fresh: bool, has_files: bool) -> list[Path]:
+    """The uploads to use: those in the uploader, else (a file uploader cannot keep its files when the person leaves
+    the page) the ones saved from it earlier in this browser session, said in a caption, until others are uploaded
+    or the person lets them go."""
+    last_key, use_key = f"{key}.last_uploads", f"{key}.use_last_uploads"
+    if has_files:
+        st.session_state[last_key], st.session_state[use_key] = [str(p) for p in paths], False
+        return paths
+    last = [p for p in st.session_state.get(last_key) or [] if Path(p).is_file()]
+    if fresh and last:
+        st.session_state[use_key] = True
+    if last and st.session_state.get(use_key):
+        left, right = st.columns([4, 1], vertical_alignment="center")
+        left.caption(f"Using the {len(last)} file{'s' if len(last) != 1 else ''} you uploaded earlier in this "
+                     "session (below). Upload files to replace them.")
+        if right.button("Forget them", key=f"{key}.forget_uploads", icon=":material/close:"):
+            st.session_state[last_key], st.session_state[use_key] = [], False
+            st.rerun()
+        return [Path(p) for p in last]
+    st.session_state[last_key] = []     # taken out of the uploader: forgotten
+    return []
 
 
 def _saved_uploads(key: str, uploads: list) -> list[Path]:

@@ -288,3 +288,17 @@ def test_a_run_too_quick_to_chart_says_so(llmfs_home):
     assert "Waiting for" not in json.dumps([json.loads(c.proto.spec) for c in at.get("plotly_chart")])
     assert chart_types(at) == ["scatter", "funnel", "bar"]   # the S-curve, the funnel, the drops: no empty axes
     assert "took 0.3 s" in shown
+
+
+def test_uploads_are_kept_when_the_person_leaves_the_page_and_comes_back(llmfs_home):
+    at = open_page()
+    at.file_uploader(key="l13.uploads").set_value([("notes.jsonl", b'{"text": "one two"}\n', "application/json")]).run()
+    at.checkbox(key="l13.builtin").uncheck().run()
+    at.switch_page("pages/runs.py").run()
+    at.switch_page("pages/l13_data.py").run()
+    assert not at.exception
+    assert not at.checkbox(key="l13.builtin").value                      # an unchecked source stays unchecked
+    assert "Using the 1 file you uploaded earlier in this session" in texts(at.caption)
+    assert "notes.jsonl" in texts(at.markdown) and not at.button(key="l13.start").disabled
+    at.button(key="l13.forget_uploads").click().run()
+    assert "notes.jsonl" not in texts(at.markdown)

@@ -335,3 +335,20 @@ def test_step_1_estimate_follows_the_sequence_short_text_gets(home_with_default)
     assert expected != memory.estimate_run(TINY_CONFIG, cfg.replace(seq_len=128)).total_bytes
     assert metric(at, "Training memory, estimated") == memory.fmt_bytes(expected)
     assert f"for a batch of 8 × {fit} tokens" in texts(at.caption)
+
+
+def test_an_upload_is_kept_when_the_person_leaves_the_page_and_comes_back(home_with_default):
+    """A file uploader starts empty on a page opened again: the file saved from it earlier in the session is used,
+    said so, until another is uploaded or the person lets it go."""
+    at = open_page()
+    at.selectbox(key="l15.data.kind").set_value("upload").run()
+    at.file_uploader(key="l15.data.upload").set_value(("bees.txt", OWN_TEXT.encode(), "text/plain")).run()
+    at.number_input(key="l15.steps").set_value(37).run()
+    at.switch_page("pages/runs.py").run()
+    at.switch_page("pages/l15_lora.py").run()
+    assert not at.exception
+    assert at.number_input(key="l15.steps").value == 37 and at.selectbox(key="l15.data.kind").value == "upload"
+    assert "Using bees.txt, which you uploaded earlier in this session" in apphelpers.unescaped(texts(at.caption))
+    assert "tokens to train on" in texts(at.caption) and not at.button(key="l15.start").disabled
+    at.button(key="l15.data.forget").click().run()
+    assert "Choose a file to train on" in texts(at.caption) and at.button(key="l15.start").disabled
