@@ -2,11 +2,12 @@
 batches, and generation tokens/s with our KV cache vs transformers' `generate` (greedy, same prompt).
 
 Training uses a random Llama of SmolLM2-135M's width with fewer layers (so a CPU step takes seconds); generation
-uses the real smollm2-135m when it has been unpacked (`--model FOLDER`, e.g. $LLMFS_HOME/models/builtin/smollm2-135m),
-else the same random model. Runs alternate ours / theirs in one process; medians are reported.
+uses the real smollm2-135m when given its unpacked folder (`--model FOLDER`, written by
+`llmfs.packaged.convert(SMOLLM2, FOLDER)`), else the same random model. Runs alternate ours / theirs in one process;
+medians are reported.
 
     .venv/bin/python bench/llama_vs_transformers.py
-    .venv/bin/python bench/llama_vs_transformers.py --model ~/.cache/llmfs/models/builtin/smollm2-135m --new 64
+    .venv/bin/python bench/llama_vs_transformers.py --model /tmp/smollm2 --new 64
 """
 
 from __future__ import annotations
