@@ -78,6 +78,19 @@ def wait_for(predicate, timeout: float, what: str, every: float = 0.25):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def start_training(page, steps: int) -> None:
+    """In a real browser: type a step count into the page's "Training steps" box and press "Start training" once it
+    is enabled (a rerun turns it on after the value is taken)."""
+    from playwright.sync_api import expect
+    box = page.get_by_role("spinbutton", name="Training steps")
+    box.fill(str(steps))
+    box.press("Enter")
+    expect(box).to_have_value(str(steps))
+    start = page.get_by_role("button", name="Start training")
+    wait_for(lambda: start.is_enabled(), 30, "the start button")
+    start.click()
+
+
 def wait_healthy(url: str, server: subprocess.Popen, timeout: float = 90) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:

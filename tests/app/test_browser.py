@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from apphelpers import CHROMIUM, CHROMIUM_ARGS, wait_for  # tests/app is on sys.path
+from apphelpers import CHROMIUM, CHROMIUM_ARGS, start_training, wait_for  # tests/app is on sys.path
 
 from llmfs.runs import list_runs
 
@@ -33,13 +33,7 @@ def test_train_watch_and_stop_in_a_real_browser(served_app):
             page.goto(url + "/l12_pretrained")
             expect(page.get_by_text("Lessons", exact=True)).to_be_visible()
             page.get_by_role("tab", name="4 · Fine-tune").click()
-            steps = page.get_by_role("spinbutton", name="Training steps")
-            steps.fill("20000")  # far more than it will get to do: it is stopped below
-            steps.press("Enter")
-            expect(steps).to_have_value("20000")
-            start = page.get_by_role("button", name="Start training")
-            wait_for(lambda: start.is_enabled(), 30, "the start button")
-            start.click()
+            start_training(page, 20000)  # far more than it will get to do: it is stopped below
 
             # The badge's text ends with its label (a Material icon's name may come first).
             expect(page.get_by_text(re.compile(r"Running$")).first).to_be_visible(timeout=120_000)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from apphelpers import CHROMIUM, CHROMIUM_ARGS, wait_for  # tests/app is on sys.path
+from apphelpers import CHROMIUM, CHROMIUM_ARGS, start_training  # tests/app is on sys.path
 
 from llmfs.runs import list_runs
 
@@ -47,13 +47,7 @@ def test_own_text_uploads_trains_and_finishes_in_a_real_browser(served_app, tmp_
                    ).to_be_visible()
             expect(page.locator("[data-testid='stAlertContentError']")).to_have_count(0)
 
-            steps = page.get_by_role("spinbutton", name="Training steps")
-            steps.fill("3")
-            steps.press("Enter")
-            expect(steps).to_have_value("3")
-            start = page.get_by_role("button", name="Start training")
-            wait_for(lambda: start.is_enabled(), 30, "the start button")
-            start.click()
+            start_training(page, 3)
 
             expect(page.get_by_text(re.compile(r"Finished$")).first).to_be_visible(timeout=240_000)
             expect(page.get_by_text(re.compile(r"on the last 5% of the text of bees\.txt")).first).to_be_visible()
