@@ -6,6 +6,7 @@ it, shows the message naming the field instead of returning a config.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import threading
 import types
@@ -45,10 +46,11 @@ def config_form(cls: type, key: str, defaults: Any = None, fields: list[str] | N
     start = dataclasses.asdict(defaults) if dataclasses.is_dataclass(defaults) else dict(defaults or {})
     names = list(fields) if fields is not None else list(info)
     values = {n: start[n] for n in start if n not in names}
+    limits_of = functools.cache(_limits_for)   # one read of the model's config per form, not one per field
 
     def draw(name: str) -> None:
         # the model drawn (or given) so far bounds some fields: their help shows its range, not the config's
-        meta = _bounded(info[name], name, _limits_for(values.get("model", start.get("model"))))
+        meta = _bounded(info[name], name, limits_of(values.get("model", start.get("model"))))
         values[name] = _widget(name, meta, start.get(name, info[name]["default"]), key)
 
     for name in [n for n in names if not info[n].get("advanced")]:
@@ -61,7 +63,7 @@ def config_form(cls: type, key: str, defaults: Any = None, fields: list[str] | N
     picked = _PICKED.__dict__.pop(key, None)   # what the data picker left for this form (`_data_picker`)
     try:
         cfg = cls(**values)
-        _check_against_model(cfg, _limits_for(getattr(cfg, "model", None)))
+        _check_against_model(cfg, limits_of(getattr(cfg, "model", None)))
     except ConfigError as e:
         if e.field == "data" and picked is not None and picked.waiting:
             return None  # no data chosen yet: the picker says what it waits for; an error comes only after a mistake

@@ -78,6 +78,14 @@ def wait_for(predicate, timeout: float, what: str, every: float = 0.25):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def report_failure(page, home: Path, full_page: bool = False) -> None:
+    """After a failed browser test: a screenshot beside LLMFS_HOME and what each run says of itself (status, log)."""
+    from llmfs.runs import list_runs
+    page.screenshot(path=str(home.parent / "failure.png"), full_page=full_page)
+    for run in list_runs(home / "runs"):
+        print(run.run_id, run.status(), run.log_tail(30), sep="\n")
+
+
 def start_training(page, steps: int) -> None:
     """In a real browser: type a step count into the page's "Training steps" box and press "Start training" once it
     is enabled (a rerun turns it on after the value is taken)."""

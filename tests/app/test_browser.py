@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from apphelpers import CHROMIUM, CHROMIUM_ARGS, start_training, wait_for  # tests/app is on sys.path
+from apphelpers import CHROMIUM, CHROMIUM_ARGS, report_failure, start_training, wait_for  # tests/app is on sys.path
 
 from llmfs.runs import list_runs
 
@@ -47,9 +47,7 @@ def test_train_watch_and_stop_in_a_real_browser(served_app):
             expect(page.get_by_text(re.compile(r"Cancelled$")).first).to_be_visible(timeout=60_000)
             expect(page.get_by_role("button", name="Resume")).to_be_visible()
         except BaseException:
-            page.screenshot(path=str(home.parent / "failure.png"))
-            for run in list_runs(home / "runs"):  # what the run itself says, for the failure report
-                print(run.run_id, run.status(), run.log_tail(30), sep="\n")
+            report_failure(page, home)
             raise
         finally:
             browser.close()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from apphelpers import CHROMIUM, CHROMIUM_ARGS, start_training  # tests/app is on sys.path
+from apphelpers import CHROMIUM, CHROMIUM_ARGS, report_failure, start_training  # tests/app is on sys.path
 
 from llmfs.runs import list_runs
 
@@ -52,9 +52,7 @@ def test_own_text_uploads_trains_and_finishes_in_a_real_browser(served_app, tmp_
             expect(page.get_by_text(re.compile(r"Finished$")).first).to_be_visible(timeout=240_000)
             expect(page.get_by_text(re.compile(r"on the last 5% of the text of bees\.txt")).first).to_be_visible()
         except BaseException:
-            page.screenshot(path=str(home.parent / "failure.png"), full_page=True)
-            for run in list_runs(home / "runs"):  # what the run itself says, for the failure report
-                print(run.run_id, run.status(), run.log_tail(30), sep="\n")
+            report_failure(page, home, full_page=True)
             raise
         finally:
             browser.close()
