@@ -29,12 +29,12 @@ from urllib.parse import urlparse
 
 from .errors import AccessError
 from .adapters import list_adapters
-from .config import DEFAULT_DATA, DEFAULT_MODEL
+from .config import DEFAULT_DATA
 from .data.readers import HELDOUT, HF_LOCAL_BUILDERS, HF_PREFIX, DataError, check_location, is_public_address, \
     parse_hf, resolve_inputs, scheme_of
 from .paths import default_dir, llmfs_home, models_dir, runs_dir, uploads_dir
 from .runs import list_runs
-from .sources import HUB_ID, looks_like_path
+from .sources import BUILTIN_MODELS, HUB_ID, looks_like_path
 
 # Benchmarks whose default questions come from the hub (the others are built in); `wikitext` is a hub dataset too.
 HUB_BENCHMARKS = ("hellaswag", "mmlu", "truthfulqa_mc1", "truthfulqa_mc2")
@@ -84,11 +84,12 @@ class Access:
         """A model: the built-in, a hub id (unless the hub is off), or a folder this participant may read (each of
         its files too)."""
         source = str(source).strip()
-        if source == DEFAULT_MODEL:
+        if source in BUILTIN_MODELS:
             return
         check_location(source)
         if scheme_of(source):
-            raise AccessError(f"{source!r}: a model is llmfs-tiny, one of your runs' models, or a hub id like gpt2; "
+            raise AccessError(f"{source!r}: a model is a built-in one (llmfs-tiny, smollm2-135m), one of your runs' "
+                              "models, or a hub id like gpt2; "
                               "not an address.")
         path = Path(source).expanduser()
         if path.exists() or looks_like_path(source) or not HUB_ID.match(source):

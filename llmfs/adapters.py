@@ -195,15 +195,20 @@ def get_adapter(id_or_path: str | os.PathLike | AdapterInfo) -> AdapterInfo:
 
 # -- what an adapter was trained on ------------------------------------------------------------------------------
 def portable_base(base: str) -> str:
-    """The base model's name as another machine can resolve it: `llmfs-tiny` for the built-in model's folder on this
-    machine (llmfs resolves the name anywhere, `llmfs.sources`), else `base` as it is (a hub id, or a folder that
-    has no portable name)."""
+    """The base model's name as another machine can resolve it: `llmfs-tiny` or `smollm2-135m` for a built-in
+    model's folder on this machine (llmfs resolves the names anywhere, `llmfs.sources`), else `base` as it is (a
+    hub id, or a folder that has no portable name)."""
+    from .packaged import PACKAGED, folder_of
     base = base.strip()
-    if not base or base == DEFAULT_MODEL:
+    if not base or base == DEFAULT_MODEL or base in PACKAGED:
         return base
     try:
-        if Path(base).expanduser().resolve() == default_assets().model_dir.resolve():
+        where = Path(base).expanduser().resolve()
+        if where == default_assets().model_dir.resolve():
             return DEFAULT_MODEL
+        for name, spec in PACKAGED.items():
+            if where == folder_of(spec).resolve():
+                return name
     except (OSError, ValueError):
         pass
     return base
@@ -225,10 +230,11 @@ def data_label(data: str) -> str:
 
 
 def layer_words(targets: Any) -> str:
-    """GPT-2's module names as the lesson calls the layers ("qkv", "mlp_in"), comma-separated; other names as
-    they are."""
+    """GPT-2's and Llama's module names as the lesson calls the layers ("qkv", "mlp_in"), comma-separated; other
+    names as they are."""
     names = targets.split(",") if isinstance(targets, str) else list(targets or ())
-    lesson = {suffix: name for name, suffixes in FAMILIES["gpt2"].items() for suffix in suffixes}
+    lesson = {suffix: name for family in ("gpt2", "llama") for name, suffixes in FAMILIES[family].items()
+              for suffix in suffixes}
     return ", ".join(dict.fromkeys(lesson.get(n.strip(), n.strip()) for n in names if n.strip())) or "-"
 
 

@@ -20,6 +20,7 @@ import torch.nn as nn
 
 from .fsutil import make_temp_dir, replace_dir
 from .sources import SourceError, resolve_model_dir
+from .weights import OUR_MODEL_TYPES
 
 BASE = "(base model)"  # the label of generations without any adapter
 
@@ -67,7 +68,7 @@ def attach(base: str, adapters: Mapping[str, str | os.PathLike], device: str = "
     """
     from .hf_causal import model_type_of
     folder = resolve_model_dir(base)
-    if model_type_of(folder) not in (None, "gpt2"):
+    if model_type_of(folder) not in OUR_MODEL_TYPES:
         return _attach_peft(folder, adapters, device)
     from .lora import load_adapter_into
     from .weights import load_pretrained
@@ -171,7 +172,7 @@ def merge_adapter(adapter_dir: str | os.PathLike, out_dir: str | os.PathLike, ba
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_temp_dir(f".{out_dir.name}.tmp-", out_dir.parent)
     try:
-        if model_type_of(folder) not in (None, "gpt2"):
+        if model_type_of(folder) not in OUR_MODEL_TYPES:
             from peft import PeftModel
 
             from .hf_causal import load_causal_lm

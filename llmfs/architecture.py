@@ -121,13 +121,14 @@ def config_of(source: str | None) -> GPTConfig | str | None:
     """What `architecture` can read for a model source without loading weights or downloading: a GPTConfig
     (llmfs-tiny, even before it is built, and GPT-2 folders), the path of a folder's or the local Hugging Face
     cache's config.json (other architectures, hub ids already downloaded), or None."""
+    from .sources import builtin_folder
     from .weights import peek_model_config
     if not source:
         return None
     config = peek_model_config(source)
-    if config is not None:
+    if isinstance(config, GPTConfig):
         return config
-    path = Path(source).expanduser()
+    path = builtin_folder(source) or Path(source).expanduser()
     if (path / "config.json").is_file():
         return str(path)
     if looks_like_path(source):

@@ -1,7 +1,7 @@
 """Model builders: a training run's model made ready from its config, one builder per model family, chosen from a
-registry by the folder's `model_type` (litgpt maps configs to blocks the same way). Our GPT (full fine-tuning with a
-freezing strategy, LoRA, or LoRA on a 4-bit base) and any other Hugging Face causal LM (through PEFT) are built
-here; the next family (e.g. our own Llama) plugs in with one entry in `BUILDERS`."""
+registry by the folder's `model_type` (litgpt maps configs to blocks the same way). Our own models, GPT-2 and the
+Llama family (full fine-tuning with a freezing strategy, LoRA, or LoRA on a 4-bit base), and any other Hugging Face
+causal LM (through PEFT) are built here; a new family plugs in with one entry in `BUILDERS`."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from .config import TrainConfig
 from .freeze import FreezePlan, apply_freeze, freeze_options
 from .hf_causal import CausalLM, add_peft_lora, load_causal_lm, model_type_of
 from .precision import plan_precision
-from .sources import is_default, resolve_model_dir
+from .sources import is_builtin, resolve_model_dir
 from .train import count_params, resolve_device
 from .weights import load_model
 
@@ -37,9 +37,9 @@ def build_model(ctx, cfg: TrainConfig) -> BuiltModel:
     """The model `cfg` names, ready to train, by the builder registered for its family."""
     device = distributed.device_for(distributed.current(), resolve_device(cfg.device))  # a rank's own GPU
     folder = resolve_model_dir(cfg.model)
-    # What an adapter names as its base: a hub id as given; for llmfs-tiny and folders the Hugging Face folder's
-    # absolute path, so PeftModel.from_pretrained finds the base from anywhere.
-    local = is_default(cfg.model) or Path(cfg.model).expanduser().exists()
+    # What an adapter names as its base: a hub id as given; for the built-in models and folders the Hugging Face
+    # folder's absolute path, so PeftModel.from_pretrained finds the base from anywhere.
+    local = is_builtin(cfg.model) or Path(cfg.model).expanduser().exists()
     base_name = str(folder.resolve()) if local else cfg.model
     return builder_for(model_type_of(folder))(ctx, cfg, folder, base_name, device)
 
@@ -49,9 +49,10 @@ def builder_for(model_type: str | None) -> Builder:
     return BUILDERS.get(model_type, build_hf_causal)
 
 
-# -- our GPT ------------------------------------------------------------------------------------------------------
-def build_gpt(ctx, cfg: TrainConfig, folder: Path, base_name: str, device: str) -> BuiltModel:
-    """Our GPT-2: every weight (under a freezing strategy), or LoRA adapters, on a 4-bit base for QLoRA."""
+# -- our own models: GPT-2 and the Llama family -----------------------------------------------------------------
+def build_ours(ctx, cfg: TrainConfig, folder: Path, base_name: str, device: str) -> BuiltModel:
+    """Our GPT-2 or Llama: every weight (under a freezing strategy), or our LoRA adapters (in PEFT's format), on
+    a 4-bit base for QLoRA."""
     model, tokenizer = load_model(cfg.model, init=cfg.init, seed=cfg.seed)  # a private copy: this job's own
     cfg.check_context(model.config.n_positions)
     cfg.check_layers(model.config.n_layer)
@@ -60,7 +61,8 @@ def build_gpt(ctx, cfg: TrainConfig, folder: Path, base_name: str, device: str) 
     if cfg.quantize == "4bit":
         _quantize_base(ctx, cfg, model, device)
     layers = lora.add_adapter(model, "default", rank=cfg.lora_rank, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
-                              rslora=cfg.lora_rslora, targets=cfg.lora_targets, seed=cfg.seed)
+                              rslora=cfg.lora_rslora, targets=cfg.lora_targets,
+                              model_type=getattr(model.config, "model_type", "gpt2"), seed=cfg.seed)
     lora.mark_trainable(model, "default")
     log_lora(ctx, cfg, *count_params(model), len(layers))
     return BuiltModel(model, tokenizer, None, base_name)
@@ -108,5 +110,8 @@ def log_lora(ctx, cfg: TrainConfig, trainable: int, total: int, n_layers: int | 
     ctx.emit(0, kind="freeze", strategy=f"lora r={cfg.lora_rank}", trainable_params=trainable, total_params=total)
 
 
+build_gpt = build_ours  # the name earlier code and tests use
+
 # model_type (config.json) -> builder. None: a folder without model_type (written by an older llmfs): our GPT.
-BUILDERS: dict[str | None, Builder] = {"gpt2": build_gpt, None: build_gpt}
+BUILDERS: dict[str | None, Builder] = {"gpt2": build_ours, None: build_ours, "llama": build_ours,
+                                       "qwen2": build_ours}

@@ -1,4 +1,4 @@
-"""Freezing strategies: which parameters of a pretrained GPT train, from which step, at what learning rate.
+"""Freezing strategies: which parameters of a pretrained GPT or Llama train, from which step, at what learning rate.
 
 `plan_freeze` is pure: it reads a model's (or a config's) parameter names and shapes and returns a `FreezePlan`,
 one row per tensor, which the UI draws as a layer map before any run (`llmfs.memory.estimate(..., freeze=plan)`
@@ -25,12 +25,16 @@ import torch
 import torch.nn as nn
 
 from .config import TrainConfig
+from .llama import Llama, LlamaConfig, RMSNorm
 from .model import GPT, GPTConfig
 from .targets import STRATEGIES, UNTIE_HEAD  # noqa: F401 (the lesson's API)
 
 
 WTE, LM_HEAD = "transformer.wte.weight", "lm_head.weight"
-_BLOCK = re.compile(r"^transformer\.h\.(\d+)\.")
+# Both families' tensor names (GPT-2's and Llama's, which are Hugging Face's): blocks, embeddings, final norm.
+_BLOCK = re.compile(r"^(?:transformer\.h|model\.layers)\.(\d+)\.")
+_EMBEDDINGS = ("transformer.wte.", "transformer.wpe.", "model.embed_tokens.")
+_FINAL_NORM = ("transformer.ln_f.", "model.norm.")
 
 
 @dataclass(frozen=True)
@@ -199,17 +203,18 @@ def _part(name: str, module: nn.Module) -> _Part:
     block = _BLOCK.match(name)
     if block:
         group = f"block {block.group(1)}"
-    elif name.startswith(("transformer.wte.", "transformer.wpe.")):
+    elif name.startswith(_EMBEDDINGS):
         group = "embeddings"
-    elif name.startswith("transformer.ln_f."):
+    elif name.startswith(_FINAL_NORM):
         group = "final norm"
     elif name.startswith("lm_head."):
         group = "head"
     else:
-        raise ValueError(f"Cannot place parameter {name!r}: freezing strategies know GPT-2's tensors only "
-                         "(transformer.wte / wpe / h.N / ln_f, lm_head).")
+        raise ValueError(f"Cannot place parameter {name!r}: freezing strategies know GPT-2's tensors "
+                         "(transformer.wte / wpe / h.N / ln_f, lm_head) and Llama's (model.embed_tokens / "
+                         "layers.N / norm, lm_head).")
     return _Part(group, int(block.group(1)) if block else None,
-                 name.endswith(".bias") or isinstance(module, nn.LayerNorm))
+                 name.endswith(".bias") or isinstance(module, (nn.LayerNorm, RMSNorm)))
 
 
 def _named_tensors(model: nn.Module) -> list[tuple[str, nn.Parameter, nn.Module]]:
@@ -218,16 +223,20 @@ def _named_tensors(model: nn.Module) -> list[tuple[str, nn.Parameter, nn.Module]
     return [(name, p, modules[name.rpartition(".")[0]]) for name, p in model.named_parameters(remove_duplicate=False)]
 
 
+def _word_embeddings(model: nn.Module) -> nn.Embedding:
+    return model.model.embed_tokens if isinstance(model, Llama) else model.transformer.wte
+
+
 def _head_is_tied(model: nn.Module) -> bool:
-    return model.lm_head.weight is model.transformer.wte.weight
+    return model.lm_head.weight is _word_embeddings(model).weight
 
 
-def plan_freeze(model: nn.Module | GPTConfig, strategy: str = "full", *, n_layers: int = 1,
+def plan_freeze(model: nn.Module | GPTConfig | LlamaConfig, strategy: str = "full", *, n_layers: int = 1,
                 unfreeze_every: int = 20, lr_decay: float = 0.8) -> FreezePlan:
     """The plan for `strategy` on `model`, without changing the model (safe on a cached, shared one).
 
     Args:
-        model: a `GPT`, or a `GPTConfig` (the plan is then built from shapes alone, on the meta device).
+        model: a `GPT` or `Llama`, or its config (the plan is then built from shapes alone, on the meta device).
         strategy: one of `STRATEGIES`.
         n_layers: N for `freeze_bottom` (blocks frozen from the input) and `train_top` (blocks trained from the top).
         unfreeze_every: K for `gradual`: steps between one block starting to train and the next.
@@ -238,14 +247,14 @@ def plan_freeze(model: nn.Module | GPTConfig, strategy: str = "full", *, n_layer
         (the head as its own tensor).
 
     Raises:
-        ValueError: unknown strategy, out-of-range settings, or a model that is not a GPT-2.
+        ValueError: unknown strategy, out-of-range settings, or a model that is neither a GPT-2 nor a Llama.
     """
-    if isinstance(model, GPTConfig):
+    if isinstance(model, (GPTConfig, LlamaConfig)):
         with torch.device("meta"):
-            model = GPT(model)
+            model = GPT(model) if isinstance(model, GPTConfig) else Llama(model)
     if strategy not in STRATEGIES:
         raise ValueError(f"Unknown freezing strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}.")
-    n_layer = len(model.transformer.h)
+    n_layer = model.config.n_layer
     _check_settings(strategy, n_layer, n_layers, unfreeze_every, lr_decay)
     rule = _rule(strategy, n_layer, n_layers, unfreeze_every, lr_decay)
     tied = _head_is_tied(model)
@@ -294,7 +303,7 @@ def freeze_options(cfg: TrainConfig) -> dict[str, Any]:
 
 
 # -- applying (mutates the model it is given) ----------------------------------------------------------------------
-def apply_freeze(model: GPT, strategy: str = "full", *, n_layers: int = 1, unfreeze_every: int = 20,
+def apply_freeze(model: GPT | Llama, strategy: str = "full", *, n_layers: int = 1, unfreeze_every: int = 20,
                  lr_decay: float = 0.8) -> FreezePlan:
     """Carry out `plan_freeze(model, ...)` on `model`: untie the head where needed, set `requires_grad` for step 1.
 
@@ -308,9 +317,9 @@ def apply_freeze(model: GPT, strategy: str = "full", *, n_layers: int = 1, unfre
     return plan
 
 
-def untie_head(model: GPT) -> None:
+def untie_head(model: GPT | Llama) -> None:
     """Give the head its own Parameter, a copy of the word embeddings, and record it in the config."""
-    wte = model.transformer.wte.weight
+    wte = _word_embeddings(model).weight
     model.lm_head.weight = nn.Parameter(wte.detach().clone(), requires_grad=wte.requires_grad)
     model.config = dataclasses.replace(model.config, tie_word_embeddings=False)
 

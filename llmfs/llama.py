@@ -29,6 +29,8 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from .sampling import check_sampling, next_token
+
 # model_type values whose folders this model reads (Qwen2 adds biases to q / k / v; the rest is Llama's).
 MODEL_TYPES = ("llama", "qwen2")
 ROPE_TYPES = ("default", "linear", "llama3")
@@ -69,6 +71,8 @@ class LlamaConfig:
     o_bias: bool = False
     mlp_bias: bool = False
     model_type: str = "llama"
+    extra: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    """config.json fields this model does not use but a saved folder keeps (token ids, generation defaults)."""
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
@@ -125,6 +129,9 @@ class LlamaConfig:
         if scaling and scaling.get("rope_type", scaling.get("type", "default")) == "default":
             scaling = None
         theta = rope.get("rope_theta", d.get("rope_theta", 10000.0))
+        missing = [k for k in REQUIRED_FIELDS if k not in d]
+        if missing:
+            raise ValueError(f"config.json lacks {', '.join(missing)}, which a {model_type} config always has")
         qwen = model_type == "qwen2"
         bias = bool(d.get("attention_bias", False))
         return cls(vocab_size=d["vocab_size"], hidden_size=d["hidden_size"],
@@ -136,7 +143,30 @@ class LlamaConfig:
                    rope_scaling=dict(scaling) if scaling else None,
                    tie_word_embeddings=bool(d.get("tie_word_embeddings", not qwen)),
                    qkv_bias=qwen or bias, o_bias=bias and not qwen, mlp_bias=bool(d.get("mlp_bias", False)),
-                   model_type=model_type)
+                   model_type=model_type, extra={k: d[k] for k in KEPT_FIELDS if d.get(k) is not None})
+
+    def to_hf_dict(self) -> dict[str, Any]:
+        """config.json for transformers' LlamaForCausalLM / Qwen2ForCausalLM (what `from_hf` reads back)."""
+        qwen = self.model_type == "qwen2"
+        out: dict[str, Any] = {
+            "model_type": self.model_type, "architectures": ["Qwen2ForCausalLM" if qwen else "LlamaForCausalLM"],
+            "vocab_size": self.vocab_size, "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size, "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads, "num_key_value_heads": self.num_key_value_heads,
+            "head_dim": self.head_size, "max_position_embeddings": self.max_position_embeddings,
+            "rms_norm_eps": self.rms_norm_eps, "rope_theta": self.rope_theta,
+            "rope_scaling": dict(self.rope_scaling) if self.rope_scaling else None,
+            "tie_word_embeddings": self.tie_word_embeddings, "hidden_act": "silu", "mlp_bias": self.mlp_bias}
+        if qwen:
+            out["use_sliding_window"] = False
+        else:
+            out["attention_bias"] = self.o_bias
+        return {**dict(self.extra), **out}
+
+
+REQUIRED_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+# config.json fields kept through a load and a save although the model does not read them.
+KEPT_FIELDS = ("bos_token_id", "eos_token_id", "pad_token_id", "initializer_range", "torch_dtype")
 
 
 def rope_frequencies(config: LlamaConfig) -> torch.Tensor:
@@ -299,24 +329,23 @@ class Llama(nn.Module):
 
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-                 eos_token_id: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+                 top_p: float | None = None, eos_token_id: int | None = None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
         """Continue `idx` (B, T) by up to `max_new_tokens` tokens with a KV cache: the prompt is read once, then
-        each step feeds one token. temperature 0 is greedy."""
+        each step feeds one token. Sampling as our GPT's (`llmfs.sampling`): temperature 0 is greedy; a row that
+        produced `eos_token_id` is finished and padded with it; generation stops at the context length."""
+        check_sampling(temperature, top_k, top_p)
         caches: list[list[torch.Tensor]] = [[] for _ in self.model.layers]
         logits, _ = self(idx, caches=caches)
+        finished = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
         out = idx
         for _ in range(max_new_tokens):
-            last = logits[:, -1, :].float()
-            if temperature <= 0:
-                nxt = last.argmax(dim=-1, keepdim=True)
-            else:
-                last = last / temperature
-                if top_k:
-                    kth = torch.topk(last, min(top_k, last.size(-1))).values[:, -1:]
-                    last = last.masked_fill(last < kth, float("-inf"))
-                nxt = torch.multinomial(F.softmax(last, dim=-1), 1, generator=generator)
+            nxt = next_token(logits[:, -1, :], temperature, top_k, top_p, generator)
+            if eos_token_id is not None:
+                nxt = nxt.masked_fill(finished[:, None], eos_token_id)
+                finished |= nxt.squeeze(1) == eos_token_id
             out = torch.cat((out, nxt), dim=1)
-            if eos_token_id is not None and bool((nxt == eos_token_id).all()):
+            if eos_token_id is not None and bool(finished.all()):
                 break
             if out.shape[1] >= self.config.max_position_embeddings:
                 break
@@ -356,3 +385,20 @@ def load_llama(folder: str | Path, dtype: torch.dtype = torch.float32) -> Llama:
         model.lm_head.weight = model.model.embed_tokens.weight
     model.inv_freq = rope_frequencies(config)   # a buffer, not in the checkpoint (built on 'meta' above)
     return model.to(dtype).eval()
+
+
+def save_llama(model: Llama, folder: Path, tokenizer: Any = None) -> None:
+    """Write `model` into `folder` as transformers writes a Llama / Qwen2 (config.json, model.safetensors, the
+    tokenizer when given). A tied head is stored once (safetensors refuses shared tensors; transformers re-ties)."""
+    import json
+
+    from safetensors.torch import save_file
+
+    config = {**model.config.to_hf_dict(), "torch_dtype": str(model.lm_head.weight.dtype).removeprefix("torch.")}
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    if model.lm_head.weight is model.model.embed_tokens.weight:
+        state.pop("lm_head.weight")
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)

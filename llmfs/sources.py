@@ -1,4 +1,5 @@
-"""Model sources: `llmfs-tiny` (the embedded default), a local Hugging Face folder, or a hub id.
+"""Model sources: the built-in models (`llmfs-tiny`, the embedded default; `smollm2-135m`, unpacked from a Python
+package), a local Hugging Face folder, or a hub id.
 
 A hub id is tried only when its files are already in the local Hugging Face cache or the hub answers within a
 few seconds; otherwise the user gets a message naming the cause at once, instead of a hang.
@@ -14,6 +15,10 @@ from .config import DEFAULT_MODEL
 from .defaults import require_default
 from .errors import SourceError
 from .hub import hub_unreachable_reason
+from .packaged import PACKAGED, ensure_converted, folder_of, is_converted
+
+# The names every model picker offers first: they work offline once `make install` has run.
+BUILTIN_MODELS = (DEFAULT_MODEL, *PACKAGED)
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 HUB_FILES = ["config.json", "*.safetensors", "*.safetensors.index.json", "tokenizer*", "vocab.json", "merges.txt",
@@ -24,16 +29,38 @@ def is_default(source: str) -> bool:
     return source.strip() == DEFAULT_MODEL
 
 
+def is_builtin(source: str) -> bool:
+    return source.strip() in BUILTIN_MODELS
+
+
+def builtin_folder(source: str) -> Path | None:
+    """The folder of a built-in name when it is ready on this machine, without building or unpacking anything;
+    None for other sources and for a built-in not ready yet."""
+    source = source.strip()
+    if is_default(source):
+        from .defaults import default_assets
+        assets = default_assets()
+        return assets.model_dir if assets.ready() else None
+    if source in PACKAGED:
+        folder = folder_of(PACKAGED[source])
+        return folder if is_converted(folder) else None
+    return None
+
+
 def resolve_model_dir(source: str) -> Path:
     """The local folder holding `source`'s config.json, weights and tokenizer (downloading a hub id's files; the
-    built-in llmfs-tiny must be built already: `llmfs.bootstrap.ensure_default`, which entry points call).
+    built-in llmfs-tiny must be built already: `llmfs.bootstrap.ensure_default`, which entry points call; a
+    packaged model is unpacked on its first use, about a minute, once).
 
     Raises:
-        SourceError: no such folder, an invalid hub id, the hub out of reach, llmfs-tiny not built.
+        SourceError: no such folder, an invalid hub id, the hub out of reach, llmfs-tiny not built, a packaged
+            model's package not installed.
     """
     source = source.strip()
     if is_default(source):
         return require_default().model_dir
+    if source in PACKAGED:
+        return ensure_converted(PACKAGED[source])
     path = Path(source).expanduser()
     if path.exists():
         if not path.is_dir() or not (path / "config.json").exists():

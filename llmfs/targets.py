@@ -11,10 +11,12 @@ from collections.abc import Sequence
 STRATEGIES: dict[str, str] = {
     "full": "Every parameter trains.",
     "linear_probe": "Only the output head trains (untied from the word embeddings first, so they stay put).",
-    "freeze_embeddings": "Word and position embeddings are frozen (a head tied to them is frozen too).",
+    "freeze_embeddings": "The embeddings (words, and GPT-2's positions) are frozen (a head tied to them is frozen "
+                         "too).",
     "freeze_bottom": "Embeddings and the bottom N blocks are frozen (a tied head too); the rest trains.",
     "train_top": "Only the top N blocks, the final norm and the head train (the head untied first).",
-    "bitfit": "Only biases and LayerNorm weights train (Ben Zaken et al. 2021).",
+    "bitfit": "Only biases and norm weights (LayerNorm, RMSNorm) train (Ben Zaken et al. 2021); a Llama has no "
+              "biases, so only its norms train.",
     "gradual": "Head, final norm and top block train first; one more block every K steps, top-down, embeddings last "
                "(ULMFiT).",
     "llrd": "Everything trains; block i at lr * decay^(n_layer - i), embeddings slowest, head at the full lr.",

@@ -1,4 +1,6 @@
-"""Hugging Face GPT-2 checkpoints <-> ``llmfs.model.GPT``.
+"""Hugging Face checkpoints <-> our from-scratch models: GPT-2 folders <-> ``llmfs.model.GPT``, Llama-family folders
+(Llama, SmolLM, Qwen2) <-> ``llmfs.llama.Llama`` (whose parameter names are Hugging Face's, so that direction is a
+plain load; see ``llmfs.llama.load_llama``).
 
 The key conversion is pure (``hf_to_ours`` / ``ours_to_hf``); disk access sits in ``load_hf_folder`` and
 ``save_hf_folder``. Only safetensors files are read, plus ``pytorch_model.bin`` through
@@ -19,8 +21,14 @@ from safetensors.torch import load_file, save_file
 
 from .errors import SourceError
 from .fsutil import make_temp_dir, replace_dir
+from .llama import MODEL_TYPES as LLAMA_TYPES
+from .llama import Llama, LlamaConfig, load_llama, save_llama
 from .model import GPT, TINY_CONFIG, GPTConfig
-from .sources import is_default, resolve_model_dir
+from .sources import builtin_folder, is_default, resolve_model_dir
+
+OurModel = GPT | Llama
+# config.json model_types our own models read (None: a folder an older llmfs wrote without one, a GPT-2).
+OUR_MODEL_TYPES = (None, "gpt2", *LLAMA_TYPES)
 
 # HF's GPT-2 uses Conv1D, whose weight is (in, out); nn.Linear's is (out, in).
 CONV1D_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -147,8 +155,8 @@ def _check_keys(model: GPT, state_dict: StateDict, path: str | os.PathLike) -> N
         )
 
 
-def save_hf_folder(model: GPT, path: str | os.PathLike, tokenizer: Any = None) -> Path:
-    """Write ``model`` as a Hugging Face GPT-2 folder that ``AutoModelForCausalLM.from_pretrained`` loads.
+def save_hf_folder(model: OurModel, path: str | os.PathLike, tokenizer: Any = None) -> Path:
+    """Write ``model`` as a Hugging Face GPT-2 (or Llama) folder that ``AutoModelForCausalLM.from_pretrained`` loads.
 
     Writes config.json, model.safetensors and, if given, the tokenizer (``tokenizer.save_pretrained``). The
     folder is built next to ``path`` and moved into place, so a crash never leaves a half-written checkpoint;
@@ -158,7 +166,7 @@ def save_hf_folder(model: GPT, path: str | os.PathLike, tokenizer: Any = None) -
     Returns:
         the folder path.
     """
-    if model.config.padded_vocab_size is not None:
+    if isinstance(model, GPT) and model.config.padded_vocab_size is not None:
         from .vocab import unpad_vocab
         model = unpad_vocab(model)
     target = Path(path).resolve()
@@ -167,7 +175,10 @@ def save_hf_folder(model: GPT, path: str | os.PathLike, tokenizer: Any = None) -
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_temp_dir(f".{target.name}.tmp-", target.parent)
     try:
-        _write_hf_files(model, tmp, tokenizer)
+        if isinstance(model, Llama):
+            save_llama(model, tmp, tokenizer)
+        else:
+            _write_hf_files(model, tmp, tokenizer)
         replace_dir(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -189,25 +200,18 @@ def _write_hf_files(model: GPT, folder: Path, tokenizer: Any) -> None:
 
 
 # -- sources, parity, summaries ---------------------------------------------------------------------------------
-def load_pretrained(source: str) -> tuple[GPT, Any]:
-    """(GPT, tokenizer) from `llmfs-tiny`, a local Hugging Face folder, or a hub id (fails fast offline).
+def load_pretrained(source: str) -> tuple[OurModel, Any]:
+    """(model, tokenizer) from a built-in name, a local Hugging Face folder, or a hub id (fails fast offline): our
+    GPT for GPT-2 checkpoints, our Llama for Llama-family ones (Llama, SmolLM, Qwen2).
 
     Raises:
-        llmfs.sources.SourceError: the source cannot be found or fetched, or has no tokenizer.
-        ValueError: not a GPT-2-architecture checkpoint (the message says what is supported).
+        llmfs.sources.SourceError: the source cannot be found or fetched, has no tokenizer, or is another
+            architecture (the message says what is supported).
     """
     from transformers import AutoTokenizer
 
     folder = resolve_model_dir(source)
-    try:
-        model = load_hf_folder(folder)
-    except ValueError as e:
-        if "only GPT-2-architecture" in str(e):
-            raise SourceError(f"{source} is not a GPT-2-architecture model ({e.args[0].split('has ')[-1]}). This "
-                              "lesson loads GPT-2-family checkpoints: gpt2, gpt2-medium, gpt2-large, gpt2-xl, "
-                              "distilgpt2 and other model_type 'gpt2' folders. Llama, Qwen and other causal LMs "
-                              "train through the LoRA lesson (L15).") from e
-        raise
+    model = load_folder(folder, source)
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)  # trust_remote_code stays off (the default)
     except Exception as e:
@@ -216,13 +220,45 @@ def load_pretrained(source: str) -> tuple[GPT, Any]:
     return model, tokenizer
 
 
+def family_of(folder: str | os.PathLike) -> str | None:
+    """Which of our models reads `folder`: "gpt2", "llama", or None (another architecture, or no config)."""
+    try:
+        model_type = json.loads((Path(folder) / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError):
+        return None
+    return "gpt2" if model_type == "gpt2" else "llama" if model_type in LLAMA_TYPES else None
+
+
+def load_folder(folder: str | os.PathLike, source: str | None = None) -> OurModel:
+    """Our model for a local Hugging Face folder, by its config.json's model_type.
+
+    Raises:
+        llmfs.sources.SourceError: an architecture neither of our models implements, or an unsupported variant.
+    """
+    name = source or str(folder)
+    try:
+        model_type = json.loads((Path(folder) / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError) as e:
+        raise SourceError(f"{name}: cannot read its config.json ({e}).") from e
+    try:
+        if model_type == "gpt2":
+            return load_hf_folder(folder)
+        if model_type in LLAMA_TYPES:
+            return load_llama(folder)
+    except ValueError as e:
+        raise SourceError(f"{name}: {e}") from e
+    raise SourceError(f"{name} is a {model_type!r} model. This lab's own models are GPT-2 (model_type gpt2: gpt2, "
+                      "distilgpt2, llmfs-tiny) and Llama-family (llama, qwen2: smollm2-135m, SmolLM, Llama, Qwen2); "
+                      "other causal LMs train with LoRA through PEFT on L15.")
+
+
 PARITY_TOLERANCE = 1e-4
 PARITY_TEXT = "The quick brown fox jumps over the lazy dog. def add(a, b): return a + b"
 
 
 def parity_check(folder: str | os.PathLike, text: str = PARITY_TEXT, tokenizer: Any = None,
-                 model: GPT | None = None) -> dict:
-    """Run `text` through our GPT and through transformers' model loaded from the same folder, in fp32.
+                 model: OurModel | None = None) -> dict:
+    """Run `text` through our model (GPT or Llama) and through transformers' model loaded from the same folder, in fp32.
 
     Returns a dict: max_abs_delta, mean_abs_delta, tolerance, ok, n_tokens, reference (the transformers class),
     and the top-5 next tokens of each model for the last position, so a user sees the two agree.
@@ -231,7 +267,7 @@ def parity_check(folder: str | os.PathLike, text: str = PARITY_TEXT, tokenizer: 
 
     folder = Path(folder)
     tokenizer = tokenizer or AutoTokenizer.from_pretrained(folder)
-    ours = (model or load_hf_folder(folder)).float().eval()
+    ours = (model or load_folder(folder)).float().eval()
     reference = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation="eager").eval()
     ids = tokenizer(text, return_tensors="pt")["input_ids"][:, : ours.config.n_positions]
     with torch.no_grad():
@@ -244,9 +280,19 @@ def parity_check(folder: str | os.PathLike, text: str = PARITY_TEXT, tokenizer: 
             "reference": type(reference).__name__, "ours_top5": top(ours_logits), "reference_top5": top(ref_logits)}
 
 
-def model_summary(model: GPT) -> dict:
+def model_summary(model: OurModel) -> dict:
     """Architecture and a parameter table grouped the way the lesson talks about them."""
     cfg = model.config
+    if isinstance(model, Llama):
+        shape = {"family": "llama", "model_type": cfg.model_type, "n_layer": cfg.num_hidden_layers,
+                 "n_head": cfg.num_attention_heads, "n_kv_head": cfg.num_key_value_heads, "n_embd": cfg.hidden_size,
+                 "n_positions": cfg.max_position_embeddings, "vocab_size": cfg.vocab_size,
+                 "tie_word_embeddings": cfg.tie_word_embeddings, "intermediate_size": cfg.intermediate_size,
+                 "rope_theta": cfg.rope_theta}
+    else:
+        shape = {"family": "gpt2", "model_type": "gpt2", "n_layer": cfg.n_layer, "n_head": cfg.n_head,
+                 "n_kv_head": cfg.n_head, "n_embd": cfg.n_embd, "n_positions": cfg.n_positions,
+                 "vocab_size": cfg.vocab_size, "tie_word_embeddings": cfg.tie_word_embeddings}
     groups: dict[str, int] = {}
     seen: set[int] = set()
     for name, p in model.named_parameters():
@@ -255,12 +301,18 @@ def model_summary(model: GPT) -> dict:
         seen.add(id(p))
         groups[_param_group(name)] = groups.get(_param_group(name), 0) + p.numel()
     total = sum(groups.values())
-    return {"n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_embd": cfg.n_embd, "n_positions": cfg.n_positions,
-            "vocab_size": cfg.vocab_size, "tie_word_embeddings": cfg.tie_word_embeddings, "total_params": total,
+    return {**shape, "total_params": total,
             "groups": [{"group": g, "params": n, "share": n / total} for g, n in groups.items()]}
 
 
 def _param_group(name: str) -> str:
+    if name.startswith("model.embed_tokens"):
+        return "token embeddings (embed_tokens)"
+    if name.startswith("model.layers."):
+        part = "attention" if ".self_attn." in name else "MLP" if ".mlp." in name else "RMSNorms"
+        return f"blocks: {part}"
+    if name.startswith("model.norm"):
+        return "final RMSNorm"
     if name.startswith("transformer.wte"):
         return "token embeddings (wte)"
     if name.startswith("transformer.wpe"):
@@ -273,17 +325,19 @@ def _param_group(name: str) -> str:
     return "LM head (untied)"
 
 
-def peek_model_config(source: str) -> GPTConfig | None:
-    """`source`'s GPTConfig from its config.json alone, without loading weights or building anything; None when
-    that cannot be known cheaply (a hub id not downloaded yet, or not a GPT-2 folder)."""
+def peek_model_config(source: str) -> GPTConfig | LlamaConfig | None:
+    """`source`'s config (GPTConfig or LlamaConfig) from its config.json alone, without loading weights or building
+    anything; None when that cannot be known cheaply (a hub id not downloaded yet, a built-in not unpacked yet,
+    another architecture)."""
     if is_default(source):
         return TINY_CONFIG
-    path = Path(source).expanduser()
-    if not (path / "config.json").is_file():
-        return None
+    path = builtin_folder(source) or Path(source).expanduser()
     try:
+        config = json.loads((path / "config.json").read_text())
+        if config.get("model_type") in LLAMA_TYPES:
+            return LlamaConfig.from_hf(config)
         return GPTConfig.from_hf(read_hf_config(path))
-    except (ValueError, TypeError):
+    except (OSError, ValueError, TypeError, KeyError):
         return None
 
 
@@ -294,7 +348,7 @@ def model_limits(source: str) -> dict[str, int]:
     gpt = peek_model_config(source)
     if gpt is not None:
         return {"seq_len": gpt.n_positions, "freeze_layers": gpt.n_layer}
-    config_file = Path(source).expanduser() / "config.json"
+    config_file = (builtin_folder(source) or Path(source).expanduser()) / "config.json"
     try:
         config = json.loads(config_file.read_text())
     except (OSError, ValueError):
@@ -304,10 +358,10 @@ def model_limits(source: str) -> dict[str, int]:
     return {k: v for k, v in limits.items() if isinstance(v, int) and not isinstance(v, bool) and v > 0}
 
 
-def load_model(source: str, init: str = "pretrained", seed: int = 0) -> tuple[GPT, Any]:
-    """(GPT, tokenizer) for `source`; `init="random"` keeps the architecture and tokenizer, re-draws the weights."""
+def load_model(source: str, init: str = "pretrained", seed: int = 0) -> tuple[OurModel, Any]:
+    """(model, tokenizer) for `source`; `init="random"` keeps the architecture and tokenizer, re-draws the weights."""
     model, tokenizer = load_pretrained(source)
     if init == "random":
         torch.manual_seed(seed)
-        model = GPT(model.config)
+        model = type(model)(model.config)
     return model, tokenizer

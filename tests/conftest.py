@@ -73,6 +73,23 @@ def tiny_llama_folder(tmp_path):
     return folder
 
 
+@pytest.fixture
+def tiny_mistral_folder(tmp_path):
+    """A tiny Mistral saved with save_pretrained: an architecture neither of our models implements, which trains
+    through transformers + PEFT."""
+    import torch
+    from transformers import MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(0)
+    cfg = MistralConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                        num_key_value_heads=2, vocab_size=300, max_position_embeddings=128, bos_token_id=0,
+                        eos_token_id=0, pad_token_id=0, sliding_window=None)
+    folder = tmp_path / "tiny-mistral"
+    MistralForCausalLM(cfg).save_pretrained(folder)
+    _save_tiny_tokenizer(folder, vocab_size=300)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def save_tiny_tokenizer():
     """The function that writes the tiny byte-level tokenizer into a model folder (for module-scoped fixtures that

@@ -269,7 +269,7 @@ def test_tiny_llama_trains_through_peft_and_saves_a_peft_adapter(tiny_llama_fold
     del tokenizer
 
 
-def test_llama_lora_run_through_the_job_runner(tiny_llama_folder, llmfs_home, tmp_path):
+def test_llama_lora_run_through_the_job_runner_uses_our_llama(tiny_llama_folder, llmfs_home, tmp_path):
     from llmfs.config import ConfigError, TrainConfig
     from llmfs.recipes import submit_train
     from llmfs.runner import default_manager
@@ -288,7 +288,6 @@ def test_llama_lora_run_through_the_job_runner(tiny_llama_folder, llmfs_home, tm
         assert sorted(adapter["target_modules"]) == ["k_proj", "q_proj", "v_proj"]
         assert result["trainable_params"] == 2 * (4 * (32 + 32) + 2 * 4 * (32 + 16))
         assert not (run.path / "model").exists()  # a LoRA run's product is its adapter
-        with pytest.raises(ConfigError, match="Freezing strategies know GPT-2"):
-            submit_train(jobs, cfg.replace(lora_rank=0, freeze="bitfit"))
+        assert "via llmfs.lora" in (run.path / "log.txt").read_text()
     finally:
         jobs.shutdown()

@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from llmfs.model import GPT, PRESETS, GPTConfig, filter_top_k, filter_top_p
+from llmfs.model import GPT, PRESETS, GPTConfig
+from llmfs.sampling import filter_top_k, filter_top_p
 
 TINY = GPTConfig.preset("tiny")
 

@@ -194,8 +194,11 @@ def test_load_pretrained_local_folder_matches_transformers(tiny_hf_folder):
 def test_non_gpt2_folder_names_what_is_supported(tmp_path):
     from llmfs.sources import SourceError
     from llmfs.weights import load_pretrained
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "mistral", "hidden_size": 64}))
+    with pytest.raises(SourceError, match=r"'mistral' model.*GPT-2.*Llama-family.*smollm2-135m.*L15"):
+        load_pretrained(str(tmp_path))
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 64}))
-    with pytest.raises(SourceError, match=r"not a GPT-2-architecture model .*gpt2-medium.*L15"):
+    with pytest.raises(SourceError, match=r"lacks vocab_size, intermediate_size"):
         load_pretrained(str(tmp_path))
 
 
