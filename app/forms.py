@@ -24,8 +24,12 @@ from .choices import pipeline_outputs, saved_models, trained_models
 from .text import md_escape
 from .uploads import UPLOAD_SUFFIXES, fmt_mb, saved_upload, upload_limit_mb
 
-MODEL_SOURCES = {DEFAULT_MODEL: "llmfs-tiny (built in, works offline)", "mine": "A model you trained or saved",
-                 "folder": "A folder on this machine", "hub": "A Hugging Face hub id"}
+# The built-in names first (llmfs.sources.BUILTIN_MODELS), then the kinds of source a person types or picks.
+MODEL_SOURCES = {DEFAULT_MODEL: "llmfs-tiny (built in, a tiny 1.35M GPT-2, works offline)",
+                 "smollm2-135m": "smollm2-135m (built in, a real 135M chat model, works offline)",
+                 "mine": "A model you trained or saved", "folder": "A folder on this machine",
+                 "hub": "A Hugging Face hub id"}
+SOURCE_KINDS = ("mine", "folder", "hub")
 DATA_SOURCES = {DEFAULT_DATA: "llmfs-corpus (built in)",
                 "upload": "Upload a .txt / .jsonl / .parquet file",
                 "pipeline": "The output of an L13 data pipeline run",
@@ -113,13 +117,46 @@ def _check_against_model(cfg: Any, limits: dict[str, int]) -> None:
 
 
 def start_button(key: str, cfg: Any | None, label: str = "Start training") -> bool:
-    """The page's start button: off while the form's values are refused or the page's last run is still going."""
+    """The page's start button: off while the form's values are refused or the page's last run is still going;
+    above it, for a training run, the time it is expected to take here."""
     busy = state.busy(key)
+    if cfg is not None and hasattr(cfg, "lora_rank") and hasattr(cfg, "steps"):
+        expected_time(cfg)
     pressed = st.button(label, type="primary", icon=":material/play_arrow:", disabled=cfg is None or busy,
                         key=f"{key}.start")
     if busy:
         st.caption("The run started from this page is still going: stop it, or wait for it to finish.")
     return pressed and cfg is not None
+
+
+def expected_time(cfg: Any) -> None:
+    """"Expected time: about 4 min" from the model's size and this machine's speed (`llmfs.timing`), or nothing
+    when the model's shape is not known without loading it (a hub id not downloaded yet)."""
+    from llmfs.architecture import config_of
+    from llmfs.timing import estimate_train
+    from llmfs.train import resolve_device
+    try:
+        shape = config_of(cfg.model)
+        device = resolve_device(cfg.device)
+        if shape is None:
+            return
+        est = estimate_train(cfg, shape, device=device)
+    except (ValueError, OSError, RuntimeError):
+        return
+    runs = len(cfg.modes) if hasattr(cfg, "modes") else 1
+    st.caption(md_escape(f"Expected time: {_about(est.seconds * runs)} ({est.steps} steps at about "
+                         f"{_seconds(est.seconds_per_step)} each), an estimate from {est.basis}; loading the model "
+                         "and waiting for other runs come on top."))
+
+
+def _about(seconds: float) -> str:
+    if seconds < 60:
+        return "under a minute"
+    return f"about {round(seconds / 60)} min" if seconds < 3600 else f"about {seconds / 3600:.1f} h"
+
+
+def _seconds(seconds: float) -> str:
+    return f"{seconds:.2f} s" if seconds < 1 else f"{seconds:.0f} s"
 
 
 def submit_job(key: str, submit: Callable[[], str]) -> None:
@@ -192,25 +229,48 @@ def _widget(name: str, meta: dict, default: Any, key: str) -> Any:
 def _source_picker(label: str, help_: str | None, default: str, wkey: str, sources: dict, builtin: str) -> str:
     """A choice between the built-in source and the other kinds, with a text box for a path or hub id."""
     kinds = list(sources)
-    if default == builtin:
-        initial = builtin
+    if default == builtin or (default in sources and default not in SOURCE_KINDS):  # a built-in name
+        initial = default
     elif "hub" in sources and not looks_like_path(default):
         initial = "hub"
     else:
         initial = "folder" if "folder" in sources else kinds[1]
     kind = st.selectbox(label, kinds, index=kinds.index(initial), format_func=sources.get, help=help_,
                         key=f"{wkey}.kind", persist_state="session")
-    if kind == builtin:
-        return builtin
+    if kind == builtin or kind not in SOURCE_KINDS:  # a built-in name is its own source
+        _quick_settings(kind, wkey.removesuffix(".model"))
+        return kind
     if kind == "mine":
         return _own_model_picker(default, wkey)
-    text = "" if default == builtin else default
+    text = "" if default in sources else default
     if kind == "hub":
         return st.text_input("Hub id", value=text, placeholder="gpt2", key=f"{wkey}.hub", persist_state="session",
                              help="Downloaded once into the Hugging Face cache; needs a network the first time.")
     placeholder = "/path/to/model-folder (it holds config.json)" if "hub" in sources else "/path/to/texts or file.jsonl"
     return st.text_input("Path on this machine", value=text, placeholder=placeholder, key=f"{wkey}.path",
                          persist_state="session")
+
+
+def _quick_settings(source: str, form_key: str) -> None:
+    """Under a built-in model that is slow on a CPU (smollm2-135m): what it is, and one click to settings that
+    finish in a few minutes here (`llmfs.timing.QUICK_CPU`). Start then says the expected time."""
+    from llmfs.packaged import PACKAGED
+    from llmfs.timing import QUICK_CPU
+    if source in PACKAGED:
+        st.caption(md_escape(PACKAGED[source].about))
+    quick = QUICK_CPU.get(source)
+    if not quick or state.machine().get("cuda_available"):
+        return
+
+    def use_quick() -> None:
+        for name, value in quick.items():
+            st.session_state[f"{form_key}.{name}"] = value
+
+    st.button("Use quick settings for this CPU", key=f"{form_key}.quick", on_click=use_quick,
+              icon=":material/bolt:", help=md_escape(
+                  "A 135M-parameter model trains slowly without a GPU. These settings finish in a few minutes: " +
+                  ", ".join(f"{k} {v}" for k, v in quick.items()) + " (fields this page does not show are left "
+                  "alone)."))
 
 
 def _own_model_picker(default: str, wkey: str) -> str:

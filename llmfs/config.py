@@ -83,9 +83,9 @@ def _fmt(x: Any) -> str:
 class TrainConfig:
     """A training run: which model, which text, how long and how fast to learn."""
 
-    model: str = option(DEFAULT_MODEL, "The model to start from: `llmfs-tiny` (built in, works offline), a folder "
-                                       "holding a Hugging Face GPT-2 model, or a hub id such as `gpt2`.",
-                        label="Model")
+    model: str = option(DEFAULT_MODEL, "The model to start from: `llmfs-tiny` or `smollm2-135m` (built in, work "
+                                       "offline), a folder holding a Hugging Face GPT-2 or Llama-family model, or a "
+                                       "hub id such as `gpt2`.", label="Model")
     init: Literal["pretrained", "random"] = option(
         "pretrained", "Start from the model's trained weights, or from random weights of the same shape "
                       "(to see what pretraining is worth).", label="Initial weights")
@@ -266,9 +266,9 @@ MMLU_MAX_FEWSHOT = 5  # MMLU's dev split holds 5 questions per subject
 class EvalConfig:
     """An evaluation: which model, which benchmark, how many questions."""
 
-    model: str = option(DEFAULT_MODEL, "The model to test: `llmfs-tiny` (built in, works offline), a folder holding "
-                                       "a Hugging Face GPT-2 model (a training run's model/ folder works), or a hub "
-                                       "id such as `gpt2`.", label="Model")
+    model: str = option(DEFAULT_MODEL, "The model to test: `llmfs-tiny` or `smollm2-135m` (built in, work offline), a "
+                                       "folder holding a Hugging Face causal LM (a training run's model/ folder "
+                                       "works), or a hub id such as `gpt2`.", label="Model")
     adapter: str = option("", "A LoRA adapter folder to put on top of the model before testing (from the LoRA "
                               "lesson). Leave empty to test the model as it is.", advanced=True, label="Adapter")
     task: EvalTask = option(

@@ -1,0 +1,108 @@
+"""How long a training run will take, said before it starts.
+
+A step's cost is counted in floating-point operations from the model's shapes (`llmfs.architecture`, no weights
+loaded): every linear layer does 2 * in * out FLOPs per token forward, attention 2 * 2 * T * width per token per
+layer (scores and weighted sum, half of it masked). The backward pass costs about twice the forward when every
+weight trains, and about once when only adapters train (the frozen weights still pass gradients down, but need no
+weight gradient of their own). Kaplan et al. 2020, sec. 2.1, and the PaLM paper's appendix B count the same way.
+
+Dividing by the speed this machine reaches on one matrix multiplication (measured once, a fraction of a second)
+and by an efficiency measured on real runs (`bench/smollm2_cpu.py`, BENCHMARKS.md) gives the estimate. It is a
+guess: the UI rounds it ("about 4 min") and says it is an estimate.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .architecture import architecture
+
+# Measured run time / FLOP-count time on this project's machines (bench/smollm2_cpu.py): the training loop does
+# more than matmuls (softmax, norms, the optimizer, data). QLoRA also unpacks every 4-bit weight at every use.
+EFFICIENCY = {"full": 0.35, "lora": 0.30, "qlora": 0.12}
+
+
+# Settings that finish in a few minutes on a laptop CPU, per built-in model (the pages offer them in one click):
+# LoRA on the attention projections, short sequences, few steps. llmfs-tiny needs none: its defaults take seconds.
+QUICK_CPU: dict[str, dict[str, Any]] = {
+    "smollm2-135m": {"steps": 20, "batch_size": 4, "seq_len": 64, "eval_every": 10, "eval_batches": 2,
+                     "warmup_steps": 2, "lr": 2e-4, "lora_rank": 8, "lora_targets": "qkv"},
+}
+
+
+@dataclass(frozen=True)
+class TimeEstimate:
+    seconds: float
+    seconds_per_step: float
+    steps: int
+    flops_per_step: float
+    device: str
+    basis: str          # one plain sentence: what the estimate rests on
+
+
+@functools.lru_cache(maxsize=4)
+def matmul_rate(device: str = "cpu") -> float:
+    """FLOP/s this machine reaches on a training-sized fp32 matrix multiplication (measured once per process)."""
+    dev = torch.device(device)
+    a = torch.randn(512, 576, device=dev)
+    b = torch.randn(576, 1536, device=dev)
+    flops = 2 * a.shape[0] * a.shape[1] * b.shape[1]
+    a @ b  # warm up (thread pool, kernels)
+    done, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < 0.15:
+        a @ b
+        done += 1
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    return done * flops / (time.perf_counter() - t0)
+
+
+def forward_flops_per_token(config: Any, seq_len: int) -> float:
+    """Forward FLOPs per token: every linear layer (the head included) plus causal attention at `seq_len`."""
+    arch = architecture(config)
+    linear = sum(2 * i * o for _, i, o in arch.linears)
+    width = _attention_width(arch)
+    return linear + 2 * arch.n_layer * seq_len * width  # QK^T and AV, 2 FLOPs each per pair, half masked
+
+
+def _attention_width(arch: Any) -> int:
+    q = [o for name, _, o in arch.linears if name.endswith(("q_proj", "c_attn", "query_key_value"))]
+    if not q or not arch.n_layer:
+        return 0
+    first = q[0]
+    # GPT-2's c_attn outputs q, k and v together: the query part is a third.
+    return first // 3 if any(name.endswith(("c_attn", "query_key_value")) for name, _, _ in arch.linears) else first
+
+
+def mode_of(cfg: Any) -> str:
+    if getattr(cfg, "lora_rank", 0):
+        return "qlora" if getattr(cfg, "quantize", "none") == "4bit" else "lora"
+    return "full"
+
+
+def estimate_train(cfg: Any, config: Any, device: str = "cpu", rate: float | None = None) -> TimeEstimate:
+    """The expected wall time of training run `cfg` on a model of shape `config` (a GPTConfig, a config.json dict
+    or a model folder), on `device`: the steps, plus the held-out evaluations along the way.
+
+    Raises:
+        ValueError: a config `llmfs.architecture` cannot read.
+    """
+    mode = mode_of(cfg)
+    tokens = cfg.batch_size * cfg.seq_len * max(1, cfg.grad_accum)
+    forward = forward_flops_per_token(config, cfg.seq_len) * tokens
+    per_step = forward * (3.0 if mode == "full" else 2.0)
+    steps = int(cfg.steps)
+    evals = (steps // cfg.eval_every if cfg.eval_every else 0) + 1
+    eval_flops = evals * cfg.eval_batches * cfg.batch_size * cfg.seq_len * forward_flops_per_token(config, cfg.seq_len)
+    rate = rate or matmul_rate(device)
+    seconds_per_step = per_step / (rate * EFFICIENCY[mode])
+    total = steps * seconds_per_step + eval_flops / (rate * EFFICIENCY[mode])
+    basis = (f"{per_step / 1e9:,.0f} GFLOP per step ({mode.replace('qlora', 'QLoRA').replace('lora', 'LoRA')}) on "
+             f"a {device.upper()} that multiplies matrices at {rate / 1e9:,.0f} GFLOP/s, at the efficiency measured "
+             "on earlier runs")
+    return TimeEstimate(total, seconds_per_step, steps, per_step, device, basis)
