@@ -6,6 +6,7 @@ The adapters themselves (library, swap and compare, merge) are in `app.adapter_v
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import plotly.graph_objects as go
 import streamlit as st
@@ -15,8 +16,10 @@ from llmfs.config import FREEZE_FIELDS, LORA_FIELDS, ConfigError, TrainConfig, f
 from llmfs.lora import FAMILIES, LESSON_TARGETS, TARGET_HELP, matches, target_modules
 from llmfs.recipes import fit_to_data
 from llmfs.runs import FINAL_STATES
+from llmfs.sources import is_builtin
+from llmfs.weights import peek_model_config
 
-from . import adapter_view, charts, identity, panels, state
+from . import adapter_view, charts, choices, identity, panels, state
 from .text import md_escape
 
 PLOT_CONFIG = {"displaylogo": False}
@@ -38,8 +41,9 @@ def help_of(name: str) -> str:
 
 
 # -- 1 · the LoRA settings and what they cost -----------------------------------------------------------------------
-def lora_controls(key: str) -> dict:
-    """Rank, alpha, target layers, 4-bit and the finer settings; returns them as TrainConfig fields."""
+def lora_controls(key: str, source: str | None = None) -> dict:
+    """Rank, alpha, target layers, 4-bit and the finer settings; returns them as TrainConfig fields. Under the
+    layers: what they are called in `source`'s model (the model picked above), and how many get adapters."""
     left, right = st.columns(2)
     rank = left.select_slider("Rank r", RANKS, value=8, key=f"{key}.lora_rank", persist_state="session",
                               help="The adapters' width: each adapted layer gets A (r × in) and B (out × r). "
@@ -54,8 +58,11 @@ def lora_controls(key: str) -> dict:
     targets = st.multiselect("Layers that get adapters", LESSON_TARGETS, default=["qkv"], key=f"{key}.lora_targets",
                              persist_state="session",
                              format_func=lambda t: f"{t}: {TARGET_HELP[t]}",
-                             help="qkv alone is the LoRA paper's choice; all four block layers (PEFT's "
-                                  "'all-linear') usually learn more for a few times the parameters.")
+                             help="qkv alone is the LoRA paper's choice; all four kinds of block layer (PEFT's "
+                                  "'all-linear': every linear layer in the blocks) usually learn more, for a few "
+                                  "times the parameters. Under this box: what each is called in the chosen model.")
+    layer_map = layers_of(source)
+    slot = st.container()   # filled once the extra module names below are known
     quantize = st.toggle("Store the frozen base in 4-bit (QLoRA)", key=f"{key}.quantize",
                          persist_state="session", help=help_of("quantize"))
     with st.expander("More LoRA settings"):
@@ -73,6 +80,8 @@ def lora_controls(key: str) -> dict:
                               help="For a model whose layers the names above do not cover: module-name endings, "
                                    "comma-separated, as in PEFT's target_modules.")
     names = [*targets, *(m.strip() for m in extra.split(",") if m.strip())]
+    with slot:
+        layers_caption(source, layer_map, targets, names)
     if out_of_range("lora_alpha", alpha) is None:
         scale = alpha / rank ** 0.5 if rslora else alpha / rank
         st.caption(f"Each adapter's update is scaled by alpha / {'√r' if rslora else 'r'} = **{scale:g}**."
@@ -82,6 +91,70 @@ def lora_controls(key: str) -> dict:
     return {"lora_rank": int(rank), "lora_alpha": None if alpha is None else float(alpha),
             "lora_targets": ",".join(names), "lora_dropout": None if dropout is None else float(dropout),
             "lora_rslora": bool(rslora), "quantize": "4bit" if quantize else "none", "double_quant": bool(double_quant)}
+
+
+@dataclass(frozen=True)
+class LayerMap:
+    """The lesson's layer names on one model, from its config alone (nothing loaded)."""
+
+    model_type: str
+    n_layer: int
+    tied: bool | None
+    """Does the head share its matrix with the word embeddings? (None: not known for this architecture)"""
+    names: dict[str, tuple[str, ...]]
+    """lesson target -> the module-name endings it stands for in this model (empty: a family not known here)"""
+    linears: tuple[str, ...]
+    """every linear layer's full name, the head included"""
+
+
+FAMILY_WORDS = {"gpt2": "a GPT-2", "llama": "a Llama", "qwen2": "a Qwen2, Llama-like", "mistral": "a Mistral, "
+                "Llama-like"}
+
+
+def layers_of(source: str | None) -> LayerMap | None:
+    """What qkv, attn_proj, ... are called in `source`'s model, read off its config (`memory.architecture`, on the
+    meta device); None when the config cannot be read cheaply (a hub id not downloaded yet)."""
+    config = memory.config_of(source)
+    if config is None:
+        return None
+    try:
+        arch = memory.architecture(config)
+    except (ValueError, TypeError):
+        return None
+    family = FAMILIES.get(arch.model_type, {})
+    linears = tuple(name for name, _, _ in arch.linears)
+    names = {t: tuple(s for s in suffixes if any(matches(n, (s,)) for n in linears)) for t, suffixes in family.items()}
+    peek = peek_model_config(source) if source else None
+    tied = getattr(peek, "tie_word_embeddings", None)
+    return LayerMap(arch.model_type, arch.n_layer, None if tied is None else bool(tied), names, linears)
+
+
+def layers_caption(source: str | None, layer_map: LayerMap | None, targets: list[str], names: list[str]) -> None:
+    """The picked layers in the chosen model's own module names ("qkv → q_proj, k_proj, v_proj"), every lesson
+    name shown so the mapping reads as a whole, the picked ones bold; then how many linear layers get adapters."""
+    if layer_map is None or not source:
+        return
+    what = choices.model_name(source)
+    kind = FAMILY_WORDS.get(layer_map.model_type, f"model_type {layer_map.model_type}")
+    if not layer_map.names:
+        st.caption(f"The names above are known for GPT-2 and Llama-family models; {md_escape(what)} is {kind}: "
+                   "type its module names under *More LoRA settings*.")
+        return
+    parts = []
+    for t in LESSON_TARGETS:
+        modules = ", ".join(f"`{m}`" for m in layer_map.names.get(t, ())) or "none"
+        parts.append(f"**{t}** → {modules}" if t in targets else f"{t} → {modules}")
+    try:
+        suffixes = target_modules(",".join(names), layer_map.model_type) if names else []
+    except ValueError:
+        suffixes = []
+    count = sum(1 for n in layer_map.linears if matches(n, suffixes))
+    text = (f"In **{md_escape(what)}** ({kind}, {layer_map.n_layer} blocks): " + " · ".join(parts)
+            + (f". Your choice puts adapters on **{count}** linear layers." if names else "."))
+    if "lm_head" in targets and layer_map.tied:
+        text += (" Its head shares its matrix with the word embeddings: the adapter changes what the head "
+                 "outputs, the shared matrix stays frozen, and merging gives the head a copy of its own.")
+    st.caption(text)
 
 
 def limits_of(name: str) -> tuple[float, float]:
@@ -140,6 +213,11 @@ def estimate_panel(source: str | None, lora: dict, cfg: TrainConfig | None) -> N
     config = memory.config_of(source)
     if not lora["lora_targets"]:
         return   # the controls above already ask for a layer
+    if config is None and source and is_builtin(source):
+        st.info(f"{md_escape(source)} is unpacked from its package the first time it is used (about a minute, "
+                "once): its estimate appears here then. Starting a run unpacks it, as does loading it on L12.",
+                icon=":material/info:")
+        return
     if config is None:
         st.info("The estimate needs the model's config.json. For a hub id that is not downloaded yet, paste its "
                 "config.json under **Try it on a big model** below.", icon=":material/info:")

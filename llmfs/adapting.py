@@ -1,7 +1,8 @@
 """Using adapters: several on one loaded base (switch, mix, compare generations), and merging one into a full model.
 
-GPT-2-family bases carry our `llmfs.lora` layers; other architectures carry PEFT's (`PeftModel.load_adapter` /
-`set_adapter`). Either way the base is loaded once and adapters are switched by a flag, never by reloading.
+Bases our own models read (GPT-2; Llama, SmolLM, Qwen2: `weights.OUR_MODEL_TYPES`) carry our `llmfs.lora` layers;
+other architectures carry PEFT's (`PeftModel.load_adapter` / `set_adapter`). Either way the base is loaded once and
+adapters are switched by a flag, never by reloading.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ BASE = "(base model)"  # the label of generations without any adapter
 
 @dataclass
 class AdaptedModel:
-    """A base model with named adapters attached (our GPT + llmfs.lora, or a transformers model + PEFT)."""
+    """A base model with named adapters attached (our GPT or Llama + llmfs.lora, or a transformers model + PEFT)."""
 
-    model: nn.Module          # what generate_text samples from (our GPT, or hf_causal.CausalLM)
+    model: nn.Module          # what generate_text samples from (our GPT or Llama, or hf_causal.CausalLM)
     tokenizer: Any
     adapters: dict[str, str] = field(default_factory=dict)  # name -> folder
     peft: bool = False        # True: a transformers model with PEFT adapters
@@ -47,8 +48,8 @@ class AdaptedModel:
         if isinstance(adapters, Mapping):
             live = [n for n, w in adapters.items() if w]
             if len(live) != 1 or adapters[live[0]] != 1.0:
-                raise ValueError("Weighted combinations of adapters are offered for GPT-2-family models; for this "
-                                 "architecture pick one adapter at a time.")
+                raise ValueError("Weighted combinations of adapters are offered on this lab's own models (GPT-2 "
+                                 "and the Llama family); for this architecture pick one adapter at a time.")
             adapters = live[0]
         peft_model.base_model.enable_adapter_layers()
         peft_model.set_adapter(adapters)
@@ -181,10 +182,12 @@ def merge_adapter(adapter_dir: str | os.PathLike, out_dir: str | os.PathLike, ba
             merged.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
         else:
-            from .lora import load_adapter
+            from .lora import load_adapter_into, merge_and_unload
             from .weights import load_pretrained, save_hf_folder
-            model, tokenizer = load_pretrained(base)
-            save_hf_folder(load_adapter(model, adapter_dir), tmp / "model", tokenizer=tokenizer)
+            model, tokenizer = load_pretrained(base)   # our own copy: merged in place, no second one in memory
+            load_adapter_into(model, adapter_dir)
+            # a head tied to the embeddings (SmolLM2's) is untied first when the adapter changes it
+            save_hf_folder(merge_and_unload(model).eval(), tmp / "model", tokenizer=tokenizer)
             os.replace(tmp / "model", tmp / "merged")
             _flatten(tmp / "merged", tmp)
         replace_dir(tmp, out_dir)

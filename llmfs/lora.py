@@ -1,4 +1,4 @@
-"""LoRA and QLoRA (L15): low-rank adapters on our GPT, saved and loaded in PEFT's format.
+"""LoRA and QLoRA (L15): low-rank adapters on our GPT and our Llama, saved and loaded in PEFT's format.
 
 A LoRA adapter leaves a pretrained weight W frozen and learns a low-rank update: y = W x + (alpha / r) B A x, with
 A (r, in) and B (out, r), B starting at zero so the adapted model starts equal to the base (Hu et al. 2021,
@@ -7,13 +7,15 @@ keeps the update's size steady as the rank grows (Kalajdzievski 2023). QLoRA kee
 bitsandbytes, the adapters in full precision (Dettmers et al. 2023).
 
 `LoRALinear` wraps one linear layer and holds any number of named adapters, like PEFT's `LoraLayer`: its state-dict
-names (`<module>.base_layer.weight`, `<module>.lora_A.<adapter>.weight`) are PEFT's, and our GPT's module names are
-Hugging Face GPT-2's, so an adapter file is PEFT's `adapter_model.safetensors` with the adapter name dropped and
-`base_model.model.` in front. Several adapters sit on one base: `set_active` switches between them (or mixes them
-with weights) without touching the base weights.
+names (`<module>.base_layer.weight`, `<module>.lora_A.<adapter>.weight`) are PEFT's, and our models' module names are
+Hugging Face's (our GPT's are GPT2LMHeadModel's, our Llama's LlamaForCausalLM's), so an adapter file is PEFT's
+`adapter_model.safetensors` with the adapter name dropped and `base_model.model.` in front: PEFT loads ours on
+transformers' model and we load PEFT's (tests/test_lora_layers.py, tests/test_lora_llama.py). Several adapters sit
+on one base: `set_active` switches between them (or mixes them with weights) without touching the base weights.
 
-Other architectures (Llama, Qwen, ...) are trained through PEFT itself (`llmfs.hf_causal`); the lesson's target
-names (qkv, attn_proj, mlp_in, mlp_out, lm_head) map to each family's module names in `target_modules`.
+The lesson's target names (qkv, attn_proj, mlp_in, mlp_out, lm_head) map to each family's module names in
+`target_modules` (on a Llama: q_proj + k_proj + v_proj, o_proj, gate_proj + up_proj, down_proj, lm_head).
+Architectures neither of our models implements (Mistral, Gemma, ...) train through PEFT itself (`llmfs.hf_causal`).
 """
 
 from __future__ import annotations
@@ -31,10 +33,21 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .fsutil import make_temp_dir, replace_dir
 from .errors import SourceError
-from .targets import (ALL_LINEAR, FAMILIES, LESSON_TARGETS, QUANT_SKIP, TARGET_HELP,  # noqa: F401 (the lesson's API)
-                      matches, parse_targets, target_modules)
+from .fsutil import make_temp_dir, replace_dir
+
+# the lesson's layer names and their help, re-exported: the pages and older code read them from here
+from .targets import (  # noqa: F401
+    ALL_LINEAR,
+    FAMILIES,
+    LESSON_TARGETS,
+    QUANT_SKIP,
+    TARGET_HELP,
+    matches,
+    parse_targets,
+    target_modules,
+)
+
 
 def scaling(rank: int, alpha: float, rslora: bool = False) -> float:
     """alpha / r (LoRA), or alpha / sqrt(r) (rsLoRA)."""
@@ -417,8 +430,9 @@ def load_adapter_into(model: nn.Module, path: str | os.PathLike, name: str = "de
                       activate: bool = True) -> str:
     """Attach the PEFT-format adapter at `path` to `model` as adapter `name` (unmerged, switchable).
 
-    Works for adapters we saved and for adapters trained with PEFT on Hugging Face's GPT-2 (the module names and
-    the A / B shapes are the same; Conv1D's transposition does not reach the adapter matrices).
+    Works for adapters we saved and for adapters trained with PEFT on Hugging Face's GPT-2 or Llama (the module
+    names and the A / B shapes are the same; GPT-2's Conv1D transposition does not reach the adapter matrices).
+    A copy of the head or embeddings PEFT saves beside an adapter on them is checked against the base and skipped.
     Raises:
         SourceError: not an adapter folder, or one that does not fit this model (names, shapes).
     """
@@ -427,13 +441,13 @@ def load_adapter_into(model: nn.Module, path: str | os.PathLike, name: str = "de
     cfg = read_adapter_config(path)
     tensors = load_file(str(Path(path).expanduser() / WEIGHTS_FILE), device="cpu")
     pairs: dict[str, dict[str, torch.Tensor]] = {}
+    modules = dict(model.named_modules())
     for key, t in tensors.items():
         module_name, kind = _split_key(key)
         if kind is None:
-            raise SourceError(f"The adapter in {path} holds {key!r}, which is not a LoRA A or B matrix; only plain "
-                              "LoRA adapters on linear layers load here.")
+            _check_base_copy(modules, key, t, path)
+            continue
         pairs.setdefault(module_name, {})[kind] = t
-    modules = dict(model.named_modules())
     bad = [m for m in pairs if m not in modules or not isinstance(modules[m], (nn.Linear, LoRALinear))]
     if bad:
         raise SourceError(f"The adapter in {path} does not fit this model: it adapts {bad[0]!r}, which this model "
@@ -467,6 +481,31 @@ def load_adapter_into(model: nn.Module, path: str | os.PathLike, name: str = "de
     if activate:
         set_active(model, name)
     return name
+
+
+def _check_base_copy(modules: Mapping[str, nn.Module], key: str, tensor: torch.Tensor, path) -> None:
+    """A tensor beside the A / B matrices: PEFT saves a full copy of the head or the embeddings with an adapter that
+    targets them (`save_embedding_layers`, e.g. `lm_head.base_layer.weight`) or after resizing them. A copy equal to
+    this model's own weight adds nothing and is skipped. Any other (a resized vocabulary, retrained embeddings) would
+    replace the base's weights for every adapter on it, which switching adapters cannot undo: refused.
+
+    Raises:
+        SourceError: a tensor that is not a copy of this model's weight.
+    """
+    k = key[len(PEFT_PREFIX):] if key.startswith(PEFT_PREFIX) else key
+    module = modules.get(k.removesuffix(".weight").removesuffix(".base_layer")) if k.endswith(".weight") else None
+    weight = getattr(module, "weight", None)
+    rows = tensor.shape[0] if tensor.dim() else 0
+    fits = (isinstance(weight, torch.Tensor) and tensor.dim() == weight.dim() and rows <= weight.shape[0]
+            and tensor.shape[1:] == weight.shape[1:] and type(weight) in (nn.Parameter, torch.Tensor))
+    # a padded vocabulary has more rows than the saved one; the real ones must match
+    if fits and torch.allclose(tensor.to(weight.dtype).float(), weight[:rows].detach().float().cpu(),
+                               rtol=1e-3, atol=1e-6):
+        return
+    raise SourceError(f"The adapter in {path} holds {key!r}, which is not a LoRA A or B matrix "
+                      + ("but its own copy of this model's weight, with other values (a resized vocabulary or "
+                         "retrained embeddings?)" if fits else "nor a copy of one of this model's weights")
+                      + "; only plain LoRA adapters on linear layers load here. Load it with PEFT directly.")
 
 
 def _split_key(key: str) -> tuple[str, str | None]:

@@ -29,11 +29,13 @@ UNTIE_HEAD = ("linear_probe", "train_top", "gradual")
 
 # -- which layers ---------------------------------------------------------------------------------------------------
 LESSON_TARGETS = ("qkv", "attn_proj", "mlp_in", "mlp_out", "lm_head")
+# In words true of every family below (GPT-2 computes q, k and v in one matrix, a Llama in three; GPT-2's MLP
+# widens with one matrix, a Llama's SwiGLU with two): the page shows the chosen model's own module names beside them.
 TARGET_HELP = {
-    "qkv": "attention's query / key / value projection (the LoRA paper's choice)",
+    "qkv": "attention's query, key and value projections (the LoRA paper's choice)",
     "attn_proj": "attention's output projection",
-    "mlp_in": "the MLP's first (widening) layer",
-    "mlp_out": "the MLP's second (narrowing) layer",
+    "mlp_in": "the MLP's widening layers (into its wider hidden size)",
+    "mlp_out": "the MLP's narrowing layer (back to the model's width)",
     "lm_head": "the output head that scores every token of the vocabulary",
 }
 ALL_LINEAR = ("qkv", "attn_proj", "mlp_in", "mlp_out")  # PEFT's "all-linear": every block linear, not the head

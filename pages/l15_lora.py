@@ -31,7 +31,7 @@ MLP layers too usually learns more, for more parameters.
 training = weights + gradients + optimizer states + activations: the chart shows which parts each method shrinks.
 """):
     picked = forms.config_form(TrainConfig, key=KEY, fields=["model"])
-    lora = lora_view.lora_controls(KEY)
+    lora = lora_view.lora_controls(KEY, picked.model if picked else None)
     estimate = st.container()
     with st.expander("Try it on a big model", icon=":material/rocket_launch:"):
         lora_view.big_model(KEY, lora)
