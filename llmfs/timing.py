@@ -13,7 +13,6 @@ guess: the UI rounds it ("about 4 min") and says it is an estimate.
 
 from __future__ import annotations
 
-import functools
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +30,7 @@ EFFICIENCY = {"full": 0.35, "lora": 0.30, "qlora": 0.12}
 # LoRA on the attention projections, short sequences, few steps. llmfs-tiny needs none: its defaults take seconds.
 QUICK_CPU: dict[str, dict[str, Any]] = {
     "smollm2-135m": {"steps": 20, "batch_size": 4, "seq_len": 64, "eval_every": 10, "eval_batches": 2,
-                     "warmup_steps": 2, "lr": 2e-4, "lora_rank": 8, "lora_targets": "qkv"},
+                     "warmup_steps": 2, "lr": 2e-4, "lora_rank": 8},
 }
 
 
@@ -45,9 +44,22 @@ class TimeEstimate:
     basis: str          # one plain sentence: what the estimate rests on
 
 
-@functools.lru_cache(maxsize=4)
+_RATES: dict[str, tuple[float, float]] = {}   # device -> (measured at, FLOP/s)
+RATE_TTL_S = 300.0
+
+
 def matmul_rate(device: str = "cpu") -> float:
-    """FLOP/s this machine reaches on a training-sized fp32 matrix multiplication (measured once per process)."""
+    """FLOP/s this machine reaches now on a training-sized fp32 matrix multiplication, measured in 0.15 s and
+    kept for five minutes: a server busy with other runs is slower for the next run too, and faster once idle."""
+    now = time.monotonic()
+    if device in _RATES and now - _RATES[device][0] < RATE_TTL_S:
+        return _RATES[device][1]
+    rate = _measure(device)
+    _RATES[device] = (now, rate)
+    return rate
+
+
+def _measure(device: str) -> float:
     dev = torch.device(device)
     a = torch.randn(512, 576, device=dev)
     b = torch.randn(576, 1536, device=dev)

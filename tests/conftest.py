@@ -74,6 +74,20 @@ def tiny_llama_folder(tmp_path):
 
 
 @pytest.fixture
+def fake_smollm2(llmfs_home, tiny_llama_folder):
+    """The name smollm2-135m resolving to a tiny Llama in this test's LLMFS_HOME, as if unpacked: pages and
+    commands that take the built-in name run in seconds (the real model has one test of its own)."""
+    import json
+
+    from llmfs.packaged import SMOLLM2, folder_of, is_converted
+    folder = folder_of(SMOLLM2)
+    shutil.copytree(tiny_llama_folder, folder)
+    (folder / "llmfs_source.json").write_text(json.dumps({"name": SMOLLM2.name, "fake": "a tiny Llama for tests"}))
+    assert is_converted(folder)
+    return folder
+
+
+@pytest.fixture
 def tiny_mistral_folder(tmp_path):
     """A tiny Mistral saved with save_pretrained: an architecture neither of our models implements, which trains
     through transformers + PEFT."""

@@ -58,3 +58,18 @@ def test_markdown_in_data_is_shown_as_written():
     assert "<h1>" not in html and "<code>" not in html and "<em>" not in html and "<strong>" not in html
     assert "<b>" not in html and "=====" in html and "`x` _y_ **z**" in html
     assert one_line("a\n\nb " * 100, 20).endswith("…") and "\n" not in one_line("a\nb")
+
+
+def test_smollm2_picked_offers_quick_cpu_settings_and_the_expected_time(home_with_default, fake_smollm2):
+    from llmfs.timing import QUICK_CPU
+    at = apphelpers.open_page(L15, timeout=120)
+    at.selectbox(key="l15.model.kind").set_value("smollm2-135m").run()
+    captions = [apphelpers.unescaped(str(c.value)) for c in at.caption]
+    assert any(c.startswith("SmolLM2-135M-Instruct (Hugging Face, Apache-2.0)") for c in captions)
+    quick = next(b for b in at.button if b.key == "l15.quick")
+    quick.click().run()
+    assert number(at, "Training steps").value == QUICK_CPU["smollm2-135m"]["steps"]
+    assert number(at, "Sequence length", "l15.seq_len").value == QUICK_CPU["smollm2-135m"]["seq_len"]
+    expected = next(c for c in (apphelpers.unescaped(str(c.value)) for c in at.caption)
+                    if c.startswith("Expected time:"))
+    assert f"({QUICK_CPU['smollm2-135m']['steps']} steps at about" in expected and "GFLOP per step (LoRA)" in expected
