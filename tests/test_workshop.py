@@ -86,6 +86,14 @@ def test_size_limits(jobs):
     check_submission(WorkshopLimits(max_params=2_000_000), jobs, "train", {"model": "llmfs-tiny"}, "ada")
 
 
+def test_the_packaged_models_size_is_limited_before_it_is_unpacked(jobs, llmfs_home):
+    from llmfs.packaged import SMOLLM2, folder_of
+    assert not folder_of(SMOLLM2).exists()
+    with pytest.raises(LimitError, match="smollm2-135m has 134,515,008 parameters.*\\(100,000,000\\)"):
+        check_submission(WorkshopLimits(max_params=100_000_000), jobs, "eval", {"model": "smollm2-135m"}, "ada")
+    check_submission(WorkshopLimits(max_params=200_000_000), jobs, "train", {"model": "smollm2-135m"}, "ada")
+
+
 def test_queue_snapshot_estimates_the_wait(jobs):
     jobs.pause()
     ids = [jobs.submit("train", {"steps": 10}, user=f"u{i}") for i in range(3)]
