@@ -6,7 +6,9 @@ and LOCAL_RANK set; `setup()` joins them into one process group (NCCL on GPUs, g
 
 - every rank builds the same model from the same seed; `wrap()` puts it under DDP (a replica per rank, gradients
   averaged after each backward) or FSDP (`fully_shard` per transformer block, then the root: weights, gradients and
-  optimizer states split across ranks, gathered a block at a time);
+  optimizer states split across ranks, gathered a block at a time). The blocks are our GPT's `transformer.h`, our
+  Llama's `model.layers` or a transformers model's decoder layers; the root holds the rest (embeddings, final
+  norm, head: a tied head is the embedding's one tensor, sharded once);
 - the data: each step's *global* batch is drawn as one single-process run would draw it, and rank r takes its rows
   (`RankSlice`), so N processes x batch b train on exactly the batches one process x batch N*b would: the same
   loss history, within float tolerance, and no two ranks see the same rows;
@@ -129,14 +131,17 @@ def wrap(model: nn.Module, strategy: str, env: DistEnv) -> nn.Module:
 
 
 def _blocks(model: nn.Module) -> list[nn.Module]:
-    """The transformer blocks (our GPT's `transformer.h`, a transformers model's decoder layers): FSDP's units."""
-    blocks = getattr(getattr(model, "transformer", None), "h", None)
-    if blocks is None:
-        hf = getattr(model, "hf", model)
-        layers = [m for m in hf.modules() if isinstance(m, nn.ModuleList) and len(m) and
-                  type(m[0]).__name__.endswith(("Block", "DecoderLayer", "Layer"))]
-        blocks = layers[0] if layers else []
-    return list(blocks)
+    """The transformer blocks, FSDP's units: our GPT's and our Llama's blocks by their class, a transformers
+    model's decoder layers by their class name."""
+    from .llama import Block as LlamaBlock
+    from .model import Block as GPTBlock
+    ours = [m for m in model.modules() if isinstance(m, (GPTBlock, LlamaBlock))]
+    if ours:
+        return ours
+    hf = getattr(model, "hf", model)
+    layers = [m for m in hf.modules() if isinstance(m, nn.ModuleList) and len(m) and
+              type(m[0]).__name__.endswith(("Block", "DecoderLayer", "Layer"))]
+    return list(layers[0]) if layers else []
 
 
 def is_fsdp(model: nn.Module) -> bool:

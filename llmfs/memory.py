@@ -2,10 +2,10 @@
 mode (fp32, fp16, bf16, bf16-pure) and method (full fine-tune, a freezing strategy, LoRA, QLoRA), before anything
 is loaded.
 
-The model's shapes come from its config alone (`llmfs.architecture`: our `GPTConfig` or any Hugging Face
-causal-LM config.json, built on the meta device, nothing downloaded), so the same arithmetic covers the lab's GPT-2
-and "what would a 7B model need?": about 13.5 GB of 16-bit weights for Llama-2-7B, under 4 GB once QLoRA stores
-them in 4 bits.
+The model's shapes come from its config alone (`llmfs.architecture`: our `GPTConfig` or `LlamaConfig`, or any
+Hugging Face causal-LM config.json, built on the meta device, nothing downloaded), so the same arithmetic covers the
+lab's GPT-2, smollm2-135m and "what would a 7B model need?": about 13.5 GB of 16-bit weights for Llama-2-7B, under
+4 GB once QLoRA stores them in 4 bits.
 
 Every part is counted the way `llmfs.train` keeps it (bytes; GB = 10^9 bytes, the unit model cards use):
 - fp32 and AMP (fp16 / bf16 autocast): fp32 weights, fp32 gradients, fp32 AdamW states (4 + 4 + 8 bytes per
@@ -13,9 +13,10 @@ Every part is counted the way `llmfs.train` keeps it (bytes; GB = 10^9 bytes, th
 - bf16-pure: the model itself in bf16, so gradients and AdamW states too (2 + 2 + 4 bytes per trained parameter).
 - LoRA / QLoRA: the base frozen (no gradients, no states); adapters in the weights' dtype; QLoRA's linear layers
   in 4-bit NF4 with their quantization constants.
-- activations: for our GPT, op by op as autograd saves them (`llmfs.activations`), which also follows what a
-  freezing strategy or LoRA leaves without gradient; for other architectures the published per-layer formula
-  (Korthikanti et al. 2022).
+- activations: for the models we train ourselves (our GPT: gpt2 configs; our Llama: llama and qwen2 configs, as
+  `llmfs.builders` trains them), op by op as autograd saves them (`llmfs.activations`), which also follows what a
+  freezing strategy or LoRA leaves without gradient; for other architectures (trained through transformers) the
+  published per-layer formula (Korthikanti et al. 2022).
 `llmfs.tensor_memory` measures the same four parts on a real run; tests/test_memory_measured.py holds this estimate
 to within 10% of them. Not counted: the CUDA context (~0.3-0.5 GB), allocator fragmentation, temporary buffers,
 the data batch itself. Real runs therefore need some headroom above `total_bytes`.
@@ -36,10 +37,13 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from . import architecture as _architecture
 from .activations import saved_bytes
-from .architecture import Architecture, architecture, config_of, linear_shapes, param_count  # noqa: F401 (our API)
+from .architecture import Architecture
 from .config import TrainConfig
 from .freeze import FreezePlan, freeze_options, plan_freeze
+from .llama import MODEL_TYPES as LLAMA_TYPES
+from .llama import LlamaConfig
 from .lora import matches, target_modules
 from .model import GPTConfig
 from .precision import PRECISIONS, plan_precision
@@ -85,6 +89,47 @@ class Estimate:
     def parts(self) -> list[tuple[str, int]]:
         """(label, bytes) for each stacked-bar segment, in the order they stack."""
         return [(label, getattr(self, field)) for field, label in PART_LABELS.items()]
+
+
+# -- the model's shapes ---------------------------------------------------------------------------------------------
+config_of = _architecture.config_of  # our API: what the estimate can read for a model source
+
+
+def _readable(config: Any) -> Any:
+    """What `llmfs.architecture` reads: our Llama's config as its config.json (the same names, shapes and count)."""
+    return config.to_hf_dict() if isinstance(config, LlamaConfig) else config
+
+
+def architecture(config: Any) -> Architecture:
+    """`llmfs.architecture.architecture`, also for our `LlamaConfig` (a loaded Llama's `model.config`)."""
+    return _architecture.architecture(_readable(config))
+
+
+def param_count(config: Any) -> int:
+    """Parameters of the model `config` describes (a tied embedding / head once); `architecture`'s configs."""
+    return architecture(config).total_params
+
+
+def linear_shapes(config: Any) -> list[tuple[str, int, int]]:
+    """(module name, in_features, out_features) of every linear layer, the head included."""
+    return list(architecture(config).linears)
+
+
+def our_config(config: Any, arch: Architecture | None = None) -> GPTConfig | LlamaConfig | None:
+    """The config of our own model that trains what `config` describes: our GPT's for gpt2, our Llama's for llama
+    and qwen2 (`llmfs.builders` trains those folders on them); None for other architectures, and for a Llama
+    variant our Llama does not implement (those train through transformers)."""
+    arch = arch or architecture(config)
+    if arch.gpt is not None:
+        return arch.gpt
+    if isinstance(config, LlamaConfig):
+        return config
+    if arch.model_type not in LLAMA_TYPES:
+        return None
+    try:
+        return LlamaConfig.from_hf(_architecture._load(config))  # the dict architecture() read the shapes from
+    except ValueError:
+        return None
 
 
 # -- the arithmetic ------------------------------------------------------------------------------------------------
@@ -146,12 +191,14 @@ def _check(method: str, optimizer: str, sizes: dict[str, Any]) -> None:
             raise ValueError(f"{name} must be a whole number of at least 1 (got {value!r}).")
 
 
-def _freeze_plan(arch: Architecture, freeze: FreezePlan | str | None) -> FreezePlan | None:
+def _freeze_plan(arch: Architecture, ours: GPTConfig | LlamaConfig | None,
+                 freeze: FreezePlan | str | None) -> FreezePlan | None:
     if freeze is None or isinstance(freeze, FreezePlan):
         return freeze
-    if arch.gpt is None:
-        raise ValueError(f"Freezing strategies know GPT-2's layers only; this is a {arch.model_type} model.")
-    return plan_freeze(arch.gpt, freeze)
+    if ours is None:
+        raise ValueError(f"Freezing strategies know the layers of our GPT-2 and Llama only; this is a "
+                         f"{arch.model_type} model.")
+    return plan_freeze(ours, freeze)
 
 
 def estimate(config: Any, method: str = "full", *, precision: str = "fp32", freeze: FreezePlan | str | None = None,
@@ -168,11 +215,12 @@ def estimate(config: Any, method: str = "full", *, precision: str = "fp32", free
     - qlora: every linear layer but the head in 4-bit NF4 (`quantized_bytes`; Dettmers et al. 2023, sec. 2), their
       biases at c, everything else and the adapters at p; gradients and states for the adapters only. With
       bf16-pure this is a what-if (the training form pairs a 4-bit base with bf16 autocast).
-    - activations: `llmfs.activations.saved_bytes` for our GPT; `activation_bytes` for other architectures.
+    - activations: `llmfs.activations.saved_bytes` for our GPT and Llama (gpt2, llama and qwen2 configs);
+      `activation_bytes` for other architectures.
     total = weights + gradients + optimizer + activations.
 
     Args:
-        config: anything `architecture` accepts (GPTConfig, config.json dict / text / path).
+        config: anything `architecture` accepts (GPTConfig, LlamaConfig, config.json dict / text / path).
         precision: a mode of `llmfs.precision.PRECISIONS`.
         freeze: full fine-tune only: a `llmfs.freeze.FreezePlan` or a strategy name (its default settings).
         targets: the lesson's layer names ("qkv,attn_proj", "all-linear", ...) or module-name suffixes, mapped
@@ -180,13 +228,16 @@ def estimate(config: Any, method: str = "full", *, precision: str = "fp32", free
         batch_size: sequences per micro-batch (what one forward pass holds).
     Raises:
         ValueError: an unreadable config, an unknown method / precision / optimizer, a non-positive size, targets
-            that name no linear layer of the model, or a freezing strategy on a model that is not a GPT-2.
+            that name no linear layer of the model, or a freezing strategy on a model neither our GPT-2 nor
+            our Llama trains.
     """
     _check(method, optimizer, {"rank": rank, "batch_size": batch_size, "seq_len": seq_len})
     b = _bytes_of(precision)
     arch = architecture(config)
-    run = _full(arch, freeze, b) if method == "full" else _adapters(arch, method, rank, targets, double_quant, b)
-    acts, note = _activations(arch, run, batch_size, seq_len, b, quantized=method == "qlora")
+    ours = our_config(config, arch)
+    run = (_full(arch, ours, freeze, b) if method == "full"
+           else _adapters(arch, method, rank, targets, double_quant, b))
+    acts, note = _activations(arch, ours, run, batch_size, seq_len, b, quantized=method == "qlora")
     notes = [_precision_note(precision, b), *run.notes, note]
     if arch.max_positions is not None and seq_len > arch.max_positions:
         notes.append(f"seq_len {seq_len} is longer than the model's context ({arch.max_positions} positions).")
@@ -213,8 +264,9 @@ class _Trains:
     notes: tuple[str, ...] = ()
 
 
-def _full(arch: Architecture, freeze: FreezePlan | str | None, b: _Bytes) -> _Trains:
-    plan = _freeze_plan(arch, freeze)
+def _full(arch: Architecture, ours: GPTConfig | LlamaConfig | None, freeze: FreezePlan | str | None,
+          b: _Bytes) -> _Trains:
+    plan = _freeze_plan(arch, ours, freeze)
     if plan is None:
         return _Trains(arch.total_params, arch.total_params, arch.total_params * b.param, lambda name: True, {})
     rows = {r.name: r.trainable for r in plan.rows}
@@ -246,14 +298,14 @@ def _adapters(arch: Architecture, method: str, rank: int, targets: Any, double_q
     return _Trains(trainable, total, weights, lambda name: False, lora, notes=tuple(notes))  # the base is frozen
 
 
-def _activations(arch: Architecture, run: _Trains, batch_size: int, seq_len: int, b: _Bytes,
-                 quantized: bool) -> tuple[int, str]:
+def _activations(arch: Architecture, ours: GPTConfig | LlamaConfig | None, run: _Trains, batch_size: int,
+                 seq_len: int, b: _Bytes, quantized: bool) -> tuple[int, str]:
     """Bytes the forward pass keeps for backward, and a note saying how they were counted."""
-    if arch.gpt is None:
+    if ours is None:
         return (activation_bytes(arch, batch_size, seq_len, b.compute),
                 "Activations follow Korthikanti et al. 2022 (table 2); fused attention kernels (FlashAttention, SDPA) "
                 "skip storing the s x s attention scores, so real use is often lower.")
-    acts = saved_bytes(arch.gpt, batch_size=batch_size, seq_len=seq_len, param_bytes=b.param, compute_bytes=b.compute,
+    acts = saved_bytes(ours, batch_size=batch_size, seq_len=seq_len, param_bytes=b.param, compute_bytes=b.compute,
                        autocast=b.autocast, trains=run.trains, lora=run.lora, quantized=quantized)
     return acts, ("Activations: what each operation of the forward pass keeps for backward (llmfs.activations)"
                   + (", autocast's 16-bit copies of inputs and weights included." if b.autocast else "."))
@@ -277,19 +329,19 @@ def run_settings(config: Any, cfg: TrainConfig) -> tuple[str, dict[str, Any]]:
     """The method and `estimate` keyword arguments of the run a TrainConfig describes: its method (full with its
     freezing strategy, LoRA or QLoRA), precision, rank, targets, batch, sequence length and double quantization."""
     method = "qlora" if cfg.quantize == "4bit" else "lora" if cfg.lora else "full"
-    arch = architecture(config)
+    ours = our_config(config)
     plan = None
-    if method == "full" and cfg.freeze != "full" and arch.gpt is not None:
-        plan = plan_freeze(arch.gpt, **freeze_options(cfg))
+    if method == "full" and cfg.freeze != "full" and ours is not None:
+        plan = plan_freeze(ours, **freeze_options(cfg))
     return method, dict(precision=cfg.precision, freeze=plan, rank=max(cfg.lora_rank, 1), targets=cfg.lora_targets,
                         batch_size=cfg.batch_size, seq_len=cfg.seq_len, double_quant=cfg.double_quant)
 
 
 def estimate_run(config: Any, cfg: TrainConfig, *, precision: str | None = None) -> Estimate:
     """`estimate` for the run a TrainConfig describes: its method (full with its freezing strategy, LoRA or QLoRA),
-    precision (or `precision`), batch and sequence length. A freezing strategy applies to our GPT only (another
-    architecture's full fine-tune trains everything, as `llmfs.recipes` runs it). The run records this estimate
-    and the L15 page shows the same one before it starts (`compare_run`)."""
+    precision (or `precision`), batch and sequence length. A freezing strategy applies to our GPT and Llama only
+    (another architecture's full fine-tune trains everything, as `llmfs.recipes` runs it). The run records this
+    estimate and the L15 page shows the same one before it starts (`compare_run`)."""
     method, settings = run_settings(config, cfg)
     return estimate(config, method, **{**settings, "precision": precision or cfg.precision})
 

@@ -1,7 +1,8 @@
 """Several processes through torchrun on the CPU (gloo): DDP trains exactly like one process with the same global
 batch, each rank on its own rows, rank 0 alone writing; a killed rank fails the run (no hang) and it resumes on
 another number of processes; FSDP trains and its checkpoint loads in one process; the job runner launches torchrun
-itself and Stop ends every rank; LoRA and bf16 work under both strategies."""
+itself and Stop ends every rank; LoRA and bf16 work under both strategies; our Llama trains under FSDP (a tied head,
+as smollm2-135m's) like one process, and its LoRA adapter under DDP loads in PEFT."""
 
 from __future__ import annotations
 
@@ -202,6 +203,59 @@ def test_lora_and_bf16_under_several_processes_save_one_peft_adapter(tiny_hf_fol
     from transformers import GPT2LMHeadModel
     peft = PeftModel.from_pretrained(GPT2LMHeadModel.from_pretrained(tiny_hf_folder), out / "adapter")
     assert any("lora_A" in n for n, _ in peft.named_parameters())
+
+
+@pytest.fixture
+def tied_llama_folder(tiny_llama_folder):
+    """The tiny Llama with its head tied to the embeddings, as smollm2-135m's is (our Llama ignores the stored head)."""
+    config = tiny_llama_folder / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "tie_word_embeddings": True}))
+    return tiny_llama_folder
+
+
+def test_our_llama_under_fsdp_trains_like_one_process_and_saves_each_tensor_once(tied_llama_folder, text_file,
+                                                                                  tmp_path):
+    out = tmp_path / "fsdp-llama"
+    p = torchrun(2, _cfg(tied_llama_folder, text_file, batch_size=2, steps=3, strategy="fsdp"), "--out", str(out))
+    assert p.returncode == 0, p.stderr[-3000:]
+    summary, run = _last_json(p.stdout), Run(out)
+    assert run.read_metrics("ranks")[0]["strategy"] == "fsdp"
+    single = one_process(tmp_path / "single", _cfg(tied_llama_folder, text_file, batch_size=4, steps=3))
+    assert [m["loss"] for m in run.read_metrics("train")] == pytest.approx(single.status()["result"]["losses"],
+                                                                             rel=1e-4, abs=1e-5)
+    assert summary["memory_estimate"]["method"] == "full"  # the run records our Llama's estimate too
+    # FSDP gathers the tied head under both its names: the checkpoint keeps one, as a single process writes it
+    from safetensors import safe_open
+    with safe_open(out / "checkpoints" / "last" / "model.safetensors", "pt") as f:
+        names = set(f.keys())
+    assert "model.embed_tokens.weight" in names and "lm_head.weight" not in names
+    assert len(names) == 2 * 9 + 2  # 9 tensors a block, the embedding and the final norm
+    # the saved model is a Hugging Face Llama: transformers gives the logits our Llama gives
+    from transformers import LlamaForCausalLM
+
+    from llmfs.llama import load_llama
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    with torch.no_grad():
+        theirs = LlamaForCausalLM.from_pretrained(out / "model").eval()(ids).logits
+        assert torch.allclose(theirs, load_llama(out / "model")(ids)[0], atol=1e-4)
+
+
+def test_our_llama_lora_in_bf16_under_ddp_saves_one_peft_adapter(tiny_llama_folder, text_file, tmp_path):
+    out = tmp_path / "ddp-llama-lora"
+    p = torchrun(2, _cfg(tiny_llama_folder, text_file, batch_size=2, steps=3, lora_rank=4, lora_targets="qkv,mlp_in",
+                         precision="bf16"), "--out", str(out))
+    assert p.returncode == 0, p.stderr[-3000:]
+    summary = _last_json(p.stdout)
+    assert summary["state"] == SUCCEEDED and summary["precision"] == "bf16"
+    assert summary["memory_estimate"]["trainable_params"] == summary["trainable_params"] < summary["total_params"] / 5
+    assert Run(out).read_metrics("ranks")[0]["strategy"] == "ddp"
+    adapters = sorted(x.parent for x in out.rglob("adapter_config.json"))
+    assert adapters == [out / "adapter"]  # saved once, by rank 0
+    from peft import PeftModel
+    from transformers import LlamaForCausalLM
+    peft = PeftModel.from_pretrained(LlamaForCausalLM.from_pretrained(tiny_llama_folder), out / "adapter")
+    adapted = {n.split(".lora_A")[0].rsplit(".", 1)[1] for n, _ in peft.named_parameters() if "lora_A" in n}
+    assert adapted == {"q_proj", "k_proj", "v_proj", "gate_proj", "up_proj"}
 
 
 def test_the_job_runner_launches_torchrun_and_stop_ends_every_rank(tiny_hf_folder, text_file, tmp_path,

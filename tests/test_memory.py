@@ -17,6 +17,8 @@ TINY_GPT2 = {"model_type": "gpt2", "vocab_size": 100, "n_positions": 32, "n_embd
 TINY_LLAMA = {"model_type": "llama", "vocab_size": 100, "hidden_size": 64, "intermediate_size": 128,
               "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
               "max_position_embeddings": 64, "tie_word_embeddings": False}
+# An architecture neither of our models implements (it trains through transformers): the published formula's case.
+MISTRAL_7B = {**M.LLAMA_2_7B, "model_type": "mistral", "architectures": ["MistralForCausalLM"], "sliding_window": None}
 
 
 def _hf_model(d: dict, meta: bool = False):
@@ -175,11 +177,44 @@ def test_activations_follow_the_forward_pass():
     assert act(precision="fp32", **big) > act(precision="bf16", **big) > act(precision="bf16-pure", **big)
     # at batch 1, autocast's 16-bit copies of the (frozen) weights, 2 bytes per parameter, outweigh what it saves
     assert act(precision="bf16") > act(precision="fp32") > act(precision="bf16") - 2 * M.param_count(gpt2)
+    # our Llama (llama / qwen2 configs) op by op too: linear in batch and length, up to the rotary tables (one per
+    # forward, not per sequence) and the loss's scalar
+    llama_act = act(M.LLAMA_2_7B, batch_size=1)
+    assert act(M.LLAMA_2_7B, batch_size=4) == pytest.approx(4 * llama_act, rel=1e-4)
+    assert act(M.LLAMA_2_7B, seq_len=1024) == pytest.approx(2 * act(M.LLAMA_2_7B, seq_len=512), rel=1e-4)
     # other architectures: Korthikanti et al. table 2, superlinear in length (the a*s^2 attention scores)
     arch = M.architecture(gpt2)
     assert M.activation_bytes(arch, 1, 1024) == 12 * 1024 * (34 * 768 + 5 * 12 * 1024) + 1024 * 50257 * 8
-    assert act(M.LLAMA_2_7B, seq_len=1024) > 2 * act(M.LLAMA_2_7B, seq_len=512)
-    assert act(M.LLAMA_2_7B, batch_size=4) == 4 * act(M.LLAMA_2_7B, batch_size=1)
+    assert act(MISTRAL_7B, seq_len=1024) > 2 * act(MISTRAL_7B, seq_len=512)
+    assert act(MISTRAL_7B, batch_size=4) == 4 * act(MISTRAL_7B, batch_size=1)
+
+
+def test_our_llama_config_is_read_as_its_config_json(tmp_path):
+    """A loaded Llama's `model.config` (what the run record and L12 pass) gives the estimate its folder gives."""
+    from llmfs.llama import Llama, LlamaConfig
+    ours = LlamaConfig.from_hf({**TINY_LLAMA, "tie_word_embeddings": True})
+    (tmp_path / "config.json").write_text(json.dumps(ours.to_hf_dict()))
+    assert M.param_count(ours) == M.param_count(tmp_path) == Llama(ours).num_params()  # the tied head once
+    assert ("model.layers.1.self_attn.k_proj", 64, 32) in M.linear_shapes(ours)  # 2 key / value heads of 16
+    for method in M.METHODS:
+        assert M.estimate(ours, method, seq_len=32) == M.estimate(tmp_path, method, seq_len=32)
+    assert M.our_config(tmp_path).to_hf_dict() == ours.to_hf_dict()
+    assert M.our_config(TINY_GPT2) == M.architecture(TINY_GPT2).gpt
+    # architectures we do not train ourselves: none of ours, the published formula for their activations
+    assert M.our_config({**TINY_LLAMA, "model_type": "mistral"}) is None
+    sliding = {**TINY_LLAMA, "model_type": "qwen2", "use_sliding_window": True}  # a Qwen2 our Llama does not run
+    assert M.our_config(sliding) is None and any("Korthikanti" in n for n in M.estimate(sliding).notes)
+
+
+def test_freezing_strategies_apply_to_our_llama():
+    from llmfs.config import TrainConfig
+    full = M.estimate(TINY_LLAMA, seq_len=32)
+    bitfit = M.estimate(TINY_LLAMA, freeze="bitfit", seq_len=32)
+    assert bitfit.trainable_params == 2 * 2 * 64 + 64  # the RMSNorm weights: two a block and the final one
+    assert bitfit.gradients_bytes == 4 * bitfit.trainable_params and bitfit.freeze == "bitfit"
+    bottom = M.estimate_run(TINY_LLAMA, TrainConfig(freeze="freeze_bottom", freeze_layers=1, seq_len=32, batch_size=1))
+    assert bottom.freeze == "freeze_bottom" and bottom.trainable_params < full.trainable_params
+    assert bottom.activations_bytes < full.activations_bytes  # nothing below the trained block keeps activations
 
 
 def test_notes_say_what_is_assumed():
@@ -187,7 +222,8 @@ def test_notes_say_what_is_assumed():
     assert any("stay fp32" in n for n in est["full"].notes)
     assert any("4-bit NF4" in n for n in est["qlora"].notes)
     assert any("longer than the model's context" in n for n in est["lora"].notes)
-    assert any("Korthikanti" in n for n in est["full"].notes)
+    assert any("llmfs.activations" in n for n in est["full"].notes)  # our Llama trains it: counted op by op
+    assert any("Korthikanti" in n for n in M.estimate(MISTRAL_7B, seq_len=64).notes)
     pure = M.estimate(GPTConfig.preset("gpt2"), freeze="bitfit", precision="bf16-pure")
     assert any("bf16-pure" in n for n in pure.notes) and any("bitfit" in n for n in pure.notes)
 
@@ -213,8 +249,8 @@ def test_bad_settings_say_why():
         M.estimate(TINY_GPT2, "dora")
     with pytest.raises(ValueError, match="Unknown precision"):
         M.estimate(TINY_GPT2, precision="int8")
-    with pytest.raises(ValueError, match="Freezing strategies know GPT-2's layers only"):
-        M.estimate(TINY_LLAMA, freeze="bitfit")
+    with pytest.raises(ValueError, match="Freezing strategies know the layers of our GPT-2 and Llama only"):
+        M.estimate({**TINY_LLAMA, "model_type": "mistral"}, freeze="bitfit")
     with pytest.raises(ValueError, match="seq_len"):
         M.estimate(TINY_GPT2, seq_len=0)
 
@@ -230,12 +266,15 @@ def test_fmt_bytes():
 @pytest.mark.parametrize("changes", [dict(lora_rank=8), dict(lora_rank=8, quantize="4bit", batch_size=4, seq_len=64),
                                      dict(lora_rank=16, lora_targets="all-linear", precision="bf16"),
                                      dict(freeze="freeze_embeddings", seq_len=32)])
-def test_compare_run_holds_the_runs_own_estimate(changes):
+@pytest.mark.parametrize("family", ["gpt", "llama"])
+def test_compare_run_holds_the_runs_own_estimate(changes, family):
     """The page's step 1 (`compare_run`) and the run's record (`estimate_run`) are one estimate for one set of
     settings: the chosen method's figure is the same number, the other methods use the same batch and length."""
     from llmfs.config import TrainConfig
+    from llmfs.llama import LlamaConfig
     cfg = TrainConfig(**changes)
-    config = GPTConfig(vocab_size=100, n_positions=128, n_embd=64, n_layer=2, n_head=2)
+    config = (LlamaConfig.from_hf(TINY_LLAMA) if family == "llama" else
+              GPTConfig(vocab_size=100, n_positions=128, n_embd=64, n_layer=2, n_head=2))
     method = "qlora" if cfg.quantize == "4bit" else "lora" if cfg.lora else "full"
     both = M.compare_run(config, cfg)
     assert both[method] == M.estimate_run(config, cfg)

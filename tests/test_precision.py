@@ -1,5 +1,6 @@
-"""Mixed precision: every mode trains, bf16 tracks fp32, the fp16 scaler skips an overflowing step and halves its
-scale, divergence stops the run with the last checkpoint kept, and the capability check refuses old GPUs."""
+"""Mixed precision: every mode trains our GPT and our Llama, bf16 tracks fp32, the fp16 scaler skips an overflowing
+step and halves its scale, divergence stops the run with the last checkpoint kept, and the capability check refuses
+old GPUs."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from llmfs.config import TrainConfig
+from llmfs.llama import Llama, LlamaConfig, rope_frequencies
 from llmfs.memory import estimate
 from llmfs.model import GPT, GPTConfig
 from llmfs.precision import (
@@ -22,6 +24,15 @@ from llmfs.precision import (
 from llmfs.train import RandomWindows, train
 
 TINY = GPTConfig(vocab_size=64, n_positions=32, n_embd=32, n_layer=2, n_head=2)
+# grouped-query attention and a tied head, as smollm2-135m
+TINY_LLAMA = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32)
+MODES = ("fp32", "fp16", "bf16", "bf16-pure")
+
+
+def _model(config):
+    torch.manual_seed(0)
+    return Llama(config) if isinstance(config, LlamaConfig) else GPT(config)
 
 
 def _data(seed=0):
@@ -32,20 +43,20 @@ def _data(seed=0):
     return torch.where(torch.rand(4000, generator=g) < 0.1, noise, base)
 
 
-def _run(precision, steps=40, **kw):
-    torch.manual_seed(0)
-    model = GPT(TINY)
+def _run(precision, steps=40, config=TINY, **kw):
+    model = _model(config)
     cfg = TrainConfig(steps=steps, batch_size=8, seq_len=16, lr=3e-3, warmup_steps=2, eval_every=0, device="cpu",
                       precision=precision, **kw)
     return model, train(model, RandomWindows(_data(), 8, 16, seed=1), cfg)
 
 
-@pytest.fixture(scope="module")
-def runs():
-    return {mode: _run(mode)[1] for mode in ("fp32", "fp16", "bf16", "bf16-pure")}
+@pytest.fixture(scope="module", params=["gpt", "llama"])
+def runs(request):
+    config = TINY_LLAMA if request.param == "llama" else TINY
+    return {mode: _run(mode, config=config)[1] for mode in MODES}
 
 
-@pytest.mark.parametrize("mode", ["fp32", "fp16", "bf16", "bf16-pure"])
+@pytest.mark.parametrize("mode", MODES)
 def test_each_mode_trains(runs, mode):
     losses = runs[mode].losses
     assert all(math.isfinite(x) for x in losses)
@@ -70,16 +81,26 @@ def test_pure_bf16_keeps_weights_in_bf16():
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
 
 
-def test_scaler_skips_an_injected_overflow_and_halves_its_scale():
-    torch.manual_seed(0)
-    model = GPT(TINY)
+def test_pure_bf16_keeps_our_llamas_rotary_frequencies_in_fp32():
+    """The weights go to bf16; the rotary frequencies, recomputed rather than stored, stay exact (in bf16 a
+    pretrained Llama's positions would drift by radians at a few thousand tokens)."""
+    model, result = _run("bf16-pure", steps=3, config=TINY_LLAMA)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert model.inv_freq.dtype == torch.float32 and torch.equal(model.inv_freq, rope_frequencies(TINY_LLAMA))
+    assert "inv_freq" not in model.state_dict()  # still a buffer the checkpoint does not hold
+
+
+@pytest.mark.parametrize("config, weight", [(TINY, "transformer.h.0.mlp.c_fc.weight"),
+                                            (TINY_LLAMA, "model.layers.0.mlp.gate_proj.weight")])
+def test_scaler_skips_an_injected_overflow_and_halves_its_scale(config, weight):
+    model = _model(config)
     calls = {"n": 0}
 
     def overflow_on_third_backward(grad):
         calls["n"] += 1
         return grad * float("inf") if calls["n"] == 3 else grad
 
-    model.transformer.h[0].mlp.c_fc.weight.register_hook(overflow_on_third_backward)
+    model.get_parameter(weight).register_hook(overflow_on_third_backward)
     snapshots = []
 
     class Sink:
@@ -136,9 +157,10 @@ def test_preflight_refuses_bf16_on_an_old_gpu(monkeypatch):
     assert e.value.field == "precision"
 
 
-def test_scaling_rescues_small_gradients():
-    torch.manual_seed(0)
-    rows = {r["variant"]: r for r in underflow_demo(GPT(TINY), torch.randint(0, 64, (4, 17)), loss_factor=2.0**-16)}
+@pytest.mark.parametrize("config", [TINY, TINY_LLAMA], ids=["gpt", "llama"])
+def test_scaling_rescues_small_gradients(config):
+    model = _model(config)
+    rows = {r["variant"]: r for r in underflow_demo(model, torch.randint(0, 64, (4, 17)), loss_factor=2.0**-16)}
     assert rows["fp16, no loss scaling"]["zero_fraction"] > 0.3
     assert rows["fp16 with loss scaling"]["zero_fraction"] < 0.01
     assert rows["fp16 with loss scaling"]["rel_error"] < 0.01
@@ -154,9 +176,9 @@ def test_number_formats():
     assert rows[2]["fp32_status"] == rows[2]["fp16_status"] == "exact"
 
 
-def test_memory_per_mode_amp_saves_activations_pure_bf16_halves_the_rest():
-    fp32, fp16, amp, pure = (estimate(TINY, precision=m, batch_size=8, seq_len=32)
-                             for m in ("fp32", "fp16", "bf16", "bf16-pure"))
+@pytest.mark.parametrize("config", [TINY, TINY_LLAMA], ids=["gpt", "llama"])
+def test_memory_per_mode_amp_saves_activations_pure_bf16_halves_the_rest(config):
+    fp32, fp16, amp, pure = (estimate(config, precision=m, batch_size=8, seq_len=32) for m in MODES)
     # AMP keeps fp32 weights, gradients and AdamW states (16 bytes a parameter), as the loop does; only the
     # activations shrink (16-bit matmul inputs and outputs, though with 16-bit copies of the weights)
     assert amp.parts()[:3] == fp16.parts()[:3] == fp32.parts()[:3]

@@ -1,18 +1,26 @@
-"""The training loop: loss falls, the stop flag is honoured, resume continues the history, LR schedule shape, the
-tensor bytes it counts."""
+"""The training loop: loss falls, the stop flag is honoured, resume continues the history (our GPT's and our
+Llama's), LR schedule shape, no weight decay on norms and biases, the tensor bytes it counts."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
 from llmfs.config import ConfigError, TrainConfig
+from llmfs.llama import Llama, LlamaConfig
 from llmfs.model import GPT, GPTConfig
-from llmfs.train import RandomWindows, checkpoint_step, lr_at, total_steps_for, train
+from llmfs.train import RandomWindows, checkpoint_step, lr_at, make_optimizer, total_steps_for, train
 
 TINY = GPTConfig(vocab_size=64, n_positions=32, n_embd=32, n_layer=2, n_head=2)
+TINY_LLAMA = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32)  # a tied head
+
+
+def _model(config):
+    return Llama(config) if isinstance(config, LlamaConfig) else GPT(config)
 
 
 def _data(n=4000, seed=0):
@@ -72,12 +80,13 @@ def test_stop_flag_honoured_between_steps():
     assert result.steps_done == 7 and len(result.history) == 7
 
 
-def test_resume_continues_the_history(tmp_path):
+@pytest.mark.parametrize("config", [TINY, TINY_LLAMA], ids=["gpt", "llama"])
+def test_resume_continues_the_history(tmp_path, config):
     data = _data()
     cfg = _cfg(steps=30, checkpoint_every=10, eval_every=0)
 
     torch.manual_seed(0)
-    straight = train(GPT(TINY), RandomWindows(data, 8, 16), cfg, checkpoint_dir=tmp_path / "a")
+    straight = train(_model(config), RandomWindows(data, 8, 16), cfg, checkpoint_dir=tmp_path / "a")
 
     torch.manual_seed(0)
     n = {"i": 0}
@@ -86,15 +95,32 @@ def test_resume_continues_the_history(tmp_path):
         n["i"] += 1
         return n["i"] > 12
 
-    first = train(GPT(TINY), RandomWindows(data, 8, 16), cfg, checkpoint_dir=tmp_path / "b", should_stop=stop_after_12)
+    first = train(_model(config), RandomWindows(data, 8, 16), cfg, checkpoint_dir=tmp_path / "b",
+                  should_stop=stop_after_12)
     assert first.stopped and first.steps_done == 12
     assert checkpoint_step(tmp_path / "b") == 12   # the stop wrote a checkpoint
 
     torch.manual_seed(123)  # a different init: resume must restore the weights, not rely on the seed
-    resumed = train(GPT(TINY), RandomWindows(data, 8, 16), cfg, checkpoint_dir=tmp_path / "b", resume=True)
+    resumed = train(_model(config), RandomWindows(data, 8, 16), cfg, checkpoint_dir=tmp_path / "b", resume=True)
     assert [h["step"] for h in resumed.history] == list(range(1, 31))
     # Same data per step, same weights and optimizer state: the resumed run matches the uninterrupted one.
     assert resumed.losses == pytest.approx(straight.losses, rel=1e-4, abs=1e-5)
+
+
+@pytest.mark.parametrize("config, no_decay", [
+    (TINY, (".bias", "ln_1.weight", "ln_2.weight", "ln_f.weight")),
+    # Qwen2's q / k / v biases; RMSNorm weights as LayerNorm's
+    (dataclasses.replace(TINY_LLAMA, qkv_bias=True, model_type="qwen2", tie_word_embeddings=False),
+     (".bias", "input_layernorm.weight", "post_attention_layernorm.weight", "model.norm.weight")),
+], ids=["gpt", "llama"])
+def test_norm_weights_and_biases_get_no_weight_decay(config, no_decay):
+    model = _model(config)
+    optimizer = make_optimizer(model, _cfg(weight_decay=0.1))
+    decays = {id(p): g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
+    names = dict(model.named_parameters())
+    assert set(decays) == {id(p) for p in names.values()}  # every tensor once, a tied head under its embedding
+    assert {n for n, p in names.items() if decays[id(p)] == 0.0} == {n for n in names if n.endswith(no_decay)}
+    assert {decays[id(p)] for n, p in names.items() if not n.endswith(no_decay)} == {0.1}
 
 
 def test_checkpoint_files_are_safe_formats(tmp_path):
