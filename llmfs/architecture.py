@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from .llama import LlamaConfig
 from .model import GPT, GPTConfig
 from .sources import looks_like_path
 from .targets import QUANT_SKIP
@@ -49,13 +50,16 @@ class Architecture:
 
 # -- reading a config ----------------------------------------------------------------------------------------------
 def _load(config: Any) -> GPTConfig | dict[str, Any]:
-    """A GPTConfig as it is; a dict, a JSON string or a path (folder or config.json) -> the config dict.
+    """A GPTConfig as it is; a LlamaConfig, a dict, a JSON string or a path (folder or config.json) -> the config
+    dict.
 
     Raises:
         ValueError: not JSON, JSON that is not an object, a path with no config.json, no model_type.
     """
     if isinstance(config, GPTConfig):
         return config
+    if isinstance(config, LlamaConfig):   # our Llama's config: its config.json, which transformers builds the same
+        return config.to_hf_dict()
     if isinstance(config, os.PathLike) or (isinstance(config, str) and not config.lstrip().startswith("{")):
         path = Path(config).expanduser()
         try:
