@@ -1,14 +1,18 @@
 """llmfs.eval vs EleutherAI's lm-evaluation-harness: the same model folder, the same items, scores and items/s.
 
 lm-eval runs its own task definitions (the task yamls shipped in the package, with only the dataset pointed at the
-local samples in /work/shared/data/benchmarks or --bench-dir) through its Hugging Face backend, ``HFLM``; llmfs runs
-``llmfs.eval.runner.evaluate`` on our GPT loaded from the same folder. Both get their tasks built before the clock
+local samples in /work/shared/data/benchmarks or --bench-dir) through its Hugging Face backend, ``HFLM`` (fp32, as
+ours; its default ``add_bos_token=None``: the tokenizer's own rule); llmfs runs ``llmfs.eval.runner.evaluate`` on
+our model loaded from the same folder by ``llmfs.weights.load_model``: our GPT for GPT-2 folders, our Llama for
+Llama / SmolLM2 / Qwen2 folders. Both get their tasks built before the clock
 starts; the timed part is requests -> model -> scores. Runs alternate (ours, theirs) and the median is reported.
 
 lm-eval is not a dependency of llmfs; install it for this bench only: ``.venv/bin/pip install lm-eval==0.4.13``.
 
     .venv/bin/python bench/eval_vs_lm_eval.py                   # llmfs-tiny (built on first use), CPU, ~5 min
     .venv/bin/python bench/eval_vs_lm_eval.py --model path/to/hf-gpt2-folder --limit 100 --device cuda
+    LLMFS_HOME=/tmp/llmfs-shared .venv/bin/python bench/eval_vs_lm_eval.py --model smollm2-135m \
+        --tasks hellaswag --limit 100 --repeats 1 --no-sharing-run 0 --model-calls-run 0  # our Llama, CPU, ~8 min
 
 Measured 2026-11-28 on a shared 2-vCPU VM (load 2-7), CPU, 1 torch thread, batch 16, 3 alternating repeats, items/s
 (lm-eval "calls" = HFLM.loglikelihood on requests already built; "e2e" = simple_evaluate on built tasks). Every
@@ -33,6 +37,7 @@ rules sharing out). MMLU's one-token answers already share one row on both sides
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -124,6 +129,18 @@ def lm_eval_logliks(results: dict, task: str) -> list:
 
 
 # -- the comparison -----------------------------------------------------------------------------------------------
+def model_folder(source: str) -> Path:
+    """The Hugging Face folder both sides load: a built-in name's (llmfs-tiny is built, smollm2-135m unpacked, on
+    first use) or the folder given."""
+    from llmfs.sources import is_builtin, resolve_model_dir
+    if is_builtin(source):
+        if source == "llmfs-tiny":
+            from llmfs.bootstrap import ensure_default
+            return ensure_default().model_dir
+        return resolve_model_dir(source)
+    return Path(source).expanduser()
+
+
 def our_config(task: str, data: str, limit: int, batch_size: int, num_fewshot: int = 0):
     from llmfs.config import EvalConfig
     return EvalConfig(task="perplexity" if task == "wikitext" else task, data=data, limit=limit,
@@ -160,7 +177,9 @@ def compare(task: str, ours: dict, theirs: dict, lm_task: str) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=None, help="Hugging Face GPT-2 folder (default: llmfs-tiny's folder).")
+    ap.add_argument("--model", default=None,
+                    help="A Hugging Face GPT-2 or Llama-family folder, or a built-in name (llmfs-tiny, smollm2-135m); "
+                         "default llmfs-tiny.")
     ap.add_argument("--bench-dir", default=str(DEFAULT_BENCH_DIR))
     ap.add_argument("--tasks", default=",".join(TASKS))
     ap.add_argument("--limit", type=int, default=50, help="Items per task (MMLU: per subject; wikitext: articles).")
@@ -168,6 +187,12 @@ def main() -> None:
     ap.add_argument("--num-fewshot", type=int, default=5, help="MMLU shots.")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--no-sharing-run", type=int, default=1,
+                    help="1: also time ours with shared contexts off (0 saves a run: a 135M model on a CPU is slow).")
+    ap.add_argument("--model-calls-run", type=int, default=1,
+                    help="1: also time lm-eval's model calls alone, on the requests its run built.")
+    ap.add_argument("--warmup-items", type=int, default=8,
+                    help="Items each side scores once before the clock starts (first calls allocate, pick kernels).")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch CPU threads for both sides. 1 by default: on a shared 2-core machine, OpenMP "
@@ -181,17 +206,17 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from llmfs.eval.runner import evaluate
     from llmfs.eval.tasks import load_task
-    from llmfs.weights import load_pretrained
+    from llmfs.weights import load_model
 
-    if args.model is None:
-        from llmfs.bootstrap import ensure_default
-        args.model = str(ensure_default().model_dir)
+    name = args.model or "llmfs-tiny"
+    folder = model_folder(name)
     bench, tmp = Path(args.bench_dir), Path(tempfile.mkdtemp(prefix="eval-bench-"))
-    model, tokenizer = load_pretrained(args.model)
+    model, tokenizer = load_model(str(folder))
     model.to(args.device).eval()
-    lm = HFLM(pretrained=args.model, batch_size=args.batch_size, device=args.device)
-    report = {"model": args.model, "device": args.device, "torch_threads": torch.get_num_threads(),
-              "platform": platform.platform(), "batch_size": args.batch_size, "tasks": {}}
+    lm = HFLM(pretrained=str(folder), batch_size=args.batch_size, device=args.device, dtype=torch.float32)
+    report = {"model": name, "folder": str(folder), "our_model": type(model).__name__, "device": args.device,
+              "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
+              "batch_size": args.batch_size, "tasks": {}}
     for task in args.tasks.split(","):
         if task == "mmlu":
             lm_task = f"mmlu_{args.mmlu_subject}"
@@ -215,32 +240,38 @@ def main() -> None:
             cfg = our_config(task, data, args.limit, args.batch_size)
         ours_task, their_tasks = load_task(cfg), build_lm_eval_tasks([spec])
         times = {"llmfs": [], "llmfs_no_sharing": [], "lm_eval": [], "lm_eval_model_calls": []}
-        evaluate(model, tokenizer, cfg, task=ours_task)  # warm-up: first calls allocate and pick kernels
+        if args.warmup_items:  # first calls allocate and pick kernels; a few items are enough
+            few = dataclasses.replace(ours_task, items=ours_task.items[: args.warmup_items])
+            evaluate(model, tokenizer, cfg, task=few)
+            run_lm_eval(lm, build_lm_eval_tasks([spec]), min(args.limit, args.warmup_items))
         for _ in range(args.repeats):
             t0 = time.perf_counter()
             ours = evaluate(model, tokenizer, cfg, task=ours_task)
             times["llmfs"].append(time.perf_counter() - t0)
-            if ours_task.kind == "multiple_choice":
+            if ours_task.kind == "multiple_choice" and args.no_sharing_run:
                 t0 = time.perf_counter()
                 evaluate(model, tokenizer, cfg, task=ours_task, share_context=False)
                 times["llmfs_no_sharing"].append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             theirs = run_lm_eval(lm, their_tasks, args.limit)
             times["lm_eval"].append(time.perf_counter() - t0)
-            times["lm_eval_model_calls"].append(time_lm_eval_model_calls(lm, their_tasks))
+            if args.model_calls_run:
+                times["lm_eval_model_calls"].append(time_lm_eval_model_calls(lm, their_tasks))
         n = ours["n_items"]
         row = {"items": n, **compare(task, ours, theirs, lm_task)}
         for k, ts in times.items():
             if ts:
+                row[f"{k}_seconds"] = round(statistics.median(ts), 1)
                 row[f"{k}_items_per_s"] = round(n / statistics.median(ts), 2)
         if times["lm_eval"]:
             theirs_s, ours_s = statistics.median(times["lm_eval"]), statistics.median(times["llmfs"])
             row["speedup_vs_lm_eval"] = round(theirs_s / ours_s, 2)
         report["tasks"][task] = row
-        print(f"{task:>15}: {n} items | llmfs {row['llmfs_items_per_s']}/s"
+        print(f"{task:>15}: {n} items | llmfs {row['llmfs_items_per_s']}/s ({row['llmfs_seconds']} s)"
               + (f" (no sharing {row['llmfs_no_sharing_items_per_s']}/s)" if times["llmfs_no_sharing"] else "")
-              + f" | lm-eval {row['lm_eval_items_per_s']}/s"
-              + f" (model calls alone {row['lm_eval_model_calls_items_per_s']}/s)"
+              + f" | lm-eval {row['lm_eval_items_per_s']}/s ({row['lm_eval_seconds']} s)"
+              + (f" (model calls alone {row['lm_eval_model_calls_items_per_s']}/s)"
+                 if times["lm_eval_model_calls"] else "")
               + f" | max |d loglik| {row['max_abs_loglik_delta']:.2e} | "
               + ", ".join(f"{m} {v['llmfs']:.4f} vs {v['lm_eval']:.4f}" for m, v in row["metrics"].items()),
               file=sys.stderr)

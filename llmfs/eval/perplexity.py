@@ -26,7 +26,20 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from .scorer import TokenRequest, _device, _eval_mode, _logits, _pad, context_length, prefix_token_id, score_requests
+from .scorer import (
+    TokenRequest,
+    _batches,
+    _device,
+    _eval_mode,
+    _logits,
+    _pad,
+    _vocab_width,
+    context_length,
+    prefix_text,
+    prefix_token_id,
+    score_requests,
+    tok_encode,
+)
 
 Progress = Callable[[int, int], None]
 
@@ -111,13 +124,13 @@ def sliding_loglikelihood(model: Any, tokens: Sequence[int], *, max_length: int 
     device = _device(model)
     total = 0.0
     with torch.no_grad(), _eval_mode(model):
-        for start in range(0, len(windows), batch_size):
-            batch = windows[start: start + batch_size]
+        for batch in _batches(windows, lambda w: w[1] - w[0], batch_size, _vocab_width(model)):
             ids = _pad([seq[b:e] for b, e, _ in batch], device)  # (B, T)
-            logprobs = F.log_softmax(_logits(model, ids).float(), dim=-1)  # (B, T, V)
+            logits = _logits(model, ids)  # (B, T, V)
             for row, (b, e, first) in enumerate(batch):
                 targets = torch.tensor(seq[first + 1: e + 1], device=device)  # the tokens after inputs first..e-1
-                total += float(logprobs[row, first - b: e - b].gather(1, targets[:, None]).sum())
+                logprobs = F.log_softmax(logits[row, first - b: e - b].float(), dim=-1)  # the scored positions only
+                total += float(logprobs.gather(1, targets[:, None]).sum())
     return total, len(seq) - 1
 
 
@@ -134,7 +147,8 @@ def document_loglikelihoods(model: Any, tokenizer: Any, texts: Sequence[str], *,
     else the sliding window with that stride."""
     max_length = max_length or context_length(model)
     prefix = prefix_token_id(tokenizer)
-    token_lists = [tokenizer.encode(t) for t in texts]  # lm-eval's tok_encode: the tokenizer's defaults
+    text_of_prefix = prefix_text(tokenizer)
+    token_lists = [tok_encode(tokenizer, t, text_of_prefix) for t in texts]  # lm-eval's: the tokenizer's defaults
     if not stride or stride >= max_length:
         lls = rolling_loglikelihoods(model, token_lists, prefix_token=prefix, max_length=max_length,
                                      batch_size=batch_size)

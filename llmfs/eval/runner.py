@@ -36,7 +36,8 @@ def evaluate(model: Any, tokenizer: Any, cfg: EvalConfig, progress: Progress | N
     """Score ``model`` on the benchmark ``cfg`` names.
 
     Args:
-        model: our ``GPT`` (or any callable mapping token ids to logits, with a ``config``), on its device.
+        model: our ``GPT`` or ``Llama`` (or any callable mapping token ids to logits, with a ``config``), on its
+            device.
         task: items already loaded (default: ``load_task(cfg)``).
         share_context: run a context shared by several choices once (see ``score_requests``); off only to
             measure what sharing saves.

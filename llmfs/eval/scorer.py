@@ -5,7 +5,9 @@ choice whose continuation it finds most likely. Everything here follows Eleuther
 
 - tokenizing: ``lm_eval/api/model.py`` ``TemplateLM.loglikelihood`` and ``_encode_pair`` (trailing spaces of the
   context move to the continuation; the whole is encoded and split after the context's tokens, so the tokens always
-  add up to the tokens of context + continuation; an empty context becomes the BOS/EOS prefix token);
+  add up to the tokens of context + continuation; an empty context becomes the BOS/EOS prefix token) and
+  ``HFLM.tok_encode`` with its default ``add_bos_token=None``: the tokenizer's own rule decides whether a BOS
+  starts each encoding (none for GPT-2 and SmolLM2, one for Llama-2 and Llama-3), see ``tok_encode``;
 - scoring: ``lm_eval/models/huggingface.py`` ``HFLM._loglikelihood_tokens`` (context + continuation left-truncated
   to ``max_length + 1`` tokens, the last one dropped as input; the sum of the continuation tokens' log-probabilities,
   and whether greedy decoding would have produced exactly those tokens); requests sorted longest first;
@@ -14,7 +16,8 @@ choice whose continuation it finds most likely. Everything here follows Eleuther
   ``lm_eval/api/metrics.py`` (``mean_stderr``, ``pooled_sample_stderr``).
 
 Where lm-eval runs one row per request, this scorer shares work between requests with the same context; see
-``score_requests``. The results are the same up to float rounding (tests/eval hold it against lm-eval's HFLM).
+``score_requests``. The results are the same up to float rounding (tests/eval hold it against lm-eval's HFLM, for
+our GPT and our Llama).
 """
 
 from __future__ import annotations
@@ -47,8 +50,32 @@ def prefix_token_id(tokenizer: Any) -> int:
     return bos if bos is not None else tokenizer.eos_token_id
 
 
-def encode_pair(tokenizer: Any, context: str, continuation: str, _cache: dict | None = None) -> TokenRequest:
-    """Tokens of ``(context, continuation)`` exactly as lm-eval's ``TemplateLM.loglikelihood`` makes them.
+def prefix_text(tokenizer: Any) -> str | None:
+    """The prefix token as text (e.g. ``<|endoftext|>``, SmolLM2's ``<|im_start|>``); None if it cannot be told."""
+    decode = getattr(tokenizer, "decode", None)
+    try:
+        text = decode(prefix_token_id(tokenizer)) if decode else None
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError):
+        return None
+    return text or None
+
+
+def tok_encode(tokenizer: Any, text: str, prefix: str | None = None) -> list[int]:
+    """Token ids of ``text`` as lm-eval's ``HFLM.tok_encode`` makes them with its default ``add_bos_token=None``.
+
+    The tokenizer's own defaults decide whether a BOS token is added (SmolLM2's and GPT-2's add none; Llama-2's
+    and Llama-3's add one), except for a text that already starts with the prefix token's text (``prefix``, see
+    ``prefix_text``), which is encoded without special tokens so the BOS is not doubled.
+    """
+    if prefix and text.startswith(prefix):
+        return tokenizer.encode(text, add_special_tokens=False)
+    return tokenizer.encode(text)
+
+
+def encode_pair(tokenizer: Any, context: str, continuation: str, _cache: dict | None = None,
+                prefix: str | None = None) -> TokenRequest:
+    """Tokens of ``(context, continuation)`` exactly as lm-eval's ``TemplateLM.loglikelihood`` makes them
+    (``prefix``: the prefix token's text, as ``tok_encode`` takes it).
 
     Raises:
         ValueError: the continuation is empty (there is nothing to score).
@@ -66,16 +93,17 @@ def encode_pair(tokenizer: Any, context: str, continuation: str, _cache: dict | 
         return TokenRequest((prefix,), tuple(cont))
     cache = {} if _cache is None else _cache
     if context not in cache:
-        cache[context] = tokenizer.encode(context)
+        cache[context] = tok_encode(tokenizer, context, prefix)
     ctx = cache[context]
-    whole = tokenizer.encode(context + continuation)
+    whole = tok_encode(tokenizer, context + continuation, prefix)
     return TokenRequest(tuple(ctx), tuple(whole[len(ctx):]))
 
 
 def encode_requests(tokenizer: Any, requests: Sequence[tuple[str, str]]) -> list[TokenRequest]:
     """``encode_pair`` for many requests; a context shared by several choices is encoded once."""
     cache: dict[str, list[int]] = {}
-    return [encode_pair(tokenizer, ctx, cont, cache) for ctx, cont in requests]
+    prefix = prefix_text(tokenizer)
+    return [encode_pair(tokenizer, ctx, cont, cache, prefix) for ctx, cont in requests]
 
 
 def loglikelihoods(model: LogitsFn, tokenizer: Any, requests: Sequence[tuple[str, str]], *,
@@ -91,17 +119,18 @@ def score_requests(model: LogitsFn, requests: Sequence[TokenRequest], *, max_len
                    progress: Progress | None = None) -> list[tuple[float, bool]]:
     """Score tokenized requests; results in the order given.
 
-    Requests are grouped by context. With ``share_context`` and our ``GPT``, a group whose every
+    Requests are grouped by context. With ``share_context`` and our ``GPT`` or ``Llama``, a group whose every
     context + continuation fits the window runs its context once: continuation rows attend to the context's cached
-    keys and values (``_gpt_shared_logits``). In a causal decoder the context's hidden states do not depend on what
-    follows it, so this computes the very numbers lm-eval's one-row-per-request forward computes, only once per
-    group instead of once per choice (up to float summation order, ~1e-6). A group where some row would be
+    keys and values (``_gpt_shared_logits``, ``_llama_shared_logits``). In a causal decoder the context's hidden
+    states do not depend on what follows it, so this computes the very numbers lm-eval's one-row-per-request
+    forward computes, only once per group instead of once per choice (up to float summation order, ~1e-6); our
+    Llama is scored this way too (the same rotary positions, grouped-query attention). A group where some row would be
     left-truncated (lm-eval truncates each row by its own continuation's length) runs row by row instead, as does
     any model that is only a logits callable; there a row serves every request whose input is a prefix of its
     input, which includes lm-eval's own one-token-continuation cache (MMLU's " A" .. " D" share one row).
 
     Args:
-        model: our ``GPT`` or any callable mapping (B, T) ids to (B, T, V) logits.
+        model: our ``GPT`` or ``Llama``, or any callable mapping (B, T) ids to (B, T, V) logits.
         max_length: the window in tokens (default: the model's ``config.n_positions``).
         batch_size: sequences per forward pass.
         progress: ``progress(done, total)`` in requests.
@@ -119,15 +148,16 @@ def score_requests(model: LogitsFn, requests: Sequence[TokenRequest], *, max_len
     groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
     for i, r in enumerate(requests):
         groups[r.context].append(i)
+    shared_logits = _shared_logits_fn(model) if share_context else None
     shared, single = [], []
     for ctx, idxs in groups.items():
         fits = all(len(ctx) + len(requests[i].continuation) <= max_length + 1 for i in idxs)
-        (shared if share_context and fits and _is_gpt(model) else single).append(idxs)
+        (shared if fits and shared_logits else single).append(idxs)
     results: list[tuple[float, bool] | None] = [None] * len(requests)
     done = _Counter(len(requests), progress)
     with torch.no_grad(), _eval_mode(model):
         _score_rows(model, requests, [i for idxs in single for i in idxs], max_length, batch_size, results, done)
-        _score_shared(model, requests, shared, batch_size, results, done)
+        _score_shared(model, shared_logits, requests, shared, batch_size, results, done)
     return results  # type: ignore[return-value]
 
 
@@ -152,19 +182,47 @@ def _score_rows(model, requests, indices, max_length, batch_size, results, done)
             rows.append(row)
         row.members.append((i, len(inp)))
     rows.sort(key=lambda w: (-len(w.input), w.input))  # lm-eval's _collate: longest first
-    for start in range(0, len(rows), batch_size):
-        batch = rows[start: start + batch_size]
+    for batch in _batches(rows, lambda w: len(w.input), batch_size, _vocab_width(model)):
         ids = _pad([w.input for w in batch], _device(model))
-        logprobs = F.log_softmax(_logits(model, ids).float(), dim=-1)  # (B, T, V)
+        logits = _logits(model, ids)  # (B, T, V)
         for b, row in enumerate(batch):
+            first = min(n - len(requests[i].continuation) for i, n in row.members)
+            logprobs = F.log_softmax(logits[b, first:].float(), dim=-1)  # only the scored positions: (T', V)
             for i, n in row.members:
                 cont = requests[i].continuation
-                results[i] = _sum_and_greedy(logprobs[b, n - len(cont): n], cont)
+                results[i] = _sum_and_greedy(logprobs[n - len(cont) - first: n - first], cont)
                 done.add(1)
 
 
-# -- shared context (our GPT) -------------------------------------------------------------------------------------
-def _score_shared(model, requests, groups: list[list[int]], batch_size, results, done) -> None:
+# Logits per forward pass (1 GiB in fp32). One 8192-token window of SmolLM2's 49,152-token vocabulary is 4e8
+# logits on its own: sixteen such rows at once would need 25 GiB.
+LOGITS_BUDGET = 2 ** 28
+
+
+def _batches(items: Sequence, width: Callable[[Any], int], batch_size: int, vocab: int | None):
+    """``items`` in batches of at most ``batch_size``, and of no more than LOGITS_BUDGET logits (rows x widest row
+    x vocabulary) where the vocabulary is known: long windows of a large vocabulary run fewer rows at a time.
+    Batching changes no score: rows are right-padded and causal."""
+    batch: list = []
+    widest = 0
+    for item in items:
+        w = max(widest, width(item))
+        if batch and (len(batch) >= batch_size or (vocab and (len(batch) + 1) * w * vocab > LOGITS_BUDGET)):
+            yield batch
+            batch, w = [], width(item)
+        batch.append(item)
+        widest = w
+    if batch:
+        yield batch
+
+
+def _vocab_width(model: Any) -> int | None:
+    cfg = getattr(model, "config", None)
+    return getattr(cfg, "padded_vocab_size", None) or getattr(cfg, "vocab_size", None)
+
+
+# -- shared context (our GPT and Llama) ---------------------------------------------------------------------------
+def _score_shared(model, shared_logits, requests, groups: list[list[int]], batch_size, results, done) -> None:
     # Longest first, as lm-eval orders its rows: memory errors surface at once and batches pad little.
     groups = sorted(groups, key=lambda g: -max(len(requests[i].context) + len(requests[i].continuation) for i in g))
     batch: list[list[int]] = []
@@ -172,15 +230,15 @@ def _score_shared(model, requests, groups: list[list[int]], batch_size, results,
     for g in groups:
         n = 1 + len({requests[i].continuation[:-1] for i in g if len(requests[i].continuation) > 1})
         if batch and seqs + n > batch_size:
-            _score_shared_batch(model, requests, batch, results, done)
+            _score_shared_batch(model, shared_logits, requests, batch, results, done)
             batch, seqs = [], 0
         batch.append(g)
         seqs += n
     if batch:
-        _score_shared_batch(model, requests, batch, results, done)
+        _score_shared_batch(model, shared_logits, requests, batch, results, done)
 
 
-def _score_shared_batch(model, requests, batch: list[list[int]], results, done) -> None:
+def _score_shared_batch(model, shared_logits, requests, batch: list[list[int]], results, done) -> None:
     device = _device(model)
     contexts = [requests[g[0]].context for g in batch]
     row_index: dict[tuple[int, tuple[int, ...]], int] = {}
@@ -193,7 +251,7 @@ def _score_shared_batch(model, requests, batch: list[list[int]], results, done) 
                 row_tokens.append(tail)
                 row_group.append(gi)
     ctx_lens = torch.tensor([len(c) for c in contexts], device=device)
-    ctx_logits, row_logits = _gpt_shared_logits(
+    ctx_logits, row_logits = shared_logits(
         model, _pad(contexts, device), ctx_lens, _pad(row_tokens, device) if row_tokens else None,
         torch.tensor(row_group, device=device, dtype=torch.long))
     ctx_last = F.log_softmax(ctx_logits.float(), -1)  # (G, V): each context's last position
@@ -253,6 +311,57 @@ def _heads(attn, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
     return tuple(t.view(B, T, attn.n_head, C // attn.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
 
 
+def _llama_shared_logits(model, ctx: torch.Tensor, ctx_lens: torch.Tensor, rows: torch.Tensor | None,
+                         row_group: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``_gpt_shared_logits`` for our Llama: the same computation as ``Llama.forward`` (llmfs/llama.py), with a
+    continuation row's queries attending to its context's keys and values, then causally to its own.
+
+    A row's tokens sit right after its context, so their rotary angles are those of positions
+    ``len(context) + 0, 1, ...``; the context's keys were rotated once, at their own positions, as a KV cache holds
+    them. Grouped-query attention: SDPA repeats the key-value heads (``enable_gqa``).
+    """
+    dec = model.model
+    G, Tc = ctx.shape
+    x = dec.embed_tokens(ctx)  # (G, Tc, C)
+    cos, sin = model.rotary(torch.arange(Tc, device=ctx.device), x.dtype)  # (1, 1, Tc, hs)
+    xr = mask = cos_r = sin_r = None
+    if rows is not None:
+        R, Tr = rows.shape
+        xr = dec.embed_tokens(rows)  # (R, Tr, C)
+        pos = ctx_lens[row_group][:, None] + torch.arange(Tr, device=ctx.device)  # (R, Tr)
+        cos_r, sin_r = (t.reshape(R, 1, Tr, -1) for t in model.rotary(pos.reshape(-1), xr.dtype))  # (R, 1, Tr, hs)
+        sees_ctx = torch.arange(Tc, device=ctx.device)[None, :] < ctx_lens[row_group][:, None]  # (R, Tc)
+        causal = torch.ones(Tr, Tr, dtype=torch.bool, device=ctx.device).tril()  # (Tr, Tr)
+        mask = torch.cat([sees_ctx[:, None, :].expand(R, Tr, Tc), causal.expand(R, Tr, Tr)], dim=2)[:, None]
+    for block in dec.layers:
+        attn = block.self_attn
+        q, k, v = _llama_heads(attn, block.input_layernorm(x), cos, sin)  # (G, nh | nkv, Tc, hs)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        x = x + attn.o_proj(y.transpose(1, 2).reshape(G, Tc, -1))
+        x = x + block.mlp(block.post_attention_layernorm(x))
+        if xr is not None:
+            qr, kr, vr = _llama_heads(attn, block.input_layernorm(xr), cos_r, sin_r)  # (R, nh | nkv, Tr, hs)
+            keys = torch.cat([k[row_group], kr], dim=2)  # (R, nkv, Tc + Tr, hs)
+            values = torch.cat([v[row_group], vr], dim=2)
+            yr = F.scaled_dot_product_attention(qr, keys, values, attn_mask=mask, enable_gqa=True)
+            xr = xr + attn.o_proj(yr.transpose(1, 2).reshape(xr.shape[0], xr.shape[1], -1))
+            xr = xr + block.mlp(block.post_attention_layernorm(xr))
+    head = lambda h: model.lm_head(dec.norm(h))  # noqa: E731
+    last = x[torch.arange(G, device=ctx.device), ctx_lens - 1]  # (G, C)
+    return head(last), (head(xr) if xr is not None else None)
+
+
+def _llama_heads(attn, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+    """Queries, keys (both rotated) and values of our Llama's ``Attention``, as its ``forward`` makes them."""
+    from ..llama import rotate_half
+
+    B, T, _ = h.shape
+    q = attn.q_proj(h).view(B, T, attn.n_head, attn.head_dim).transpose(1, 2)
+    k = attn.k_proj(h).view(B, T, attn.n_kv_head, attn.head_dim).transpose(1, 2)
+    v = attn.v_proj(h).view(B, T, attn.n_kv_head, attn.head_dim).transpose(1, 2)
+    return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin, v
+
+
 # -- helpers ------------------------------------------------------------------------------------------------------
 def _sum_and_greedy(logprobs: torch.Tensor, cont: Sequence[int]) -> tuple[float, bool]:
     """logprobs (k, V) at the k positions predicting the k continuation tokens."""
@@ -273,9 +382,16 @@ def _pad(seqs: Sequence[Sequence[int]], device) -> torch.Tensor:
     return torch.tensor([list(s) + [PAD_ID] * (width - len(s)) for s in seqs], dtype=torch.long, device=device)
 
 
-def _is_gpt(model: Any) -> bool:
+def _shared_logits_fn(model: Any) -> Callable | None:
+    """How to run a shared context through ``model``: our GPT's or our Llama's way; None for any other model (a
+    transformers model, a logits callable), which is scored row by row."""
+    from ..llama import Llama
     from ..model import GPT
-    return isinstance(model, GPT)
+    if isinstance(model, GPT):
+        return _gpt_shared_logits
+    if isinstance(model, Llama):
+        return _llama_shared_logits
+    return None
 
 
 def context_length(model: Any) -> int:

@@ -1,8 +1,8 @@
 """Held against lm-evaluation-harness itself (optional: skipped unless `pip install lm-eval` was done).
 
 lm-eval runs its own task yamls, pointed at the shared samples, through its Hugging Face backend (HFLM) on a tiny
-GPT-2 folder; we run ours on the same folder. Prompts must be identical strings, log-likelihoods equal to float
-rounding, scores equal.
+GPT-2 folder and on tiny Llama folders; we run ours (our GPT, our Llama) on the same folder. Prompts must be
+identical strings, log-likelihoods equal to float rounding, scores equal.
 """
 
 from __future__ import annotations
@@ -32,21 +32,50 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not SHARED_BENCHMARKS.is_dir(), reason="shared benchmark samples not present")]
 
 
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    """A tiny GPT-2 saved by transformers; a wide initialisation so the choices' scores are far apart."""
+@pytest.fixture(scope="module", params=["gpt2", "llama", "llama-bos"])
+def folder(request, tmp_path_factory):
+    """A tiny model saved by transformers; a wide initialisation so the choices' scores are far apart.
+
+    gpt2: our GPT. llama: our Llama (grouped-query attention) with a 2048-token window, so contexts are shared
+    (``_llama_shared_logits``). llama-bos: the same Llama with a 256-token window (rows truncated) and a tokenizer
+    that adds BOS to every encoding, as Llama-2's and Llama-3's do (SmolLM2's and GPT-2's add none).
+    """
     import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
     from llmfs.corpus import train_tokenizer
     torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("lm-eval-parity") / "tiny-gpt2"
-    GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=256, vocab_size=300,
-                               initializer_range=0.2)).save_pretrained(path)
+    path = tmp_path_factory.mktemp("lm-eval-parity") / f"tiny-{request.param}"
+    if request.param == "gpt2":
+        GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=256, vocab_size=300,
+                                   initializer_range=0.2)).save_pretrained(path)
+    else:
+        LlamaForCausalLM(LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                     num_key_value_heads=2, vocab_size=300, initializer_range=0.2,
+                                     max_position_embeddings=2048 if request.param == "llama" else 256,
+                                     tie_word_embeddings=False, bos_token_id=0, eos_token_id=0,
+                                     pad_token_id=0)).save_pretrained(path)
     train_tokenizer(["The quick brown fox jumps over the lazy dog. " * 20, "def add(a, b):\n    return a + b\n",
                      "Python is a programming language. Lists, dicts and sets are built in."] * 10, path,
                     vocab_size=300)
+    if request.param == "llama-bos":
+        add_bos_to_tokenizer(path)
     return path
+
+
+def add_bos_to_tokenizer(path) -> None:
+    """Make the folder's tokenizer put ``<|endoftext|>`` (its BOS) before every encoding by default."""
+    from tokenizers import Tokenizer, processors
+    tk = Tokenizer.from_file(str(path / "tokenizer.json"))
+    bos = processors.TemplateProcessing(single="<|endoftext|> $A", special_tokens=[("<|endoftext|>", 0)])
+    tk.post_processor = processors.Sequence([tk.post_processor, bos])
+    tk.save(str(path / "tokenizer.json"))
+
+
+def test_the_tokenizers_add_bos_as_intended(folder):
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(folder)
+    assert (tok.encode("The fox")[0] == tok.bos_token_id) == folder.name.endswith("-bos")
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +107,7 @@ def both(folder, tmp_path_factory):
     lm = HFLM(pretrained=str(folder), batch_size=8, device="cpu")
     theirs = run_lm_eval(lm, build_lm_eval_tasks([spec for spec, _ in plan.values()]), LIMIT)
     model, tok = load_pretrained(str(folder))
+    assert type(model).__name__ == ("GPT" if folder.name == "tiny-gpt2" else "Llama")
     return {name: evaluate(model, tok, cfg) for name, (_, cfg) in plan.items()}, theirs
 
 
