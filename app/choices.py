@@ -11,7 +11,7 @@ from llmfs.config import DEFAULT_DATA, DEFAULT_MODEL
 from llmfs.data.readers import HF_PREFIX
 from llmfs.paths import models_dir, runs_dir
 from llmfs.runs import SUCCEEDED, Run
-from llmfs.sources import looks_like_path
+from llmfs.sources import BUILTIN_MODELS, looks_like_path
 
 from . import identity, state
 
@@ -45,9 +45,9 @@ def short_id(run_id: str) -> str:
 
 
 def model_name(source: str) -> str:
-    """How a model is called in tables and charts: llmfs-tiny, a hub id, `fine-tuned <id>` for a training run's
-    model folder, else the folder's name."""
-    if source == DEFAULT_MODEL:
+    """How a model is called in tables and charts: a built-in name (llmfs-tiny, smollm2-135m), a hub id,
+    `fine-tuned <id>` for a training run's model folder, else the folder's name."""
+    if source == DEFAULT_MODEL or source in BUILTIN_MODELS:
         return source
     path = Path(source).expanduser()
     if path.name == "model" and path.parent.parent.resolve() == runs_dir().resolve():

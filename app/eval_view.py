@@ -23,10 +23,11 @@ from llmfs.config import DEFAULT_MODEL, ConfigError, EvalConfig
 from llmfs.eval.runner import preflight_eval
 from llmfs.eval.tasks import FORMATS, TASK_INFO, example_files
 from llmfs.runs import FINAL_STATES, INTERRUPTED, RUNNING, SUCCEEDED, Run
-from llmfs.sources import SourceError
+from llmfs.sources import BUILTIN_MODELS, SourceError
 
 from . import adapter_view, charts, identity, panels, state
 from .choices import model_name, saved_models, short_id, trained_models  # noqa: F401 (the page's API)
+from .forms import MODEL_SOURCES
 from .uploads import fmt_mb, save_upload, upload_limit_mb
 
 PLOT_CONFIG = {"displaylogo": False}
@@ -47,12 +48,13 @@ MARKDOWN_CHARS = re.compile(r"([\\`*_\[\]<>~$|])")  # what makes emphasis, code,
 
 # -- what to evaluate ---------------------------------------------------------------------------------------------
 def models_picker(key: str) -> list[str]:
-    """llmfs-tiny, the models of finished training runs (in a workshop: this person's, or everyone's with
-    share_runs = "all"), the models they saved, and any folders or hub ids typed in."""
+    """The built-in models (llmfs-tiny, smollm2-135m), the models of finished training runs (in a workshop: this
+    person's, or everyone's with share_runs = "all"), the models they saved, and any folders or hub ids typed in."""
     trained = [m for m in trained_models() if identity.may_see_texts(m["user"])]
     saved = saved_models()
-    options = [DEFAULT_MODEL] + [m["path"] for m in trained] + saved
-    labels = {DEFAULT_MODEL: "llmfs-tiny (built in, works offline)", **{m["path"]: m["label"] for m in trained},
+    options = list(BUILTIN_MODELS) + [m["path"] for m in trained] + saved
+    labels = {**{name: MODEL_SOURCES.get(name, name) for name in BUILTIN_MODELS},
+              **{m["path"]: m["label"] for m in trained},
               **{path: f"{Path(path).name} (saved model)" for path in saved}}
     picked = st.multiselect("Models", options, default=[DEFAULT_MODEL], format_func=labels.get, key=f"{key}.models",
                             persist_state="session",
@@ -63,7 +65,7 @@ def models_picker(key: str) -> list[str]:
     more = st.text_input("More models: folders or hub ids, separated by commas" if paths else
                          "More models: hub ids, separated by commas", key=f"{key}.more", persist_state="session",
                          placeholder="/path/to/model-folder, gpt2" if paths else "gpt2",
-                         help="A folder holding a Hugging Face GPT-2 model (config.json and weights), or a hub id "
+                         help="A folder holding a Hugging Face causal LM (config.json and weights), or a hub id "
                               "(downloaded once; needs a network)." if paths else
                               "A Hugging Face hub id (downloaded once; needs a network), or a folder the instructor "
                               "shared.")

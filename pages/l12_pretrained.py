@@ -14,8 +14,10 @@ st.markdown("""
 A model's **weights** are everything it has learned. Pretraining them from random numbers takes enormous amounts of
 text and compute (GPT-2 small read about 40 GB of web pages), so in production you **download weights someone else
 pretrained** and fine-tune them: the model already knows spelling, grammar and a lot about the world, and your data
-only has to teach it your task. Our GPT uses Hugging Face GPT-2's parameter names, so loading `gpt2` is a name table
-plus a transpose of four matrices that GPT-2 stores the other way round.
+only has to teach it your task. Two pretrained models are built in and work offline: **llmfs-tiny**, a 1.35M GPT-2
+this app pretrained on Python's documentation, and **smollm2-135m**, a real 135M chat model. Our from-scratch GPT
+uses Hugging Face GPT-2's parameter names, and our from-scratch Llama (SmolLM, Llama, Qwen2) Llama's, so loading a
+checkpoint is a table of names, plus, for GPT-2, a transpose of four matrices it stores the other way round.
 """)
 panels.default_notice()
 
@@ -24,22 +26,23 @@ model_tab, vocab_tab, freeze_tab, train_tab, compare_tab = st.tabs(
 
 with model_tab:
     st.markdown("Load a model and look inside: how many parameters it has and where they sit. The **parity check** "
-                "runs the same text through our from-scratch GPT and through the `transformers` library: if the "
+                "runs the same text through our from-scratch model and through the `transformers` library: if the "
                 "conversion is right, the two agree to within float rounding.")
     picked = l12_view.model_picker(KEY)
     if picked:
         model, tokenizer, folder, source = picked
+        l12_view.about(source, folder, model)
         l12_view.architecture(model)
         st.subheader("Parity with transformers")
         l12_view.parity(folder, model, tokenizer, KEY)
+        st.subheader("From the checkpoint's names to ours")
+        l12_view.name_map(model)
+        st.subheader("Ask it something")
+        l12_view.ask(model, tokenizer, KEY)
 
 with vocab_tab:
-    st.markdown("A tokenizer that lacks your domain's words splits them into many pieces. **Adding tokens** gives "
-                "them rows of their own in the embedding table (and the output head); starting each new row from "
-                "the average of the pieces it used to be split into gives it a sensible meaning from step one. "
-                "Old tokens must not change at all.")
     if picked:
-        l12_view.vocabulary(model, tokenizer, KEY)
+        l12_view.vocabulary(model, tokenizer, source, KEY)
     else:
         st.info("Load a model in step 1 first.", icon=":material/arrow_back:")
 
@@ -71,12 +74,19 @@ with train_tab:
         l12_view.samples(state.latest(KEY))
 
 with compare_tab:
-    st.markdown("The point of pretraining in one picture: the **same** fine-tune (same data, steps and seed) "
-                "started once from the pretrained weights and once from random ones. Watch the two loss curves.")
+    st.markdown("The point of pretraining, first before any training: the loaded model, and the same architecture "
+                "with random weights, asked the same thing.")
+    if picked:
+        l12_view.before_training(model, tokenizer, source, KEY)
+    else:
+        st.info("Load a model in step 1 first.", icon=":material/arrow_back:")
+    st.markdown("Then the **same** fine-tune (same data, steps and seed) started once from the pretrained weights "
+                "and once from random ones. Watch the two loss curves.")
     if cfg is not None:
         l12_view.freeze_note({"freeze": cfg.freeze, "freeze_layers": cfg.freeze_layers},
                              "step 3 · What trains" if freeze else "step 4 · Fine-tune")
         l12_view.random_freeze_warning({"freeze": cfg.freeze})
+        l12_view.pair_time(cfg)
     both_name = run_panels.run_name_input(f"{KEY}.both", label="Name for the pair (optional)")
     if st.button("Run both", type="primary", icon=":material/play_arrow:", key=f"{KEY}.both",
                  disabled=cfg is None or state.busy(KEY)):

@@ -8,8 +8,9 @@ import torch
 from torch.testing import assert_close
 
 from llmfs.corpus import train_tokenizer
+from llmfs.llama import Llama, LlamaConfig
 from llmfs.model import GPT, GPTConfig
-from llmfs.vocab import add_tokens, pad_vocab, swap_tokenizer, unpad_vocab
+from llmfs.vocab import add_tokens, pad_vocab, padded_size, row_origins, swap_tokenizer, unpad_vocab
 from llmfs.weights import load_hf_folder, save_hf_folder
 
 TINY = GPTConfig(vocab_size=300, n_positions=32, n_embd=32, n_layer=2, n_head=2)
@@ -252,3 +253,67 @@ def test_swap_to_the_same_tokenizer_is_the_identity(tokenizer):
     assert torch.equal(same.transformer.wte.weight, model.transformer.wte.weight)
     idx = _ids(tokenizer)
     assert torch.equal(_logits(same, idx), _logits(model, idx))
+
+
+def test_row_origins_say_where_each_swapped_row_comes_from(tokenizer, other_tokenizer):
+    origins = row_origins(tokenizer, other_tokenizer)
+    _, report = swap_tokenizer(_model(), tokenizer, other_tokenizer)
+    counts = {kind: sum(1 for o in origins if o.kind == kind) for kind in ("matched", "subtokens", "mean")}
+    assert counts == {"matched": report.matched, "subtokens": report.from_subtokens, "mean": report.from_mean}
+    old_vocab = tokenizer.get_vocab()
+    for token, new_id in list(other_tokenizer.get_vocab().items())[:50]:
+        (one,) = row_origins(tokenizer, other_tokenizer, [new_id])  # one id alone: the same answer
+        assert one == origins[new_id]
+        assert (one.kind == "matched") == (token in old_vocab)
+        if one.kind == "matched":
+            assert one.ids == (old_vocab[token],)
+
+
+# --- our Llama -----------------------------------------------------------------------------------------------
+
+
+def _llama(tied: bool = True) -> Llama:
+    torch.manual_seed(0)
+    return Llama(LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                             tie_word_embeddings=tied)).eval()
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_add_tokens_and_swap_on_our_llama(tokenizer, other_tokenizer, tied, tmp_path):
+    model = _llama(tied)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    idx = _ids(tokenizer)
+    bigger, new_tok, report = add_tokens(model, tokenizer, [" foxes", "<|user|>"], init="subtoken_mean")
+    assert report.new_vocab_size == bigger.config.vocab_size == 302 == len(new_tok)
+    assert bigger.model.embed_tokens.weight.shape == bigger.lm_head.weight.shape == (302, 32)
+    assert (bigger.lm_head.weight is bigger.model.embed_tokens.weight) == tied
+    assert_close(_logits(bigger, idx)[..., :300], _logits(model, idx), atol=1e-6, rtol=0)
+    pieces = tokenizer(" foxes", add_special_tokens=False)["input_ids"]
+    assert torch.equal(bigger.model.embed_tokens.weight[report.ids[0]], model.model.embed_tokens.weight[pieces].mean(0))
+    # it saves as a Llama folder that loads back with the same logits
+    from llmfs.weights import load_folder
+    reloaded = load_folder(save_hf_folder(bigger, tmp_path / "bigger", tokenizer=new_tok))
+    assert_close(_logits(reloaded, idx), _logits(bigger, idx), atol=1e-6, rtol=0)
+
+    swapped, swap = swap_tokenizer(model, tokenizer, other_tokenizer)
+    assert swapped.model.embed_tokens.weight.shape[0] == swapped.config.vocab_size == 320
+    assert swap.matched + swap.from_subtokens + swap.from_mean == 320
+    assert (swapped.lm_head.weight is swapped.model.embed_tokens.weight) == tied
+    for token, new_id in other_tokenizer.get_vocab().items():
+        if token in tokenizer.get_vocab():
+            assert torch.equal(swapped.model.embed_tokens.weight[new_id],
+                               model.model.embed_tokens.weight[tokenizer.get_vocab()[token]])
+    # the blocks are copied, the input model untouched
+    assert torch.equal(swapped.model.layers[0].mlp.up_proj.weight, model.model.layers[0].mlp.up_proj.weight)
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    assert model.config.vocab_size == 300
+
+
+def test_padding_arithmetic_and_llama_refused():
+    assert padded_size(50257) == 50304 and padded_size(4096) == 4096 and padded_size(49152) == 49152
+    assert padded_size(301, 128) == 384
+    with pytest.raises(ValueError, match="positive integer"):
+        padded_size(10, 0)
+    with pytest.raises(ValueError, match="GPT only"):
+        pad_vocab(_llama())
