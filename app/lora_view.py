@@ -55,12 +55,14 @@ def lora_controls(key: str, source: str | None = None) -> dict:
     alpha = right.number_input("Alpha", value=16.0, step=1.0, format="%g", key=f"{key}.lora_alpha",
                                persist_state="session", help=with_range("lora_alpha"))
     refuse(right, "lora_alpha", alpha)
+    # The lesson's names alone in the box (long labels left one chip visible of three); what each name is, and what
+    # it is called in the chosen model, is listed right under it.
     targets = st.multiselect("Layers that get adapters", LESSON_TARGETS, default=["qkv"], key=f"{key}.lora_targets",
                              persist_state="session",
-                             format_func=lambda t: f"{t}: {TARGET_HELP[t]}",
                              help="qkv alone is the LoRA paper's choice; all four kinds of block layer (PEFT's "
                                   "'all-linear': every linear layer in the blocks) usually learn more, for a few "
-                                  "times the parameters. Under this box: what each is called in the chosen model.")
+                                  "times the parameters.\n\n"
+                                  + "\n".join(f"- **{t}**: {TARGET_HELP[t]}" for t in LESSON_TARGETS))
     layer_map = layers_of(source)
     slot = st.container()   # filled once the extra module names below are known
     quantize = st.toggle("Store the frozen base in 4-bit (QLoRA)", key=f"{key}.quantize",
@@ -130,29 +132,33 @@ def layers_of(source: str | None) -> LayerMap | None:
 
 
 def layers_caption(source: str | None, layer_map: LayerMap | None, targets: list[str], names: list[str]) -> None:
-    """The picked layers in the chosen model's own module names ("qkv → q_proj, k_proj, v_proj"), every lesson
-    name shown so the mapping reads as a whole, the picked ones bold; then how many linear layers get adapters."""
-    if layer_map is None or not source:
+    """What each lesson name stands for, in words and in the chosen model's own module names ("qkv: ... q_proj,
+    k_proj, v_proj"), the picked ones bold; then how many linear layers get adapters. Without a readable config
+    (a hub id not downloaded yet), the words alone."""
+    def line(t: str, modules: tuple[str, ...] | None) -> str:
+        name = f"**{t}**" if t in targets else t
+        found = "" if modules is None else ": " + (", ".join(f"`{m}`" for m in modules) or "none in this model")
+        return f"- {name}, {TARGET_HELP[t]}{found}"
+
+    if layer_map is None or not source or not layer_map.names:
+        intro = "The layers (bold: picked):"
+        if layer_map is not None and source:
+            kind = FAMILY_WORDS.get(layer_map.model_type, f"model_type {layer_map.model_type}")
+            intro = (f"These names are known for GPT-2 and Llama-family models; {md_escape(choices.model_name(source))}"
+                     f" is {kind}: type its module names under *More LoRA settings*.")
+        st.caption(intro + "\n" + "\n".join(line(t, None) for t in LESSON_TARGETS))
         return
-    what = choices.model_name(source)
     kind = FAMILY_WORDS.get(layer_map.model_type, f"model_type {layer_map.model_type}")
-    if not layer_map.names:
-        st.caption(f"The names above are known for GPT-2 and Llama-family models; {md_escape(what)} is {kind}: "
-                   "type its module names under *More LoRA settings*.")
-        return
-    parts = []
-    for t in LESSON_TARGETS:
-        modules = ", ".join(f"`{m}`" for m in layer_map.names.get(t, ())) or "none"
-        parts.append(f"**{t}** → {modules}" if t in targets else f"{t} → {modules}")
     try:
         suffixes = target_modules(",".join(names), layer_map.model_type) if names else []
     except ValueError:
         suffixes = []
     count = sum(1 for n in layer_map.linears if matches(n, suffixes))
-    text = (f"In **{md_escape(what)}** ({kind}, {layer_map.n_layer} blocks): " + " · ".join(parts)
-            + (f". Your choice puts adapters on **{count}** linear layers." if names else "."))
+    text = (f"In **{md_escape(choices.model_name(source))}** ({kind}, {layer_map.n_layer} blocks; bold: picked):\n"
+            + "\n".join(line(t, layer_map.names.get(t, ())) for t in LESSON_TARGETS)
+            + (f"\n\nYour choice puts adapters on **{count}** linear layers." if names else ""))
     if "lm_head" in targets and layer_map.tied:
-        text += (" Its head shares its matrix with the word embeddings: the adapter changes what the head "
+        text += (" The head shares its matrix with the word embeddings: the adapter changes what the head "
                  "outputs, the shared matrix stays frozen, and merging gives the head a copy of its own.")
     st.caption(text)
 

@@ -36,7 +36,17 @@ def open_on(folder: Path) -> AppTest:
 
 
 def layer_caption(at: AppTest) -> str:
-    return next(c.value for c in at.caption if " blocks): " in c.value)
+    return next(c.value for c in at.caption if " blocks; bold: picked):" in c.value)
+
+
+def modules_of(caption: str) -> dict[str, tuple[bool, str]]:
+    """The caption's list: lesson name -> (picked, the module names it shows)."""
+    out = {}
+    for line in caption.splitlines():
+        if line.startswith("- "):
+            name, rest = line[2:].split(", ", 1)
+            out[name.strip("*")] = (name.startswith("**"), rest.rsplit(": ", 1)[-1])
+    return out
 
 
 def test_a_llamas_layers_are_named_by_its_own_modules_and_counted_from_its_shapes(llmfs_home, tiny_llama_folder):
@@ -44,14 +54,17 @@ def test_a_llamas_layers_are_named_by_its_own_modules_and_counted_from_its_shape
     from llmfs.config import TrainConfig
     at = open_on(tiny_llama_folder)
     caption = layer_caption(at)
-    assert caption.startswith("In **tiny-llama** (a Llama, 2 blocks): **qkv** → `q_proj`, `k_proj`, `v_proj` · "
-                              "attn_proj → `o_proj` · mlp_in → `gate_proj`, `up_proj` · mlp_out → `down_proj`")
+    assert caption.startswith("In **tiny-llama** (a Llama, 2 blocks; bold: picked):")
+    assert modules_of(caption) == {"qkv": (True, "`q_proj`, `k_proj`, `v_proj`"), "attn_proj": (False, "`o_proj`"),
+                                   "mlp_in": (False, "`gate_proj`, `up_proj`"), "mlp_out": (False, "`down_proj`"),
+                                   "lm_head": (False, "`lm_head`")}
+    assert "- **qkv**, attention's query, key and value projections" in caption   # the words, true of both families
     assert "adapters on **6** linear layers" in caption and "shares its matrix" not in caption   # untied head
     # r * (in + out): q (32 -> 32), k and v (32 -> 16: grouped-query attention), in each of 2 blocks
     qkv = 2 * 8 * ((HIDDEN + HIDDEN) + 2 * (HIDDEN + KV))
     assert int(metric(at, "Parameters that train").replace(",", "")) == qkv
     at.multiselect(key="l15.lora_targets").set_value(["qkv", "mlp_in"]).run()
-    assert "**mlp_in** → `gate_proj`, `up_proj`" in layer_caption(at)
+    assert modules_of(layer_caption(at))["mlp_in"] == (True, "`gate_proj`, `up_proj`")
     assert "adapters on **10** linear layers" in layer_caption(at)
     assert int(metric(at, "Parameters that train").replace(",", "")) == qkv + 2 * 2 * 8 * (HIDDEN + MLP)
     # the estimate is the run's, from the folder's config.json
@@ -71,15 +84,21 @@ def test_a_tied_head_is_said_to_be_shared(llmfs_home, tmp_path, save_tiny_tokeni
     at = open_on(folder)
     at.multiselect(key="l15.lora_targets").set_value(["qkv", "lm_head"]).run()
     assert "shares its matrix with the word embeddings" in layer_caption(at)
-    assert "**lm_head** → `lm_head`" in layer_caption(at)
+    assert modules_of(layer_caption(at))["lm_head"] == (True, "`lm_head`")
 
 
 def test_gpt2s_layers_are_named_by_its_modules(llmfs_home):
     at = apphelpers.open_page(PAGE, timeout=120)
     caption = layer_caption(at)
-    assert caption.startswith("In **llmfs-tiny** (a GPT-2, 4 blocks): **qkv** → `attn.c_attn` · "
-                              "attn_proj → `attn.c_proj` · mlp_in → `mlp.c_fc` · mlp_out → `mlp.c_proj`")
+    assert caption.startswith("In **llmfs-tiny** (a GPT-2, 4 blocks; bold: picked):")
+    assert modules_of(caption) == {"qkv": (True, "`attn.c_attn`"), "attn_proj": (False, "`attn.c_proj`"),
+                                   "mlp_in": (False, "`mlp.c_fc`"), "mlp_out": (False, "`mlp.c_proj`"),
+                                   "lm_head": (False, "`lm_head`")}
     assert "adapters on **4** linear layers" in caption
+    # the box itself holds the lesson's names; its help says what each is
+    box = at.multiselect(key="l15.lora_targets")
+    assert box.options == ["qkv", "attn_proj", "mlp_in", "mlp_out", "lm_head"]
+    assert "- **mlp_in**: the MLP's widening layers" in box.help
 
 
 def _second_adapter(base: Path, home: Path) -> ad.AdapterInfo:
@@ -168,3 +187,22 @@ def test_lora_run_on_a_llama_then_swap_mix_and_merge(home_with_default, tiny_lla
     ids = torch.randint(0, VOCAB, (1, 12), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert (hf(ids).logits - ref(ids).logits).abs().max() < 1e-4
+
+
+def test_smollm2_by_its_name_before_and_after_it_is_unpacked(llmfs_home, tiny_llama_folder):
+    """The built-in name: before its first use there is no config.json to read (the page says when the estimate
+    comes, not to paste one); once unpacked (here a tiny Llama under its name) the layers are its own."""
+    import shutil
+
+    from llmfs.packaged import SMOLLM2, folder_of
+    at = apphelpers.open_page(PAGE, timeout=120)
+    at.selectbox(key="l15.model.kind").set_value("smollm2-135m").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "smollm2-135m is unpacked from its package the first time it is used" in texts(at.info)
+    assert "paste its config.json" not in texts(at.info)
+    shutil.copytree(tiny_llama_folder, folder_of(SMOLLM2))   # unpacked: conftest's fake_smollm2 does the same
+    (folder_of(SMOLLM2) / "llmfs_source.json").write_text('{"name": "smollm2-135m", "fake": "a tiny Llama"}')
+    at.run()
+    assert layer_caption(at).startswith("In **smollm2-135m** (a Llama, 2 blocks; bold: picked):")
+    assert modules_of(layer_caption(at))["mlp_in"] == (False, "`gate_proj`, `up_proj`")
+    assert "Training memory, estimated" in [m.label for m in at.metric]
