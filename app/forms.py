@@ -122,6 +122,7 @@ def start_button(key: str, cfg: Any | None, label: str = "Start training") -> bo
     busy = state.busy(key)
     if cfg is not None and hasattr(cfg, "lora_rank") and hasattr(cfg, "steps"):
         expected_time(cfg)
+        _quick_settings(cfg, key)
     pressed = st.button(label, type="primary", icon=":material/play_arrow:", disabled=cfg is None or busy,
                         key=f"{key}.start")
     if busy:
@@ -140,7 +141,9 @@ def expected_time(cfg: Any) -> None:
         device = resolve_device(cfg.device)
         if shape is None:
             return
-        est = estimate_train(cfg, shape, device=device)
+        from llmfs.timing import observed_speed
+        est = estimate_train(cfg, shape, device=device,
+                             observed_tokens_per_s=observed_speed(state.jobs().list_runs()[:200], cfg, device))
     except (ValueError, OSError, RuntimeError):
         return
     runs = len(cfg.modes) if hasattr(cfg, "modes") else 1
@@ -238,7 +241,9 @@ def _source_picker(label: str, help_: str | None, default: str, wkey: str, sourc
     kind = st.selectbox(label, kinds, index=kinds.index(initial), format_func=sources.get, help=help_,
                         key=f"{wkey}.kind", persist_state="session")
     if kind == builtin or kind not in SOURCE_KINDS:  # a built-in name is its own source
-        _quick_settings(kind, wkey.removesuffix(".model"))
+        from llmfs.packaged import PACKAGED
+        if kind in PACKAGED:
+            st.caption(md_escape(PACKAGED[kind].about))
         return kind
     if kind == "mine":
         return _own_model_picker(default, wkey)
@@ -251,16 +256,17 @@ def _source_picker(label: str, help_: str | None, default: str, wkey: str, sourc
                          persist_state="session")
 
 
-def _quick_settings(source: str, form_key: str) -> None:
-    """Under a built-in model that is slow on a CPU (smollm2-135m): what it is, and one click to settings that
-    finish in a few minutes here (`llmfs.timing.QUICK_CPU`). Start then says the expected time."""
-    from llmfs.packaged import PACKAGED
+def _quick_settings(cfg: Any, form_key: str) -> None:
+    """Beside the expected time, for a built-in model that is slow on a CPU (smollm2-135m) while the form asks for
+    more: one click to settings that finish in a few minutes here (`llmfs.timing.QUICK_CPU`; the fields of the
+    page's form, whose widgets are keyed `<form_key>.<field>`)."""
     from llmfs.timing import QUICK_CPU
-    if source in PACKAGED:
-        st.caption(md_escape(PACKAGED[source].about))
-    quick = QUICK_CPU.get(source)
+    quick = QUICK_CPU.get(str(cfg.model).strip())
     if not quick or state.machine().get("cuda_available"):
         return
+    work = lambda c: c["steps"] * c["batch_size"] * c["seq_len"]  # noqa: E731 - the tokens the run trains on
+    if work(vars(cfg) if not dataclasses.is_dataclass(cfg) else dataclasses.asdict(cfg)) <= work(quick):
+        return   # already as quick
 
     def use_quick() -> None:
         for name, value in quick.items():

@@ -67,9 +67,11 @@ def generation(model: str, new: int) -> dict:
     from llmfs.weights import load_pretrained
     ours, tok = load_pretrained(model)
     ref = AutoModelForCausalLM.from_pretrained(resolve_model_dir(model), dtype=torch.float32).eval()
-    messages = [{"role": "user", "content": "What is the capital of France?"}]
-    ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
-    ids = ids["input_ids"] if not torch.is_tensor(ids) else ids
+    question = "What is the capital of France?"
+    if tok.chat_template:
+        question = tok.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
+                                           tokenize=False)
+    ids = torch.tensor([tok(question, add_special_tokens=False)["input_ids"]])
     out = {}
     for name, fn in (("ours", lambda: ours.generate(ids, new, temperature=0)),
                      ("transformers", lambda: ref.generate(ids, max_new_tokens=new, min_new_tokens=new,

@@ -23,7 +23,10 @@ from .architecture import architecture
 
 # Measured run time / FLOP-count time on this project's machines (bench/smollm2_cpu.py): the training loop does
 # more than matmuls (softmax, norms, the optimizer, data). QLoRA also unpacks every 4-bit weight at every use.
-EFFICIENCY = {"full": 0.35, "lora": 0.30, "qlora": 0.12}
+# Measured on llmfs-tiny and smollm2-135m (bench/smollm2_cpu.py): larger models come out lower, smaller higher; a
+# LoRA step costs about 0.9 of a full one on a CPU, not 2/3 (the frozen weights' backward still reads every matrix).
+# When this machine has run the same model the same way, that run's own speed replaces the guess (`observed`).
+EFFICIENCY = {"full": 0.3, "lora": 0.22, "qlora": 0.12}
 
 
 # Settings that finish in a few minutes on a laptop CPU, per built-in model (the pages offer them in one click):
@@ -97,9 +100,12 @@ def mode_of(cfg: Any) -> str:
     return "full"
 
 
-def estimate_train(cfg: Any, config: Any, device: str = "cpu", rate: float | None = None) -> TimeEstimate:
+def estimate_train(cfg: Any, config: Any, device: str = "cpu", rate: float | None = None,
+                   observed_tokens_per_s: float | None = None) -> TimeEstimate:
     """The expected wall time of training run `cfg` on a model of shape `config` (a GPTConfig, a config.json dict
-    or a model folder), on `device`: the steps, plus the held-out evaluations along the way.
+    or a model folder), on `device`: the steps, plus the held-out evaluations along the way. With
+    `observed_tokens_per_s` (an earlier run of the same model, the same way, on this machine: `observed_speed`),
+    the steps take that run's speed instead of the FLOP-count guess.
 
     Raises:
         ValueError: a config `llmfs.architecture` cannot read.
@@ -113,8 +119,39 @@ def estimate_train(cfg: Any, config: Any, device: str = "cpu", rate: float | Non
     eval_flops = evals * cfg.eval_batches * cfg.batch_size * cfg.seq_len * forward_flops_per_token(config, cfg.seq_len)
     rate = rate or matmul_rate(device)
     seconds_per_step = per_step / (rate * EFFICIENCY[mode])
-    total = steps * seconds_per_step + eval_flops / (rate * EFFICIENCY[mode])
-    basis = (f"{per_step / 1e9:,.0f} GFLOP per step ({mode.replace('qlora', 'QLoRA').replace('lora', 'LoRA')}) on "
-             f"a {device.upper()} that multiplies matrices at {rate / 1e9:,.0f} GFLOP/s, at the efficiency measured "
-             "on earlier runs")
-    return TimeEstimate(total, seconds_per_step, steps, per_step, device, basis)
+    eval_seconds = eval_flops / (rate * EFFICIENCY[mode])
+    label = mode.replace("qlora", "QLoRA").replace("lora", "LoRA")
+    basis = (f"{per_step / 1e9:,.1f} GFLOP per step ({label}) on a {device.upper()} that multiplies matrices at "
+             f"{rate / 1e9:,.0f} GFLOP/s now, at the efficiency measured on earlier runs")
+    if observed_tokens_per_s:
+        seconds_per_step = tokens / observed_tokens_per_s
+        eval_seconds /= 3.0  # a forward pass: about a third of a training step's work
+        basis = f"the speed of your last {label} run of this model here ({observed_tokens_per_s:,.0f} tokens/s)"
+    return TimeEstimate(steps * seconds_per_step + eval_seconds, seconds_per_step, steps, per_step, device, basis)
+
+
+def observed_speed(runs: Any, cfg: Any, device: str) -> float | None:
+    """Training tokens/s of the newest finished run (of `runs`, newest first) that trained the same model the same
+    way (full / LoRA / QLoRA, one process) on the same kind of device; None when there is none."""
+    for run in runs:
+        try:
+            if run.kind != "train":
+                continue
+            status, config = run.status(), run.config()
+        except (OSError, ValueError):
+            continue
+        result = status.get("result") or {}
+        speed = result.get("tokens_per_s")
+        if (status.get("state") == "succeeded" and speed and config.get("model") == cfg.model
+                and mode_of(_Settings(config)) == mode_of(cfg) and int(config.get("processes") or 1) <= 1
+                and config.get("device", "auto") in ("auto", device)):
+            return float(speed)
+    return None
+
+
+class _Settings:
+    """A run's config dict read like a TrainConfig (what `mode_of` looks at)."""
+
+    def __init__(self, config: dict):
+        self.lora_rank = config.get("lora_rank") or 0
+        self.quantize = config.get("quantize") or "none"

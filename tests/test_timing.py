@@ -36,3 +36,21 @@ def test_quick_cpu_settings_are_valid_training_settings():
     for name, settings in timing.QUICK_CPU.items():
         cfg = TrainConfig(model=name, **settings)
         assert cfg.lora_rank > 0 and cfg.steps <= 50
+
+
+def test_an_earlier_run_of_the_same_model_and_method_gives_the_speed(llmfs_home, tiny_hf_folder):
+    from llmfs.runs import Run
+
+    def finished(cfg: TrainConfig, tokens_per_s: float) -> Run:
+        import dataclasses
+        run = Run.create(llmfs_home / "runs" / f"r{tokens_per_s:g}", "train", dataclasses.asdict(cfg))
+        run.mark_finished("succeeded", result={"tokens_per_s": tokens_per_s})
+        return run
+
+    lora = TrainConfig(model=str(tiny_hf_folder), lora_rank=4, steps=10, batch_size=2, seq_len=32)
+    runs = [finished(lora.replace(lora_rank=0), 900.0), finished(lora, 400.0)]   # newest first
+    assert timing.observed_speed(runs, lora, "cpu") == 400.0
+    assert timing.observed_speed(runs, lora.replace(lora_rank=0), "cpu") == 900.0
+    assert timing.observed_speed(runs, lora.replace(quantize="4bit"), "cpu") is None  # QLoRA: no run yet
+    est = timing.estimate_train(lora, tiny_hf_folder, observed_tokens_per_s=400.0)
+    assert est.seconds_per_step == pytest.approx(2 * 32 / 400.0) and "400 tokens/s" in est.basis

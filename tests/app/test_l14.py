@@ -109,13 +109,20 @@ def test_offline_benchmarks_need_a_file_and_fewshot_is_for_mmlu(llmfs_home):
     assert at.number_input(key="l14.num_fewshot").value == 0
 
 
+def forms_label(name: str) -> str:
+    from app.forms import MODEL_SOURCES
+    return MODEL_SOURCES[name]
+
+
 def test_finished_runs_fill_table_charts_before_after_and_wrong_answers(llmfs_home, seed):
     tuned = seed_trained_model(llmfs_home, seed)
     base_id = seed_eval(llmfs_home, "llmfs-tiny", "llmfs-cloze", BASE_ITEMS)
     seed_eval(llmfs_home, str(tuned), "llmfs-cloze", TUNED_ITEMS)
     tail = tuned.parent.name.rsplit("-", 1)[-1]
     at = open_page()
-    assert f"fine-tuned {tail} (from llmfs-tiny" in at.multiselect(key="l14.models").options[1]
+    options = at.multiselect(key="l14.models").options
+    assert options[:2] == [forms_label("llmfs-tiny"), forms_label("smollm2-135m")]   # the built-ins first
+    assert any(f"fine-tuned {tail} (from llmfs-tiny" in o for o in options[2:])
 
     table = at.dataframe[0].value
     assert set(table["model"]) == {"llmfs-tiny", f"fine-tuned {tail}"}
