@@ -11,6 +11,7 @@ import difflib
 import io
 import os
 import re
+import shutil
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from .sources import SourceError, resolve_model_dir
 from .weights import OUR_MODEL_TYPES
 
 BASE = "(base model)"  # the label of generations without any adapter
+GENERATION_CONFIG = "generation_config.json"
 
 
 @dataclass
@@ -190,9 +192,11 @@ def merge_adapter(adapter_dir: str | os.PathLike, out_dir: str | os.PathLike, ba
             save_hf_folder(merge_and_unload(model).eval(), tmp / "model", tokenizer=tokenizer)
             os.replace(tmp / "model", tmp / "merged")
             _flatten(tmp / "merged", tmp)
+            # the base's generation defaults (end-of-text id, sampling settings), which our save does not write
+            if (folder / GENERATION_CONFIG).is_file():
+                shutil.copyfile(folder / GENERATION_CONFIG, tmp / GENERATION_CONFIG)
         replace_dir(tmp, out_dir)
     except BaseException:
-        import shutil
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir

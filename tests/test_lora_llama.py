@@ -328,6 +328,7 @@ def test_llama_runs_adapters_swap_mix_and_merge(two_llama_runs, tiny_llama_folde
     merged = merge_adapter(second, tmp_path / "merged")
     config = json.loads((merged / "config.json").read_text())
     assert config["model_type"] == "llama" and (merged / "tokenizer.json").is_file()
+    assert (merged / "generation_config.json").read_text() == (tiny_llama_folder / "generation_config.json").read_text()
     hf = AutoModelForCausalLM.from_pretrained(merged).eval()
     assert type(hf).__name__ == "LlamaForCausalLM"
     assert not any("lora" in k for k in hf.state_dict())
