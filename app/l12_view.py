@@ -249,7 +249,7 @@ def shown_token(token: str) -> str:
 def name_rows(model) -> list[dict]:
     """How each tensor of the checkpoint becomes one of ours, one row per kind of tensor (a block's tensors once,
     with N for its number): our name, the Hugging Face name, both shapes, and what the loader does."""
-    from llmfs.llama import WEIGHT_MAP
+    from llmfs.llama import weight_map
     from llmfs.weights import CONV1D_SUFFIXES
     llama = is_llama(model)
     embedding = "model.embed_tokens.weight" if llama else "transformer.wte.weight"
@@ -262,7 +262,7 @@ def name_rows(model) -> list[dict]:
         seen.add(pattern)
         shape = tuple(p.shape)
         if llama:   # HF's own names: the map is the identity, kept as data in llmfs.llama
-            hf, file_shape, how = WEIGHT_MAP.get(pattern, pattern), shape, "as it is"
+            hf, file_shape, how = weight_map(model.config)[pattern], shape, "as it is"
         elif name.endswith(CONV1D_SUFFIXES):   # GPT-2's Conv1D stores (in, out); nn.Linear (out, in)
             hf, file_shape, how = pattern, shape[::-1], "transposed: GPT-2's Conv1D stores (in, out)"
         else:

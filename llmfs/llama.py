@@ -47,6 +47,14 @@ WEIGHT_MAP: dict[str, str] = {
 }
 
 
+def weight_map(config: LlamaConfig) -> dict[str, str]:
+    """`WEIGHT_MAP` plus the biases `config` has (Qwen2's q / k / v, Llama's `attention_bias` and `mlp_bias`)."""
+    biases = [f"self_attn.{p}_proj.bias" for p in "qkv" if config.qkv_bias]
+    biases += ["self_attn.o_proj.bias"] if config.o_bias else []
+    biases += [f"mlp.{p}_proj.bias" for p in ("gate", "up", "down") if config.mlp_bias]
+    return {**WEIGHT_MAP, **{f"model.layers.{{i}}.{b}": f"model.layers.{{i}}.{b}" for b in biases}}
+
+
 @dataclass(frozen=True)
 class LlamaConfig:
     """Shape of a Llama-family model. Field names follow ``transformers.LlamaConfig``."""

@@ -4,6 +4,7 @@ and KV-cache generation equal to a full forward pass and to transformers' greedy
 
 from __future__ import annotations
 
+import re
 import pytest
 import torch
 
@@ -144,3 +145,12 @@ def test_load_llama_reads_a_saved_folder(tmp_path):
     (tmp_path / "m" / "model.safetensors").rename(tmp_path / "m" / "weights.bin")
     with pytest.raises(ValueError, match="only safetensors"):
         load_llama(tmp_path / "m")
+
+
+def test_weight_map_lists_every_tensor_of_the_model_including_biases():
+    from llmfs.llama import Llama, LlamaConfig, weight_map
+    for extra in ({}, {"qkv_bias": True}, {"o_bias": True, "mlp_bias": True}):
+        config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                             num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False, **extra)
+        names = {re.sub(r"\.\d+\.", ".{i}.", n) for n in Llama(config).state_dict()}
+        assert set(weight_map(config)) == names

@@ -43,3 +43,14 @@ def test_gpt2_tokenizer_from_whispers_file_equals_tiktoken(tmp_path):
     ids = ours(text)["input_ids"]
     assert ids == reference.encode(text, allowed_special="all") and ours.decode(ids) == text
     assert gpt2_tokenizer(saved)(text)["input_ids"] == ids   # the saved copy loads without converting again
+
+
+def test_bootstrap_makes_every_packaged_file_ready(fake_smollm2):
+    from llmfs.bootstrap import ensure_packaged
+    from llmfs.packaged import gpt2_tokenizer_folder
+    out = ensure_packaged()
+    assert out["smollm2-135m"] == str(fake_smollm2)          # already unpacked: found, not unpacked again
+    if out["gpt2-tokenizer"].startswith("not available"):     # openai-whisper missing: said, not raised
+        assert "pip install --no-deps openai-whisper" in out["gpt2-tokenizer"]
+    else:
+        assert (gpt2_tokenizer_folder() / "tokenizer.json").is_file()
