@@ -4,6 +4,12 @@ panels (the live run panel, run comparison), charts (plotly figures from run met
 Layering: pages -> app -> llmfs. Nothing in llmfs imports this package.
 """
 
+# transformers 5 swaps its module object in sys.modules while it is first imported: a second script thread
+# (Streamlit's fast reruns start one before the last has stopped) importing it at that moment gets the half-built
+# module ("cannot import name 'AutoConfig' from 'transformers'"). Importing it here, once, under this package's
+# import lock, makes every page wait for that one import.
+import transformers  # noqa: F401, E402
+
 
 def _leave_legacy_pages_mode() -> None:
     """Make the first page a fresh server serves go through the router.

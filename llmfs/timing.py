@@ -27,6 +27,11 @@ from .architecture import architecture
 # LoRA step costs about 0.9 of a full one on a CPU, not 2/3 (the frozen weights' backward still reads every matrix).
 # When this machine has run the same model the same way, that run's own speed replaces the guess (`observed`).
 EFFICIENCY = {"full": 0.3, "lora": 0.22, "qlora": 0.12}
+# A run also writes sample texts before and after training (llmfs.recipes: 2 prompts x 48 new tokens, twice), one
+# token at a time: on a CPU that reads every weight per token and reaches a small share of the matmul speed
+# (smollm2-135m: about 13 tokens/s on an idle 2-core machine, BENCHMARKS.md).
+SAMPLE_TOKENS = 2 * 2 * 48
+GENERATION_EFFICIENCY = 0.07
 
 
 # Settings that finish in a few minutes on a laptop CPU, per built-in model (the pages offer them in one click):
@@ -127,7 +132,9 @@ def estimate_train(cfg: Any, config: Any, device: str = "cpu", rate: float | Non
         seconds_per_step = tokens / observed_tokens_per_s
         eval_seconds /= 3.0  # a forward pass: about a third of a training step's work
         basis = f"the speed of your last {label} run of this model here ({observed_tokens_per_s:,.0f} tokens/s)"
-    return TimeEstimate(steps * seconds_per_step + eval_seconds, seconds_per_step, steps, per_step, device, basis)
+    samples = SAMPLE_TOKENS * forward_flops_per_token(config, 64) / (rate * GENERATION_EFFICIENCY)
+    return TimeEstimate(steps * seconds_per_step + eval_seconds + samples, seconds_per_step, steps, per_step,
+                        device, basis)
 
 
 def observed_speed(runs: Any, cfg: Any, device: str) -> float | None:
