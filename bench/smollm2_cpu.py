@@ -62,7 +62,7 @@ def step_seconds(model: str, mode: str, steps: int, batch: int, seq: int) -> tup
 
 
 def generation(model: str, new: int) -> dict:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     from llmfs.weights import load_pretrained
     ours, tok = load_pretrained(model)

@@ -146,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "adapter_model.safetensors.")
     q.add_argument("--out", required=True, help="Folder to write the merged model to (new or empty).")
     q.add_argument("--base", default=None, help="The base model the adapter was trained on: llmfs-tiny, "
-                                                "smollm2-135m, a model folder or a hub id (default: the one the adapter names).")
+                                                "smollm2-135m, a model folder or a hub id (default: the one the "
+                                                "adapter names).")
     q.add_argument("--json", action="store_true", help="Print one JSON object as the last stdout line.")
     q.set_defaults(func=cmd_adapters_merge)
     q = adapters.add_parser("export", help="Copy an adapter out, as a folder or a .zip, to share it or load it with "

@@ -270,7 +270,7 @@ def test_tiny_llama_trains_through_peft_and_saves_a_peft_adapter(tiny_llama_fold
 
 
 def test_llama_lora_run_through_the_job_runner_uses_our_llama(tiny_llama_folder, llmfs_home, tmp_path):
-    from llmfs.config import ConfigError, TrainConfig
+    from llmfs.config import TrainConfig
     from llmfs.recipes import submit_train
     from llmfs.runner import default_manager
     data = tmp_path / "text.txt"
