@@ -147,9 +147,9 @@ def expected_time(cfg: Any) -> None:
     except (ValueError, OSError, RuntimeError):
         return
     runs = len(cfg.modes) if hasattr(cfg, "modes") else 1
-    st.caption(md_escape(f"Expected time: {_about(est.seconds * runs)} ({est.steps} steps at about "
-                         f"{_seconds(est.seconds_per_step)} each), an estimate from {est.basis}; loading the model "
-                         "and waiting for other runs come on top."))
+    st.caption(f"**Expected time: {_about(est.seconds * runs)}** " + md_escape(
+        f"({est.steps} steps at about {_seconds(est.seconds_per_step)} each), an estimate from {est.basis}; loading "
+        "the model and waiting for other runs come on top."))
 
 
 def _about(seconds: float) -> str:
