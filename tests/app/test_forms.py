@@ -72,5 +72,5 @@ def test_smollm2_picked_offers_quick_cpu_settings_and_the_expected_time(home_wit
     assert number(at, "Sequence length", "l15.seq_len").value == QUICK_CPU["smollm2-135m"]["seq_len"]
     assert not any(b.key == "l15.quick" for b in at.button)   # already quick: no second offer
     expected = next(c for c in (apphelpers.unescaped(str(c.value)) for c in at.caption)
-                    if c.startswith("Expected time:"))
+                    if c.startswith("**Expected time:"))
     assert f"({QUICK_CPU['smollm2-135m']['steps']} steps at about" in expected and "GFLOP per step (LoRA)" in expected
