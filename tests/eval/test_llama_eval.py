@@ -211,6 +211,7 @@ def benchmark_configs(tmp: Path, cloze: Path) -> dict[str, EvalConfig]:
 
 
 @needs_samples
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["hellaswag", "mmlu", "truthfulqa_mc1", "truthfulqa_mc2", "custom_mc",
                                   "custom_reference", "llmfs-cloze", "perplexity", "perplexity_stride"])
 def test_every_benchmark_scores_our_llama_as_transformers(wide_llama_folder, cloze_shards, tmp_path, name):
