@@ -21,7 +21,7 @@ from llmfs.sources import SourceError, looks_like_path
 
 from . import identity, state
 from .choices import pipeline_outputs, saved_models, trained_models
-from .text import md_escape
+from .text import md_escape, rough_duration
 from .uploads import UPLOAD_SUFFIXES, fmt_mb, saved_upload, upload_limit_mb
 
 # The built-in names first (llmfs.sources.BUILTIN_MODELS), then the kinds of source a person types or picks.
@@ -147,15 +147,9 @@ def expected_time(cfg: Any) -> None:
     except (ValueError, OSError, RuntimeError):
         return
     runs = len(cfg.modes) if hasattr(cfg, "modes") else 1
-    st.caption(f"**Expected time: {_about(est.seconds * runs)}** " + md_escape(
+    st.caption(f"**Expected time: {rough_duration(est.seconds * runs)}** " + md_escape(
         f"({est.steps} steps at about {_seconds(est.seconds_per_step)} each), an estimate from {est.basis}; loading "
         "the model and waiting for other runs come on top."))
-
-
-def _about(seconds: float) -> str:
-    if seconds < 60:
-        return "under a minute"
-    return f"about {round(seconds / 60)} min" if seconds < 3600 else f"about {seconds / 3600:.1f} h"
 
 
 def _seconds(seconds: float) -> str:

@@ -20,7 +20,7 @@ from llmfs.sources import SourceError
 from llmfs.targets import STRATEGIES
 
 from . import charts, choices, forms, identity, panels, run_panels, state
-from .text import md_escape
+from .text import md_escape, rough_duration
 
 SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -74,7 +74,7 @@ def duration(seconds: float) -> str:
         return "a second or two"
     if seconds < 90:
         return f"about {max(5, round(seconds / 5) * 5):.0f} s"
-    return f"about {round(seconds / 60):.0f} min"
+    return rough_duration(seconds)
 
 
 def table_height(rows: int) -> int:

@@ -27,7 +27,7 @@ from llmfs.runs import (
 )
 
 from . import charts, forms, identity, live, state, tables
-from .text import md_escape
+from .text import md_escape, rough_duration
 
 POLL_S = 1.0
 PLOT_CONFIG = {"displaylogo": False}
@@ -461,11 +461,11 @@ def _queue_body() -> None:
         for r in [r for r in rows if identity.is_mine(r["user"], me)]:
             if r["position"] is None:
                 what = f"run “{md_escape(r['name'])}”" if r.get("name") else f"{r['kind']} run"
-                text = f"Your {what} is running · {_about(r['remaining_s'])} left"
+                text = f"Your {what} is running · {rough_duration(r['remaining_s'])} left"
             elif jobs.paused:
                 text = f"You are #{r['position']}"
             else:
-                text = f"You are #{r['position']} · {_about(r['wait_s'])}" if r["wait_s"] else \
+                text = f"You are #{r['position']} · {rough_duration(r['wait_s'])}" if r["wait_s"] else \
                     f"You are #{r['position']} · starting"
             st.markdown(f":blue-background[**{text}**]")
         if jobs.paused:
@@ -473,8 +473,8 @@ def _queue_body() -> None:
         if not rows:
             st.caption("Empty: the slot is free, a new run starts at once.")
             return
-        lines = [f":material/play_arrow: {_who(r, me)} · {r['kind']} · {_about(r['remaining_s'])} left"
-                 for r in running]
+        lines = [f":material/play_arrow: {_who(r, me)} · {r['kind']} · {rough_duration(r['remaining_s'])} "
+                 "left" for r in running]
         shown = [r for i, r in enumerate(waiting) if i < QUEUE_LINES or identity.is_mine(r["user"], me)]
         lines += [f"#{r['position']} {_who(r, me)} · {r['kind']}" for r in shown]
         if len(waiting) > len(shown):
@@ -486,16 +486,6 @@ def _who(row: dict, me: str | None) -> str:
     if identity.is_mine(row["user"], me):
         return "**you**"
     return f"**{md_escape(row['user'])}**" if row["user"] else "**-**"
-
-
-def _about(seconds: float | None) -> str:
-    """A rough duration for estimates: they are guesses, so no seconds past the first minute."""
-    seconds = float(seconds or 0)
-    if seconds < 60:
-        return "under a minute"
-    if seconds < 3600:
-        return f"about {round(seconds / 60)} min"
-    return f"about {seconds / 3600:.1f} h"
 
 
 def runs_overview(runs: list) -> None:

@@ -29,3 +29,13 @@ def one_line(text: object, n: int = 120) -> str:
     """`text` on one line, at most `n` characters (an ellipsis where it was cut), escaped for a Markdown label."""
     flat = " ".join(str(text).split())
     return md_escape(flat if len(flat) <= n else flat[: n - 1] + "…")
+
+
+def rough_duration(seconds: float | None) -> str:
+    """A duration for estimates, in words: they are guesses, so no seconds past the first minute."""
+    seconds = float(seconds or 0)
+    if seconds < 60:
+        return "under a minute"
+    if seconds < 3600:
+        return f"about {round(seconds / 60)} min"
+    return f"about {seconds / 3600:.1f} h"

@@ -283,16 +283,14 @@ def parity_check(folder: str | os.PathLike, text: str = PARITY_TEXT, tokenizer: 
 def model_summary(model: OurModel) -> dict:
     """Architecture and a parameter table grouped the way the lesson talks about them."""
     cfg = model.config
-    if isinstance(model, Llama):
-        shape = {"family": "llama", "model_type": cfg.model_type, "n_layer": cfg.num_hidden_layers,
-                 "n_head": cfg.num_attention_heads, "n_kv_head": cfg.num_key_value_heads, "n_embd": cfg.hidden_size,
-                 "n_positions": cfg.max_position_embeddings, "vocab_size": cfg.vocab_size,
-                 "tie_word_embeddings": cfg.tie_word_embeddings, "intermediate_size": cfg.intermediate_size,
-                 "rope_theta": cfg.rope_theta}
-    else:
-        shape = {"family": "gpt2", "model_type": "gpt2", "n_layer": cfg.n_layer, "n_head": cfg.n_head,
-                 "n_kv_head": cfg.n_head, "n_embd": cfg.n_embd, "n_positions": cfg.n_positions,
-                 "vocab_size": cfg.vocab_size, "tie_word_embeddings": cfg.tie_word_embeddings}
+    llama = isinstance(model, Llama)
+    shape = {"family": "llama" if llama else "gpt2", "model_type": getattr(cfg, "model_type", "gpt2"),
+             "n_layer": cfg.n_layer, "n_head": cfg.num_attention_heads if llama else cfg.n_head,
+             "n_kv_head": cfg.num_key_value_heads if llama else cfg.n_head,
+             "n_embd": cfg.hidden_size if llama else cfg.n_embd, "n_positions": cfg.n_positions,
+             "vocab_size": cfg.vocab_size, "tie_word_embeddings": cfg.tie_word_embeddings}
+    if llama:
+        shape.update(intermediate_size=cfg.intermediate_size, rope_theta=cfg.rope_theta)
     groups: dict[str, int] = {}
     seen: set[int] = set()
     for name, p in model.named_parameters():
