@@ -353,7 +353,15 @@ def test_killing_the_server_ends_the_ranks_it_launched(tiny_hf_folder, text_file
     finally:
         server.kill()  # SIGKILL: no clean-up in the server
         server.wait()
-    assert _wait_for(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in ranks), 60)
+    assert _wait_for(lambda: not any(_alive(p) for p in ranks), 60)
+
+
+def _alive(process) -> bool:
+    """Running and not a zombie; a process that ends between the two questions is not alive (psutil raises)."""
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def test_two_nodes_meeting_through_a_rendezvous_train_as_one_run(tiny_hf_folder, text_file, tmp_path):
