@@ -86,7 +86,7 @@ def test_server_killed_mid_run_restarts_interrupted_and_resumes_from_its_checkpo
         proc.kill()  # SIGKILL: no clean-up of any kind, as when a server is killed
         proc.wait()
     # a job process outliving its server would go on writing to a run the next server marks interrupted
-    assert _wait_for(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in helpers), 20)
+    assert _wait_for(lambda: not any(_alive(p) for p in helpers), 20)
     seen_before = [m["loss"] for m in run.read_metrics("train")]
     checkpoint = json.loads(ckpt_state.read_text())["step"]
     jm = default_manager(root, telemetry_interval=0.5)
@@ -233,3 +233,12 @@ def test_really_full_disk_ends_the_job_and_writes_stay_whole(small_tmpfs, tiny_h
             assert step >= 1 and load_file(str(last / "model.safetensors"))
     finally:
         jm.shutdown()
+
+
+def _alive(process) -> bool:
+    """Running and not a zombie; a process that ends between the two questions is not alive (psutil raises)."""
+    import psutil
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
