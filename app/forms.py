@@ -141,9 +141,8 @@ def expected_time(cfg: Any) -> None:
         device = resolve_device(cfg.device)
         if shape is None:
             return
-        from llmfs.timing import observed_speed
-        est = estimate_train(cfg, shape, device=device,
-                             observed_tokens_per_s=observed_speed(state.jobs().list_runs()[:200], cfg, device))
+        est = estimate_train(cfg, shape, device=device, observed_tokens_per_s=_observed_speed(
+            str(cfg.model), int(cfg.lora_rank), str(cfg.quantize), device))
     except (ValueError, OSError, RuntimeError):
         return
     runs = len(cfg.modes) if hasattr(cfg, "modes") else 1
@@ -154,6 +153,15 @@ def expected_time(cfg: Any) -> None:
 
 def _seconds(seconds: float) -> str:
     return f"{seconds:.2f} s" if seconds < 1 else f"{seconds:.0f} s"
+
+
+@st.cache_data(ttl=30, show_spinner=False, max_entries=64)
+def _observed_speed(model: str, lora_rank: int, quantize: str, device: str) -> float | None:
+    """`llmfs.timing.observed_speed` over the runs on disk, read at most every 30 s per model and method rather than
+    on every rerun of a form (a workshop server holds hundreds of runs)."""
+    from llmfs.timing import observed_speed
+    return observed_speed(state.jobs().list_runs(), types.SimpleNamespace(
+        model=model, lora_rank=lora_rank, quantize=quantize), device)
 
 
 def submit_job(key: str, submit: Callable[[], str]) -> None:

@@ -18,6 +18,7 @@ from llmfs.config import TrainConfig
 from llmfs.freeze import plan_freeze
 from llmfs.sources import SourceError
 from llmfs.targets import STRATEGIES
+from llmfs.timing import BIG, action_seconds
 
 from . import charts, choices, forms, identity, panels, run_panels, state
 from .text import md_escape, rough_duration
@@ -54,20 +55,7 @@ def gpt2_tokenizer(stamp: str, _folder: str):
     return build(Path(_folder))
 
 
-# -- how long things take on a CPU --------------------------------------------------------------------------------
-# Seconds per million parameters on the 2-core CPU this lab is sized for, from smollm2-135m (134.5M parameters)
-# on a shared machine, rounded up (BENCHMARKS.md: 13.5 generated tokens/s on a quiet one): a model below BIG does
-# everything here in a second or two.
-BIG = 20_000_000
-SECONDS_PER_M = {"load": 0.04, "parity": 0.1, "token": 0.0008, "random": 0.04, "swap": 0.06}
-
-
-def expected(what: str, params: int, count: int = 1) -> float:
-    """Rough wall seconds for `what` ("load", "parity", "token" per generated token, "random", "swap") on a model of
-    `params` parameters, `count` times."""
-    return SECONDS_PER_M[what] * params / 1e6 * count
-
-
+# -- how long things take on a CPU: llmfs.timing.action_seconds, BIG ---------------------------------------------
 def duration(seconds: float) -> str:
     """A wait in words: "a second or two", "about 20 s", "about 2 min"."""
     if seconds < 3:
@@ -208,7 +196,7 @@ def parity(folder, model, tokenizer, key: str) -> None:
     text = st.text_input("Text to compare on", value="The quick brown fox jumps over the lazy dog.",
                          key=f"{key}.parity_text", persist_state="session")
     params = params_of(model)
-    wait = expected("parity", params)
+    wait = action_seconds("parity", params)
     if st.button("Run the parity check", key=f"{key}.parity", icon=":material/compare_arrows:",
                  help=f"Takes {duration(wait)} on a 2-core CPU: transformers loads its own copy of the weights."):
         from llmfs.weights import parity_check
@@ -321,7 +309,7 @@ def ask(model, tokenizer, key: str) -> None:
     if not has_chat:
         st.caption("This model has no chat template: it was trained to continue text, not to answer, so it "
                    "continues yours.")
-    wait = expected("token", params_of(model), ASK_TOKENS)
+    wait = action_seconds("token", params_of(model), ASK_TOKENS)
     if st.button("Answer", key=f"{key}.ask", icon=":material/chat:",
                  help=f"Up to {ASK_TOKENS} tokens, the most likely one each time: {duration(wait)} on a 2-core CPU."):
         text = prompt_text(tokenizer, question, chat and has_chat)
@@ -413,7 +401,7 @@ def swap_section(model, tokenizer, name: str, gpt2, text: str, key: str) -> None
         rows.append({"GPT-2 token": shown_token(gpt2.decode([i])), "id": i, "its new row starts as": start})
     st.caption("The sentence's GPT-2 tokens, and where each one's new row would come from")
     st.dataframe(rows, hide_index=True, width="stretch", height=table_height(min(len(rows), 16)))
-    wait = expected("swap", params_of(model)) + 2
+    wait = action_seconds("swap", params_of(model)) + 2
     if st.button("Swap and measure the loss", key=f"{key}.swap", icon=":material/swap_horiz:",
                  help=f"Builds the swapped copy of the model: {duration(wait)} on a 2-core CPU."):
         from llmfs.vocab import swap_tokenizer
@@ -567,7 +555,7 @@ def before_training(model, tokenizer, source: str, key: str) -> None:
     """The pretrained weights and random ones of the same architecture: the held-out loss and a greedy answer."""
     params = params_of(model)
     has_chat = bool(getattr(tokenizer, "chat_template", None))
-    wait = expected("random", params) + 2 * expected("token", params, ASK_TOKENS)
+    wait = action_seconds("random", params) + 2 * action_seconds("token", params, ASK_TOKENS)
     if st.button("Ask both", key=f"{key}.both_ask", icon=":material/psychology:",
                  help=f"Draws random weights and generates twice: {duration(wait)} on a 2-core CPU."):
         text = prompt_text(tokenizer, ASK_PROMPT, has_chat)

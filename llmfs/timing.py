@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -39,6 +40,19 @@ QUICK_CPU: dict[str, dict[str, Any]] = {
     "smollm2-135m": {"steps": 40, "batch_size": 4, "seq_len": 128, "eval_every": 20, "eval_batches": 2,
                      "warmup_steps": 4, "lr": 2e-4, "lora_rank": 8},
 }
+
+
+# Seconds per million parameters for the lessons' one-off actions on the 2-core CPU this lab is sized for, from
+# smollm2-135m (134.5M parameters) on a shared machine, rounded up (BENCHMARKS.md: 12-13.5 generated tokens/s on a
+# quiet one): a model below BIG parameters does each of them in a second or two.
+BIG = 20_000_000
+ACTION_SECONDS_PER_M = {"load": 0.04, "parity": 0.1, "token": 0.0008, "random": 0.04, "swap": 0.06}
+
+
+def action_seconds(what: str, params: int, count: int = 1) -> float:
+    """Rough wall seconds for `what` ("load", "parity", "token" per generated token, "random" weights drawn,
+    "swap" of a tokenizer) on a model of `params` parameters, `count` times."""
+    return ACTION_SECONDS_PER_M[what] * params / 1e6 * count
 
 
 @dataclass(frozen=True)
@@ -154,15 +168,7 @@ def observed_speed(runs: Any, cfg: Any, device: str) -> float | None:
         result = status.get("result") or {}
         speed = result.get("tokens_per_s")
         if (status.get("state") == "succeeded" and speed and config.get("model") == cfg.model
-                and mode_of(_Settings(config)) == mode_of(cfg) and int(config.get("processes") or 1) <= 1
+                and mode_of(SimpleNamespace(**config)) == mode_of(cfg) and int(config.get("processes") or 1) <= 1
                 and config.get("device", "auto") in ("auto", device)):
             return float(speed)
     return None
-
-
-class _Settings:
-    """A run's config dict read like a TrainConfig (what `mode_of` looks at)."""
-
-    def __init__(self, config: dict):
-        self.lora_rank = config.get("lora_rank") or 0
-        self.quantize = config.get("quantize") or "none"

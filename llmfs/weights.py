@@ -220,15 +220,6 @@ def load_pretrained(source: str) -> tuple[OurModel, Any]:
     return model, tokenizer
 
 
-def family_of(folder: str | os.PathLike) -> str | None:
-    """Which of our models reads `folder`: "gpt2", "llama", or None (another architecture, or no config)."""
-    try:
-        model_type = json.loads((Path(folder) / "config.json").read_text()).get("model_type")
-    except (OSError, ValueError):
-        return None
-    return "gpt2" if model_type == "gpt2" else "llama" if model_type in LLAMA_TYPES else None
-
-
 def load_folder(folder: str | os.PathLike, source: str | None = None) -> OurModel:
     """Our model for a local Hugging Face folder, by its config.json's model_type.
 
