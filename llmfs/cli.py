@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from .config import ConfigError, EvalConfig, TrainConfig, field_info
 from .fsutil import make_temp_dir
+from .generate import SampleConfig
 from .paths import runs_dir
 from .runs import FINAL_STATES, SUCCEEDED, MetricsCursor, Run, list_runs, mark_interrupted, read_new_metrics
 from .packaged import PACKAGED
@@ -105,6 +106,29 @@ def build_parser() -> argparse.ArgumentParser:
                                               "page, its charts).")
     p.add_argument("--json", action="store_true", help="Print one JSON object as the last stdout line.")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("generate", help="Answer a prompt or a conversation with a model (and an adapter): the text, "
+                                        "and with --json each token's probability and the likeliest alternatives.",
+                       description="Generate with any model, optionally with one LoRA adapter on it. Without --json "
+                                   "the text streams to stdout as it comes; with --json the last stdout line is "
+                                   "{text, tokens: [{id, text, prob, top}], finish, ...}, where prob is the model's "
+                                   "softmax probability of the token (at temperature 1, before top-k / top-p).")
+    p.add_argument("--model", default="llmfs-tiny", help="llmfs-tiny, smollm2-135m, a model folder (a run's saved "
+                                                        "model too) or a hub id.")
+    p.add_argument("--adapter", action="append", default=None, metavar="ADAPTER",
+                   help="A LoRA adapter to answer with: an id from `adapters list` (run:... or lib:...) or an adapter "
+                        "folder. It must have been trained on --model.")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--prompt", default=None, help="Text for the model to continue, as it is (no chat template).")
+    what.add_argument("--chat", default=None, metavar="FILE",
+                      help='A JSON file with a list of messages, [{"role": "user", "content": "..."}] (roles system, '
+                           "user, assistant), put through the model's chat template; the model writes the next "
+                           "assistant turn.")
+    add_config_args(p, SampleConfig)
+    p.add_argument("--top-n", type=int, default=5, help="How many of the likeliest tokens to list at each step with "
+                                                        "--json (default: 5).")
+    p.add_argument("--json", action="store_true", help="Print one JSON object as the last stdout line.")
+    p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("data", help="Run a data pipeline: read, mix, filter, deduplicate, write WebDataset shards.")
     p.add_argument("--input", action="append", required=True, metavar="SRC",
@@ -394,6 +418,113 @@ def cmd_load(args: argparse.Namespace) -> int:
                   f"{out['parity']['max_abs_delta']:.2e} ({'OK' if out['parity']['ok'] else 'MISMATCH'})")
     _emit_json(args, out, human=human)
     return EXIT_OK if out["parity"] is None or out["parity"]["ok"] else EXIT_RUN_FAILED
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    """One answer, streamed as text, or as one JSON object with every token's probability and alternatives."""
+    from . import generate
+    cfg = config_from_args(SampleConfig, args)  # bad values are refused before the model loads
+    if args.top_n < 0:
+        raise ValueError(f"--top-n must be 0 or more, got {args.top_n}")
+    messages = _read_chat(args.chat) if args.chat is not None else None
+    adapter = _generate_adapter(args)
+    _ensure_builtin(args.model)
+    if adapter is None:
+        from .weights import load_pretrained
+        model, tokenizer = _load_any(args.model)
+        if model is None:
+            model, tokenizer = load_pretrained(args.model)
+    else:
+        from .adapting import attach
+        adapted = attach(args.model, {"adapter": adapter.path})
+        adapted.activate("adapter")
+        model, tokenizer = adapted.model, adapted.tokenizer
+    ids = generate.prompt_ids(tokenizer, prompt=args.prompt, messages=messages)
+    stream = generate.stream_tokens(model, tokenizer, ids, cfg, top_n=args.top_n)
+    steps = []
+    for step in stream:
+        steps.append(step)
+        if not args.json:
+            sys.stdout.write(step.text)
+            sys.stdout.flush()
+    kept = min(len(ids), int(model.config.n_positions) - 1)
+    out = {"text": "".join(s.text for s in steps), "tokens": [s.to_dict() for s in steps], "finish": stream.finish,
+           "model": args.model, "adapter": adapter.id if adapter is not None else None, "seed": cfg.seed,
+           "sampling": dataclasses.asdict(cfg), "prompt_tokens": kept, "prompt_cut": len(ids) - kept,
+           "new_tokens": len(steps)}
+    if args.json:
+        _emit_json(args, out)
+    else:
+        print()
+        _err(f"({len(steps)} tokens, ended: {_FINISH_WORDS.get(stream.finish, stream.finish)})")
+    return EXIT_OK
+
+
+_FINISH_WORDS = {"end": "the model ended its answer", "length": "reached --max-new-tokens",
+                 "stop_string": "the model began the next turn", "context": "the model's context is full",
+                 "stopped": "stopped"}
+
+
+def _load_any(source: str):
+    """(model, tokenizer) for an architecture our GPT and Llama do not implement (through transformers), or (None,
+    None) for one they do (the caller loads it with load_pretrained)."""
+    from .hf_causal import CausalLM, load_causal_lm, model_type_of
+    from .weights import OUR_MODEL_TYPES
+    folder = resolve_model_dir(source)
+    if model_type_of(folder) in OUR_MODEL_TYPES:
+        return None, None
+    hf, tokenizer = load_causal_lm(folder)
+    return CausalLM(hf).eval(), tokenizer
+
+
+def _read_chat(path: str) -> list[dict]:
+    """The messages in a --chat file, checked; a ValueError naming the file and what is wrong with it."""
+    from .templates import TemplateError, check_messages
+    file = Path(path).expanduser()
+    try:
+        messages = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"--chat {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"--chat {path}: cannot read it ({e})") from e
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--chat {path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); it should "
+                         'hold a list of messages like [{"role": "user", "content": "Hello"}]') from e
+    if isinstance(messages, dict) and "messages" in messages:
+        messages = messages["messages"]  # one example of chat training data: {"messages": [...]}
+    try:
+        return check_messages(messages)
+    except TemplateError as e:
+        raise ValueError(f"--chat {path}: {e}") from e
+
+
+def _generate_adapter(args: argparse.Namespace):
+    """The one --adapter given (its AdapterInfo), or None; refused when several are given or it was trained on
+    another base than --model."""
+    if not args.adapter:
+        return None
+    if len(args.adapter) > 1:
+        raise ValueError(f"generate answers with one adapter at a time, got {len(args.adapter)} "
+                         f"({', '.join(args.adapter)}); run it once per adapter (the app's Playground shows several "
+                         "side by side)")
+    info = _find_adapter(args.adapter[0])
+    if info.base_model and not _same_model(info.base_model, args.model):
+        raise ValueError(f"the adapter {info.id} was trained on {info.base_model}, not on {args.model}: give "
+                         f"--model {info.base_model}")
+    return info
+
+
+def _same_model(a: str, b: str) -> bool:
+    """Do two model sources name the same model (the same name, or the same folder once resolved)?"""
+    if a.strip() == b.strip():
+        return True
+    from .sources import SourceError
+    try:
+        _ensure_builtin(a)
+        _ensure_builtin(b)
+        return resolve_model_dir(a).resolve() == resolve_model_dir(b).resolve()
+    except (SourceError, OSError):
+        return False
 
 
 def cmd_data(args: argparse.Namespace) -> int:
