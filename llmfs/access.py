@@ -27,11 +27,20 @@ from pathlib import Path
 from typing import Iterable
 from urllib.parse import urlparse
 
-from .errors import AccessError
 from .adapters import list_adapters
-from .config import DEFAULT_DATA
-from .data.readers import HELDOUT, HF_LOCAL_BUILDERS, HF_PREFIX, DataError, check_location, is_public_address, \
-    parse_hf, resolve_inputs, scheme_of
+from .config import DEFAULT_DATA, PYTHON_QA
+from .data.readers import (
+    HELDOUT,
+    HF_LOCAL_BUILDERS,
+    HF_PREFIX,
+    DataError,
+    check_location,
+    is_public_address,
+    parse_hf,
+    resolve_inputs,
+    scheme_of,
+)
+from .errors import AccessError
 from .paths import default_dir, llmfs_home, models_dir, runs_dir, uploads_dir
 from .runs import list_runs
 from .sources import BUILTIN_MODELS, HUB_ID, looks_like_path
@@ -59,7 +68,7 @@ class Access:
             DataError: a location that would be executed or has an unknown scheme (rule 1).
         """
         spec = str(spec).strip()
-        if spec in (DEFAULT_DATA, DEFAULT_DATA + HELDOUT):
+        if spec in (DEFAULT_DATA, DEFAULT_DATA + HELDOUT, PYTHON_QA):
             return
         if spec.lower().startswith(HF_PREFIX):
             return self._check_hf(spec)

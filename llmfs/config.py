@@ -17,6 +17,7 @@ from .targets import STRATEGIES, parse_targets
 
 DEFAULT_MODEL = "llmfs-tiny"
 DEFAULT_DATA = "llmfs-corpus"
+PYTHON_QA = "llmfs-python-qa"   # the built-in question / answer set (`llmfs.data.examples.python_qa`)
 
 # Which parameters train; `llmfs.freeze` implements each, `llmfs.targets.STRATEGIES` describes them.
 FreezeStrategy = Literal["full", "linear_probe", "freeze_embeddings", "freeze_bottom", "train_top", "bitfit",
@@ -89,8 +90,22 @@ class TrainConfig:
     init: Literal["pretrained", "random"] = option(
         "pretrained", "Start from the model's trained weights, or from random weights of the same shape "
                       "(to see what pretraining is worth).", label="Initial weights")
-    data: str = option(DEFAULT_DATA, "The text to train on: `llmfs-corpus` (Python's own documentation, built in), "
-                                     "or a .txt / .jsonl file or a folder of them.", label="Training data")
+    data: str = option(DEFAULT_DATA, "What to train on: `llmfs-corpus` (Python's own documentation, built in), "
+                                     "`llmfs-python-qa` (questions and answers about Python, built in), a .txt / "
+                                     ".jsonl file or a folder of them, or a file of examples (.jsonl / .json / .csv "
+                                     "in chat, prompt / response or Alpaca format).", label="Training data")
+    data_format: Literal["auto", "text", "chat", "prompt", "alpaca"] = option(
+        "auto", "How to read the data. `auto`: examples when the file holds them (chat {\"messages\": [...]}, "
+                "{\"prompt\", \"response\"} or Alpaca {\"instruction\", \"input\", \"output\"}), else plain text. "
+                "`text`: plain text, read as one long stream. `chat` / `prompt` / `alpaca`: require that format.",
+        advanced=True, label="Data format")
+    train_on: Literal["assistant", "all"] = option(
+        "assistant", "For examples: `assistant` trains only on the answers (the model learns to answer, not to write "
+                     "questions); `all` trains on every token of each conversation, template included.",
+        advanced=True, label="Learn from")
+    pack: bool = option(False, "For examples: pack several examples into each sequence (less padding, but an "
+                               "example then attends to the one before it). Off: one example per row.",
+                        advanced=True, label="Pack examples together")
     steps: int = option(100, "How many optimizer updates to make. More steps = longer training.",
                         min=1, max=1_000_000, label="Training steps")
     epochs: float | None = option(None, "Instead of a step count: how many passes over the training data. "

@@ -15,11 +15,11 @@ from pathlib import Path
 from .adapters import record_training
 from .bootstrap import ensure_default
 from .builders import build_model
-from .config import DEFAULT_DATA, ConfigError, EvalConfig, TrainConfig, from_dict
+from .config import DEFAULT_DATA, PYTHON_QA, ConfigError, EvalConfig, TrainConfig, from_dict
 from .data.readers import HELDOUT
 from .data.text import HF_PREFIX
 from .defaults import require_default
-from .errors import SourceError
+from .errors import DataError, SourceError
 from .eval.runner import eval_job as run_eval
 from .fsutil import make_temp_dir, replace_dir
 from .jobs import JobContext, JobManager, RankContext, StopFile
@@ -37,7 +37,10 @@ def preflight_train(cfg: TrainConfig) -> None:
     than the model has, missing paths, no GPU, a data source that is not a path or an address we read."""
     from .data.readers import check_spec
     check_spec(cfg.data)
+    examples = example_format(cfg) != "text"   # a file of examples (or the built-in set): read and checked here
     model_config = peek_model_config(cfg.model)
+    if examples and not seq_len_was_set(cfg):
+        cfg = cfg.replace(seq_len=2)   # the run takes the examples' length, cut to the model's context: no check
     if model_config is not None:
         cfg.check_context(model_config.n_positions)
         cfg.check_layers(model_config.n_layer)
@@ -54,7 +57,10 @@ def preflight_train(cfg: TrainConfig) -> None:
         plan_precision(cfg.precision, device, tf32=cfg.tf32)
     except PrecisionError as e:
         raise ConfigError("precision", str(e)) from e
-    if cfg.data != DEFAULT_DATA and not cfg.data.startswith(HF_PREFIX):
+    if examples:
+        from .data.examples import read_examples
+        read_examples(cfg.data, cfg.data_format)   # ExampleError (a DataError) names the line and the fix
+    elif cfg.data != DEFAULT_DATA and not cfg.data.startswith(HF_PREFIX):
         from .data.readers import DataError, resolve_inputs
         try:
             resolve_inputs(cfg.data)
@@ -128,6 +134,25 @@ def _preflight_other_architecture(cfg: TrainConfig, folder: Path) -> None:
             raise ConfigError("lora_targets", str(e)) from e
 
 
+def example_format(cfg: TrainConfig) -> str:
+    """"text", or the format of the examples `cfg.data` holds (chat, prompt, alpaca): the one the config names, or
+    the one its file holds (`llmfs.data.examples.detect`).
+
+    Raises:
+        ExampleError: the config asks for examples and the data is not a file of them, or the file is neither.
+    """
+    from .data.examples import ExampleError, detect, is_example_file
+    if cfg.data_format == "text":
+        return "text"
+    found = detect(cfg.data)
+    if cfg.data_format == "auto":
+        return found
+    if found == "text" and not (cfg.data.strip() == PYTHON_QA or is_example_file(cfg.data)):
+        raise ExampleError(f"{cfg.data} is not a file of examples (.jsonl, .json or .csv): set the data format to "
+                           "auto or text to train on it as plain text.")
+    return cfg.data_format
+
+
 def needs_builtins(cfg: TrainConfig) -> bool:
     return is_default(cfg.model) or cfg.data.strip() in BUILTIN_TEXT
 
@@ -183,6 +208,11 @@ def fit_to_data(cfg: TrainConfig, train_tokens: int | None = None) -> tuple[Trai
         ConfigError: the text is too short for the sequence length the person set, or for any sequence at all.
     """
     if train_tokens is None:
+        try:
+            if example_format(cfg) != "text":
+                return cfg, None   # examples: the run sets the length from them (`prepare_examples`)
+        except DataError:
+            return cfg, None       # the preflight says why
         from .data.text import summarize
         try:
             summary = summarize(cfg.data, cfg.model)
@@ -233,8 +263,6 @@ def home_heldout() -> dict:
 def train_job(ctx: JobContext, payload: dict) -> dict:
     """Load the model and data named by the config, train with the shared loop, save the model (or the adapter)."""
     from . import distributed
-    from .data.text import load_tokens
-    from .generate import SampleConfig, sample_many
     from .weights import save_hf_folder
 
     cfg = from_dict(TrainConfig, payload)
@@ -242,9 +270,80 @@ def train_job(ctx: JobContext, payload: dict) -> dict:
     env = distributed.current()  # one process, or one rank of several: the launcher decided (`llmfs.runner`)
     t0 = time.time()
     ctx.log(f"Loading model {cfg.model} ({cfg.init} weights) ...")
-    built = build_model(ctx, cfg)   # the builder registered for the model's family (`llmfs.builders`)
+    fmt = example_format(cfg)
+    # examples without a chosen length take their own (cut to the model's context): nothing to check it against yet
+    follows = fmt != "text" and not seq_len_was_set(cfg)
+    built = build_model(ctx, cfg.replace(seq_len=2) if follows else cfg)  # the family's builder (`llmfs.builders`)
     model, tokenizer, plan, base_name = built.model, built.tokenizer, built.plan, built.base_name
-    ctx.log(f"Reading and tokenizing {cfg.data} ...")
+    ctx.log(f"Reading and tokenizing {cfg.data} ..." if fmt == "text" else
+            f"Reading the examples of {cfg.data} ({fmt} format) ...")
+    data = (_text_data if fmt == "text" else _example_data)(ctx, cfg, payload, tokenizer, model, env, t0)
+    cfg, batches, heldout, total = data.cfg, data.batches, data.heldout, data.total
+    ctx.log(f"Held-out loss: measured on {data.heldout_on}" + (f", {heldout.tokens_read:,} tokens." if heldout.usable
+                                                                else "."))
+    if heldout.note:
+        ctx.log(heldout.note)
+    ctx.emit(0, kind="heldout", on=data.heldout_on, tokens=heldout.tokens_read, note=heldout.note or "")
+    before = _samples(model, tokenizer, data.prompts, cfg) if env.is_main else []
+    ctx.progress(0, total)
+    result = train(model, batches, cfg, val_batches=heldout,
+                   sink=ctx, should_stop=ctx.should_stop, checkpoint_dir=ctx.checkpoint_dir, resume=ctx.resume,
+                   total_steps=total, freeze_plan=plan)
+    if env.active and distributed.is_fsdp(model):  # gather the shards: rank 0 samples and saves a whole copy
+        whole, _ = distributed.full_state(model, None)
+        if env.is_main:
+            model = _whole_copy(ctx, cfg, whole)
+    if not env.is_main:
+        return {}
+    ctx.progress(result.steps_done, total)
+    after = _samples(model, tokenizer, data.prompts, cfg)
+    samples = [{"prompt": b["prompt"], "before": b["text"], "after": a["text"]} for b, a in zip(before, after)]
+    out = {
+        "final_loss": result.final_loss, "losses": result.losses, "steps": result.steps_done,
+        "total_steps": total, "stopped": result.stopped,
+        "eval_loss": result.evals[-1]["eval_loss"] if result.evals else None,
+        "tokens_per_s": result.tokens_per_s, "peak_memory_bytes": result.peak_memory_bytes,
+        "trainable_params": result.trainable_params, "total_params": result.total_params, "samples": samples,
+        "precision": result.precision, "seq_len": cfg.seq_len, "seq_len_note": data.seq_len_note,
+        "heldout_on": data.heldout_on, "heldout_tokens": heldout.tokens_read if heldout.usable else 0,
+        "heldout_note": heldout.note, "data_format": fmt,
+    }
+    if data.examples is not None:
+        out["examples"] = data.examples
+    if cfg.precision == "fp16" and cfg.grad_scaling:
+        out.update(loss_scales=result.loss_scales, skipped_steps=result.skipped_steps)
+    out["memory_estimate"] = _memory_estimate(model, cfg)
+    if cfg.lora and result.history:
+        out["adapter_dir"] = str(_save_adapter(model, cfg, ctx.run_dir / "adapter", base_name))
+        saved = record_training(out["adapter_dir"], base=base_name, data=cfg.data, steps=result.steps_done,
+                                rank=cfg.lora_rank, alpha=cfg.lora_alpha, targets=cfg.lora_targets,
+                                quantize=cfg.quantize, precision=cfg.precision, final_loss=out["final_loss"],
+                                eval_loss=out["eval_loss"], run_id=ctx.run_dir.name,
+                                name=Run(ctx.run_dir).name)
+        ctx.log(f"Saved the LoRA adapter to {out['adapter_dir']} (PEFT's format; base model: {saved.base_model}).")
+    elif cfg.save_model and result.history:
+        save_hf_folder(model.cpu().float(), ctx.run_dir / "model", tokenizer=tokenizer)
+        ctx.log(f"Saved the model to {ctx.run_dir / 'model'} (a Hugging Face folder).")
+    return out
+
+
+@dataclasses.dataclass
+class _RunData:
+    """What a run trains and evaluates on, however its data is read (plain text, or examples)."""
+    cfg: TrainConfig              # with the sequence length the data set
+    batches: object               # a `llmfs.train.BatchSource`
+    heldout: object               # `HeldOutWindows` or `HeldOutExamples`
+    heldout_on: str
+    total: int                    # optimizer steps
+    prompts: list                 # text prompts, or conversations, to sample before and after training
+    seq_len_note: str | None = None
+    examples: dict | None = None  # for examples: what `EncodedSet.report` counts
+
+
+def _text_data(ctx: JobContext, cfg: TrainConfig, payload: dict, tokenizer, model, env, t0: float) -> _RunData:
+    """Plain text: one long token stream, random windows of the sequence length (short text: shorter windows)."""
+    from . import distributed
+    from .data.text import load_tokens
     part = _data_part(cfg.data, env)
     data = load_tokens(cfg.data, tokenizer, part=part)
     train_tokens, val_tokens = data.train, data.heldout
@@ -261,21 +360,9 @@ def train_job(ctx: JobContext, payload: dict) -> dict:
         ctx.log(f"Each of the {env.world_size} processes reads its own part of {cfg.data} (whole shards or every "
                 f"{env.world_size}th document): {', '.join(f'{n:,}' for n in shares)} training tokens.")
         ctx.emit(0, kind="data_parts", train_tokens=shares)
-    where = resolve_device(cfg.device) + (f", {env.world_size} processes ({cfg.strategy.upper()})" if env.active
-                                          else "")
     ctx.log(f"{len(train_tokens):,} training tokens, {len(val_tokens):,} held-out; {total} steps of "
-            f"{cfg.tokens_per_step * env.world_size:,} tokens on {where} (set-up {time.time() - t0:.1f}s).")
+            f"{cfg.tokens_per_step * env.world_size:,} tokens on {_where(cfg, env)} (set-up {time.time() - t0:.1f}s).")
     _log_precision(ctx, cfg)
-    heldout = heldout_windows(cfg, val_tokens, _context_of(model))
-    heldout_on = data.split.heldout_on
-    ctx.log(f"Held-out loss: measured on {heldout_on}" + (f", {heldout.tokens_read:,} tokens." if heldout.usable
-                                                           else "."))
-    if heldout.note:
-        ctx.log(heldout.note)
-    ctx.emit(0, kind="heldout", on=heldout_on, tokens=heldout.tokens_read, note=heldout.note or "")
-    prompts = sample_prompts(val_tokens, tokenizer)
-    before = sample_many(model, tokenizer, prompts, SampleConfig(seed=cfg.seed)) if env.is_main else []
-    ctx.progress(0, total)
     if part is not None:  # each rank draws from its own share of the data
         batches = RandomWindows(train_tokens, cfg.batch_size, cfg.seq_len, seed=cfg.seed + 1_000_003 * env.rank)
     else:
@@ -285,43 +372,89 @@ def train_job(ctx: JobContext, payload: dict) -> dict:
         batches = RandomWindows(train_tokens, cfg.batch_size * env.world_size, cfg.seq_len, seed=cfg.seed)
         if env.active:
             batches = distributed.RankSlice(batches, env)
-    result = train(model, batches, cfg, val_batches=heldout,
-                   sink=ctx, should_stop=ctx.should_stop, checkpoint_dir=ctx.checkpoint_dir, resume=ctx.resume,
-                   total_steps=total, freeze_plan=plan)
-    if env.active and distributed.is_fsdp(model):  # gather the shards: rank 0 samples and saves a whole copy
-        whole, _ = distributed.full_state(model, None)
-        if env.is_main:
-            model = _whole_copy(ctx, cfg, whole)
-    if not env.is_main:
-        return {}
-    ctx.progress(result.steps_done, total)
-    after = sample_many(model, tokenizer, prompts, SampleConfig(seed=cfg.seed))
-    samples = [{"prompt": b["prompt"], "before": b["text"], "after": a["text"]} for b, a in zip(before, after)]
-    out = {
-        "final_loss": result.final_loss, "losses": result.losses, "steps": result.steps_done,
-        "total_steps": total, "stopped": result.stopped,
-        "eval_loss": result.evals[-1]["eval_loss"] if result.evals else None,
-        "tokens_per_s": result.tokens_per_s, "peak_memory_bytes": result.peak_memory_bytes,
-        "trainable_params": result.trainable_params, "total_params": result.total_params, "samples": samples,
-        "precision": result.precision, "seq_len": cfg.seq_len, "seq_len_note": fitted,
-        "heldout_on": heldout_on, "heldout_tokens": heldout.tokens_read if heldout.usable else 0,
-        "heldout_note": heldout.note,
-    }
-    if cfg.precision == "fp16" and cfg.grad_scaling:
-        out.update(loss_scales=result.loss_scales, skipped_steps=result.skipped_steps)
-    out["memory_estimate"] = _memory_estimate(model, cfg)
-    if cfg.lora and result.history:
-        out["adapter_dir"] = str(_save_adapter(model, cfg, ctx.run_dir / "adapter", base_name))
-        saved = record_training(out["adapter_dir"], base=base_name, data=cfg.data, steps=result.steps_done,
-                                rank=cfg.lora_rank, alpha=cfg.lora_alpha, targets=cfg.lora_targets,
-                                quantize=cfg.quantize, precision=cfg.precision, final_loss=out["final_loss"],
-                                eval_loss=out["eval_loss"], run_id=ctx.run_dir.name,
-                                name=Run(ctx.run_dir).name)
-        ctx.log(f"Saved the LoRA adapter to {out['adapter_dir']} (PEFT's format; base model: {saved.base_model}).")
-    elif cfg.save_model and result.history:
-        save_hf_folder(model.cpu().float(), ctx.run_dir / "model", tokenizer=tokenizer)
-        ctx.log(f"Saved the model to {ctx.run_dir / 'model'} (a Hugging Face folder).")
+    return _RunData(cfg, batches, heldout_windows(cfg, val_tokens, _context_of(model)), data.split.heldout_on, total,
+                    sample_prompts(val_tokens, tokenizer), fitted)
+
+
+def _example_data(ctx: JobContext, cfg: TrainConfig, payload: dict, tokenizer, model, env, t0: float) -> _RunData:
+    """Examples: each rendered through the model's chat template, trained on the assistant's tokens (or all), one
+    example per row padded to the batch's longest (or packed when asked); every 10th example held out (a handful:
+    measured on the training examples, with a note); the sequence length from the longest example unless set."""
+    from . import distributed
+    from .data.example_batches import ExampleBatches, HeldOutExamples, PackedExamples
+    from .data.examples import prepare, read_examples
+    examples = read_examples(cfg.data, cfg.data_format)
+    context = _context_of(model)
+    prepared = prepare(examples, tokenizer, cfg.seq_len if seq_len_was_set(cfg) else None, cfg.train_on, context)
+    note = None
+    if prepared.seq_len != cfg.seq_len:
+        note = (f"Sequence length {prepared.seq_len:,} (the longest example"
+                f"{', cut to ' + format(prepared.seq_len, ',') if prepared.truncated else ''}) instead of "
+                f"{cfg.seq_len:,}: it follows the examples when you do not set it.")
+        cfg = cfg.replace(seq_len=prepared.seq_len)
+        ctx.log(note)
+    report = prepared.report()
+    ctx.log(f"{report['examples']:,} examples to train on ({report['trained_tokens']:,} of their {report['tokens']:,} "
+            f"tokens trained on: {'the answers' if cfg.train_on == 'assistant' else 'all of them'}), "
+            f"{report['heldout_examples']:,} held out; through {prepared.template}.")
+    if prepared.truncated:
+        ctx.log(f"{prepared.truncated:,} example{'s were' if prepared.truncated != 1 else ' was'} longer than "
+                f"{cfg.seq_len + 1:,} tokens and cut at the end.")
+    if prepared.dropped:
+        ctx.log(f"{prepared.dropped:,} example{'s' if prepared.dropped != 1 else ''} left out: the answer lies beyond "
+                "the sequence length, so nothing was left to learn from.")
+    ctx.emit(0, kind="examples", **report)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    width = cfg.batch_size * env.world_size
+    if cfg.pack:
+        batches = PackedExamples(prepared.train, width, cfg.seq_len, seed=cfg.seed)
+    else:
+        batches = ExampleBatches(prepared.train, width, pad, seed=cfg.seed, grad_accum=cfg.grad_accum)
+    if env.active:
+        batches = distributed.RankSlice(batches, env)
+    total = total_steps_for(cfg, prepared.tokens)
+    ctx.log(f"{total} steps of {cfg.batch_size * env.world_size} examples on {_where(cfg, env)} "
+            f"(set-up {time.time() - t0:.1f}s).")
+    _log_precision(ctx, cfg)
+    heldout = HeldOutExamples(prepared.heldout, cfg.batch_size, pad, prepared.heldout_note)
+    prompts = [_question(c) for c in _sample_conversations(examples, prepared)]
+    return _RunData(cfg, batches, heldout, prepared.heldout_on, total, prompts, note, report)
+
+
+def _sample_conversations(examples, prepared, n: int = 2) -> list[list[dict]]:
+    """Conversations to answer before and after training: held-out ones first (the model never trained on them)."""
+    held = prepared.heldout_index
+    order = held + [i for i in range(len(examples)) if i not in set(held)]
+    return [examples.conversations[i] for i in order[:n]]
+
+
+def _question(conversation: list[dict]) -> list[dict]:
+    """The conversation up to its last user message: what the model is asked, to answer itself."""
+    last_user = max(i for i, m in enumerate(conversation) if m["role"] == "user") if any(
+        m["role"] == "user" for m in conversation) else 0
+    return conversation[: last_user + 1]
+
+
+def _samples(model, tokenizer, prompts: list, cfg: TrainConfig) -> list[dict]:
+    """Text sampled for each prompt: a text prompt is continued; a conversation is answered through the chat
+    template ({"prompt": the question, "text": the answer})."""
+    from .generate import SampleConfig, generate_text, sample_many
+    from .templates import render, stop_strings
+    sample = SampleConfig(seed=cfg.seed)
+    if not prompts or isinstance(prompts[0], str):
+        return sample_many(model, tokenizer, prompts, sample)
+    out = []
+    for conversation in prompts:
+        text = generate_text(model, tokenizer, render(tokenizer, conversation, add_generation_prompt=True), sample)
+        for stop in stop_strings(tokenizer):
+            text = text.split(stop)[0]
+        out.append({"prompt": conversation[-1]["content"], "text": text.strip()})
     return out
+
+
+def _where(cfg: TrainConfig, env) -> str:
+    return resolve_device(cfg.device) + (f", {env.world_size} processes ({cfg.strategy.upper()})" if env.active
+                                         else "")
 
 
 def _context_of(model) -> int | None:

@@ -87,8 +87,9 @@ def render(tokenizer: Any, messages: Sequence[dict], add_generation_prompt: bool
 
 
 def assistant_spans(tokenizer: Any, messages: Sequence[dict]) -> tuple[str, list[tuple[int, int]]]:
-    """The rendered conversation and the character spans of its assistant turns: each turn's words and the
-    end-of-turn token right after them (so a trained model learns to stop), not the role header before them.
+    """The rendered conversation and the character spans of its assistant turns: what the model writes after the
+    generation prompt (its words, and the space before them where the template puts one) and the end-of-turn token
+    right after them (so a trained model learns to stop); never the role header before them.
 
     Each assistant turn is found at the end of the conversation rendered up to and including it, which is a prefix
     of the whole for every template that renders turns in order (ChatML, Llama's, the plain one).
@@ -108,10 +109,10 @@ def assistant_spans(tokenizer: Any, messages: Sequence[dict]) -> tuple[str, list
             raise TemplateError("this model's chat template renders earlier turns differently once later turns are "
                                 "added, so the assistant's words cannot be located; train on everything instead")
         content = m["content"].strip()  # some templates strip the content
-        start = upto.rfind(content)
-        if start < 0:
+        found = upto.rfind(content)
+        if found < 0:
             raise TemplateError(f"message {i + 1}'s words do not appear in the rendered conversation")
-        end = start + len(content)
+        start, end = _after_generation_prompt(tokenizer, messages[:i], text, found), found + len(content)
         rest = text[end:]
         for ender in enders:
             if rest.startswith(ender):
@@ -119,6 +120,20 @@ def assistant_spans(tokenizer: Any, messages: Sequence[dict]) -> tuple[str, list
                 break
         spans.append((start, end))
     return text, spans
+
+
+def _after_generation_prompt(tokenizer: Any, before: list[dict], text: str, start: int) -> int:
+    """Where the model's own writing starts: right after the generation prompt ("Assistant:"), so the whitespace
+    between it and the words is learnt too (a tokenizer that keeps " " apart from "Paris" must learn to write it)."""
+    if not before:
+        return start
+    try:
+        prompt = render(tokenizer, before, add_generation_prompt=True)
+    except TemplateError:
+        return start
+    if text.startswith(prompt) and len(prompt) <= start and not text[len(prompt):start].strip():
+        return len(prompt)
+    return start
 
 
 def end_of_turn_strings(tokenizer: Any) -> list[str]:

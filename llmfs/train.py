@@ -353,7 +353,7 @@ def _loop(s: TrainState) -> None:
 def _eval_batches(s: TrainState, step: int) -> int:
     """How many held-out batches this evaluation reads: the run's setting, or what `HeldOutWindows` decided (more
     for the last evaluation, the figure the run reports)."""
-    if not isinstance(s.val_batches, HeldOutWindows):
+    if not hasattr(s.val_batches, "final_batches"):  # HeldOutWindows, or a run's held-out examples
         return s.cfg.eval_batches
     return s.val_batches.final_batches if step == s.total_steps else s.val_batches.batches
 

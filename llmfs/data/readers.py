@@ -35,10 +35,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal
 
+from ..config import DEFAULT_DATA, PYTHON_QA
 from ..defaults import require_default
 from ..errors import DataError
 from ..hub import hub_unreachable_reason
-from ..config import DEFAULT_DATA
 from .documents import Document, ReadError
 
 HF_PREFIX = "hf:"
@@ -489,7 +489,7 @@ def check_spec(spec: str | os.PathLike) -> None:
         DataError: `pipe:` or another scheme we do not read, named with the fix.
     """
     spec = os.fspath(spec).strip()
-    if spec in (DEFAULT_DATA, DEFAULT_DATA + HELDOUT):
+    if spec in (DEFAULT_DATA, DEFAULT_DATA + HELDOUT, PYTHON_QA):
         return
     if spec.startswith(HF_PREFIX):
         parse_hf(spec)
