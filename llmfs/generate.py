@@ -140,6 +140,9 @@ def stream_tokens(model, tokenizer, ids: list[int], cfg: SampleConfig = SampleCo
                   should_stop: Callable[[], bool] | None = None) -> TokenStream:
     """Continue `ids` one token at a time, yielding a `TokenStep` per token as soon as it is known.
 
+    A token that leaves a character unfinished (byte-level tokenizers split an emoji into several) is yielded with
+    the token that completes it, carrying text ""; so the texts add up to `tokenizer.decode` of the new tokens.
+
     Ends, without yielding it, at a stop token (`templates.stop_token_ids`: end-of-text, end-of-turn); at a stop
     string (`templates.stop_strings`), whose characters are never yielded: tokens that could be the start of one are
     held back until the text shows they are not; after `cfg.max_new_tokens` tokens; at the context length (our GPT
@@ -198,34 +201,45 @@ def _steps(model, tokenizer, ids: list[int], cfg: SampleConfig, top_n: int,
         logits = None
         for n in range(cfg.max_new_tokens):
             if should_stop is not None and should_stop():
-                yield from held
+                yield from _rest(held, decoder)
                 return "stopped"
             with torch.no_grad():
                 if logits is None:
                     logits = logits_of(ids)
                 if logits is None:           # the KV cache is full
-                    yield from held
+                    yield from _rest(held, decoder)
                     return "context"
                 nxt = int(next_token(logits[None], cfg.temperature, top_k, top_p, generator)[0, 0])
                 probs = torch.softmax(logits.float(), dim=-1)
                 best = torch.topk(probs, min(top_n, probs.numel()))
             if nxt in stops:
-                yield from held
+                yield from _rest(held, decoder)
                 return "end"
             top = tuple((int(i), decoder.alone(int(i)), float(p)) for p, i in zip(best.values, best.indices))
             ids.append(nxt)
-            held.append(TokenStep(nxt, decoder.add(nxt), float(probs[nxt]), top))
-            ready, hit = _release(held, stop_texts)
-            yield from ready
-            if hit:
-                return "stop_string"
+            text = decoder.add(nxt)
+            held.append(TokenStep(nxt, text or "", float(probs[nxt]), top))
+            if text is not None:   # (None: the first bytes of a character; wait for the token that completes it)
+                ready, hit = _release(held, stop_texts)
+                yield from ready
+                if hit:
+                    return "stop_string"
             if n + 1 < cfg.max_new_tokens:
                 with torch.no_grad():
                     logits = logits_of(ids)
-        yield from held
+        yield from _rest(held, decoder)
         return "length"
     finally:
         model.train(was_training)
+
+
+def _rest(held: list[TokenStep], decoder: _Decoder) -> list[TokenStep]:
+    """The tokens still held when an answer ends, the last one carrying the bytes of an unfinished character (as
+    the replacement character, as `tokenizer.decode` shows them)."""
+    rest = decoder.flush()
+    if rest and held:
+        held[-1] = replace(held[-1], text=held[-1].text + rest)
+    return held
 
 
 def _release(held: list[TokenStep], stop_texts: tuple[str, ...]) -> tuple[list[TokenStep], bool]:
@@ -275,14 +289,19 @@ def _next_logits(model, device) -> Callable[[list[int]], torch.Tensor | None]:
         return llama
     hf = getattr(model, "hf", None)
     if hf is not None:   # hf_causal.CausalLM: a transformers model, perhaps with PEFT adapters
+        import inspect
+        bare = hf.get_base_model() if hasattr(hf, "get_base_model") else hf
+        # transformers 5 calls the KV cache `cache` (and warns at `past_key_values`); older versions only know the
+        # old name
+        key = "cache" if "cache" in inspect.signature(bare.forward).parameters else "past_key_values"
         state: dict = {"past": None, "seen": 0}
 
         def transformers(ids: list[int]) -> torch.Tensor | None:
             if len(ids) >= context:   # as their generate: the sequence never outgrows the context
                 return None
             new = torch.tensor([ids[state["seen"]:]], device=device)
-            out = hf(input_ids=new, past_key_values=state["past"], use_cache=True)
-            state["past"], state["seen"] = out.past_key_values, len(ids)
+            out = hf(input_ids=new, use_cache=True, **{key: state["past"]})
+            state["past"], state["seen"] = getattr(out, key), len(ids)
             return out.logits[0, -1]
         return transformers
 
@@ -308,15 +327,25 @@ class _Decoder:
         whole = self._decode(before + new)
         return whole[len(head):] if whole.startswith(head) else self._decode(new)
 
-    def add(self, token: int) -> str:
+    def add(self, token: int) -> str | None:
+        """The characters `token` adds (with those of the tokens before it that began a character), or None when it
+        leaves a character unfinished."""
         self.pending.append(token)
         text = self._diff(self.ids, self.pending)
         if text.endswith("\ufffd") and len(self.pending) < _MAX_HELD_BYTES:
-            return ""   # an unfinished character: the token that completes it carries it
+            return None
+        return self.flush(text)
+
+    def flush(self, text: str | None = None) -> str:
+        """The pending tokens' characters (unfinished ones as the replacement character); nothing pends after."""
+        if not self.pending:
+            return ""
+        if text is None:
+            text = self._diff(self.ids, self.pending)
         self.ids = (self.ids + self.pending)[-_DECODE_CONTEXT:]
         self.pending = []
         return text
 
     def alone(self, token: int) -> str:
-        """What `token` would add here (for the alternatives: approximate inside a character split over tokens)."""
-        return self._diff(self.ids + self.pending, [token])
+        """What `token` would add here (for the alternatives; after the first bytes of a character, with them)."""
+        return self._diff(self.ids, self.pending + [token])
