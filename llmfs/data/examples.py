@@ -16,6 +16,7 @@ examples into training batches.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -386,6 +387,53 @@ def _cut(e: Encoded, n: int) -> Encoded:
     if len(e.ids) <= n:
         return e
     return Encoded(e.ids[:n], e.trained[:n], True, e.full_length)
+
+
+# -- a preview, before training -----------------------------------------------------------------------------------
+@dataclass
+class Preview:
+    """What a run on `source` will train on, shown before it starts (`preview`)."""
+    format: str
+    template: str                       # in words: the model's own chat template, or the plain one
+    examples: int                       # all of them (training and held-out)
+    seq_len: int                        # the length each example is cut to (+1: the next token of the last input)
+    seq_len_chosen: bool                # False: it follows the examples (the person did not set one)
+    lengths: list[int]                  # tokens per example, before any cut (for a histogram)
+    truncated: int                      # examples longer than seq_len + 1 tokens, cut at the end
+    dropped: int                        # of those, examples whose answer is cut off entirely (left out)
+    tokens: int                         # after cutting
+    trained_tokens: int                 # of those, the ones the model learns to predict
+    shown: list[dict]                   # the first examples: {"line", "pieces": [(text, trained)], "tokens",
+                                        #  "trained", "truncated", "cut_tokens"}
+    heldout: str                        # how the held-out loss will be measured
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def preview(source: str, tokenizer, seq_len: int | None = None, train_on: TrainOn = "assistant",
+            fmt: FormatName = "auto", context: int | None = None, show: int = 3) -> Preview:
+    """The examples of `source` as a run with these settings will see them: the first `show` token by token with
+    what is trained on, every example's length, and what would be cut or left out (`prepare`, the run's own path).
+
+    Raises:
+        ExampleError: as `read_examples` and `prepare`.
+    """
+    examples = read_examples(source, fmt)
+    prepared = prepare(examples, tokenizer, seq_len, train_on, context)
+    full = [encode(tokenizer, c, None, train_on) for c in examples.conversations]
+    lengths = [len(e.ids) for e in full]
+    shown = []
+    for line, e in zip(examples.lines[:show], full[:show]):
+        kept = _cut(e, prepared.seq_len + 1)
+        shown.append({"line": line, "pieces": kept.pieces(tokenizer), "tokens": len(kept.ids),
+                      "trained": kept.trained_tokens, "truncated": kept.truncated,
+                      "cut_tokens": e.full_length - len(kept.ids)})
+    cut_all = [_cut(e, prepared.seq_len + 1) for e in full]
+    return Preview(examples.format, prepared.template, len(examples), prepared.seq_len, seq_len is not None, lengths,
+                   sum(e.truncated for e in cut_all), prepared.dropped, sum(len(e.ids) for e in cut_all),
+                   sum(e.trained_tokens for e in cut_all), shown,
+                   prepared.heldout_note or f"on {prepared.heldout_on}")
 
 
 # -- the built-in question set ------------------------------------------------------------------------------------

@@ -205,11 +205,13 @@ def tokenizer_for(model: str):
     """The tokenizer of `model` (llmfs-tiny, a model folder, or a hub id already downloaded), loaded once per
     process; None when it is not on this machine (llmfs-tiny not built yet, a hub id never downloaded)."""
     from ..defaults import default_assets
-    from ..sources import is_default
+    from ..sources import builtin_folder, is_builtin, is_default
     model = model.strip()
     if is_default(model):
         assets = default_assets()
         folder = assets.tokenizer_dir if assets.ready() else None
+    elif is_builtin(model):
+        folder = builtin_folder(model)   # smollm2-135m once unpacked
     elif (Path(model).expanduser() / "config.json").is_file():
         folder = Path(model).expanduser()
     else:
