@@ -31,6 +31,13 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+ALIASES = {"data_format": ("--format",)}   # shorter flags people expect (`train --data x.jsonl --format chat`)
+
+
+def _flags(name: str) -> tuple[str, ...]:
+    return (_flag(name), *ALIASES.get(name, ()))
+
+
 def add_config_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
     """One flag per config field (but `skip`), with the field's help text and default (so UI and CLI never
     drift)."""
@@ -40,12 +47,13 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[str,
         help_text = meta.get("help", "").replace("`", "").replace("%", "%%")
         default = meta["default"]
         if meta.get("choices"):
-            parser.add_argument(_flag(name), choices=meta["choices"], default=default, help=help_text)
+            parser.add_argument(*_flags(name), dest=name, choices=meta["choices"], default=default, help=help_text)
         elif isinstance(default, bool):
-            parser.add_argument(_flag(name), action=argparse.BooleanOptionalAction, default=default, help=help_text)
+            parser.add_argument(*_flags(name), dest=name, action=argparse.BooleanOptionalAction, default=default,
+                                help=help_text)
         else:
             kind = _number_type(meta["type"], default)
-            parser.add_argument(_flag(name), type=kind, default=default,
+            parser.add_argument(*_flags(name), dest=name, type=kind, default=default,
                                 help=f"{help_text} (default: {default})")
 
 
@@ -715,6 +723,11 @@ def _train_summary(out: dict) -> str:
         return f"{out['state']}: {out.get('error', '')}"
     text = (f"{out['state']}: final loss {out['final_loss']:.4f}, {out['tokens_per_s']:,.0f} tokens/s, "
             f"{out['trainable_params']:,} trainable parameters; run dir {out['run_dir']}")
+    examples = out.get("examples")
+    if examples:
+        text += (f"\n{examples['examples']:,} {examples['format']} examples ({examples['heldout_examples']:,} held "
+                 f"out), {examples['trained_tokens']:,} of {examples['tokens']:,} tokens trained on, "
+                 f"{examples['truncated']:,} cut at {examples['seq_len'] + 1:,} tokens")
     if out.get("adapter_dir"):
         text += f"\nLoRA adapter (PEFT format): {out['adapter_dir']} (id run:{out['run_id']})"
     return text

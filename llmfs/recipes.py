@@ -39,8 +39,10 @@ def preflight_train(cfg: TrainConfig) -> None:
     check_spec(cfg.data)
     examples = example_format(cfg) != "text"   # a file of examples (or the built-in set): read and checked here
     model_config = peek_model_config(cfg.model)
-    if examples and not seq_len_was_set(cfg):
-        cfg = cfg.replace(seq_len=2)   # the run takes the examples' length, cut to the model's context: no check
+    if examples:
+        _preflight_examples(cfg, model_config)
+        if not seq_len_was_set(cfg):
+            cfg = cfg.replace(seq_len=2)   # the run takes the examples' length, cut to the model's context: no check
     if model_config is not None:
         cfg.check_context(model_config.n_positions)
         cfg.check_layers(model_config.n_layer)
@@ -57,16 +59,30 @@ def preflight_train(cfg: TrainConfig) -> None:
         plan_precision(cfg.precision, device, tf32=cfg.tf32)
     except PrecisionError as e:
         raise ConfigError("precision", str(e)) from e
-    if examples:
-        from .data.examples import read_examples
-        read_examples(cfg.data, cfg.data_format)   # ExampleError (a DataError) names the line and the fix
-    elif cfg.data != DEFAULT_DATA and not cfg.data.startswith(HF_PREFIX):
+    if not examples and cfg.data != DEFAULT_DATA and not cfg.data.startswith(HF_PREFIX):
         from .data.readers import DataError, resolve_inputs
         try:
             resolve_inputs(cfg.data)
         except DataError as e:
             raise SourceError(f"No data at {cfg.data}: use llmfs-corpus, a .txt / .jsonl / .parquet file, a folder "
                               f"or WebDataset shards ({e}).") from e
+
+
+def _preflight_examples(cfg: TrainConfig, model_config) -> None:
+    """Read the examples (ExampleError names the line and the fix) and, when the model's tokenizer is on this machine
+    and the file is small enough to read twice, encode them as the run will: examples cut to nothing are refused
+    here, not after the run is queued."""
+    from .data.examples import prepare, read_examples
+    from .data.text import SUMMARY_MAX_BYTES, tokenizer_for
+    examples = read_examples(cfg.data, cfg.data_format)
+    source = Path(cfg.data).expanduser()
+    if source.is_file() and source.stat().st_size > SUMMARY_MAX_BYTES:
+        return
+    tokenizer = tokenizer_for(cfg.model)
+    if tokenizer is None:
+        return
+    context = getattr(model_config, "n_positions", None)
+    prepare(examples, tokenizer, cfg.seq_len if seq_len_was_set(cfg) else None, cfg.train_on, context)
 
 
 def _check_processes(cfg: TrainConfig, device: str) -> None:

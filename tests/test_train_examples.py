@@ -87,3 +87,27 @@ def test_the_built_in_question_set_trains_without_any_file(jobs, tiny_hf_folder)
     result = jobs.get(rid).status()["result"]
     assert result["data_format"] == "chat" and result["examples"]["examples"] > 100
     assert result["seq_len"] == 64 and result["examples"]["truncated"] > 0   # set by the person: kept, long ones cut
+
+
+def test_cli_train_detects_examples_and_reports_them(llmfs_home, tiny_hf_folder, tmp_path):
+    """`train --data FILE --format prompt --json`: the run's JSON says how many examples, trained tokens and cuts."""
+    import subprocess
+    import sys
+    data = ten_examples(tmp_path / "capitals.jsonl")
+    p = subprocess.run([sys.executable, "-m", "llmfs", "train", "--model", str(tiny_hf_folder), "--data", str(data),
+                        "--format", "prompt", "--steps", "2", "--batch-size", "2", "--seq-len", "40", "--device",
+                        "cpu", "--no-save-model", "--json"], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    assert out["state"] == SUCCEEDED and out["data_format"] == "prompt"
+    examples = out["examples"]
+    assert examples["examples"] + examples["heldout_examples"] + examples["dropped"] == 10
+    assert examples["trained_tokens"] > 0 and examples["seq_len"] == 40 and examples["format"] == "prompt"
+    assert isinstance(examples["truncated"], int)
+
+
+def test_examples_cut_to_nothing_are_refused_before_queueing(jobs, tiny_hf_folder, tmp_path):
+    data = ten_examples(tmp_path / "capitals.jsonl")
+    with pytest.raises(ExampleError, match="nothing is left to learn from: use a longer sequence length"):
+        submit_train(jobs, TrainConfig(model=str(tiny_hf_folder), data=str(data), seq_len=8, device="cpu"))
+    assert jobs.list_runs() == []
