@@ -28,6 +28,7 @@ from typing import Any, Literal
 from ..config import PYTHON_QA
 from ..errors import DataError
 from ..templates import TemplateError, assistant_spans, check_messages, render
+from .readers import HF_PREFIX
 
 FORMATS = ("chat", "prompt", "alpaca")
 FormatName = Literal["auto", "text", "chat", "prompt", "alpaca"]
@@ -90,7 +91,9 @@ def to_messages(record: dict, fmt: str) -> list[dict[str, str]]:
             raise ValueError("the conversation has no assistant message with text: nothing to learn from")
         return messages
     if fmt == "prompt":
-        answer_key = "response" if "response" in record else "completion"
+        # a dataset library fills a column a row lacks with None: take the answer from whichever holds text
+        response = record.get("response")
+        answer_key = "response" if isinstance(response, str) or "completion" not in record else "completion"
         prompt, answer = _text(record, "prompt"), _text(record, answer_key)
         return [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
     if fmt == "alpaca":
@@ -125,6 +128,8 @@ def detect(source: str) -> str:
     source = str(source).strip()
     if source == PYTHON_QA:
         return "chat"
+    if source.startswith(HF_PREFIX):
+        return _detect_hf(source)
     path = Path(source).expanduser()
     if not (path.is_file() and is_example_file(source)):
         return "text"
@@ -153,14 +158,18 @@ def read_examples(source: str, fmt: FormatName = "auto", limit: int = MAX_EXAMPL
     if source == PYTHON_QA:
         conversations = python_qa()
         return ExampleSet(conversations, "chat", source, list(range(1, len(conversations) + 1)))
-    path = Path(source).expanduser()
-    if not path.is_file():
-        raise ExampleError(f"No file at {source}: give a .jsonl, .json or .csv file of examples.")
-    if not is_example_file(source):
-        raise ExampleError(f"{path.name}: examples are read from .jsonl, .json or .csv files. {FIX}")
+    if source.startswith(HF_PREFIX):
+        path, records = Path(source), _hf_records(source, min(limit, MAX_HF_EXAMPLES))
+    else:
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise ExampleError(f"No file at {source}: give a .jsonl, .json or .csv file of examples.")
+        if not is_example_file(source):
+            raise ExampleError(f"{path.name}: examples are read from .jsonl, .json or .csv files. {FIX}")
+        records = _records(path)
     want = None if fmt in ("auto", "text") else fmt
     conversations, lines = [], []
-    for line, record in _records(path):
+    for line, record in records:
         got = record_format(record)
         if got is None:
             keys = ", ".join(map(str, record)) if isinstance(record, dict) else f"a {type(record).__name__}"
@@ -183,7 +192,32 @@ def read_examples(source: str, fmt: FormatName = "auto", limit: int = MAX_EXAMPL
 
 
 def _where(path: Path, line: int) -> str:
+    if str(path).startswith(HF_PREFIX):
+        return f"row {line}"
     return f"item {line}" if path.suffix.lower() == ".json" else f"line {line}"
+
+
+MAX_HF_EXAMPLES = 20_000   # a hub dataset is read up to this many rows (the lessons' runs are short)
+
+
+def _hf_records(spec: str, limit: int):
+    """(row number, record) of a Hugging Face dataset, streamed (`hf:NAME[:CONFIG][@SPLIT]`; hf:json:FILES reads
+    local files through `datasets`). DataError when it cannot be opened (no network: said within seconds)."""
+    from .readers import _open_hf
+    for i, record in enumerate(_open_hf(spec), 1):
+        yield i, record
+        if i >= limit:
+            return
+
+
+def _detect_hf(spec: str) -> str:
+    """A hub dataset's format from its first row; "text" when it has a "text" column, or cannot be opened (the text
+    path then says why)."""
+    try:
+        first = next(iter(_hf_records(spec, 1)), None)
+    except DataError:
+        return "text"
+    return (record_format(first[1]) if first is not None else None) or "text"
 
 
 def _records(path: Path, limit: int | None = None):

@@ -271,3 +271,13 @@ def test_lora_on_a_tiny_model_learns_to_answer_a_handful_of_questions(plain_tok)
     for (question, answer), conversation in zip(pairs, conversations):
         prompt = render(plain_tok, conversation[:1], add_generation_prompt=True)
         assert generate_text(model, plain_tok, prompt, greedy).strip() == answer
+
+
+def test_a_dataset_through_hugging_face_datasets_is_read_the_same(tmp_path):
+    """hf:NAME reads a hub dataset where a network exists; hf:json:FILES is the same path on local files."""
+    path = write(tmp_path / "p.jsonl", [{"prompt": "What is the capital of France?", "response": "Paris."},
+                                        {"prompt": "Two plus two?", "completion": "Four."}])
+    spec = f"hf:json:{path}"
+    assert detect(spec) == "prompt"
+    got = read_examples(spec)
+    assert got.conversations[0] == QA and got.conversations[1][1]["content"] == "Four." and got.lines == [1, 2]
