@@ -15,6 +15,7 @@ PAGES = {
         st.Page("pages/l15_lora.py", title="L15 LoRA & QLoRA", icon=":material/tune:"),
         st.Page("pages/l16_precision.py", title="L16 Mixed precision", icon=":material/speed:"),
     ],
+    "Try": [st.Page("pages/playground.py", title="Playground", icon=":material/forum:")],
     "Your work": [st.Page("pages/runs.py", title="Runs", icon=":material/history:")],
     "Workshop": [st.Page("pages/instructor.py", title="Instructor", icon=":material/admin_panel_settings:")],
 }
