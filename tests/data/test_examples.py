@@ -19,7 +19,7 @@ from llmfs.data.examples import (
     read_examples,
     split_heldout,
 )
-from llmfs.templates import assistant_spans, render, stop_token_ids
+from llmfs.templates import PLAIN_TEMPLATE, assistant_spans, render, stop_token_ids
 
 CHATML = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
           "{{ '<|im_start|>system\nYou are helpful.<|im_end|>\n' }}{% endif %}"
@@ -281,3 +281,30 @@ def test_a_dataset_through_hugging_face_datasets_is_read_the_same(tmp_path):
     assert detect(spec) == "prompt"
     got = read_examples(spec)
     assert got.conversations[0] == QA and got.conversations[1][1]["content"] == "Four." and got.lines == [1, 2]
+
+
+# the same templates with transformers' {% generation %} markers around what the assistant writes
+CHATML_GEN = CHATML.replace(
+    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}",
+    "{% if message['role'] == 'assistant' %}{{ '<|im_start|>assistant\n' }}{% generation %}"
+    "{{ message['content'] + '<|im_end|>' }}{% endgeneration %}{{ '\n' }}"
+    "{% else %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endif %}")
+PLAIN_GEN = PLAIN_TEMPLATE.replace("{% else %}Assistant: {{ m['content'] }}{{ eos_token }}\n",
+                                   "{% else %}Assistant:{% generation %} {{ m['content'] }}{{ eos_token }}"
+                                   "{% endgeneration %}{{ '\n' }}")  # a plain \n after a tag is trimmed
+
+
+@pytest.mark.parametrize("which", ["chatml", "plain"])
+def test_our_mask_equals_transformers_assistant_tokens_mask(which, request):
+    """transformers' apply_chat_template(return_assistant_tokens_mask=True) marks the tokens a template wraps in
+    {% generation %}: on the same conversations our masks (found without any marker) are the same, token for token."""
+    import copy
+    tok = copy.deepcopy(request.getfixturevalue("chatml_tok" if which == "chatml" else "plain_tok"))
+    marked = CHATML_GEN if which == "chatml" else PLAIN_GEN
+    assert marked != (CHATML if which == "chatml" else PLAIN_TEMPLATE)
+    for conversation in (QA, TWO_TURNS):
+        ours = encode(tok, conversation)   # chatml: the tokenizer's own template; plain: it has none
+        theirs = tok.apply_chat_template(conversation, chat_template=marked, tokenize=True, return_dict=True,
+                                         return_assistant_tokens_mask=True)
+        assert list(theirs["input_ids"]) == list(ours.ids)
+        assert [bool(m) for m in theirs["assistant_masks"]] == list(ours.trained)
