@@ -452,20 +452,14 @@ def _question(conversation: list[dict]) -> list[dict]:
 
 
 def _samples(model, tokenizer, prompts: list, cfg: TrainConfig) -> list[dict]:
-    """Text sampled for each prompt: a text prompt is continued; a conversation is answered through the chat
-    template ({"prompt": the question, "text": the answer})."""
-    from .generate import SampleConfig, generate_text, sample_many
-    from .templates import render, stop_strings
-    sample = SampleConfig(seed=cfg.seed)
+    """Text sampled for each prompt: a text prompt is continued; a conversation is answered greedily through the
+    chat template, as the model's most likely answer ({"prompt": the question, "text": the answer})."""
+    from .generate import SampleConfig, reply, sample_many
     if not prompts or isinstance(prompts[0], str):
-        return sample_many(model, tokenizer, prompts, sample)
-    out = []
-    for conversation in prompts:
-        text = generate_text(model, tokenizer, render(tokenizer, conversation, add_generation_prompt=True), sample)
-        for stop in stop_strings(tokenizer):
-            text = text.split(stop)[0]
-        out.append({"prompt": conversation[-1]["content"], "text": text.strip()})
-    return out
+        return sample_many(model, tokenizer, prompts, SampleConfig(seed=cfg.seed))
+    greedy = SampleConfig(temperature=0.0, max_new_tokens=64, seed=cfg.seed)
+    return [{"prompt": c[-1]["content"], "text": reply(model, tokenizer, messages=c, cfg=greedy)["text"].strip()}
+            for c in prompts]
 
 
 def _where(cfg: TrainConfig, env) -> str:
