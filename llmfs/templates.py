@@ -165,8 +165,9 @@ def stop_strings(tokenizer: Any) -> tuple[str, ...]:
 
 
 def _in_vocab(tokenizer: Any, token: str) -> bool:
+    """Whether `token` is one of the tokenizer's added tokens (where end-of-turn markers live); the added vocabulary
+    is small, the whole one (`get_vocab`) takes ~0.1 s to build on a 49k vocabulary."""
     try:
-        vocab = tokenizer.get_vocab()
+        return token in tokenizer.get_added_vocab()
     except Exception:
         return False
-    return token in vocab
