@@ -37,6 +37,8 @@ from .text import md_escape
 CAP_NEW_TOKENS = 256     # per answer on this page: an answer holds a generation slot others may be waiting for
 DEFAULT_NEW_TOKENS = 128
 MAX_ADAPTERS = 3         # beside the base: four columns still read on a laptop
+BOARD_HEIGHT = 480       # pixels of conversation per column before it scrolls
+DRAW_EVERY_S = 0.1       # an answer on screen is redrawn at most this often while it is written
 TOP_N = 5                # alternatives kept per token
 SLOTS = max(1, int(os.environ.get("LLMFS_PLAYGROUND_SLOTS", "2")))   # answers written at once in this server
 BASE = "base"            # the variant without an adapter; the others are adapter ids
@@ -319,7 +321,7 @@ def generate(engine: Engine, convo: dict, mode: str, cfg: SampleConfig, slots: d
     adapted = engine.adapted
     context = int(adapted.model.config.n_positions)
     with _held(_slots(), box, *NO_SLOT), _held(engine.lock, box, *MODEL_BUSY):
-        streams = {}
+        streams, drawn = {}, {}
         try:
             for variant in slots:
                 reply = turn["replies"][variant]
@@ -348,7 +350,9 @@ def generate(engine: Engine, convo: dict, mode: str, cfg: SampleConfig, slots: d
                         _show_reply(slots[variant], reply, cfg, coloured, mode, turn)
                         continue
                     reply["tokens"].append(step.to_dict())
-                    _show_reply(slots[variant], reply, cfg, coloured, mode, turn, writing=True)
+                    if time.monotonic() - drawn.get(variant, 0.0) >= DRAW_EVERY_S:
+                        _show_reply(slots[variant], reply, cfg, coloured, mode, turn, writing=True)
+                        drawn[variant] = time.monotonic()
         finally:
             for stream in streams.values():
                 stream.close()
@@ -401,10 +405,12 @@ def draw_board(board, convo: dict, variants: list[str], base: str, mode: str, cf
     slots = {}
     cols = board.columns(len(variants), gap="medium", border=True)
     for col, variant in zip(cols, variants):
-        with col:
-            st.markdown(f"**{md_escape(variant_label(variant, base))}**")
-            if not convo["turns"]:
-                st.caption("Its answers appear here." if mode == CHAT else "Its continuation appears here.")
+        col.markdown(f"**{md_escape(variant_label(variant, base))}**")
+        if not convo["turns"]:
+            col.caption("Its answers appear here." if mode == CHAT else "Its continuation appears here.")
+            continue
+        # a scrolling box, kept at its bottom while tokens arrive: the message box below stays in view
+        with col.container(height=BOARD_HEIGHT, border=False, autoscroll=True):
             for i, turn in enumerate(convo["turns"]):
                 reply = turn["replies"][variant]
                 newest = i == len(convo["turns"]) - 1
@@ -488,7 +494,7 @@ def chat_panel(key: str, base: str | None = None, adapter_ids: list[str] | None 
                      icon=":material/error:")
     variants = [v for v in engine.active]
 
-    options = st.columns([2, 2, 3], vertical_alignment="center")
+    options = st.columns([2, 2, 3], vertical_alignment="top")
     mode = options[0].radio("What to do", [CHAT, TEXT], horizontal=True, key=f"{key}.mode", persist_state="session",
                             help="Chat: write messages, the model answers through its chat template. Continue "
                                  "text: give the start of a text and the model writes what comes next.")

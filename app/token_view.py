@@ -67,13 +67,14 @@ def hover_text(n: int, token: dict) -> str:
 def tokens_html(tokens: Sequence[dict], *, coloured: bool = True, prompt: str = "", writing: bool = False,
                 prose: bool = False) -> str:
     """An answer as safe HTML: each token a span (coloured by its band when `coloured`) whose title lists the
-    alternatives; `prompt` first, greyed (the text a continuation follows); a cursor while still `writing`. In the
-    page's own font when `prose` (a chat answer), else monospace (a continued text may be code)."""
+    alternatives; `prompt` first, greyed (the text a continuation follows). While still `writing`: a cursor, and
+    no titles yet (the answer is sent again with each new token: a fraction of the bytes). In the page's own font
+    when `prose` (a chat answer), else monospace (a continued text may be code)."""
     parts = [f'<span class="prompt">{html.escape(prompt)}</span>'] if prompt else []
     for n, token in enumerate(tokens, 1):
         colour = f' style="background: {BANDS[band_of(token["prob"])][1]}"' if coloured else ""
-        title = html.escape(hover_text(n, token), quote=True)
-        parts.append(f'<span class="tok"{colour} title="{title}">{html.escape(token["text"])}</span>')
+        title = "" if writing else f' title="{html.escape(hover_text(n, token), quote=True)}"'
+        parts.append(f'<span class="tok"{colour}{title}>{html.escape(token["text"])}</span>')
     if writing:
         parts.append('<span class="cursor">▌</span>')
     return f'<div class="llmfs-tokens{" prose" if prose else ""}">{"".join(parts)}</div>'
