@@ -4,11 +4,9 @@ coloured by the probability the model gave it, its alternatives on hover and in 
 
 One function draws it all, `chat_panel`, under a session-state key prefix, so the Playground page and L15 share it.
 
-Many people at once: a base model is loaded once per process (`st.cache_resource`) and adapters are attached to it
-when first asked for; switching between them is a flag on the shared model, so attaching, switching and generating
-happen under the model's lock. At most SLOTS answers are written at a time in the whole server (a semaphore; the
-page says when it waits for one), each at most CAP_NEW_TOKENS long. Training runs in child processes, so a
-generation never stalls a run.
+Many people at once: the models are shared by the whole server and answers are written a few at a time
+(`served_models`), each at most CAP_NEW_TOKENS long. Training runs in child processes, so a generation never stalls
+a run.
 
 Streamlit reruns the script when any button is pressed while it runs: the answer so far lives in session_state,
 token by token, so Stop (or any other click) keeps it on screen, marked as stopped.
@@ -17,11 +15,7 @@ token by token, so Stop (or any other click) keeps it on screen, marked as stopp
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import os
-import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import streamlit as st
@@ -31,7 +25,8 @@ from llmfs.config import DEFAULT_MODEL
 from llmfs.generate import DEFAULT_PROMPTS, SampleConfig
 from llmfs.sources import BUILTIN_MODELS, looks_like_path
 
-from . import adapter_view, choices, forms, identity, state, token_view
+from . import adapter_view, choices, forms, identity, served_models, state, token_view
+from .served_models import BASE
 from .text import md_escape
 
 CAP_NEW_TOKENS = 256     # per answer on this page: an answer holds a generation slot others may be waiting for
@@ -40,83 +35,12 @@ MAX_ADAPTERS = 3         # beside the base: four columns still read on a laptop
 BOARD_HEIGHT = 480       # pixels of conversation per column before it scrolls
 DRAW_EVERY_S = 0.1       # an answer on screen is redrawn at most this often while it is written
 TOP_N = 5                # alternatives kept per token
-SLOTS = max(1, int(os.environ.get("LLMFS_PLAYGROUND_SLOTS", "2")))   # answers written at once in this server
-BASE = "base"            # the variant without an adapter; the others are adapter ids
 CHAT, TEXT = "Chat", "Continue text"
 PLOT_CONFIG = {"displaylogo": False}
 KINDS = {**{name: forms.MODEL_SOURCES.get(name, name) for name in BUILTIN_MODELS},
          "mine": "A model you trained or saved", "hub": "A Hugging Face hub id"}
-NO_SLOT = (f"Waiting for a free slot: {SLOTS} answers are being written on this server right now, yours starts "
-           "when one ends", "a free slot")
-MODEL_BUSY = ("Waiting for another answer on this model to finish", "another answer on this model")
 FINISH_WORDS = {"length": "reached the new-token limit", "context": "reached the model's context length",
                 "stopped": "stopped", "interrupted": "stopped: the page changed while it was writing"}
-
-
-# -- the shared models ------------------------------------------------------------------------------------------
-@dataclass
-class Served:
-    """A base model every session of this process shares, with the names of the adapters attached to it so far
-    (`_name_on_model`). `lock`: held to attach, switch and generate; a set's membership is read without it."""
-    adapted: object                      # llmfs.adapting.AdaptedModel
-    lock: threading.Lock
-    attached: set = field(default_factory=set)
-
-
-@st.cache_resource(max_entries=3, show_spinner="Loading the model ...")
-def _served(base: str, folder: str, stamp: float) -> Served:
-    """Keyed by the folder and its config's time too: a model saved again under the same name loads afresh."""
-    import torch
-
-    from llmfs.adapting import attach
-    return Served(attach(base, {}, device="cuda" if torch.cuda.is_available() else "cpu"), threading.Lock())
-
-
-@st.cache_resource(show_spinner=False)
-def _slots() -> threading.BoundedSemaphore:
-    return threading.BoundedSemaphore(SLOTS)
-
-
-@dataclass
-class Engine:
-    """What one answer runs on: the model, its lock, and per variant what `activate` takes (None: the base)."""
-    adapted: object
-    lock: threading.Lock
-    active: dict
-
-
-@contextlib.contextmanager
-def _held(lock, box, waiting: str, what: str):
-    """Hold `lock` (a lock or a semaphore), saying in `box` while we wait for it and afterwards how long we did;
-    every half second a chance for Streamlit to stop the wait (a click reruns the script there)."""
-    start = time.monotonic()
-    waited = False
-    while not lock.acquire(timeout=0.5):
-        waited = True
-        box.info(f"{waiting} ({time.monotonic() - start:.0f} s so far) ...", icon=":material/hourglass_top:")
-    if waited:
-        box.caption(f"Waited {time.monotonic() - start:.0f} s for {what}.")
-    try:
-        yield
-    finally:
-        lock.release()
-
-
-def _stamp(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0
-
-
-def _weights_time(a: lib.AdapterInfo) -> float:
-    """When the adapter's weights were written: a changed adapter is attached afresh."""
-    return _stamp(a.path / lib.WEIGHTS_FILE)
-
-
-def _name_on_model(a: lib.AdapterInfo) -> str:
-    """The adapter's name on the shared model: from its id and weights' time (a module name holds no dot)."""
-    return "a" + hashlib.sha1(f"{a.id}@{_weights_time(a)}".encode()).hexdigest()[:16]
 
 
 # -- picking the model and the adapters -------------------------------------------------------------------------
@@ -189,7 +113,7 @@ def pick_adapters(key: str, base: str, given: list[str] | None) -> list[lib.Adap
     return [adapters[i] for i in picked]
 
 
-def load(key: str, base: str) -> Served | None:
+def load(key: str, base: str) -> served_models.Served | None:
     """The shared model for `base`, or None with the reason shown. A failure is remembered for this session (a
     hub that does not answer is not asked again on every click) until *Try again*."""
     from llmfs.sources import resolve_model_dir
@@ -206,7 +130,7 @@ def load(key: str, base: str) -> Served | None:
         state.ensure_builtins(base)
         with st.spinner(f"Looking for {base} ..."):
             folder = resolve_model_dir(base)
-        served = _served(base, str(folder), _stamp(folder / "config.json"))
+        served = served_models.served(base, folder)
     except Exception as e:   # noqa: BLE001 - any model anyone names: whatever fails is said where they picked it
         failed[base] = (f"Could not load **{md_escape(choices.model_name(base))}**: "
                         f"{md_escape(identity.shown(str(e) or type(e).__name__))}")
@@ -216,33 +140,6 @@ def load(key: str, base: str) -> Served | None:
         return None
     button_slot.empty()
     return served
-
-
-def engine_for(served: Served, base: str, picked: list[lib.AdapterInfo], box) -> tuple[Engine, dict]:
-    """The engine for the base and the picked adapters, attaching those not yet on the shared model; and
-    {adapter id: why it could not be used}."""
-    from llmfs.sources import SourceError
-    if picked and hasattr(served.adapted.model, "hf"):   # a transformers model: PEFT attaches at load
-        try:
-            loaded = adapter_view.loaded(base, tuple((a.id, str(a.path), _weights_time(a)) for a in picked))
-        except (SourceError, OSError, ValueError, RuntimeError) as e:
-            return Engine(served.adapted, served.lock, {BASE: None}), {a.id: str(e) for a in picked}
-        return Engine(loaded.adapted, loaded.lock, {BASE: None, **{a.id: a.id for a in picked}}), {}
-    from llmfs.lora import load_adapter_into
-    active, problems = {BASE: None}, {}
-    for a in picked:
-        name = _name_on_model(a)
-        if name not in served.attached:
-            with _held(served.lock, box, *MODEL_BUSY):
-                try:
-                    if name not in served.attached:   # another session may have attached it while we waited
-                        load_adapter_into(served.adapted.model, a.path, name=name, activate=False)
-                        served.attached.add(name)
-                except (SourceError, OSError, ValueError, RuntimeError, KeyError) as e:
-                    problems[a.id] = str(e)
-                    continue
-        active[a.id] = name
-    return Engine(served.adapted, served.lock, active), problems
 
 
 # -- sampling ---------------------------------------------------------------------------------------------------
@@ -313,14 +210,16 @@ def messages_for(convo: dict, variant: str) -> list[dict]:
 
 
 # -- generating ---------------------------------------------------------------------------------------------------
-def generate(engine: Engine, convo: dict, mode: str, cfg: SampleConfig, slots: dict, coloured: bool, box) -> None:
+def generate(engine: served_models.Engine, convo: dict, mode: str, cfg: SampleConfig, slots: dict, coloured: bool,
+             box) -> None:
     """Write the newest turn's answers, one token of each variant in turn so the columns fill together; every
     token is stored in session_state before it is shown (a rerun keeps what was written)."""
     from llmfs.generate import prompt_ids, stream_tokens
     turn = convo["turns"][-1]
     adapted = engine.adapted
     context = int(adapted.model.config.n_positions)
-    with _held(_slots(), box, *NO_SLOT), _held(engine.lock, box, *MODEL_BUSY):
+    with served_models.held(served_models.slots(), box, *served_models.NO_SLOT), \
+            served_models.held(engine.lock, box, *served_models.MODEL_BUSY):
         streams, drawn = {}, {}
         try:
             for variant in slots:
@@ -486,7 +385,7 @@ def chat_panel(key: str, base: str | None = None, adapter_ids: list[str] | None 
     with top[1]:
         picked = pick_adapters(key, base, adapter_ids)
     box = st.empty()
-    engine, problems = engine_for(served, base, picked, box)
+    engine, problems = served_models.engine_for(served, base, picked, box)
     for a in picked:
         if a.id in problems:
             st.error(f"The adapter **{md_escape(a.name)}** does not fit "

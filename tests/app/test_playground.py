@@ -146,14 +146,14 @@ def test_a_busy_server_says_it_waits_for_a_free_slot(home_with_default):
     """Every generation slot taken (by other people): the answer waits, then comes, and the page says it waited."""
     import threading
 
-    from app import playground_view
+    from app import served_models
     at = open_page()
-    slots = playground_view._slots()
-    for _ in range(playground_view.SLOTS):
+    slots = served_models.slots()
+    for _ in range(served_models.SLOTS):
         assert slots.acquire(timeout=5)
 
     def others_finish():
-        for _ in range(playground_view.SLOTS):
+        for _ in range(served_models.SLOTS):
             slots.release()
     threading.Timer(2.0, others_finish).start()
     at.chat_input(key="play.input").set_value("Hello").run()
