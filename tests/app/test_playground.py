@@ -218,3 +218,21 @@ def test_workshop_lists_only_the_participants_adapters(home_with_default):
     at.multiselect(key="play.adapters").set_value([anas.id]).run()
     at.chat_input(key="play.input").set_value("Hello").run()
     assert not at.exception and len(answers(at)) == 2
+
+
+def test_a_runs_saved_model_answers(home_with_default, seed):
+    """A finished run's model/ folder is offered under "A model you trained or saved" and answers like any other."""
+    import shutil
+
+    from llmfs.bootstrap import DefaultAssets
+    run_id = seed(owner="l15")
+    model = home_with_default / "runs" / run_id / "model"
+    shutil.copytree(DefaultAssets(home_with_default / "default").model_dir, model)
+    at = open_page()
+    at.selectbox(key="play.model.kind").set_value("mine").run()
+    mine = at.selectbox(key="play.model.mine")
+    assert mine.value == str(model)
+    assert mine.options == [f"fine-tuned {run_id.rsplit('-', 1)[-1]} (from llmfs-tiny, L15 LoRA & QLoRA)"]
+    at.chat_input(key="play.input").set_value("Hello").run()
+    assert not at.exception and not at.error and len(answers(at)) == 1
+    assert f"**Base model · fine-tuned {run_id.rsplit('-', 1)[-1]}**" in [m.value for m in at.markdown]
