@@ -34,10 +34,12 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get -o DPkg::Lock::Timeout=300 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq chromium; \
 	  else echo "chromium is missing: run 'sudo apt-get install chromium' (the browser test is skipped without it)"; fi; }
 
-# lint-imports first: the import contracts in .importlinter (layers, no circles) fail fast, before the 10-minute suite
+# lint-imports first: the import contracts in .importlinter (layers, no circles) fail fast, before the suite. The suite
+# runs on two workers (pytest-xdist): much of it waits on child processes, servers and a browser; tests that start
+# many processes or time a page under load stay together on one worker (tests/conftest.py, HEAVY).
 test: install browser
 	$(VENV)/bin/lint-imports --no-cache
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 clean-venv:
 	rm -rf $(VENV)

@@ -118,6 +118,20 @@ def _save_tiny_tokenizer(folder: Path, vocab_size: int) -> None:
     train_tokenizer(texts, folder, vocab_size=vocab_size)
 
 
+# -- two workers (pytest-xdist, `make test`) ---------------------------------------------------------------------
+# Tests that start many processes or a browser, or time a page under load, run one after another on one worker
+# (`--dist loadgroup`): two of them at once on a 2-core machine would measure each other. Everything else is spread
+# over both workers.
+HEAVY = ("test_load.py", "test_distributed.py", "test_smollm2.py", "test_faults.py", "test_job_processes.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        name = item.path.name
+        if name in HEAVY or name.startswith("test_browser") or item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.xdist_group("heavy"))
+
+
 # -- a clean exit -----------------------------------------------------------------------------------------------
 # With torch, pyarrow and Streamlit all loaded, CPython's final teardown (C++ static destructors, after every test
 # has passed and every report is written) sometimes aborts with "terminate called without an active exception",
