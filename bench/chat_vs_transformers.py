@@ -4,7 +4,7 @@
    transformers' `apply_chat_template(return_assistant_tokens_mask=True)` on a twin of the template with
    `{% generation %}` markers: equal masks, and examples encoded per second.
 2. Answers with a token view: `llmfs.generate.stream_tokens` (each token's probability and top-5 alternatives) on
-   our Llama vs transformers' `generate(output_scores=True)` on LlamaForCausalLM, same weights, greedy: tokens/s and
+   our Llama vs transformers' `generate(output_logits=True)` on LlamaForCausalLM, same weights, greedy: tokens/s and
    whether the tokens are the same.
 
     LLMFS_HOME=/tmp/llmfs-dev .venv/bin/python bench/chat_vs_transformers.py --tokens 64 --repeats 3
@@ -72,11 +72,11 @@ def answers(source: str, new_tokens: int, repeats: int) -> dict:
         with torch.no_grad():
             t0 = time.perf_counter()
             out = hf.generate(torch.tensor([ids]), max_new_tokens=len(steps), min_new_tokens=len(steps),
-                              do_sample=False, output_scores=True, return_dict_in_generate=True,
+                              do_sample=False, output_logits=True, return_dict_in_generate=True,
                               pad_token_id=tokenizer.eos_token_id)
             theirs_t.append((time.perf_counter() - t0) / len(steps))
     theirs_ids = out.sequences[0, len(ids):].tolist()
-    top_probs = [float(torch.softmax(s[0].float(), -1).max()) for s in out.scores]
+    top_probs = [float(torch.softmax(s[0].float(), -1).max()) for s in out.logits]   # raw logits, unprocessed
     same = [s.id for s in steps] == theirs_ids[: len(steps)]
     prob_gap = max(abs(s.prob - p) for s, p in zip(steps, top_probs))
     return {"model": source, "new_tokens": len(steps), "same_tokens": same, "max_prob_difference": prob_gap,
