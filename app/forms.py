@@ -15,14 +15,14 @@ from typing import Any, Callable, Union, get_args, get_origin
 
 import streamlit as st
 
-from llmfs.config import DEFAULT_DATA, DEFAULT_MODEL, ConfigError, field_info
+from llmfs.config import DEFAULT_DATA, DEFAULT_MODEL, PYTHON_QA, ConfigError, field_info
 from llmfs.jobs import LimitError
 from llmfs.sources import SourceError, looks_like_path
 
 from . import identity, state
 from .choices import pipeline_outputs, saved_models, trained_models
 from .text import md_escape, rough_duration
-from .uploads import UPLOAD_SUFFIXES, fmt_mb, saved_upload, upload_limit_mb
+from .uploads import TRAINING_SUFFIXES, fmt_mb, saved_upload, upload_limit_mb
 
 # The built-in names first (llmfs.sources.BUILTIN_MODELS), then the kinds of source a person types or picks.
 MODEL_SOURCES = {DEFAULT_MODEL: "llmfs-tiny (built in, a tiny 1.35M GPT-2, works offline)",
@@ -31,7 +31,8 @@ MODEL_SOURCES = {DEFAULT_MODEL: "llmfs-tiny (built in, a tiny 1.35M GPT-2, works
                  "hub": "A Hugging Face hub id"}
 SOURCE_KINDS = ("mine", "folder", "hub")
 DATA_SOURCES = {DEFAULT_DATA: "llmfs-corpus (built in)",
-                "upload": "Upload a .txt / .jsonl / .parquet file",
+                PYTHON_QA: "llmfs-python-qa (built in: questions about Python)",
+                "upload": "Upload a .txt / .jsonl / .parquet file of text, or .jsonl / .json / .csv examples",
                 "pipeline": "The output of an L13 data pipeline run",
                 "hubdata": "A Hugging Face hub dataset",
                 "path": "A file, a folder or WebDataset shards on this machine"}
@@ -317,11 +318,11 @@ def _data_picker(label: str, help_: str | None, default: str, wkey: str) -> str:
 
 def _pick_data(label: str, help_: str | None, default: str, wkey: str) -> str:
     kinds = list(DATA_SOURCES)
-    initial = DEFAULT_DATA if default == DEFAULT_DATA else "hubdata" if default.startswith("hf:") else "path"
+    initial = default if default in (DEFAULT_DATA, PYTHON_QA) else "hubdata" if default.startswith("hf:") else "path"
     kind = st.selectbox(label, kinds, index=kinds.index(initial), format_func=DATA_SOURCES.get, help=help_,
                         key=f"{wkey}.kind", persist_state="session")
-    if kind == DEFAULT_DATA:
-        return DEFAULT_DATA
+    if kind in (DEFAULT_DATA, PYTHON_QA):   # a built-in name is its own source
+        return kind
     if kind == "upload":
         return _upload_picker(wkey)
     if kind == "pipeline":
@@ -354,11 +355,16 @@ def _upload_picker(wkey: str) -> str:
     limit = upload_limit_mb()
     last_key, use_key = f"{wkey}.last_upload", f"{wkey}.use_last"
     fresh = f"{wkey}.upload" not in st.session_state    # the page was just opened (again): the uploader is empty
-    upload = st.file_uploader(f"Your file (up to {fmt_mb(limit)}; JSONL: one {{\"text\": ...}} a line)",
-                              type=[x[1:] for x in UPLOAD_SUFFIXES], key=f"{wkey}.upload",
-                              max_upload_size=max(1, math.ceil(limit)))
+    upload = st.file_uploader(f"Your file (up to {fmt_mb(limit)}; text, or examples to learn from)",
+                              type=[x[1:] for x in TRAINING_SUFFIXES], key=f"{wkey}.upload",
+                              max_upload_size=max(1, math.ceil(limit)),
+                              help='Text: .txt, .parquet with a "text" column, or .jsonl with one {"text": ...} a '
+                                   'line. Examples (questions and the answers to learn): .jsonl / .json records '
+                                   'such as {"prompt": "...", "response": "..."}, chat {"messages": [...]} or '
+                                   'Alpaca {"instruction", "input", "output"}, or a .csv of two columns, the '
+                                   'question then the answer.')
     if upload is not None:
-        path = saved_upload(upload, wkey)
+        path = saved_upload(upload, wkey, kind="training")
         st.session_state[last_key], st.session_state[use_key] = (None if path is None else str(path)), False
         return "" if path is None else str(path)
     last = st.session_state.get(last_key)
@@ -398,6 +404,14 @@ def _data_checked(cfg: Any, picked: _Picked | None) -> Any | None:
         except LimitError:
             return cfg  # a limit on the run itself (Start says which): its data is not counted before that is fixed
         try:
+            words = example_counts(cfg)   # examples (questions and answers): counted as such, not as text
+        except (ValueError, OSError) as e:  # a line that is not an example: said where the data was chosen
+            st.error(md_escape(e), icon=":material/error:")
+            return None
+        if words:
+            st.caption(md_escape(words))
+            return cfg
+        try:
             summary = summarize(cfg.data, cfg.model)
         except (ValueError, OSError) as e:  # no such file, an unreadable record: said where the data was chosen
             st.error(md_escape(e), icon=":material/error:")
@@ -416,6 +430,24 @@ def _data_checked(cfg: Any, picked: _Picked | None) -> Any | None:
             st.info(note + " (A sequence length of your own, under the training settings, is kept as you set it.)",
                     icon=":material/straighten:")
     return cfg
+
+
+def example_counts(cfg: Any) -> str | None:
+    """What a file of examples (or the built-in question set) holds, in words; None for plain text.
+
+    Raises:
+        llmfs.data.examples.ExampleError (a ValueError): a record that is not an example, named by its line.
+    """
+    from llmfs.data.examples import FORMAT_WORDS, read_examples
+    from llmfs.recipes import example_format
+    if example_format(cfg) == "text":
+        return None
+    examples = read_examples(cfg.data, cfg.data_format)
+    n = len(examples)
+    what = "the answers" if getattr(cfg, "train_on", "assistant") == "assistant" else "every token"
+    return (f"{n:,} example{'s' if n != 1 else ''} ({FORMAT_WORDS[examples.format]}): each goes through the "
+            f"model's chat template as a conversation, and the model learns from {what}. The sequence length "
+            "follows the longest example unless you set one.")
 
 
 def data_counts(summary) -> str:

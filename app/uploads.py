@@ -13,6 +13,8 @@ from . import identity
 from .text import md_escape
 
 UPLOAD_SUFFIXES = uploads.TEXT_SUFFIXES    # .txt, .jsonl, .parquet
+EXAMPLE_SUFFIXES = uploads.EXAMPLE_SUFFIXES  # .jsonl, .json, .csv: questions and answers to learn from
+TRAINING_SUFFIXES = uploads.TRAINING_SUFFIXES  # either
 
 
 def upload_limit_mb() -> float:
@@ -39,16 +41,19 @@ def safe_upload_name(name: str) -> str:
     return uploads.safe_name(name, UPLOAD_SUFFIXES)
 
 
-def saved_upload(upload, key: str) -> Path | None:
+def saved_upload(upload, key: str, kind: str = "text") -> Path | None:
     """A training-text upload checked and saved once (not on every rerun), as the page shows it: None, with the
     refusal under the upload, while it is refused. A JSON Lines file with some unreadable lines is offered without
-    them ("Skip these 2 lines and use the other 3"); once saved so, a caption says which lines were left out."""
+    them ("Skip these 2 lines and use the other 3"); once saved so, a caption says which lines were left out.
+
+    kind: "text", "examples" (a file of questions and answers; a refusal names the line to fix) or "training"
+        (whichever of the two the file holds: `llmfs.uploads.training_kind`)."""
     saved: dict = st.session_state.setdefault(f"{key}.saved", {})
     skipped: dict = st.session_state.setdefault(f"{key}.skipped", {})
     path = saved.get(upload.file_id)
     if path is None or not Path(path).exists():  # check and save once, not on every rerun of the form
         try:
-            path = saved[upload.file_id] = save_upload(upload)
+            path = saved[upload.file_id] = save_upload(upload, kind)
         except uploads.BadLinesError as e:
             skip_key = f"{key}.skip.{upload.file_id}"
             if not st.session_state.get(skip_key):  # the offer, until it is taken
@@ -59,7 +64,7 @@ def saved_upload(upload, key: str) -> Path | None:
                             key=skip_key, persist_state="session")
                 return None
             try:
-                path = saved[upload.file_id] = save_upload(upload, skip_bad_lines=True)
+                path = saved[upload.file_id] = save_upload(upload, kind, skip_bad_lines=True)
             except ValueError as e2:
                 st.error(md_escape(e2), icon=":material/error:")
                 return None
@@ -87,7 +92,8 @@ def line_list(lines: list[int], most: int = 8) -> str:
 def save_upload(upload, kind: str = "text", task: str = "custom", skip_bad_lines: bool = False) -> Path:
     """Check a Streamlit upload and save it under `$LLMFS_HOME/uploads/` (in a workshop, in the participant's folder)
     (`llmfs.uploads.save_upload`: name, size, type and content checked, written atomically); returns the path.
-    `kind="benchmark"` with the L14 `task`.
+    `kind="benchmark"` with the L14 `task`; `kind="examples"` for questions and answers (`kind="training"`: text or
+    examples, whichever the file holds).
 
     `skip_bad_lines`: training text in JSON Lines is saved without its unreadable lines.
 

@@ -6,8 +6,9 @@ An upload is refused, with a message for the participant and nothing written, wh
 - it is bigger than the workshop's `max_upload_mb` (`llmfs.workshop.load_limits`);
 - its content does not match its suffix: a .txt must be UTF-8 text (the first invalid byte is reported with its
   line), a .jsonl one JSON object a line (training text: with a string "text" field; a benchmark: records its
-  task's loader accepts, `llmfs.eval.tasks`), a .parquet readable with a string "text" column. Up to
-  `MAX_REPORTED` problems are listed, each with its line (or row) number.
+  task's loader accepts, `llmfs.eval.tasks`), a .parquet readable with a string "text" column; a file of examples
+  (.jsonl / .json / .csv: chat, prompt / response or Alpaca) must read whole with `llmfs.data.examples`, whose
+  message names the line and the fix. Up to `MAX_REPORTED` problems are listed, each with its line (or row) number.
 
 An accepted file is written to a temp file in the uploads folder and renamed over the target (`os.replace`), so a
 job reading an older upload of the same name keeps reading a whole file. Streamlit never imports here.
@@ -29,8 +30,10 @@ from .paths import person_folder, uploads_dir  # noqa: F401 (part of this module
 from .sources import SourceError
 from .workshop import load_limits
 
-KINDS = ("text", "benchmark")
+KINDS = ("text", "benchmark", "examples", "training")   # training: text or examples, whichever the file holds
 TEXT_SUFFIXES = (".txt", ".jsonl", ".parquet")
+EXAMPLE_SUFFIXES = (".jsonl", ".json", ".csv")           # `llmfs.data.examples.SUFFIXES`
+TRAINING_SUFFIXES = (".txt", ".jsonl", ".json", ".csv", ".parquet")
 BENCHMARK_TASKS = ("custom", "hellaswag", "mmlu", "truthfulqa_mc1", "truthfulqa_mc2", "perplexity")
 MAX_REPORTED = 5
 MAX_NAME_CHARS = 120          # a saved name is shortened (keeping its suffix) to stay far below NAME_MAX (255)
@@ -43,6 +46,10 @@ def suffixes_for(kind: str = "text", task: str = "custom") -> tuple[str, ...]:
     """The file types an upload of `kind` may have (a benchmark: those its task reads)."""
     if kind == "text":
         return TEXT_SUFFIXES
+    if kind == "examples":
+        return EXAMPLE_SUFFIXES
+    if kind == "training":
+        return TRAINING_SUFFIXES
     if kind == "benchmark":
         _check_task(task)
         return (".txt", ".jsonl") if task == "perplexity" else (".jsonl",)
@@ -114,8 +121,11 @@ def save_upload(name: str, data: bytes | bytearray | memoryview, kind: str = "te
     """Check an upload and save it as `$LLMFS_HOME/uploads/[<person's folder>/]<safe_name(name)>`; returns that path.
 
     Args:
-        kind: "text" (training text: .txt, .jsonl with a "text" field, .parquet with a "text" column) or
-            "benchmark" (questions for L14: `task`'s records; .jsonl, or .txt too for perplexity).
+        kind: "text" (training text: .txt, .jsonl with a "text" field, .parquet with a "text" column),
+            "examples" (questions and answers to learn from: .jsonl / .json / .csv in chat, prompt / response or
+            Alpaca format, read whole as a run reads them), "training" (whichever of the two the file holds,
+            `training_kind`) or "benchmark" (questions for L14: `task`'s records; .jsonl, or .txt too for
+            perplexity).
         max_bytes: the size limit (default: the workshop's, `upload_limit_bytes()`).
         task: a benchmark's task (`BENCHMARK_TASKS`); its own loader checks the records.
         person: who uploads it (a workshop participant's name): saved in their own folder (`person_folder`).
@@ -129,6 +139,8 @@ def save_upload(name: str, data: bytes | bytearray | memoryview, kind: str = "te
     safe = safe_name(name, suffixes)
     data = data if isinstance(data, bytes) else bytes(data)
     check_size(name, len(data), max_bytes)
+    if kind == "training":
+        kind = training_kind(safe, data)
     suffix = next(s for s in suffixes if safe.lower().endswith(s))
     shown = _show(name, quote=False)
     problems, total, fix = _check_content(data, suffix, kind, task)
@@ -158,6 +170,8 @@ def save_upload(name: str, data: bytes | bytearray | memoryview, kind: str = "te
                 problems, total, fix = _check_benchmark(tmp, task)
                 if problems:
                     raise _refusal(shown, problems, total, fix)
+            if kind == "examples":
+                _check_examples(tmp, shown)
             os.replace(tmp, target)
         finally:
             if tmp.exists():
@@ -184,8 +198,44 @@ def benchmark_fix(task: str) -> str:
     return f"Each line must be one JSON object in the {task} format, for example:\n{example_line(task)}"
 
 
+def training_kind(name: str, data: bytes) -> str:
+    """"examples" or "text": what an upload of training data holds. A .json or .csv file is examples; a .jsonl file
+    is examples when its first record is one (chat, prompt / response or Alpaca: `llmfs.data.examples`), else text
+    (`{"text": ...}` records); .txt and .parquet are text."""
+    suffix = Path(name).suffix.lower()
+    if suffix in (".json", ".csv"):
+        return "examples"
+    if suffix != ".jsonl":
+        return "text"
+    from .data.examples import record_format
+    for _, start, raw in _jsonl_lines(data):
+        try:
+            record = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            return "text"   # the text check names the line
+        return "examples" if record_format(record) is not None else "text"
+    return "text"
+
+
+def _check_examples(path: Path, shown: str) -> None:
+    """A file of examples read whole, as a run reads it (`llmfs.data.examples.read_examples`): UploadError with its
+    message (the line or item and the fix), the temp file's name replaced by the upload's."""
+    from .data.examples import ExampleError, read_examples
+    try:
+        read_examples(str(path))
+    except ExampleError as e:
+        message = str(e).replace(path.name, shown)
+        rest = message[len(shown):].lstrip() if message.startswith(shown) else message
+        where = re.match(r"(?:line|item) (\d+):\s*", rest)
+        detail = rest[0].upper() + rest[1:] if where else message
+        problem = (int(where.group(1)), rest[where.end():]) if where else (0, message)
+        raise UploadError(f"{shown} was refused (nothing was saved).\n\n{detail}", [problem]) from e
+
+
 def _check_content(data: bytes, suffix: str, kind: str, task: str) -> tuple[Problems, int, str]:
     """(problems, how many in all, the fix) for what can be checked in memory; no problems: accepted so far."""
+    if kind == "examples":
+        return _check_txt(data)   # UTF-8 first (its line and column); then read whole once saved (`_check_examples`)
     if suffix == ".txt":
         return _check_txt(data)
     if suffix == ".jsonl":

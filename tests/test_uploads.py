@@ -238,6 +238,75 @@ def test_benchmark_records_are_checked_by_the_eval_parser(llmfs_home):
     assert files_under(llmfs_home) == {path}
 
 
+# -- examples (questions and answers to learn from) -----------------------------------------------------------------
+EXAMPLE_FILES = {
+    "chat.jsonl": b'{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}, '
+                  b'{"role": "assistant", "content": "Hello."}]}\n\n{"messages": [{"role": "user", "content": "2+2?"}, '
+                  b'{"role": "assistant", "content": "4."}]}\n',
+    "pairs.jsonl": b'{"prompt": "Hi?", "response": "Hello."}\n{"prompt": "2+2?", "completion": "4."}\n',
+    "alpaca.json": b'[{"instruction": "Greet.", "input": "", "output": "Hello."}, {"instruction": "Add.", '
+                   b'"input": "2+2", "output": "4."}]',
+    "sheet.csv": b'question,answer\nHi?,Hello.\n"Two, plus two?",4.\n',
+    "bare.csv": "Hi?,Hello.\n2+2?,4. ✓\n".encode(),
+}
+
+
+@pytest.mark.parametrize("name", list(EXAMPLE_FILES))
+def test_example_files_are_saved_and_read_back_as_a_run_reads_them(llmfs_home, name):
+    from llmfs.data.examples import read_examples
+    path = save_upload(name, EXAMPLE_FILES[name], kind="examples", person="Ada")
+    assert path.parent == llmfs_home / "uploads" / person_folder("Ada") and files_under(llmfs_home) == {path}
+    examples = read_examples(str(path))
+    assert len(examples) == 2 and examples.conversations[0][-1] == {"role": "assistant", "content": "Hello."}
+
+
+@pytest.mark.parametrize("name,data,line,words", [
+    ("a.jsonl", b'{"prompt": "Hi?", "response": "Hello."}\n{"prompt": "Hi?", "response": "Yo."\n', 2,
+     "Line 2: not valid JSON"),
+    ("a.jsonl", b'{"prompt": "Hi?", "response": "Hello."}\n\n{"instruction": "x", "output": "y"}\n', 3,
+     "record in a file of prompt / response records"),
+    ("a.jsonl", b'{"prompt": "Hi?", "response": "Hello."}\n{"prompt": "Hi?", "response": ""}\n', 2,
+     'Line 2: "response" must be non-empty text'),
+    ("a.jsonl", b'{"text": "plain text, not an example"}\n', 1, "Line 1: not an example"),
+    ("a.jsonl", b'{"messages": [{"role": "user", "content": "Hi?"}]}\n', 1, "no assistant message"),
+    ("a.json", b'[{"prompt": "a", "response": "b"}, {"prompt": "c"}]', 2, "Item 2: not an example"),
+    ("a.json", b'[{"prompt": "a", "response": "b"},\n {"prompt": "c" "response": "d"}]', 2,
+     "Line 2: not valid JSON"),
+    ("a.csv", b"question,answer\nHi?,Hello.\nOne column only\n", 3, "Line 3: 1 columns, the file has 2"),
+    ("a.csv", "Hi?,Hello.\ncaf\xe9,x\n".encode("latin-1"), 2, "invalid UTF-8"),
+    ("a.json", b"  \n", 0, "the file is empty"),
+])
+def test_bad_example_files_are_refused_with_their_line_and_nothing_is_written(llmfs_home, name, data, line, words):
+    with pytest.raises(UploadError) as e:
+        save_upload(name, data, kind="examples")
+    assert words in str(e.value) and name in str(e.value) and "nothing was saved" in str(e.value)
+    assert [n for n, _ in e.value.problems] == [line]
+    assert files_under(llmfs_home) == set()
+
+
+def test_example_uploads_take_jsonl_json_and_csv_only(llmfs_home):
+    for name in ("notes.txt", "table.parquet", "x.exe"):
+        with pytest.raises(UploadError, match=r"upload a \.jsonl, \.json or \.csv file"):
+            save_upload(name, b"hi", kind="examples")
+    assert files_under(llmfs_home) == set()
+
+
+def test_training_uploads_are_text_or_examples_whichever_the_file_holds(llmfs_home):
+    from llmfs.uploads import training_kind
+    assert training_kind("a.jsonl", EXAMPLE_FILES["pairs.jsonl"]) == "examples"
+    assert training_kind("a.jsonl", b'\n{"text": "hello"}\n') == "text"
+    assert training_kind("a.csv", b"") == training_kind("a.json", b"[]") == "examples"
+    assert training_kind("a.txt", b'{"prompt": "a", "response": "b"}') == "text"
+    pairs = save_upload("pairs.jsonl", EXAMPLE_FILES["pairs.jsonl"], kind="training")
+    text = save_upload("web.jsonl", b'{"text": "hello"}\n', kind="training")
+    assert {pairs, text} == files_under(llmfs_home)
+    with pytest.raises(UploadError, match="Line 2: not valid JSON"):   # examples are checked as examples
+        save_upload("more.jsonl", b'{"prompt": "a", "response": "b"}\n{oops\n', kind="training")
+    with pytest.raises(UploadError, match='line 2: no "text" field'):   # and text as text
+        save_upload("more.jsonl", b'{"text": "a"}\n{"prompt": "a"}\n', kind="training")
+    assert {pairs, text} == files_under(llmfs_home)
+
+
 # -- fuzzing --------------------------------------------------------------------------------------------------------
 def check_outcome(home: Path, before: set[Path], name, data, **kwargs) -> Path | None:
     """save_upload returns a path inside the uploads folder or raises UploadError; nothing else is written."""
@@ -272,6 +341,22 @@ def test_fuzz_names(llmfs_home, name):
 @given(data=st.binary(max_size=3000), suffix=st.sampled_from([".txt", ".jsonl", ".parquet"]))
 def test_fuzz_bytes_as_training_text(llmfs_home, data, suffix):
     check_outcome(llmfs_home, files_under(llmfs_home), "f" + suffix, data)
+
+
+@FUZZ
+@given(data=st.binary(max_size=2000) | st.lists(st.fixed_dictionaries(
+    {}, optional={"prompt": st.text(max_size=8), "response": st.text(max_size=8) | st.integers(),
+                  "instruction": st.text(max_size=8), "output": st.text(max_size=8),
+                  "messages": st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "x"]),
+                                                              "content": st.text(max_size=8)}), max_size=3)}),
+    max_size=5).map(lambda rs: "\n".join(map(json.dumps, rs)).encode()),
+       suffix=st.sampled_from([".jsonl", ".json", ".csv"]))
+def test_fuzz_example_files(llmfs_home, data, suffix):
+    """Any bytes, and records near the formats: saved (and then readable as examples) or refused, nothing else."""
+    from llmfs.data.examples import read_examples
+    path = check_outcome(llmfs_home, files_under(llmfs_home), "f" + suffix, data, kind="examples")
+    if path is not None:
+        assert len(read_examples(str(path))) >= 1
 
 
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
