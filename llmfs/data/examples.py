@@ -141,8 +141,9 @@ def detect(source: str) -> str:
     if fmt is None and path.suffix.lower() == ".jsonl" and isinstance(record, dict) and "text" in record:
         return "text"
     if fmt is None:
-        keys = ", ".join(map(str, record)) if isinstance(record, dict) else type(record).__name__
-        raise ExampleError(f"{path.name} {_where(path, line)}: not an example ({keys}). {FIX}")
+        found = (f"the keys {', '.join(map(str, record))}" if isinstance(record, dict) and record else
+                 f"{_json_kind(record)} instead of a record")
+        raise ExampleError(f"{path.name} {_where(path, line)}: not an example (found {found}). {FIX}")
     return fmt
 
 
@@ -172,13 +173,14 @@ def read_examples(source: str, fmt: FormatName = "auto", limit: int = MAX_EXAMPL
     for line, record in records:
         got = record_format(record)
         if got is None:
-            keys = ", ".join(map(str, record)) if isinstance(record, dict) else f"a {type(record).__name__}"
-            raise ExampleError(f"{path.name} {_where(path, line)}: not an example (found {keys}). {FIX}")
+            found = (f"the keys {', '.join(map(str, record))}" if isinstance(record, dict) and record else
+                     f"{_json_kind(record)} instead of a record")
+            raise ExampleError(f"{path.name} {_where(path, line)}: not an example (found {found}). {FIX}")
         if want is None:
             want = got
         elif got != want:
-            raise ExampleError(f"{path.name} {_where(path, line)}: a {FORMAT_WORDS[got]} record in a file of "
-                               f"{FORMAT_WORDS[want]} records. {FIX}")
+            raise ExampleError(f"{path.name} {_where(path, line)}: this record is in the {FORMAT_WORDS[got]} format "
+                               f"but the file's first record is {FORMAT_WORDS[want]}. {FIX}")
         try:
             conversations.append(to_messages(record, got))
         except (ValueError, TemplateError) as e:
@@ -189,6 +191,13 @@ def read_examples(source: str, fmt: FormatName = "auto", limit: int = MAX_EXAMPL
     if not conversations:
         raise ExampleError(f"{path.name} holds no examples. {FIX}")
     return ExampleSet(conversations, want, source, lines)
+
+
+def _json_kind(value: Any) -> str:
+    """A JSON value's kind in words ("a number", "a list", ...)."""
+    kinds = ((bool, "true / false"), (int, "a number"), (float, "a number"), (str, "text"), (list, "a list"),
+             (dict, "an empty record"), (type(None), "null"))
+    return next((words for t, words in kinds if isinstance(value, t)), "something else")
 
 
 def _where(path: Path, line: int) -> str:

@@ -171,7 +171,8 @@ def test_csv_with_a_header_or_two_plain_columns(tmp_path):
 
 @pytest.mark.parametrize("lines, where, words", [
     ([{"prompt": "a", "response": "b"}, "{not json"], "line 2", "not valid JSON"),
-    ([{"prompt": "a", "response": "b"}, {"messages": QA}], "line 2", "a chat"),
+    ([{"prompt": "a", "response": "b"}, {"messages": QA}], "line 2", "in the chat ("),
+    ([{"prompt": "a", "response": "b"}, 7], "line 2", "found a number instead of a record"),
     ([{"prompt": "a", "response": ""}], "line 1", '"response" must be non-empty text'),
     ([{"messages": [{"role": "user", "content": "hi"}]}], "line 1", "no assistant message"),
     ([{"messages": [{"role": "robot", "content": "hi"}]}], "line 1", "role 'robot'"),
