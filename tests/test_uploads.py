@@ -264,7 +264,7 @@ def test_example_files_are_saved_and_read_back_as_a_run_reads_them(llmfs_home, n
     ("a.jsonl", b'{"prompt": "Hi?", "response": "Hello."}\n{"prompt": "Hi?", "response": "Yo."\n', 2,
      "Line 2: not valid JSON"),
     ("a.jsonl", b'{"prompt": "Hi?", "response": "Hello."}\n\n{"instruction": "x", "output": "y"}\n', 3,
-     "record in a file of prompt / response records"),
+     "but the file's first record is prompt / response"),
     ("a.jsonl", b'{"prompt": "Hi?", "response": "Hello."}\n{"prompt": "Hi?", "response": ""}\n', 2,
      'Line 2: "response" must be non-empty text'),
     ("a.jsonl", b'{"text": "plain text, not an example"}\n', 1, "Line 1: not an example"),
