@@ -14,7 +14,6 @@ token by token, so Stop (or any other click) keeps it on screen, marked as stopp
 
 from __future__ import annotations
 
-import contextlib
 import time
 from pathlib import Path
 
@@ -73,21 +72,9 @@ def pick_model(key: str, default: str | None) -> str:
                         format_func=labels.get, key=f"{key}.model.mine", persist_state="session")
 
 
-def same_base(adapter_base: str, base: str) -> bool:
-    """Was an adapter trained on `base`? The library names built-in bases by name (`portable_base`), others by
-    hub id or folder."""
-    ours = lib.portable_base(base)
-    if adapter_base == ours:
-        return True
-    if looks_like_path(adapter_base) and looks_like_path(ours):
-        with contextlib.suppress(OSError, ValueError):
-            return Path(adapter_base).expanduser().resolve() == Path(ours).expanduser().resolve()
-    return False
-
-
 def fitting_adapters(base: str) -> list[lib.AdapterInfo]:
     """The adapters this person may use that were trained on `base`, newest first."""
-    return [a for a in adapter_view.usable(lib.list_adapters()) if a.base_model and same_base(a.base_model, base)]
+    return [a for a in adapter_view.usable(lib.list_adapters()) if a.base_model and lib.fits_base(a.base_model, base)]
 
 
 def pick_adapters(key: str, base: str, given: list[str] | None) -> list[lib.AdapterInfo]:

@@ -86,12 +86,8 @@ def step_examples() -> tuple[str, str | None, dict | None]:
 
 def model_ready(model: str) -> bool:
     """Is `model` on this machine (llmfs-tiny built, smollm2-135m unpacked)? Nothing is loaded."""
-    from llmfs.packaged import PACKAGED, folder_of, is_converted
-    if model == DEFAULT_MODEL:
-        return state.default_ready()
-    if model in PACKAGED:
-        return is_converted(folder_of(PACKAGED[model]))
-    return True
+    from llmfs.sources import builtin_folder
+    return builtin_folder(model) is not None
 
 
 def offer_to_prepare(model: str) -> bool:
@@ -147,7 +143,6 @@ def pick_file() -> str | None:
 
 def my_example_files() -> list[Path]:
     """This person's uploaded files of examples, newest first (in a workshop only their own folder is read)."""
-    from llmfs.data.examples import ExampleError, detect
     from llmfs.paths import uploads_dir
     if identity.workshop_mode() and not identity.workshop_user():
         return []
@@ -157,14 +152,19 @@ def my_example_files() -> list[Path]:
                  and p.suffix.lower() in EXAMPLE_SUFFIXES]
     except OSError:
         return []
-    out = []
-    for p in sorted(files, key=lambda p: examples_view.stamp_of(str(p)), reverse=True):   # one gone sorts last
-        try:
-            if detect(str(p)) != "text":
-                out.append(p)
-        except (ExampleError, OSError):
-            continue
-    return out
+    newest_first = sorted(files, key=lambda p: examples_view.stamp_of(str(p)), reverse=True)   # one gone: last
+    return [p for p in newest_first if holds_examples(str(p), examples_view.stamp_of(str(p)))]
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def holds_examples(path: str, stamp: float) -> bool:
+    """Does the file hold examples (not plain text, not unreadable)? Read once per version of the file (`stamp`),
+    not on every rerun."""
+    from llmfs.data.examples import ExampleError, detect
+    try:
+        return detect(path) != "text"
+    except (ExampleError, OSError):
+        return False
 
 
 def formats_help() -> None:
@@ -345,7 +345,6 @@ def results(run_id: str | None) -> None:
     samples = result.get("samples") or []
     if not samples:
         return
-    expected = expected_answers(str(cfg.get("data") or ""))
     st.caption("Questions the adapter never trained on come first (held out). The same question and settings: the "
                "model alone, before training, and with the adapter.")
     st.html(ANSWER_STYLE)
@@ -353,8 +352,8 @@ def results(run_id: str | None) -> None:
         with st.container(border=True):
             st.markdown(f"**Question {n}:** {md_escape(s['prompt'])}")
             answers = {"Before training": s["before"], "With your adapter": s["after"]}
-            if s["prompt"] in expected:
-                answers["The answer in your examples"] = expected[s["prompt"]]
+            if s.get("expected"):   # the answer the example gives (a run on examples records it)
+                answers["The answer in your examples"] = s["expected"]
             for col, (title, text) in zip(st.columns(len(answers)), answers.items()):
                 col.markdown(f"**{title}**")
                 with col:
@@ -411,29 +410,6 @@ def run_words(result: dict, cfg: dict) -> str:
         out.append(f"{e['dropped']:,} example{'s were' if e['dropped'] != 1 else ' was'} left out: the cut came "
                    "before the answer.")
     return " ".join(out)
-
-
-@st.cache_data(show_spinner=False, max_entries=16)
-def _answers(source: str, stamp: float) -> dict[str, str]:
-    from llmfs.data.examples import read_examples
-    out: dict[str, str] = {}
-    for conversation in read_examples(source).conversations:
-        roles = [m["role"] for m in conversation]
-        if "assistant" not in roles:
-            continue
-        last = len(roles) - 1 - roles[::-1].index("assistant")
-        users = [i for i in range(last) if roles[i] == "user"]
-        if users:
-            out.setdefault(conversation[users[-1]]["content"], conversation[last]["content"])
-    return out
-
-
-def expected_answers(source: str) -> dict[str, str]:
-    """question -> the answer the examples give it (the last user message before the last answer)."""
-    try:
-        return _answers(source, examples_view.stamp_of(source))
-    except (ValueError, OSError):   # the file changed or went since the run
-        return {}
 
 
 # -- 3 · chat ---------------------------------------------------------------------------------------------------------

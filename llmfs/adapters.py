@@ -39,6 +39,7 @@ from .defaults import default_assets
 from .errors import AdapterError
 from .fsutil import atomic_write_bytes, atomic_write_json, make_temp_dir, read_json
 from .paths import llmfs_home, runs_dir
+from .sources import looks_like_path
 from .targets import FAMILIES
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -212,6 +213,20 @@ def portable_base(base: str) -> str:
     except (OSError, ValueError):
         pass
     return base
+
+
+def fits_base(adapter_base: str, base: str) -> bool:
+    """Was an adapter whose config names `adapter_base` trained on the model `base`? Both compared by their portable
+    names (a built-in model's folder is its name), and two folders by where they resolve to."""
+    ours, theirs = portable_base(base), portable_base(adapter_base)
+    if ours == theirs:
+        return True
+    if looks_like_path(theirs) and looks_like_path(ours):
+        try:
+            return Path(theirs).expanduser().resolve() == Path(ours).expanduser().resolve()
+        except (OSError, ValueError):
+            return False
+    return False
 
 
 def data_label(data: str) -> str:

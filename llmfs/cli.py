@@ -523,23 +523,11 @@ def _generate_adapter(args: argparse.Namespace):
                          f"({', '.join(args.adapter)}); run it once per adapter (the app's Playground shows several "
                          "side by side)")
     info = _find_adapter(args.adapter[0])
-    if info.base_model and not _same_model(info.base_model, args.model):
+    from .adapters import fits_base
+    if info.base_model and not fits_base(info.base_model, args.model):
         raise ValueError(f"the adapter {info.id} was trained on {info.base_model}, not on {args.model}: give "
                          f"--model {info.base_model}")
     return info
-
-
-def _same_model(a: str, b: str) -> bool:
-    """Do two model sources name the same model (the same name, or the same folder once resolved)?"""
-    if a.strip() == b.strip():
-        return True
-    from .sources import SourceError
-    try:
-        _ensure_builtin(a)
-        _ensure_builtin(b)
-        return resolve_model_dir(a).resolve() == resolve_model_dir(b).resolve()
-    except (SourceError, OSError):
-        return False
 
 
 def cmd_data(args: argparse.Namespace) -> int:

@@ -313,7 +313,8 @@ def train_job(ctx: JobContext, payload: dict) -> dict:
         return {}
     ctx.progress(result.steps_done, total)
     after = _samples(model, tokenizer, data.prompts, cfg)
-    samples = [{"prompt": b["prompt"], "before": b["text"], "after": a["text"]} for b, a in zip(before, after)]
+    samples = [{"prompt": b["prompt"], "before": b["text"], "after": a["text"],
+                **({"expected": b["expected"]} if "expected" in b else {})} for b, a in zip(before, after)]
     out = {
         "final_loss": result.final_loss, "losses": result.losses, "steps": result.steps_done,
         "total_steps": total, "stopped": result.stopped,
@@ -433,33 +434,32 @@ def _example_data(ctx: JobContext, cfg: TrainConfig, payload: dict, tokenizer, m
             f"(set-up {time.time() - t0:.1f}s).")
     _log_precision(ctx, cfg)
     heldout = HeldOutExamples(prepared.heldout, cfg.batch_size, pad, prepared.heldout_note)
-    prompts = [_question(c) for c in _sample_conversations(examples, prepared)]
+    prompts = _sample_conversations(examples, prepared)
     return _RunData(cfg, batches, heldout, prepared.heldout_on, total, prompts, note, report)
 
 
 def _sample_conversations(examples, prepared, n: int = 2) -> list[list[dict]]:
     """Conversations to answer before and after training: held-out ones first (the model never trained on them)."""
     held = prepared.heldout_index
-    order = held + [i for i in range(len(examples)) if i not in set(held)]
-    return [examples.conversations[i] for i in order[:n]]
-
-
-def _question(conversation: list[dict]) -> list[dict]:
-    """The conversation up to its last user message: what the model is asked, to answer itself."""
-    last_user = max(i for i, m in enumerate(conversation) if m["role"] == "user") if any(
-        m["role"] == "user" for m in conversation) else 0
-    return conversation[: last_user + 1]
+    rest = [i for i in range(len(examples)) if i not in set(held)]
+    return [examples.conversations[i] for i in (held + rest)[:n]]
 
 
 def _samples(model, tokenizer, prompts: list, cfg: TrainConfig) -> list[dict]:
-    """Text sampled for each prompt: a text prompt is continued; a conversation is answered greedily through the
-    chat template, as the model's most likely answer ({"prompt": the question, "text": the answer})."""
+    """Text sampled for each prompt: a text prompt is continued; a conversation's question is answered greedily
+    through the chat template, as the model's most likely answer ({"prompt": the question, "text": the answer,
+    "expected": the answer the example gives})."""
+    from .data.examples import question_and_answer
     from .generate import SampleConfig, reply, sample_many
     if not prompts or isinstance(prompts[0], str):
         return sample_many(model, tokenizer, prompts, SampleConfig(seed=cfg.seed))
     greedy = SampleConfig(temperature=0.0, max_new_tokens=64, seed=cfg.seed)
-    return [{"prompt": c[-1]["content"], "text": reply(model, tokenizer, messages=c, cfg=greedy)["text"].strip()}
-            for c in prompts]
+    out = []
+    for conversation in prompts:
+        question, answer = question_and_answer(conversation)
+        text = reply(model, tokenizer, messages=question, cfg=greedy)["text"].strip()
+        out.append({"prompt": question[-1]["content"], "text": text, "expected": answer})
+    return out
 
 
 def _where(cfg: TrainConfig, env) -> str:

@@ -25,6 +25,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from .config import ConfigError
+from .data.examples import SUFFIXES as EXAMPLE_FILES
 from .errors import UploadError
 from .paths import person_folder, uploads_dir  # noqa: F401 (part of this module's API)
 from .sources import SourceError
@@ -32,7 +33,7 @@ from .workshop import load_limits
 
 KINDS = ("text", "benchmark", "examples", "training")   # training: text or examples, whichever the file holds
 TEXT_SUFFIXES = (".txt", ".jsonl", ".parquet")
-EXAMPLE_SUFFIXES = (".jsonl", ".json", ".csv")           # `llmfs.data.examples.SUFFIXES`
+EXAMPLE_SUFFIXES = EXAMPLE_FILES                          # .jsonl, .json, .csv: questions and answers
 TRAINING_SUFFIXES = (".txt", ".jsonl", ".json", ".csv", ".parquet")
 BENCHMARK_TASKS = ("custom", "hellaswag", "mmlu", "truthfulqa_mc1", "truthfulqa_mc2", "perplexity")
 MAX_REPORTED = 5
@@ -224,11 +225,10 @@ def _check_examples(path: Path, shown: str) -> None:
     try:
         read_examples(str(path))
     except ExampleError as e:
-        message = str(e).replace(path.name, shown)
-        rest = message[len(shown):].lstrip() if message.startswith(shown) else message
-        where = re.match(r"(?:line|item) (\d+):\s*", rest)
-        detail = rest[0].upper() + rest[1:] if where else message
-        problem = (int(where.group(1)), rest[where.end():]) if where else (0, message)
+        if e.line is None:   # the file as a whole (no examples at all)
+            detail, problem = str(e).replace(path.name, shown), (0, str(e).replace(path.name, shown))
+        else:
+            detail, problem = f"{e.where[0].upper()}{e.where[1:]}: {e.detail}", (e.line, e.detail)
         raise UploadError(f"{shown} was refused (nothing was saved).\n\n{detail}", [problem]) from e
 
 

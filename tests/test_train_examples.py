@@ -51,6 +51,7 @@ def test_ten_examples_train_an_adapter_and_the_run_reports_what_it_read(jobs, ti
     assert run.read_metrics("examples")[0]["trained_tokens"] == report["trained_tokens"]
     # before / after: the held-out question, answered through the template
     assert result["samples"][0]["prompt"] == "What is the capital of Austria?"   # the 6th: every 6th of 10 is held out
+    assert result["samples"][0]["expected"] == "Vienna."   # the answer the example gives, beside the model's
     assert (run.path / "adapter" / "adapter_config.json").exists()
 
 

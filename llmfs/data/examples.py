@@ -50,7 +50,18 @@ _CSV_COLUMNS = {"prompt": "prompt", "question": "prompt", "instruction": "instru
 
 
 class ExampleError(DataError):
-    """Examples that cannot be read; the message names the file, the line and the fix."""
+    """Examples that cannot be read; the message names the file, the line and the fix. `where` ("line 3", "item 2",
+    "row 5"), `line` and `detail` (the message after them) are set when the problem is at one place in the file."""
+
+    def __init__(self, message: str, where: str | None = None, line: int | None = None, detail: str | None = None):
+        super().__init__(message)
+        self.where, self.line, self.detail = where, line, detail
+
+
+def _at(path: Path, line: int, detail: str, where: str | None = None) -> ExampleError:
+    """An ExampleError at one line (item, row) of `path`."""
+    where = where or _where(path, line)
+    return ExampleError(f"{path.name} {where}: {detail}", where, line, detail)
 
 
 @dataclass(frozen=True)
@@ -143,7 +154,7 @@ def detect(source: str) -> str:
     if fmt is None:
         found = (f"the keys {', '.join(map(str, record))}" if isinstance(record, dict) and record else
                  f"{_json_kind(record)} instead of a record")
-        raise ExampleError(f"{path.name} {_where(path, line)}: not an example (found {found}). {FIX}")
+        raise _at(path, line, f"not an example (found {found}). {FIX}")
     return fmt
 
 
@@ -175,16 +186,16 @@ def read_examples(source: str, fmt: FormatName = "auto", limit: int = MAX_EXAMPL
         if got is None:
             found = (f"the keys {', '.join(map(str, record))}" if isinstance(record, dict) and record else
                      f"{_json_kind(record)} instead of a record")
-            raise ExampleError(f"{path.name} {_where(path, line)}: not an example (found {found}). {FIX}")
+            raise _at(path, line, f"not an example (found {found}). {FIX}")
         if want is None:
             want = got
         elif got != want:
-            raise ExampleError(f"{path.name} {_where(path, line)}: this record is in the {FORMAT_WORDS[got]} format "
-                               f"but the file's first record is {FORMAT_WORDS[want]}. {FIX}")
+            raise _at(path, line, f"this record is in the {FORMAT_WORDS[got]} format but the file's first record "
+                                  f"is {FORMAT_WORDS[want]}. {FIX}")
         try:
             conversations.append(to_messages(record, got))
         except (ValueError, TemplateError) as e:
-            raise ExampleError(f"{path.name} {_where(path, line)}: {e}. {FIX}") from e
+            raise _at(path, line, f"{e}. {FIX}") from e
         lines.append(line)
         if len(conversations) >= limit:
             break
@@ -248,8 +259,8 @@ def _records(path: Path, limit: int | None = None):
         try:
             items = json.loads(text)
         except json.JSONDecodeError as e:
-            raise ExampleError(f"{path.name} line {e.lineno}: not valid JSON ({e.msg}). A .json file holds one list "
-                               "of records, [{...}, {...}], or one record per line.") from e
+            raise _at(path, e.lineno, f"not valid JSON ({e.msg}). A .json file holds one list of records, "
+                      "[{...}, {...}], or one record per line.", f"line {e.lineno}") from e
         for i, item in enumerate(items[:limit] if limit else items, 1):
             yield i, item
         return
@@ -260,8 +271,7 @@ def _records(path: Path, limit: int | None = None):
         try:
             yield i, json.loads(line)
         except json.JSONDecodeError as e:
-            raise ExampleError(f"{path.name} line {i}: not valid JSON ({e.msg}). Each line must be one JSON "
-                               "object.") from e
+            raise _at(path, i, f"not valid JSON ({e.msg}). Each line must be one JSON object.", f"line {i}") from e
         n += 1
         if limit and n >= limit:
             return
@@ -282,12 +292,21 @@ def _csv_records(path: Path, text: str, limit: int | None):
                 continue
             header = ["prompt", "response"]   # no header: two columns, the prompt then the response
         if len(row) != len(header):
-            raise ExampleError(f"{path.name} line {line}: {len(row)} columns, the file has {len(header)} "
-                               f"({', '.join(header)}). Quote cells that hold commas.")
+            raise _at(path, line, f"{len(row)} columns, the file has {len(header)} ({', '.join(header)}). Quote "
+                                  "cells that hold commas.")
         yield line, dict(zip(header, row))
         n += 1
         if limit and n >= limit:
             return
+
+
+def question_and_answer(conversation: Sequence[dict]) -> tuple[list[dict], str]:
+    """The conversation up to the question its last answer replies to (what a model is asked, to answer itself),
+    and that answer: the last assistant message and the last user message before it. Every example read has one
+    (`to_messages` refuses a conversation without an answer)."""
+    last = max(i for i, m in enumerate(conversation) if m["role"] == "assistant")
+    asked = max((i for i in range(last) if conversation[i]["role"] == "user"), default=last - 1)
+    return list(conversation[: asked + 1]), conversation[last]["content"]
 
 
 # -- encoding -----------------------------------------------------------------------------------------------------
@@ -405,7 +424,7 @@ def prepare(examples: ExampleSet, tokenizer, seq_len: int | None, train_on: Trai
         try:
             encoded.append(encode(tokenizer, conversation, None, train_on))
         except TemplateError as e:
-            raise ExampleError(f"{Path(examples.source).name} line {line}: {e}.") from e
+            raise _at(Path(examples.source), line, f"{e}.") from e
     limit = context or AUTO_MAX_SEQ_LEN
     if seq_len is None:
         longest = max(len(e.ids) for e in encoded)

@@ -86,14 +86,47 @@ def report_failure(page, home: Path, full_page: bool = False) -> None:
         print(run.run_id, run.status(), run.log_tail(30), sep="\n")
 
 
+@contextlib.contextmanager
+def browser_page(home: Path, timeout_ms: int = 120_000, width: int = 1400, height: int = 2000):
+    """A page in headless Chromium (Debian's), every wait and `expect` bounded by `timeout_ms` (a busy 2-core CI
+    machine renders and loads slowly); after a failure, a full-page screenshot and each run's status and log
+    (`report_failure`); the browser closed in the end."""
+    from playwright.sync_api import expect, sync_playwright
+    expect.set_options(timeout=timeout_ms)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": width, "height": height})
+        page.set_default_timeout(timeout_ms)
+        try:
+            yield page
+        except BaseException:
+            report_failure(page, home, full_page=True)
+            raise
+        finally:
+            browser.close()
+
+
+def set_number(page, label: str, value: str) -> None:
+    """Type `value` into the number box `label` and wait for the rerun that takes it; typed again if a rerun still
+    running from the previous change redraws the box with its old value (seen once in five runs)."""
+    from playwright.sync_api import expect
+    box = page.get_by_role("spinbutton", name=label)
+    for _ in range(3):
+        box.fill(value)
+        box.press("Enter")
+        try:
+            expect(box).to_have_value(value, timeout=15_000)
+            break
+        except AssertionError:
+            continue
+    expect(box).to_have_value(value, timeout=1_000)
+    expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=60_000)  # that rerun is done
+
+
 def start_training(page, steps: int) -> None:
     """In a real browser: type a step count into the page's "Training steps" box and press "Start training" once it
     is enabled (a rerun turns it on after the value is taken)."""
-    from playwright.sync_api import expect
-    box = page.get_by_role("spinbutton", name="Training steps")
-    box.fill(str(steps))
-    box.press("Enter")
-    expect(box).to_have_value(str(steps))
+    set_number(page, "Training steps", str(steps))
     start = page.get_by_role("button", name="Start training")
     wait_for(lambda: start.is_enabled(), 30, "the start button")
     start.click()

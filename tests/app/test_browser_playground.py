@@ -9,7 +9,7 @@ from pathlib import Path
 
 import apphelpers  # tests/app is on sys.path
 import pytest
-from apphelpers import CHROMIUM, CHROMIUM_ARGS, serve
+from apphelpers import browser_page, serve
 from test_l15 import make_adapter
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -24,45 +24,35 @@ def served_app(home_with_default, tmp_path):
 
 
 def test_base_and_adapter_answer_side_by_side_with_the_token_view(served_app, tmp_path):
-    from playwright.sync_api import expect, sync_playwright
-    expect.set_options(timeout=120_000)
-    url, _ = served_app
+    from playwright.sync_api import expect
+    url, home = served_app
     shots = Path(os.environ.get("LLMFS_SHOTS", tmp_path))
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 2000})
-        page.set_default_timeout(120_000)
-        try:
-            page.goto(url + "/playground")
-            expect(page.get_by_text("Your messages reach the model").first).to_be_visible()
-            page.locator('[data-testid="stMultiSelect"]').filter(has_text="Adapters to compare").click()
-            page.get_by_role("option", name="my-adapter").click()
-            page.keyboard.press("Escape")
-            expect(page.get_by_text("Adapter · my-adapter")).to_be_visible()
+    with browser_page(home) as page:
+        page.goto(url + "/playground")
+        expect(page.get_by_text("Your messages reach the model").first).to_be_visible()
+        page.locator('[data-testid="stMultiSelect"]').filter(has_text="Adapters to compare").click()
+        page.get_by_role("option", name="my-adapter").click()
+        page.keyboard.press("Escape")
+        expect(page.get_by_text("Adapter · my-adapter")).to_be_visible()
 
-            box = page.get_by_placeholder("Message the models")
-            box.fill("What does <b>str.split</b> do?")
-            box.press("Enter")
-            expect(page.get_by_text("Look at one token").first).to_be_visible()
-            answers = page.locator(".llmfs-tokens")
-            expect(answers).to_have_count(2)
-            base, adapted = (answers.nth(i).inner_text() for i in range(2))
-            assert base and adapted and base != adapted   # the adapter's random B changes the answer
-            expect(page.get_by_text("What does <b>str.split</b> do?").first).to_be_visible()  # shown as text
-            first = answers.nth(0).locator(".tok").first
-            assert first.get_attribute("title").startswith("#1: ")
-            assert "The model's top choices here:" in first.get_attribute("title")
-            expect(page.locator(".js-plotly-plot").first).to_be_visible()   # the chart of one token
-            page.screenshot(path=str(shots / "playground-chat.png"))
+        box = page.get_by_placeholder("Message the models")
+        box.fill("What does <b>str.split</b> do?")
+        box.press("Enter")
+        expect(page.get_by_text("Look at one token").first).to_be_visible()
+        answers = page.locator(".llmfs-tokens")
+        expect(answers).to_have_count(2)
+        base, adapted = (answers.nth(i).inner_text() for i in range(2))
+        assert base and adapted and base != adapted   # the adapter's random B changes the answer
+        expect(page.get_by_text("What does <b>str.split</b> do?").first).to_be_visible()  # shown as text
+        first = answers.nth(0).locator(".tok").first
+        assert first.get_attribute("title").startswith("#1: ")
+        assert "The model's top choices here:" in first.get_attribute("title")
+        expect(page.locator(".js-plotly-plot").first).to_be_visible()   # the chart of one token
+        page.screenshot(path=str(shots / "playground-chat.png"))
 
-            page.get_by_test_id("stRadioGroup").get_by_text("Continue text").click()
-            page.get_by_role("button", name="Generate").click()
-            expect(page.locator(".llmfs-tokens .prompt")).to_have_count(2)
-            expect(page.get_by_role("button", name="Stop")).to_have_count(0)   # both continuations written
-            expect(page.locator(".llmfs-tokens .cursor")).to_have_count(0)
-            page.screenshot(path=str(shots / "playground-continue.png"))
-        except BaseException:
-            page.screenshot(path=str(shots / "failure.png"), full_page=True)
-            raise
-        finally:
-            browser.close()
+        page.get_by_test_id("stRadioGroup").get_by_text("Continue text").click()
+        page.get_by_role("button", name="Generate").click()
+        expect(page.locator(".llmfs-tokens .prompt")).to_have_count(2)
+        expect(page.get_by_role("button", name="Stop")).to_have_count(0)   # both continuations written
+        expect(page.locator(".llmfs-tokens .cursor")).to_have_count(0)
+        page.screenshot(path=str(shots / "playground-continue.png"))
