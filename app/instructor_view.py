@@ -1,6 +1,7 @@
 """The instructor's page: behind the instructor password, the whole server at a glance and the few levers a workshop
-needs: cancel anyone's run, pause and resume the queue, see (and reload) the limits in force, free the memory that
-models cached for display hold.
+needs: cancel anyone's run, pause and resume the queue, the class as a whole (leaderboard, everyone's curves, class
+presets: app/class_view.py), see (and reload) the limits in force, free the memory that models cached for display
+hold.
 
 Unlocking lasts for this browser session only (a refresh asks again) and ends when the password changes.
 """
@@ -20,7 +21,7 @@ from llmfs import telemetry, workshop
 from llmfs.config import ConfigError, field_info
 from llmfs.runs import PENDING, RUNNING
 
-from . import charts, identity, state, tables
+from . import charts, class_view, identity, state, tables
 from .text import md_escape
 
 UNLOCKED = identity.UNLOCKED
@@ -70,6 +71,7 @@ def lock() -> None:
 def dashboard() -> None:
     st.button("Lock this view", icon=":material/lock:", on_click=lock)
     st.fragment(run_every=POLL_S)(_live)()
+    class_view.class_section()
     limits_section()
     memory_section()
 
