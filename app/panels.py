@@ -14,6 +14,7 @@ import time
 
 import streamlit as st
 
+from llmfs.bundles import is_imported
 from llmfs.oom import out_of_memory, retry_options  # noqa: F401 (retry_options: the panel's API)
 from llmfs.runs import (
     CANCELLED,
@@ -501,7 +502,11 @@ def _overview_body(run_ids: list[str], was_live: bool) -> None:
         st.rerun(scope="app")  # redraw once with polling off
     table = tables.runs_table(runs)
     me = identity.current_user()
-    users = [r.status().get("user") for r in runs]
+    statuses = [r.status() for r in runs]
+    users = [s.get("user") for s in statuses]
+    # a run from a bundle (.zip) made elsewhere says so where it says where it started
+    table["started from"] = [f"imported · {where}" if is_imported(s) else where
+                             for s, where in zip(statuses, table["started from"])]
     if not all(identity.is_mine(u, me) for u in users):  # someone else's runs are here: say whose each is
         table.insert(1, "user", [f"{u} (you)" if u and identity.is_mine(u, me) else u for u in users])
     st.dataframe(table, hide_index=True, placeholder="–", column_config={
@@ -511,7 +516,9 @@ def _overview_body(run_ids: list[str], was_live: bool) -> None:
         "user": st.column_config.TextColumn("User", help="Who started it (the name they gave this workshop)"),
         "status": st.column_config.TextColumn("Status"),
         "kind": st.column_config.TextColumn("Kind"),
-        "started from": st.column_config.TextColumn("Started from"),
+        "started from": st.column_config.TextColumn("Started from", help="The page (or the command line) it was "
+                                                    "started from; imported: from a run's .zip, made here or on "
+                                                    "another machine"),
         "model": st.column_config.TextColumn("Model"),
         "data": st.column_config.TextColumn("Data", help="The text it trained on (its file's name)"),
         "init": st.column_config.TextColumn("Weights", help="Training from the model's pretrained weights, or from "

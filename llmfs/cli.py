@@ -204,10 +204,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="Print one JSON object as the last stdout line.")
     p.set_defaults(func=cmd_compare_precision)
 
-    p = sub.add_parser("runs", help="List runs and their status.")
+    p = sub.add_parser("runs", help="List runs and their status (the default), export one as a .zip to take "
+                                    "home, or import one.",
+                       description="With no subcommand: list runs, newest first (as `runs list`).")
     p.add_argument("--limit", type=int, default=50, help="Show at most this many (newest first).")
     p.add_argument("--json", action="store_true", help="Print one JSON object as the last stdout line.")
     p.set_defaults(func=cmd_runs)
+    runs = p.add_subparsers(dest="runs_command", metavar="{list,export,import}")
+    # SUPPRESS: a flag given before the subcommand (`runs --json list`) is not reset by the subcommand's default
+    q = runs.add_parser("list", help="List runs and their status, newest first (imported runs marked).")
+    q.add_argument("--limit", type=int, default=argparse.SUPPRESS, help="Show at most this many (default 50).")
+    q.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                   help="Print one JSON object as the last stdout line.")
+    q.set_defaults(func=cmd_runs)
+    q = runs.add_parser("export", help="Write one run as a .zip: settings, status, metrics, log, results, a LoRA "
+                                       "run's adapter, and a manifest with checksums.",
+                        description="Write one finished run as a .zip (a run bundle) that `runs import` (or the Runs "
+                                    "page) reads on another machine. A saved model is not in it, only its recipe "
+                                    "(the manifest says its size and base model); checkpoints and a pipeline's "
+                                    "shards are left out too.")
+    q.add_argument("run_id", metavar="RUN_ID", help="The run: an id from `python -m llmfs runs`.")
+    q.add_argument("--out", required=True, help="The .zip file to write (must not exist yet).")
+    q.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                   help="Print one JSON object as the last stdout line.")
+    q.set_defaults(func=cmd_runs_export)
+    q = runs.add_parser("import", help="Add the run in a .zip made by `runs export` to this machine's runs.",
+                        description="Check a run bundle (its size, names, manifest and checksums, a finished run) "
+                                    "and add its run to $LLMFS_HOME/runs, marked imported. A refused bundle "
+                                    "leaves nothing behind.")
+    q.add_argument("bundle", metavar="FILE.zip", help="The run bundle (.zip) to import.")
+    q.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                   help="Print one JSON object as the last stdout line.")
+    q.set_defaults(func=cmd_runs_import)
     return parser
 
 
@@ -557,19 +585,54 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
+    from .bundles import is_imported
 
     mark_interrupted(runs_dir())
     rows = []
-    for run in list_runs(runs_dir())[: args.limit]:
+    for run in list_runs(runs_dir())[: getattr(args, "limit", 50)]:
         st = run.status()
         res = st.get("result") or {}
         rows.append({"run_id": run.run_id, "kind": run.kind, "state": st.get("state"), "owner": st.get("owner"),
                      "created": st.get("created"), "final_loss": res.get("final_loss"),
                      "steps": (st.get("progress") or {}).get("done"), "error": st.get("error"),
-                     "run_dir": str(run.path)})
+                     "run_dir": str(run.path), "imported": is_imported(st)})
     table = "\n".join(f"{r['run_id']:<40} {r['state']:<12} {r['kind']:<8} "
-                      f"{'' if r['final_loss'] is None else format(r['final_loss'], '.4f')}" for r in rows)
+                      f"{'' if r['final_loss'] is None else format(r['final_loss'], '.4f'):<8}"
+                      f"{' imported' if r['imported'] else ''}".rstrip() for r in rows)
     _emit_json(args, {"runs": rows, "count": len(rows)}, human=table or "no runs yet")
+    return EXIT_OK
+
+
+def cmd_runs_export(args: argparse.Namespace) -> int:
+    from .bundles import export_run
+
+    run_id = args.run_id.strip()
+    folder = runs_dir() / run_id
+    if not run_id or any(c in run_id for c in "/\\\0") or run_id in (".", "..") or not Run(folder).exists():
+        raise ValueError(f"No run {run_id!r} in {runs_dir()}: give an id that `python -m llmfs runs` lists.")
+    out = Path(args.out).expanduser()
+    manifest = export_run(folder, out)
+    size = out.stat().st_size
+    recipe = {"the saved model": ": config.json is its recipe"}
+    left = "; ".join(f"{e['path']} ({_mib(e.get('size_bytes') or 0)}{recipe.get(e.get('what'), '')})"
+                     for e in manifest["not_included"])
+    human = (f"Exported run {run_id} to {out} ({len(manifest['files'])} files, {_mib(size)})."
+             + (f"\nLeft out: {left}." if left else ""))
+    _emit_json(args, {"run_id": run_id, "out": str(out), "size_bytes": size, "manifest": manifest}, human=human)
+    return EXIT_OK
+
+
+def cmd_runs_import(args: argparse.Namespace) -> int:
+    from .bundles import import_bundle
+
+    folder = import_bundle(Path(args.bundle).expanduser(), runs_dir())
+    run = Run(folder)
+    status = run.status()
+    imported = status.get("imported") or {}
+    human = (f"Imported {run.kind} run {imported.get('original_run_id')} ({status.get('state')}) as {run.run_id} "
+             f"in {folder}.")
+    _emit_json(args, {"run_id": run.run_id, "run_dir": str(folder), "kind": run.kind, "state": status.get("state"),
+                      "name": run.name, "imported": imported}, human=human)
     return EXIT_OK
 
 

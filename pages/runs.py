@@ -1,28 +1,90 @@
-"""Runs: every run on this machine. Open one (live panel, stop, resume), compare several, delete old ones."""
+"""Runs: every run on this machine. Open one (live panel, stop, resume), compare several, delete old ones; download
+one as a .zip (a run bundle) and import one made on another machine."""
+
+import functools
+import math
 
 import streamlit as st
 
 from app import identity, panels, run_panels, state, tables
 from app.text import md_escape
-from llmfs.runs import NAME_MAX
+from app.uploads import fmt_mb, upload_limit_mb
+from llmfs import bundles
+from llmfs.runs import FINAL_STATES, KIND_WORDS, NAME_MAX
 
 SELECTED = "runs.selected"
 CONFIRM = "runs.confirm_delete"
 DONE = "runs.done"  # what the last delete or rename did (Markdown, data escaped), said once above the runs
+IMPORTED = "runs.imported"  # upload's file id -> ("success" | "error", message): each upload is imported once
+BUNDLE_HOLDS = ("The .zip holds its settings, status, metrics, log and results (a LoRA run's adapter too) and a "
+                "manifest with checksums. A saved model is not in it, only its recipe: the settings that made it.")
 
 st.title("Runs")
-st.markdown("Every run started here, from a lesson page or from the command line (`python -m llmfs train`). Runs "
-            "live in folders on disk, so they survive a closed tab or a restarted app.")
+st.markdown("Every run started here, from a lesson page or from the command line (`python -m llmfs train`), and every "
+            "run imported from a .zip. Runs live in folders on disk, so they survive a closed tab or a restarted app.")
+
+
+def import_run(data: bytes, file_name: str) -> str:
+    """Check and add the run bundle uploaded as `file_name`; returns the new run's id. In a workshop the run is
+    the importer's own.
+
+    Raises:
+        ValueError (llmfs.bundles.BundleError): the bundle is refused, nothing saved; or no name given yet.
+    """
+    user = identity.user_for_submission() if identity.workshop_mode() else None
+    return bundles.import_bundle(data, state.jobs().root, user=user, shown_name=file_name).name
+
+
+def import_section() -> None:
+    """An uploader for a run bundle: imported once per upload, then opened (said above the runs); a refusal is
+    said here, under the uploader."""
+    limit = upload_limit_mb()
+    st.subheader("Import a run")
+    file = st.file_uploader(f"A run downloaded from llmfs-lab (.zip, up to {fmt_mb(limit)})", type=["zip"],
+                            key="runs.import", max_upload_size=max(1, math.ceil(limit)),
+                            help="The .zip that “Download this run” (or `python -m llmfs runs export`) made, here or "
+                                 "on another machine. It is checked (size, names, checksums) before anything is "
+                                 "saved, and listed here marked imported.")
+    if file is None:
+        return
+    done: dict = st.session_state.setdefault(IMPORTED, {})
+    if file.file_id not in done:   # import once, not on every rerun while the file sits in the uploader
+        try:
+            run_id = import_run(file.getvalue(), file.name)
+        except ValueError as e:
+            done[file.file_id] = ("error", str(e))
+        else:
+            run = state.jobs().get(run_id)
+            status = run.status()
+            origin = (status.get("imported") or {}).get("original_run_id") or run_id
+            what = KIND_WORDS.get(run.kind, run.kind)
+            done[file.file_id] = ("success", run_id)
+            named = f"“{md_escape(run.name)}” " if run.name else ""
+            renamed = "" if run_id == origin else f", as {md_escape(run_id)} (its id was taken here)"
+            st.session_state[DONE] = [f"Imported **{md_escape(file.name)}**: the {what} run {named}"
+                                      f"{md_escape(origin)} ({status.get('state')}){renamed}. It is open below, "
+                                      "marked imported."]
+            st.session_state[panels.OPENED] = run_id
+            st.rerun()
+    kind, text = done[file.file_id]
+    if kind == "error":
+        st.error(f"**{md_escape(file.name)}** was not imported: {md_escape(identity.shown(text))}",
+                 icon=":material/error:")
+
+
 jobs = state.jobs()
 me = identity.current_user()
 runs = jobs.list_runs()
-users = {r.run_id: r.status().get("user") for r in runs}
+statuses = {r.run_id: r.status() for r in runs}
+users = {rid: status.get("user") for rid, status in statuses.items()}
+imported = {rid for rid, status in statuses.items() if bundles.is_imported(status)}
 mine = [r for r in runs if identity.is_mine(users[r.run_id], me)]
 runs = mine + [r for r in runs if not identity.is_mine(users[r.run_id], me)]  # yours first, newest first in each
 if not runs:
     st.info("No runs yet. Start one with the quick start on Home or from any lesson page; it will be listed here.",
             icon=":material/history:")
     st.page_link("pages/home.py", label="Go to Home", icon=":material/home:")
+    import_section()
     st.stop()
 
 if len(mine) < len(runs):
@@ -39,7 +101,8 @@ if st.session_state.get(panels.OPENED) in ids:  # a retry of a failed run was ju
 if SELECTED not in st.session_state:  # first visit: the run named in the link (?run=<id>), else the newest
     st.session_state[SELECTED] = [st.query_params["run"]] if st.query_params.get("run") in ids else ids[:1]
 st.session_state[SELECTED] = [r for r in st.session_state[SELECTED] if r in ids]
-owners = {r.run_id: state.owner_label(r.status().get("owner"))
+owners = {r.run_id: state.owner_label(statuses[r.run_id].get("owner"))
+          + (" · imported" if r.run_id in imported else "")
           + ("" if identity.is_mine(users[r.run_id], me) or not users[r.run_id] else f" · {users[r.run_id]}")
           for r in runs}
 names = {r.run_id: r.name for r in runs}
@@ -88,8 +151,27 @@ def rename_control(run_id: str) -> None:
         button.form_submit_button("Rename", icon=":material/edit:", on_click=rename, args=(run_id,))
 
 
+def download_control(run_id: str) -> None:
+    """"Download this run (.zip)" once it has finished, for whoever may take its downloads (in a workshop: its
+    owner, the instructor, or everyone when the instructor shares runs)."""
+    run = jobs.get(run_id)
+    if run.state not in FINAL_STATES:
+        st.caption("Once this run has finished, it can be downloaded here as one .zip.")
+        return
+    if not identity.may_see_texts(users.get(run_id)):
+        st.caption("Only the person who started this run, and the instructor, can download it.")
+        return
+    st.download_button("Download this run (.zip)", data=functools.partial(bundles.export_bytes, run.path),
+                       file_name=bundles.bundle_name(run.path), mime="application/zip", icon=":material/download:",
+                       key=f"runs.download:{run_id}", on_click="ignore",
+                       help="Take it home, or import it on another machine (Import a run, at the bottom of this "
+                            "page, or `python -m llmfs runs import`).")
+    st.caption(BUNDLE_HOLDS)
+
+
 if len(selected) == 1:
     rename_control(selected[0])
+    download_control(selected[0])
     run_panels.run_panel(selected[0])
 elif len(selected) > 1:
     panels.compare_runs(selected)
@@ -116,3 +198,5 @@ if to_delete:
     yes, no = st.columns([1, 6])
     yes.button("Yes, delete", type="primary", on_click=delete, args=(to_delete,))
     no.button("Keep them", on_click=lambda: st.session_state.update({CONFIRM: None}))
+
+import_section()
