@@ -19,7 +19,7 @@ from llmfs.config import DEFAULT_DATA, DEFAULT_MODEL, PYTHON_QA, ConfigError, fi
 from llmfs.jobs import LimitError
 from llmfs.sources import SourceError, looks_like_path
 
-from . import identity, state
+from . import identity, settings_view, state
 from .choices import pipeline_outputs, saved_models, trained_models
 from .text import md_escape, rough_duration
 from .uploads import TRAINING_SUFFIXES, fmt_mb, saved_upload, upload_limit_mb
@@ -50,6 +50,8 @@ def config_form(cls: type, key: str, defaults: Any = None, fields: list[str] | N
     info = field_info(cls)
     start = dataclasses.asdict(defaults) if dataclasses.is_dataclass(defaults) else dict(defaults or {})
     names = list(fields) if fields is not None else list(info)
+    settings_view.remember_drawn(key, names)            # a loaded settings file may set these widgets
+    start = settings_view.start_values(key, cls, start)  # the class preset, where the instructor set one
     values = {n: start[n] for n in start if n not in names}
     limits_of = functools.cache(_limits_for)   # one read of the model's config per form, not one per field
 

@@ -95,6 +95,34 @@ def lora_controls(key: str, source: str | None = None) -> dict:
             "lora_rslora": bool(rslora), "quantize": "4bit" if quantize else "none", "double_quant": bool(double_quant)}
 
 
+def settings_applier(key: str):
+    """For `settings_view.settings_files`: a function putting a loaded file's LoRA settings into step 1's controls;
+    it returns the fields it set (a rank the slider does not offer is left out, so the page says so)."""
+    def apply(values: dict) -> list[str]:
+        done = []
+        if values.get("lora_rank") in RANKS:
+            st.session_state[f"{key}.lora_rank"] = values["lora_rank"]
+            done.append("lora_rank")
+        for name in ("lora_alpha", "lora_dropout"):
+            if name in values:
+                st.session_state[f"{key}.{name}"] = float(values[name])
+                done.append(name)
+        if "lora_targets" in values:
+            names = [t.strip() for t in str(values["lora_targets"]).split(",") if t.strip()]
+            st.session_state[f"{key}.lora_targets"] = [t for t in names if t in LESSON_TARGETS]
+            st.session_state[f"{key}.lora_modules"] = ", ".join(t for t in names if t not in LESSON_TARGETS)
+            done.append("lora_targets")
+        if "quantize" in values:
+            st.session_state[f"{key}.quantize"] = values["quantize"] == "4bit"
+            done.append("quantize")
+        for name in ("lora_rslora", "double_quant"):
+            if name in values:
+                st.session_state[f"{key}.{name}"] = bool(values[name])
+                done.append(name)
+        return done
+    return apply
+
+
 @dataclass(frozen=True)
 class LayerMap:
     """The lesson's layer names on one model, from its config alone (nothing loaded)."""

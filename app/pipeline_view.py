@@ -222,6 +222,50 @@ def dedup_picker(key: str) -> dict | None:
     return {"dedup": "minhash", "shingle_size": mh.n_gram, "bands": mh.bands, "rows": mh.rows}
 
 
+# -- a settings file put into the pickers -------------------------------------------------------------------------
+def settings_applier(key: str):
+    """For `settings_view.settings_files`: a function putting a loaded file's sources, filters, thresholds and
+    deduplication into this page's own pickers; it returns the fields it set. Sources the pickers cannot hold (a
+    second hub dataset or path) leave `inputs` unset, so the page says the file's sources were not used."""
+    def apply(values: dict) -> list[str]:
+        done = []
+        if "inputs" in values:
+            inputs = list(values["inputs"])
+            hubs = [s for s in inputs if s.startswith(HF_PREFIX)]
+            paths = [s for s in inputs if s != DEFAULT_DATA and not s.startswith(HF_PREFIX)]
+            if len(hubs) <= 1 and len(paths) <= 1:
+                st.session_state[f"{key}.builtin"] = DEFAULT_DATA in inputs
+                st.session_state[f"{key}.hub"] = hubs[0] if hubs else ""
+                st.session_state[f"{key}.path"] = paths[0] if paths else ""
+                done.append("inputs")
+                weights = values.get("weights")
+                if weights is not None and len(weights) == len(inputs):
+                    for spec, weight in zip(inputs, weights):
+                        row = "builtin" if spec == DEFAULT_DATA else "hub" if spec.startswith(HF_PREFIX) else "path"
+                        st.session_state[f"{key}.w.{row}"] = float(weight)
+                    done.append("weights")
+        if "filters" in values:
+            st.session_state[f"{key}.filters"] = [n for n in values["filters"] if n in FILTER_INFO]
+            done.append("filters")
+        for name, changed in (values.get("thresholds") or {}).items():
+            if name in FILTERS and isinstance(changed, dict):
+                known = field_info(FILTERS[name])
+                for field, value in changed.items():
+                    if field in known:
+                        st.session_state[f"{key}.{name}.{field}"] = value
+        if "thresholds" in values:
+            done.append("thresholds")
+        if "dedup" in values:
+            st.session_state[f"{key}.dedup"] = values["dedup"]
+            done.append("dedup")
+        for field, widget in (("shingle_size", "n_gram"), ("bands", "bands"), ("rows", "rows")):
+            if field in values:
+                st.session_state[f"{key}.minhash.{widget}"] = values[field]
+                done.append(field)
+        return done
+    return apply
+
+
 # -- the config and the job ---------------------------------------------------------------------------------------
 def pipeline_config(base: PipelineConfig | None, mixing: PipelineConfig | None, sources: list[Source], filters,
                     dedup: dict | None) -> PipelineConfig | None:

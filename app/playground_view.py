@@ -24,7 +24,7 @@ from llmfs.config import DEFAULT_MODEL
 from llmfs.generate import DEFAULT_PROMPTS, SampleConfig
 from llmfs.sources import BUILTIN_MODELS, looks_like_path
 
-from . import adapter_view, choices, forms, identity, served_models, state, token_view
+from . import adapter_view, choices, forms, identity, served_models, settings_view, state, token_view
 from .served_models import BASE
 from .text import md_escape
 
@@ -141,6 +141,7 @@ def sample_settings(key: str) -> SampleConfig | None:
                                 defaults={"max_new_tokens": DEFAULT_NEW_TOKENS, "temperature": 0.0})
     else:
         cfg = forms.config_form(SampleConfig, key=f"{key}.sample", defaults={"max_new_tokens": DEFAULT_NEW_TOKENS})
+    settings_view.settings_files(SampleConfig, f"{key}.sample", cfg, page="playground", boxed=False)
     if cfg is not None and cfg.max_new_tokens > CAP_NEW_TOKENS:
         st.error(f"**New tokens**: at most {CAP_NEW_TOKENS} here (you asked for {cfg.max_new_tokens}): the "
                  "playground is shared, and a long answer holds a place others wait for.", icon=":material/error:")

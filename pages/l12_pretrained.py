@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from app import forms, l12_view, panels, run_panels, state
+from app import forms, l12_view, panels, run_panels, settings_view, state
 from llmfs.config import LORA_FIELDS, TrainConfig
 from llmfs.recipes import submit_train
 
@@ -66,6 +66,7 @@ with train_tab:
         cfg = forms.config_form(TrainConfig, key=KEY, defaults=defaults,
                                 fields=[f for f in TrainConfig.__dataclass_fields__
                                         if f not in freeze and f not in LORA_FIELDS])
+        settings_view.settings_files(TrainConfig, KEY, cfg, page="l12", also=(f"{KEY}.freeze",))
         name = run_panels.run_name_input(KEY)
         if forms.start_button(KEY, cfg):
             forms.submit_job(KEY, lambda: run_panels.named(submit_train(state.jobs(), cfg, owner=KEY), name, KEY))

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from app import forms, panels
+from app import forms, panels, settings_view
 from app import pipeline_view as pv
 from llmfs.data.pipeline import PipelineConfig
 
@@ -67,6 +67,8 @@ length would spend most of every batch on padding; packing spends none.
     base = forms.config_form(PipelineConfig, key=KEY, fields=[
         "limit", "shard_max_docs", "shard_max_bytes", "errors", "seed", "samples_per_reason"])
     cfg = pv.pipeline_config(base, mixing, sources, filters, dedup)
+    settings_view.settings_files(PipelineConfig, KEY, cfg, page="l13", also=(f"{KEY}.mix",),
+                                 apply_extra=pv.settings_applier(KEY))
     if forms.start_button(KEY, cfg, label=START):
         forms.submit_job(KEY, lambda: pv.submit_pipeline(cfg, owner=KEY))
 

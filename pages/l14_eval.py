@@ -3,7 +3,7 @@
 import streamlit as st
 
 from app import eval_view as ev
-from app import forms, panels
+from app import forms, panels, settings_view
 from llmfs.config import EvalConfig
 
 KEY = "l14"
@@ -50,6 +50,10 @@ and standard errors), so on the full benchmark your numbers compare with publish
         ["batch_size", "max_length", "stride", "device"]
     base = forms.config_form(EvalConfig, key=KEY, defaults={"limit": 100, "task": "mmlu"}, fields=fields)
     cfgs = ev.plan(base, models, tasks, adapters)
+    settings_view.settings_files(EvalConfig, KEY, cfgs[0] if cfgs else None, page="l14", note=(
+        f"This page plans {len(cfgs)} evaluations; a settings file holds one: the first ({cfgs[0].model} on "
+        f"{cfgs[0].task}). Loading a file sets the settings above, not the models and benchmarks picked."
+        if len(cfgs) > 1 else ""))
     if cfgs:
         each = "every model, alone and with each adapter," if adapters else "every model"
         st.caption(f"{len(cfgs)} evaluation{'s' if len(cfgs) > 1 else ''}: {each} on every benchmark, one after the "

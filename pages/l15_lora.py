@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from app import adapter_view, forms, lora_view, panels, run_panels, state, teach_view
+from app import adapter_view, forms, lora_view, panels, run_panels, settings_view, state, teach_view
 from llmfs.config import TrainConfig
 from llmfs.recipes import submit_train
 
@@ -64,6 +64,8 @@ if lesson.open:
             if lora_refused and cfg is not None:
                 st.caption("Start stays off until the LoRA settings of step 1 are fixed (the message is under the "
                            "field).")
+            settings_view.settings_files(TrainConfig, KEY, None if lora_refused else cfg, page="l15",
+                                         apply_extra=lora_view.settings_applier(KEY))
             name = run_panels.run_name_input(KEY)
             if forms.start_button(KEY, None if lora_refused else cfg):
                 forms.submit_job(KEY, lambda: run_panels.named(submit_train(state.jobs(), cfg, owner=KEY), name, KEY))

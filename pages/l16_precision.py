@@ -3,7 +3,7 @@
 import streamlit as st
 
 from app import formats_view as fv
-from app import forms, panels, run_panels
+from app import forms, panels, run_panels, settings_view
 from app import precision_view as pv
 from llmfs.config import TrainConfig
 from llmfs.precision import format_table
@@ -71,6 +71,7 @@ change; on a CPU it has no effect.
     if cfg is not None:
         pv.estimate_section(cfg, modes)
     pv.machine_note()
+    settings_view.settings_files(TrainConfig, KEY, cfg, page="l16")
     name = run_panels.run_name_input(KEY, label="Name for the comparison (optional)")
     if forms.start_button(KEY, cfg if ok else None, label=START):
         pv.submit(KEY, cfg, modes, name)

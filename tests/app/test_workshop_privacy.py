@@ -117,7 +117,8 @@ def as_instructor(page: str) -> AppTest:
 
 
 def downloads(at: AppTest) -> list[str]:
-    return [e.proto.label for e in at.get("download_button")]
+    """The download buttons that hand out a run's or an adapter's files (not the page's own settings file)."""
+    return [e.proto.label for e in at.get("download_button") if e.proto.label != "Save these settings"]
 
 
 def withheld(at: AppTest) -> bool:
