@@ -9,7 +9,7 @@ import streamlit as st
 
 from llmfs.runs import NAME_MAX, describe_runs
 
-from . import eval_view, panels, pipeline_view, state
+from . import eval_view, panels, pipeline_view, reproduce_view, state
 
 # kind (config.json's "kind") -> the function drawing that run's live panel
 PANELS: dict[str, Callable[..., None]] = {
@@ -20,13 +20,15 @@ PANELS: dict[str, Callable[..., None]] = {
 
 
 def run_panel(run_id: str, *, poll_s: float = panels.POLL_S) -> None:
-    """The live panel of any run, chosen by its kind (a kind without a panel of its own gets the training one)."""
+    """The live panel of any run, chosen by its kind (a kind without a panel of its own gets the training one), and
+    under it how to repeat the run (its command, a Python snippet, its settings as a file)."""
     try:
         run = state.jobs().get(run_id)
     except KeyError:
         st.warning(f"Run {run_id} no longer exists (it was deleted).")
         return
     PANELS.get(run.kind, panels.train_panel)(run_id, poll_s=poll_s)
+    reproduce_view.reproduce_section(run)
 
 
 # -- names people give runs ---------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .config import ConfigError, EvalConfig, TrainConfig, field_info
+from .config_files import ConfigFileError, read_settings
 from .fsutil import make_temp_dir
 from .generate import SampleConfig
 from .paths import runs_dir
@@ -72,6 +73,38 @@ def config_from_args(cls: type, args: argparse.Namespace) -> Any:
     return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
 
 
+def add_settings_file_arg(parser: argparse.ArgumentParser, command: str, note: str = "") -> None:
+    """`--config FILE`: a settings file (TOML / YAML, `llmfs.config_files`) whose values become the command's
+    defaults (`main` reads it), so a flag given on the command line still wins."""
+    example = _SETTINGS_EXAMPLES.get(command, _SETTINGS_EXAMPLES["train"])
+    parser.add_argument("--config", default=None, metavar="FILE",
+                        help="A settings file, TOML (.toml) or YAML (.yaml): key = value lines whose keys are the "
+                             f"settings' names ({example}), at the top or under [{command}]. Its values replace the "
+                             f"defaults; a flag given here overrides the file{note}.")
+
+
+_SETTINGS_EXAMPLES = {"train": "seq_len = 64 for --seq-len", "eval": 'task = "mmlu" for --task',
+                      "generate": "max_new_tokens = 20 for --max-new-tokens",
+                      "data": 'inputs = ["a.jsonl", "b.jsonl"] for --input, shard_max_docs = 500 for --shard-max-docs'}
+
+
+# The --config file's settings class of each command that takes one (data: llmfs.data.pipeline.PipelineConfig).
+SETTINGS_CLASSES = {"train": TrainConfig, "compare-precision": TrainConfig, "eval": EvalConfig,
+                    "generate": SampleConfig, "data": "PipelineConfig"}
+# PipelineConfig fields with a `data` flag of the generic kind (one flag per field, add_config_args)
+_PIPELINE_FLAGS = ("shingle_size", "bands", "rows", "shard_max_bytes", "samples_per_reason")
+
+
+def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
+    """The `data` flags every PipelineConfig field needs beyond the hand-written ones, so any pipeline run (the
+    app's too) can be repeated from the command line."""
+    from .data.pipeline import PipelineConfig
+    info = field_info(PipelineConfig)
+    add_config_args(p, PipelineConfig, skip=tuple(n for n in info if n not in _PIPELINE_FLAGS))
+    p.add_argument("--thresholds", default=None, metavar="JSON",
+                   help=info["thresholds"]["help"].replace("%", "%%") + " (JSON; default: each filter's own)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m llmfs", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -86,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="Train (or fine-tune) a model; same loop and run directory as the app.")
     add_config_args(p, TrainConfig)
+    add_settings_file_arg(p, "train")
     p.add_argument("--out", default=None, help="Run directory to create (default: a new folder under "
                                                 "$LLMFS_HOME/runs).")
     p.add_argument("--resume", action="store_true", help="With --out naming an existing run: continue it from its "
@@ -108,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="Evaluate a model on a benchmark (llmfs-cloze, perplexity, hellaswag, mmlu, "
                                     "truthfulqa_mc1/mc2, custom), scored the way lm-evaluation-harness scores it.")
     add_config_args(p, EvalConfig)
+    add_settings_file_arg(p, "eval")
     p.add_argument("--out", default=None, help="Run directory to create (default: a new folder under "
                                                 "$LLMFS_HOME/runs).")
     p.add_argument("--name", default="", help="A name for the run, shown wherever it is listed (the app's Runs "
@@ -133,15 +168,18 @@ def build_parser() -> argparse.ArgumentParser:
                            "user, assistant), put through the model's chat template; the model writes the next "
                            "assistant turn.")
     add_config_args(p, SampleConfig)
+    add_settings_file_arg(p, "generate")
     p.add_argument("--top-n", type=int, default=5, help="How many of the likeliest tokens to list at each step with "
                                                         "--json (default: 5).")
     p.add_argument("--json", action="store_true", help="Print one JSON object as the last stdout line.")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("data", help="Run a data pipeline: read, mix, filter, deduplicate, write WebDataset shards.")
-    p.add_argument("--input", action="append", required=True, metavar="SRC",
+    # not required=True: a --config file may give the inputs (the command refuses a run with none)
+    p.add_argument("--input", action="append", default=None, metavar="SRC",
                    help="A source (repeat for several): llmfs-corpus, a file or folder (.txt .jsonl .parquet .tar), a "
-                        "shard pattern like shards/shard-{000..009}.tar, or hf:NAME.")
+                        "shard pattern like shards/shard-{000..009}.tar, or hf:NAME. Required, unless the --config "
+                        "file gives inputs (--input replaces them).")
     p.add_argument("--weights", default=None, help="Mixing weights, one per --input, e.g. 0.7,0.3.")
     p.add_argument("--mix-until", choices=["all_exhausted", "first_exhausted"], default="all_exhausted",
                    help="Read every source to its end, or stop when the first one runs out (exact shares).")
@@ -153,7 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--errors", choices=["skip", "raise"], default="skip",
                    help="On an unreadable record: count it and go on (skip), or stop (raise).")
     p.add_argument("--seed", type=int, default=0, help="Seed for mixing.")
-    p.add_argument("--out", required=True, help="Folder for the output shards (shard-000000.tar, ...).")
+    _add_pipeline_args(p)
+    add_settings_file_arg(p, "data")
+    p.add_argument("--out", default=None, help="A new folder for the output shards (shard-000000.tar, ...); one "
+                                               "already holding shards is refused. Default: shards/ in the run's "
+                                               "own folder, as the app's pipeline runs write them.")
+    p.add_argument("--name", default="", help="A name for the run, shown wherever it is listed (the app's Runs "
+                                              "page, its charts).")
     p.add_argument("--json", action="store_true", help="Print one JSON object as the last stdout line.")
     p.set_defaults(func=cmd_data)
 
@@ -199,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "fp16, bf16, ...) back to back; print speed, peak memory and final "
                                                  "loss side by side (L16).")
     add_config_args(p, TrainConfig, skip=("precision",))
+    add_settings_file_arg(p, "compare-precision", note=" (a precision in it is not used: --modes decides)")
     p.add_argument("--modes", default="fp32,fp16,bf16",
                    help="Comma-separated precisions to compare: fp32, fp16, bf16, bf16-pure (default fp32,fp16,bf16).")
     p.add_argument("--json", action="store_true", help="Print one JSON object as the last stdout line.")
@@ -240,13 +285,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
+        args = _with_settings_file(parser, args, argv)
         return args.func(args)
     except (ConfigError, ValueError, FileNotFoundError) as e:
         _err(f"error: {e}")
         out = {"error": str(e), "field": getattr(e, "field", None)}
-        hint = _hint(args, out["field"])
+        if isinstance(e, ConfigFileError):
+            out.update(file=e.source, line=e.line)
+        hint = _file_hint(e) if isinstance(e, ConfigFileError) else _hint(args, out["field"])
         if hint:
             _err(f"fix: {hint}")
             out["hint"] = hint
@@ -258,6 +307,52 @@ def main(argv: list[str] | None = None) -> int:
         _err(f"error: {type(e).__name__}: {e}")
         _emit_json(args, {"error": f"{type(e).__name__}: {e}", "field": None})
         return EXIT_RUN_FAILED
+
+
+def _with_settings_file(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None
+                        ) -> argparse.Namespace:
+    """`args` parsed again with the --config file's values as the command's defaults: the file replaces the
+    built-in defaults, and every flag given on the command line still overrides it (argparse only falls back to a
+    default for a flag that is not given). A file that cannot be used raises ConfigFileError (exit 2, its line in
+    the JSON)."""
+    if not getattr(args, "config", None) or args.command not in SETTINGS_CLASSES:
+        return args
+    cls = SETTINGS_CLASSES[args.command]
+    if cls == "PipelineConfig":
+        from .data.pipeline import PipelineConfig as cls
+    values = read_settings(args.config, cls)
+    if args.command == "data":
+        values = _pipeline_defaults(values)
+    elif args.command == "compare-precision":
+        values.pop("precision", None)   # each of --modes in turn
+    _subcommand(parser, args.command).set_defaults(**values)
+    return parser.parse_args(argv)
+
+
+def _subcommand(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices[name]
+
+
+def _pipeline_defaults(values: dict) -> dict:
+    """A pipeline settings file's values as `data`'s flags hold them: weights and filters comma-separated,
+    thresholds as JSON, the inputs apart (--input appends to its default, and a flag must replace the file's)."""
+    out = dict(values)
+    if "weights" in out:
+        out["weights"] = None if out["weights"] is None else ",".join(repr(float(w)) for w in out["weights"])
+    if "filters" in out:
+        out["filters"] = ",".join(out["filters"])
+    if "thresholds" in out:
+        out["thresholds"] = None if out["thresholds"] is None else json.dumps(out["thresholds"])
+    return out
+
+
+def _file_hint(e: ConfigFileError) -> str | None:
+    """For a value the config refused: where to change it (the file's line, or a flag, which overrides it)."""
+    if not e.field or not e.line:
+        return None
+    flag = _FIELD_FLAGS.get(e.field, _flag(e.field))
+    return f"edit line {e.line} of {e.source}, or give {flag} on the command line (a flag overrides the file)"
 
 
 # The config's messages speak the app's language (labels); on the command line, name the flags that fix it.
@@ -277,7 +372,11 @@ def _hint(args: argparse.Namespace, field: str | None) -> str | None:
         return _LORA_HINTS[field]
     if field in ("freeze", "init") and getattr(args, "lora_rank", 0):
         return _LORA_HINTS[field]
-    return f"change {_flag(field)} (python -m llmfs {args.command} --help says what it takes)"
+    flag = _FIELD_FLAGS.get(field, _flag(field))
+    return f"change {flag} (python -m llmfs {args.command} --help says what it takes)"
+
+
+_FIELD_FLAGS = {"inputs": "--input"}   # config fields whose flag is not named after them
 
 
 # -- commands -----------------------------------------------------------------------------------------------------
@@ -559,16 +658,21 @@ def _generate_adapter(args: argparse.Namespace):
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from .data.pipeline import PipelineConfig
     from .runner import default_manager
 
-    weights = tuple(float(w) for w in args.weights.split(",")) if args.weights else None
-    cfg = PipelineConfig(inputs=tuple(args.input), weights=weights, mix_until=args.mix_until,
-                         filters=tuple(f.strip() for f in args.filters.split(",") if f.strip()), dedup=args.dedup,
-                         limit=args.limit, shard_max_docs=args.shard_max_docs, errors=args.errors, seed=args.seed)
-    out = Path(args.out).resolve()
+    cfg = pipeline_config(args)
+    name = _run_name(args)
+    out = Path(args.out).resolve() if args.out else None
+    if out is not None and out.is_dir() and any(out.glob("shard-*.tar")):
+        raise ValueError(f"--out {args.out} already holds shards (shard-*.tar): choose a new folder (nothing is "
+                         "overwritten), or leave --out out to write them into the new run's own folder.")
     jobs = default_manager()
-    run_id = jobs.submit("pipeline", {**dataclasses.asdict(cfg), "out_dir": str(out)}, owner="cli")
+    # without --out the job writes into <run dir>/shards, as the app's pipeline runs do
+    run_id = jobs.submit("pipeline", {**dataclasses.asdict(cfg), **({"out_dir": str(out)} if out else {})},
+                         owner="cli")
+    if name:
+        jobs.get(run_id).rename(name)
+    out = out or jobs.get(run_id).path / "shards"
     _err(f"run {run_id}: writing shards to {out}")
     _follow(jobs, run_id)
     status = jobs.get(run_id).status()
@@ -582,6 +686,37 @@ def cmd_data(args: argparse.Namespace) -> int:
              f"{result.get('shards_written', 0)} shard(s) in {out}; drops: {result.get('drops', {})}")
     _emit_json(args, result, human=human)
     return EXIT_OK if status["state"] == SUCCEEDED else EXIT_RUN_FAILED
+
+
+def pipeline_config(args: argparse.Namespace):
+    """The PipelineConfig `data`'s flags (and --config file) describe; ConfigError naming the flag when one is
+    malformed."""
+    from .data.pipeline import PipelineConfig
+    inputs = tuple(args.input) if args.input else tuple(getattr(args, "inputs", None) or ())
+    if not inputs:
+        raise ConfigError("inputs", "Give at least one source with --input (llmfs-corpus, a file or folder, a shard "
+                                    "pattern or hf:NAME), or inputs in the --config file.")
+    try:
+        weights = tuple(float(w) for w in args.weights.split(",")) if args.weights else None
+    except ValueError:
+        raise ConfigError("weights", f"--weights takes one number per --input, separated by commas, e.g. 0.7,0.3 "
+                                     f"(got {args.weights!r}).") from None
+    thresholds = None
+    if args.thresholds:
+        try:
+            thresholds = json.loads(args.thresholds)
+        except json.JSONDecodeError as e:
+            raise ConfigError("thresholds", f"--thresholds is not valid JSON ({e.msg}); write it like "
+                                            '\'{"length": {"min_words": 20}}\'.') from None
+        if not isinstance(thresholds, dict):
+            raise ConfigError("thresholds", "--thresholds takes a JSON object of filter -> settings, e.g. "
+                                            '\'{"length": {"min_words": 20}}\'.')
+    return PipelineConfig(inputs=inputs, weights=weights, mix_until=args.mix_until,
+                          filters=tuple(f.strip() for f in args.filters.split(",") if f.strip()),
+                          thresholds=thresholds, dedup=args.dedup, shingle_size=args.shingle_size, bands=args.bands,
+                          rows=args.rows, limit=args.limit, shard_max_docs=args.shard_max_docs,
+                          shard_max_bytes=args.shard_max_bytes, errors=args.errors, seed=args.seed,
+                          samples_per_reason=args.samples_per_reason)
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
