@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from . import telemetry, tracking
 from .errors import LimitError  # noqa: F401 (importers take it from here too)
-from . import telemetry
 from .fsutil import atomic_write_json
 from .runs import (
     CANCELLED,
@@ -67,6 +67,7 @@ class JobContext:
         self.peak_memory_bytes = 0  # the largest reading the telemetry sampler saw (CUDA peak, else process RSS)
         self._progress_at = 0.0
         self.sampler = None
+        self.tensorboard = tracking.TensorBoardWriter(run, resume=resume)  # opened at the first scalar
 
     @property
     def run_dir(self) -> Path:
@@ -78,7 +79,7 @@ class JobContext:
 
     def emit(self, step: int, kind: str = "train", **metrics: Any) -> None:
         self.last_step = max(self.last_step, int(step))
-        self.run.append_metrics(step, kind=kind, **metrics)
+        self.tensorboard.write(self.run.append_metrics(step, kind=kind, **metrics))
         if kind == "train" and metrics.get("total_steps") and time.monotonic() - self._progress_at > 2.0:
             # the queue's wait estimates read progress from status.json: keep it current, at most every 2 s
             self.progress(step, int(metrics["total_steps"]))
@@ -99,9 +100,15 @@ class JobContext:
             raise JobCancelled()
 
     def stop_telemetry(self) -> None:
-        """Stop sampling this process's memory (a job whose work runs in other processes samples them itself)."""
+        """Stop sampling this process's memory (a job whose work runs in other processes samples them itself, and
+        charts them: this process writes no more TensorBoard scalars)."""
         if self.sampler is not None:
             self.sampler.stop()
+        self.tensorboard.close()
+
+    def close_tracking(self) -> None:
+        """Flush and close the run's TensorBoard event file (at the job's end)."""
+        self.tensorboard.close()
 
 
 JobFn = Callable[[JobContext, dict], "dict | None"]
@@ -409,6 +416,7 @@ class JobManager:
         receive.close()
         if run.state not in FINAL_STATES:  # the child died before it could say how the job ended
             _record_child_death(run, child.exitcode, job.stop.is_set(), self._exiting)
+            tracking.export_to_mlflow(run)  # what the child could not send (a no-op unless MLflow is configured)
         return outcome.get("unrecorded")
 
     def kill(self, run_id: str) -> bool:
@@ -481,6 +489,7 @@ def execute_job(fn: JobFn, run: Run, config: dict, resume: bool, stop, exiting: 
         state = CANCELLED if stop.is_set() else SUCCEEDED
         if result:
             atomic_write_json(run.path / "results.json", result)
+            ctx.tensorboard.write_result(result, ctx.last_step)  # an evaluation's final scores
         if state == CANCELLED:
             _finish_stopped(run, exiting(), result=result)
         else:
@@ -495,7 +504,9 @@ def execute_job(fn: JobFn, run: Run, config: dict, resume: bool, stop, exiting: 
         _release_accelerator_memory()  # first: an out-of-memory job's tensors go before anything else runs
         return _record_failure(run, e, tb, ctx.peak_memory_bytes)
     finally:
+        ctx.close_tracking()
         _release_accelerator_memory()
+        tracking.export_to_mlflow(run)  # once its status is written, whatever its state (a no-op unless configured)
     return None
 
 

@@ -209,6 +209,7 @@ def _attached_rank0(run: Run, stop: StopFile, payload: dict, resume: bool, job: 
         raise
     finally:
         sampler.stop()
+        ctx.close_tracking()  # rank 0 charts the run (TensorBoard); the launcher sends it to MLflow once it ends
     atomic_write_json(run.path / RANK0_RESULT, json.loads(json.dumps(result, default=str)))
     return result
 
