@@ -181,6 +181,10 @@ def _header(run, status: dict, run_state: str, train: list[dict]) -> None:
                     st.rerun(scope="fragment")
                 else:
                     st.warning("This run is not managed by this app (the command line started it?): stop it there.")
+        elif is_imported(status) and run_state != SUCCEEDED:
+            # its checkpoints stayed on the machine it ran on: resuming here would silently start over
+            st.caption("Imported from a bundle without its checkpoints: to run it again here, use *Repeat this run* "
+                       "below.")
         elif run_state in (CANCELLED, INTERRUPTED) or (run_state == FAILED and train):
             step = _checkpoint_step(run)
             if st.button("Resume", key=f"resume:{run.run_id}", icon=":material/play_arrow:",

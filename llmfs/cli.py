@@ -20,9 +20,9 @@ from .config import ConfigError, EvalConfig, TrainConfig, field_info
 from .config_files import ConfigFileError, read_settings
 from .fsutil import make_temp_dir
 from .generate import SampleConfig
+from .packaged import PACKAGED
 from .paths import runs_dir
 from .runs import FINAL_STATES, SUCCEEDED, MetricsCursor, Run, list_runs, mark_interrupted, read_new_metrics
-from .packaged import PACKAGED
 from .sources import resolve_model_dir
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -290,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = _with_settings_file(parser, args, argv)
         return args.func(args)
-    except (ConfigError, ValueError, FileNotFoundError) as e:
+    except (ConfigError, ValueError, FileNotFoundError) as refused:
+        e = _from_file(args, refused)
         _err(f"error: {e}")
         out = {"error": str(e), "field": getattr(e, "field", None)}
         if isinstance(e, ConfigFileError):
@@ -320,13 +321,28 @@ def _with_settings_file(parser: argparse.ArgumentParser, args: argparse.Namespac
     cls = SETTINGS_CLASSES[args.command]
     if cls == "PipelineConfig":
         from .data.pipeline import PipelineConfig as cls
-    values = read_settings(args.config, cls)
+    # Each value is checked here on its own; the rules between fields wait for the flags (`--lora-rank 8` on the
+    # command line makes a file's `quantize = "4bit"` valid), and `_from_file` names the line of one refused then.
+    settings = read_settings(args.config, cls, complete=False)
+    values = dict(settings)
     if args.command == "data":
         values = _pipeline_defaults(values)
     elif args.command == "compare-precision":
         values.pop("precision", None)   # each of --modes in turn
     _subcommand(parser, args.command).set_defaults(**values)
-    return parser.parse_args(argv)
+    parsed = parser.parse_args(argv)
+    parsed.settings_file = settings
+    return parsed
+
+
+def _from_file(args: argparse.Namespace, e: Exception) -> Exception:
+    """A config refusal of a value that came from the --config file (no flag replaced it), as the file's error at
+    that key's line; any other error as it is."""
+    settings = getattr(args, "settings_file", None)
+    if (settings is None or not isinstance(e, ConfigError) or isinstance(e, ConfigFileError)
+            or e.field not in settings or getattr(args, e.field, None) != settings[e.field]):
+        return e
+    return settings.refused(e)
 
 
 def _subcommand(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:

@@ -22,7 +22,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import tomllib
 
-from .config import field_info
+from .config import check_fields, field_info
 from .errors import ConfigError
 
 # config class -> the tables a settings file may hold its keys under (the commands that read it)
@@ -41,8 +41,21 @@ class ConfigFileError(ConfigError):
         self.source, self.line, self.detail = source, line, detail
 
 
+class Settings(dict):
+    """What a settings file sets ({field: value}), with `.source` (the file) and `.lines` ({field: its line}), so a
+    value refused later (with the command line's flags, `complete=False`) can still be named by its line."""
+
+    def __init__(self, values: dict, source: str, lines: dict[str, int | None]):
+        super().__init__(values)
+        self.source, self.lines = source, lines
+
+    def refused(self, e: ConfigError) -> "ConfigFileError":
+        """`e` (the config refusing a value this file set) as the file's error, at that key's line."""
+        return ConfigFileError(self.source, self.lines.get(e.field or ""), str(e), field=e.field)
+
+
 # -- reading ------------------------------------------------------------------------------------------------------
-def read_settings(path: str | Path, cls: type) -> dict:
+def read_settings(path: str | Path, cls: type, *, complete: bool = True) -> Settings:
     """`parse_settings` of a file (its format from the suffix); a missing or unreadable file is a ConfigFileError."""
     source = str(path)
     file = Path(path).expanduser()
@@ -60,10 +73,11 @@ def read_settings(path: str | Path, cls: type) -> dict:
         raise ConfigFileError(source, None, "is not a text file (UTF-8): give a .toml or .yaml file") from None
     except OSError as e:
         raise ConfigFileError(source, None, f"cannot be read ({e.strerror or e})") from None
-    return parse_settings(text, cls, source=source)
+    return parse_settings(text, cls, source=source, complete=complete)
 
 
-def parse_settings(text: str, cls: type, *, source: str = "the settings file", fmt: str | None = None) -> dict:
+def parse_settings(text: str, cls: type, *, source: str = "the settings file", fmt: str | None = None,
+                   complete: bool = True) -> Settings:
     """{field: value} for the keys the settings `text` sets, checked against the config dataclass `cls`: types
     coerced the way the dataclass takes them (int where a float goes, list -> tuple), and `cls(**values)`
     constructed, so a value the config refuses is refused here, at its key's line.
@@ -71,6 +85,10 @@ def parse_settings(text: str, cls: type, *, source: str = "the settings file", f
     Args:
         source: the file's name, for messages (and the format, when `fmt` is None: .yaml / .yml -> YAML, else TOML).
         fmt: "toml" or "yaml".
+        complete: the file alone must make a valid config (a page loading it, a preset). False: each value is
+            checked on its own (type, choices, range) and the rules between fields are left to the config made
+            with the command line's flags too (`train --config f.toml --lora-rank 8` with `quantize = "4bit"` in
+            the file); `Settings.refused` then names the line.
     Raises:
         ConfigFileError: naming the file, the line and the fix.
     """
@@ -88,14 +106,28 @@ def parse_settings(text: str, cls: type, *, source: str = "the settings file", f
         except _WrongType as e:
             raise ConfigFileError(source, lines.get(path), _wrong_type(key, e.kind, hints[key], infos[key], value,
                                                                        yaml), field=key) from None
+    settings = Settings(values, source, {key: lines.get(path) for key, (_, path) in keys.items()})
     try:
-        cls(**values)
+        if complete:
+            cls(**values)
+        else:
+            check_fields(_with_defaults(cls, values))
     except ConfigError as e:
-        path = keys[e.field][1] if e.field in keys else None
-        raise ConfigFileError(source, lines.get(path), str(e), field=e.field) from e
+        raise settings.refused(e) from e
     except (TypeError, ValueError) as e:
         raise ConfigFileError(source, None, str(e)) from e
-    return values
+    return settings
+
+
+def _with_defaults(cls: type, values: dict) -> Any:
+    """An instance of the config `cls` holding `values` over its defaults, made without `__post_init__` (whose
+    rules between fields wait for the command line's flags), for `check_fields` to check each value alone."""
+    obj = object.__new__(cls)
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        object.__setattr__(obj, f.name, values.get(f.name, default))
+    return obj
 
 
 def _format_of(source: str) -> str:

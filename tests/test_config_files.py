@@ -151,6 +151,23 @@ def test_every_command_with_settings_takes_a_file(tmp_path):
     assert args.steps == 2
 
 
+def test_a_rule_between_fields_waits_for_the_flags_and_then_names_the_files_line(tmp_path, capsys, llmfs_home):
+    f = tmp_path / "q.toml"
+    f.write_text('steps = 2\nquantize = "4bit"\n')   # valid only with a LoRA rank, given on the command line
+    cfg = cli.config_from_args(TrainConfig, parsed(["train", "--config", str(f), "--lora-rank", "8"]))
+    assert (cfg.quantize, cfg.lora_rank, cfg.steps) == ("4bit", 8, 2)
+    with pytest.raises(ConfigFileError) as refused:   # a page loading the file takes it alone: refused there
+        parse_settings(f.read_text(), TrainConfig, source="q.toml")
+    assert refused.value.line == 2
+    assert cli.main(["train", "--config", str(f), "--json"]) == cli.EXIT_BAD_INPUT   # no flag makes it valid
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (out["field"], out["line"]) == ("quantize", 2) and "edit line 2" in out["hint"]
+    (tmp_path / "e.toml").write_text('task = "custom"\nlimit = 3\n')   # custom needs --data: a flag gives it
+    args = parsed(["eval", "--config", str(tmp_path / "e.toml"), "--data", "mine.jsonl"])
+    assert cli.config_from_args(EvalConfig, args) == EvalConfig(task="custom", limit=3, data="mine.jsonl")
+    assert not list(llmfs_home.glob("runs/*"))
+
+
 @pytest.mark.parametrize("text, field, line", [
     ("steps = 3\nseq_lenn = 4\n", None, 2),
     ("steps = 0\n", "steps", 1),
