@@ -53,3 +53,21 @@ def reproduce_section(run: Run) -> None:
         if any(shown[text] != text for text in shown):
             st.caption("Paths on this server are shown by their names: point them at your own copies of those "
                        "files.")
+    tracking_note(run)
+
+
+def tracking_note(run: Run) -> None:
+    """Where else this run's figures are: its TensorBoard event files (to whoever may see server paths) and the
+    MLflow run it was sent to, when the server sends runs to MLflow."""
+    status = run.status()
+    lines = []
+    if (run.path / "tensorboard").is_dir() and identity.shows_paths():
+        lines.append(f"TensorBoard charts of this run: `tensorboard --logdir {run.path / 'tensorboard'}` (or the "
+                     f"folder above it, `{run.path.parent}`, for every run).")
+    mlflow = status.get("mlflow") or {}
+    if mlflow.get("run_id"):
+        where = identity.shown(str(mlflow.get("uri") or ""))
+        lines.append(f"Sent to MLflow: run `{mlflow['run_id']}` in experiment `{mlflow.get('experiment') or '?'}`"
+                     f" at `{where}`.")
+    if lines:
+        st.caption("  \n".join(lines))

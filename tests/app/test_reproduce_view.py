@@ -69,3 +69,17 @@ def test_a_participant_sees_names_not_the_servers_paths(llmfs_home, seed):
     assert str(llmfs_home) not in bash[0] + python[0]
     assert "--data notes.jsonl --steps 30" in bash[0]
     assert "Paths on this server are shown by their names" in texts(at.caption)
+
+
+def test_the_panel_says_where_the_runs_tensorboard_and_mlflow_figures_are(llmfs_home, seed):
+    run_id = seed(owner="l12")
+    run = Run(llmfs_home / "runs" / run_id)
+    at = open_page(RUNS)
+    assert "TensorBoard charts" not in texts(at.caption)   # no event files (a seeded run): nothing claimed
+    (run.path / "tensorboard").mkdir()
+    run.update_status(mlflow={"uri": "http://mlflow.example:5000", "experiment": "llmfs", "experiment_id": "1",
+                              "run_id": "abc123"})
+    at = open_page(RUNS)
+    said = texts(at.caption)
+    assert f"tensorboard --logdir {run.path / 'tensorboard'}" in said
+    assert "Sent to MLflow: run `abc123` in experiment `llmfs` at `http://mlflow.example:5000`" in said
