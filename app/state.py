@@ -25,7 +25,7 @@ from . import identity
 # Where a run was started from (the `owner` recorded in its folder) -> what the Runs page calls it.
 OWNERS = {"home": "Home quick start", "l12": "L12 Pretrained weights", "l13": "L13 Data pipelines",
           "l14": "L14 Evaluation", "l15": "L15 LoRA & QLoRA", "l16": "L16 Mixed precision", "cli": "command line",
-          "teach": "L15 Teach it a task"}
+          "teach": "L15 Teach it a task", "script": "a Python script"}
 
 
 @st.cache_resource(show_spinner=False)
