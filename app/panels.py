@@ -201,7 +201,8 @@ def _header(run, status: dict, run_state: str, train: list[dict]) -> None:
         user = status.get("user")
         by = f" by **{md_escape(user)}**" if user and not identity.is_mine(user) else ""
         name = f"**{md_escape(run.name)}** · " if run.name else ""
-        st.caption(f"{name}Run `{run.run_id}` · started from {md_escape(state.owner_label(status.get('owner')))}{by}")
+        st.caption(f"{name}Run `{run.run_id}` · started from {md_escape(state.owner_label(status.get('owner')))}{by}"
+                   + imported_words(status))
     if run_state == FAILED:
         st.error(md_escape(identity.shown(status.get("error") or "The run failed.")), icon=":material/error:")
         if run.kind == "train" and out_of_memory(status):
@@ -219,6 +220,16 @@ def _header(run, status: dict, run_state: str, train: list[dict]) -> None:
     elif run_state == RUNNING and not train and not state.default_ready():
         st.info("The first run on this machine builds llmfs-tiny and its corpus first: about 5 minutes more.",
                 icon=":material/construction:")
+
+
+def imported_words(status: dict) -> str:
+    """` · imported on 4 Dec from host (run X there)` for a run imported from a bundle, else ""."""
+    if not is_imported(status):
+        return ""
+    imported = status["imported"]
+    when = time.strftime("%d %b %H:%M", time.localtime(imported.get("imported") or 0))
+    host = f" from {md_escape(imported['from_host'])}" if imported.get("from_host") else ""
+    return f" · **imported** {when}{host}"
 
 
 def _may_control(status: dict) -> bool:

@@ -48,8 +48,9 @@ def reproduce_section(run: Run) -> None:
         st.download_button("Download these settings (.toml)", data=shown[settings], file_name=file_name,
                            mime="application/toml", icon=":material/download:", on_click="ignore",
                            key=f"reproduce.settings:{run.run_id}")
+        example = "--steps 500" if kind == "train" else "--limit 100"
         st.caption(f"`python -m llmfs {reproduce.COMMANDS[kind]} --config {file_name}` reads it; any flag given with "
-                   "it overrides the file's value (for example `--steps 500`).")
+                   f"it overrides the file's value (for example `{example}`).")
         if any(shown[text] != text for text in shown):
             st.caption("Paths on this server are shown by their names: point them at your own copies of those "
                        "files.")

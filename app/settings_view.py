@@ -47,8 +47,11 @@ def start_values(key: str, cls: type, start: dict) -> dict:
     if not preset:
         return start
     when = time.strftime("%H:%M", time.localtime(preset.get("saved") or time.time()))
-    st.caption(f":material/school: This form starts from the class preset your instructor set at {when}. "
-               "Change anything you like.")
+    info = field_info(cls)
+    differ = [f"{info[n].get('label') or n} {v}" for n, v in preset["values"].items()
+              if v != start.get(n, info[n]["default"])]
+    st.caption(md_escape(f"This form starts from the class preset your instructor set at {when}"
+                         + (f" ({', '.join(differ)})" if differ else "") + ". Change anything you like."))
     return {**start, **preset["values"]}
 
 
@@ -81,7 +84,10 @@ def settings_files(cls: type, key: str, cfg: Any | None, *, page: str, also: tup
         boxed: in an expander of its own (False inside another expander, which cannot hold one).
     """
     command = COMMANDS.get(cls.__name__, "train")
-    box = (st.expander("Settings files: save, load, share", icon=":material/settings:") if boxed
+    # open while it has something to say (a click on a button inside it reruns the page, and an expander drawn
+    # with other arguments than before starts closed again: the message would be hidden)
+    pending = bool(st.session_state.get(f"{key}.settings_said"))
+    box = (st.expander("Settings files: save, load, share", icon=":material/settings:", expanded=pending) if boxed
            else st.container(border=True))
     with box:
         if note:
@@ -94,7 +100,8 @@ def settings_files(cls: type, key: str, cfg: Any | None, *, page: str, also: tup
             st.download_button("Save these settings", data=text, file_name=f"{page}-settings.toml",
                                mime="application/toml", icon=":material/download:", key=f"{key}.settings_save",
                                disabled=cfg is None,
-                               help="A TOML file with every setting of this form." if cfg is not None else
+                               help="A TOML file with every training setting this form makes: those it shows, "
+                                    "and the rest at the values the page uses." if cfg is not None else
                                     "The form above refuses a value: fix it first (its message says how).")
         with load:
             st.file_uploader("Load settings (.toml or .yaml)", type=list(SUFFIXES), key=f"{key}.settings_file",
@@ -141,9 +148,14 @@ def _load(cls: type, keys: tuple[str, ...], apply_extra: Callable[[dict], list[s
     applied, skipped = apply_values(cls, keys, values, apply_extra)
     message = (f"Loaded {upload.name}: {len(applied)} setting{'s' if len(applied) != 1 else ''} put into the form"
                + (f" ({', '.join(applied)})" if applied else ""))
-    if skipped:
-        message += (f". Not in this page's forms, so not used here: {', '.join(skipped)} (the command line reads "
-                    "them with --config)")
+    # a saved file holds every setting; those this page does not show are worth a word only where the file
+    # changes them (a page's own file would otherwise list dozens of names at their defaults)
+    info = field_info(cls)
+    changed = [n for n in skipped if values[n] != info[n]["default"]]
+    if changed:
+        message += (". Not on this page, so not used here: "
+                    + ", ".join(f"{n} = {values[n]}" for n in changed) + " (the command line reads them with "
+                    "--config)")
     st.session_state[said] = ("success", message + ".")
 
 
@@ -227,6 +239,7 @@ def _push(cls: type, key: str, cfg: Any) -> None:
         return
     st.session_state[f"{key}.settings_said"] = ("success", "Class preset saved: every participant's form on this "
                                                             "page now starts from these settings.")
+    st.toast("Class preset saved.", icon=":material/school:")
 
 
 def _remove(key: str) -> None:

@@ -59,7 +59,7 @@ LIVE_FIELDS = ("pid", "pid_started", "host")   # whose process ran it: meaningle
 INCLUDED = ("Its settings, status, metrics, log, results and, for a LoRA run, its adapter (with any TensorBoard "
             "event files) and a manifest with checksums. A saved model is not in it, only its recipe (the "
             "settings that made it).")
-AGAIN = "Export the run again (the Runs page's download button, or `python -m llmfs runs export`) and import that."
+AGAIN = "Export the run again (the Runs page's download button, or python -m llmfs runs export) and import that."
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,150}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -284,14 +284,14 @@ def import_bundle(zip_path: str | os.PathLike | bytes, runs_root: str | os.PathL
     try:
         zf = zipfile.ZipFile(io.BytesIO(data) if data is not None else path)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, NotImplementedError, OSError) as e:
-        raise BundleError(f"{shown} is not a zip file ({e}): a run bundle is the .zip that exporting a run "
-                          f"writes. {AGAIN}") from e
+        raise BundleError(f"{shown} is not a zip file (or a damaged one): a run bundle is the .zip that exporting "
+                          f"a run writes. {AGAIN}") from e
     root = Path(runs_root).expanduser()
     with zf:
         members = _plan_members(zf, unpacked_limit)
         manifest = _read_manifest(zf, members.pop(MANIFEST, None))
         listed = _check_listing(manifest, members)
-        earlier = _imported_as(root, manifest["run_id"], bundle_sha)
+        earlier = _imported_as(root, manifest["run_id"], bundle_sha, user)
         if earlier:
             raise BundleError(f"This bundle is already imported as {earlier}: open that run on the Runs page (delete "
                               "it first to import the bundle again).")
@@ -500,15 +500,17 @@ def _config_class(kind: str) -> type:
     return PipelineConfig
 
 
-def _imported_as(root: Path, run_id: str, bundle_sha: str) -> str | None:
-    """The run this very bundle was imported as before (None: it was not)."""
+def _imported_as(root: Path, run_id: str, bundle_sha: str, user: str | None) -> str | None:
+    """The run this very bundle was imported as before by `user` (None: it was not). Another participant's import
+    of it does not count: theirs is theirs (they may delete it), and this person gets a copy of their own."""
     if not root.is_dir():
         return None
     for folder in root.iterdir():
         if folder.name == run_id or folder.name.startswith(f"{run_id}-imported-"):
             status = read_json(folder / "status.json", default={})
             imported = status.get("imported") if isinstance(status, dict) else None
-            if isinstance(imported, dict) and imported.get("bundle_sha256") == bundle_sha:
+            if isinstance(imported, dict) and imported.get("bundle_sha256") == bundle_sha and \
+                    (status.get("user") or None) == (user or None):
                 return folder.name
     return None
 

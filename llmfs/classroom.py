@@ -22,7 +22,7 @@ from .fsutil import atomic_write_json, read_json
 from .paths import llmfs_home
 from .runs import SUCCEEDED, Run, short_source
 
-NO_NAME = "(no name)"
+NO_NAME = "(no name: command line)"
 
 # -- the leaderboard ----------------------------------------------------------------------------------------------
 # The measure a benchmark is ranked by unless another is asked for: the first of these its results carry (the L14

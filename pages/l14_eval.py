@@ -53,7 +53,7 @@ and standard errors), so on the full benchmark your numbers compare with publish
     settings_view.settings_files(EvalConfig, KEY, cfgs[0] if cfgs else None, page="l14", note=(
         f"This page plans {len(cfgs)} evaluations; a settings file holds one: the first ({cfgs[0].model} on "
         f"{cfgs[0].task}). Loading a file sets the settings above, not the models and benchmarks picked."
-        if len(cfgs) > 1 else ""))
+        if cfgs and len(cfgs) > 1 else ""))
     if cfgs:
         each = "every model, alone and with each adapter," if adapters else "every model"
         st.caption(f"{len(cfgs)} evaluation{'s' if len(cfgs) > 1 else ''}: {each} on every benchmark, one after the "

@@ -87,7 +87,7 @@ if not runs:
     import_section()
     st.stop()
 
-if len(mine) < len(runs):
+if mine and len(mine) < len(runs):
     st.caption(f"**Your runs first** ({len(mine)}), then everyone else's on this server ({len(runs) - len(mine)}), "
                "each newest first. Anyone's runs can be opened and compared"
                + ("; only your own can be stopped or deleted." if identity.workshop_mode() else "."))

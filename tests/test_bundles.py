@@ -216,6 +216,17 @@ def test_importing_the_same_bundle_twice_is_refused_and_a_taken_id_gets_a_new_on
     assert f"run:{first.name}" in {a.id for a in adapters.list_adapters()}
 
 
+def test_in_a_workshop_each_participant_imports_a_copy_of_their_own(bundle):
+    """Someone else's import of the same bundle is theirs (only they may delete it): another participant gets a
+    copy of their own, once."""
+    run, out = bundle
+    ada = import_bundle(out, runs_dir(), user="Ada")
+    ben = import_bundle(out, runs_dir(), user="Ben")
+    assert ada != ben and Run(ada).status()["user"] == "Ada" and Run(ben).status()["user"] == "Ben"
+    with pytest.raises(BundleError, match=f"already imported as {ben.name}"):
+        import_bundle(out, runs_dir(), user="Ben")
+
+
 def test_an_upload_as_bytes_is_imported_like_a_file(bundle, tmp_path):
     _, out = bundle
     folder = import_bundle(out.read_bytes(), tmp_path / "runs", shown_name="mine.zip")

@@ -90,7 +90,8 @@ def test_leaderboard_shows_each_participant_once_with_their_best(instructor):
     (bars,) = charts_of(at, "bar")
     assert bars["data"][0]["x"] == ["Ana", "Bo", "Cy_d"] and bars["data"][0]["y"] == [0.45, 0.40, 0.35]
     assert bars["data"][0]["error_y"]["array"] == [0.04, 0.03, 0.03]
-    assert bars["layout"]["yaxis"]["title"]["text"] == "accuracy on MMLU (higher is better)"
+    assert bars["layout"]["yaxis"]["title"]["text"] == "accuracy<br>(higher is better)"
+    assert bars["layout"]["title"]["text"] == "MMLU: each participant's best"
     assert "numbers of questions (20, 100)" in texts(at.warning)
     assert "Not directly comparable" in texts(at.warning)
 

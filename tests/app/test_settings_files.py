@@ -64,7 +64,7 @@ def test_a_wrong_file_is_refused_with_its_line_and_changes_nothing(llmfs_home):
 def test_l15_loads_lora_settings_into_its_own_controls(llmfs_home):
     at = apphelpers.open_page("pages/l15_lora.py")
     at = upload(at, "l15", "lora.yaml", "lora_rank: 16\nlora_alpha: 32\nlora_targets: qkv,mlp_in,q_proj\n"
-                                        "steps: 12\nfreeze: full\n")
+                                        "steps: 12\nfreeze: full\nsave_model: false\n")
     assert not at.exception
     assert at.select_slider(key="l15.lora_rank").value == 16
     assert number(at, "l15.lora_alpha") == 32.0
@@ -72,7 +72,8 @@ def test_l15_loads_lora_settings_into_its_own_controls(llmfs_home):
     assert at.text_input(key="l15.lora_modules").value == "q_proj"
     assert number(at, "l15.steps") == 12
     said = unescaped(texts(at.success))
-    assert "Not in this page's forms, so not used here: freeze" in said
+    assert "Not on this page, so not used here: save_model = False" in said   # freeze: full is the default
+    assert "freeze" not in said.split("Not on this page")[1]
 
 
 def test_l13_loads_sources_filters_and_deduplication(llmfs_home):
