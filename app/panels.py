@@ -27,7 +27,7 @@ from llmfs.runs import (
     Run,
 )
 
-from . import charts, forms, identity, live, state, tables
+from . import charts, forms, identity, live, reproduce_view, state, tables
 from .text import md_escape, rough_duration
 
 POLL_S = 1.0
@@ -80,6 +80,7 @@ def latest_run_panel(key: str, start: str = "Start training") -> None:
                 "first step.", icon=":material/monitoring:")
         return
     train_panel(run_id)
+    reproduce_view.reproduce_section(state.jobs().get(run_id))
 
 
 def stage(title: str, why: str):

@@ -25,7 +25,7 @@ from llmfs.data.pipeline import SAMPLE_CHARS, PipelineConfig
 from llmfs.data.text import HF_PREFIX
 from llmfs.runs import FINAL_STATES, INTERRUPTED, PENDING, RUNNING, SUCCEEDED, Run
 
-from . import charts, forms, identity, panels, state
+from . import charts, forms, identity, panels, reproduce_view, state
 from .choices import pipeline_outputs, shards_folder, source_label  # noqa: F401 (the page's API)
 from .uploads import UPLOAD_SUFFIXES, fmt_mb, safe_upload_name, save_upload, saved_upload, upload_limit_mb  # noqa: F401
 
@@ -311,6 +311,7 @@ def latest_pipeline_panel(key: str, start: str) -> None:
                 "the reading speed appear here, live.", icon=":material/filter_alt:")
         return
     pipeline_panel(run_id)
+    reproduce_view.reproduce_section(state.jobs().get(run_id))
 
 
 def pipeline_panel(run_id: str, *, poll_s: float = panels.POLL_S) -> None:

@@ -83,3 +83,10 @@ def test_the_panel_says_where_the_runs_tensorboard_and_mlflow_figures_are(llmfs_
     said = texts(at.caption)
     assert f"tensorboard --logdir {run.path / 'tensorboard'}" in said
     assert "Sent to MLflow: run `abc123` in experiment `llmfs` at `http://mlflow.example:5000`" in said
+
+
+def test_a_lesson_pages_latest_run_shows_its_command_too(llmfs_home, seed):
+    run_id = seed(owner="l12", steps=12)
+    at = open_page("pages/l12_pretrained.py")
+    assert "Repeat this run" in [e.label for e in at.expander]
+    assert reproduce.command("train", Run(llmfs_home / "runs" / run_id).config()) in [c.value for c in at.code]
