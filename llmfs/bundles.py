@@ -42,7 +42,7 @@ from . import __version__
 from .config import ConfigError, EvalConfig, TrainConfig, from_dict
 from .fsutil import atomic_write_json, make_temp_dir, read_json
 from .runs import FINAL_STATES, PENDING, RUNNING, Run
-from .uploads import upload_limit_bytes
+from .uploads import show_name, size_text, upload_limit_bytes
 
 FORMAT, FORMAT_VERSION = "llmfs-run-bundle", 1
 MANIFEST = "manifest.json"
@@ -277,7 +277,7 @@ def import_bundle(zip_path: str | os.PathLike | bytes, runs_root: str | os.PathL
     limit = _upload_limit() if max_bytes is None else max_bytes
     size = len(data) if data is not None else path.stat().st_size
     if size > limit:
-        raise BundleError(f"{shown} is {_size(size)}: the limit for one upload is {_size(limit)}. A run bundle is "
+        raise BundleError(f"{shown} is {size_text(size)}: the limit for one upload is {size_text(limit)}. A run bundle is "
                           "usually a few MB; if this one is right, ask the instructor to raise max_upload_mb.")
     unpacked_limit = limit * UNPACKED_FACTOR if max_unpacked is None else max_unpacked
     bundle_sha = hashlib.sha256(data).hexdigest() if data is not None else _file_sha256(path)
@@ -333,28 +333,28 @@ def _plan_members(zf: zipfile.ZipFile, unpacked_limit: int) -> dict[str, zipfile
         raw = info.filename
         problem = _name_problem(raw.rstrip("/") if info.is_dir() else raw)
         if problem:
-            raise BundleError(f"The bundle holds {_show(raw)}, {problem}, so it was refused and nothing was saved. "
+            raise BundleError(f"The bundle holds {show_name(raw)}, {problem}, so it was refused and nothing was saved. "
                               f"{AGAIN}")
         if stat.S_ISLNK(info.external_attr >> 16):
-            raise BundleError(f"The bundle holds {_show(raw)} as a symbolic link, which is refused (it could point "
+            raise BundleError(f"The bundle holds {show_name(raw)} as a symbolic link, which is refused (it could point "
                               f"anywhere on this machine); nothing was saved. {AGAIN}")
         parts = raw.rstrip("/").split("/")
         if info.is_dir():
             if parts[0] not in RUN_FOLDERS:
-                raise BundleError(f"The bundle holds a folder {_show(raw)}; a run bundle's folders are "
+                raise BundleError(f"The bundle holds a folder {show_name(raw)}; a run bundle's folders are "
                                   f"{' and '.join(f + '/' for f in RUN_FOLDERS)} only. {AGAIN}")
             continue
         if len(parts) == 1 and parts[0] not in (*RUN_FILES, MANIFEST) or len(parts) > 1 and parts[0] not in RUN_FOLDERS:
-            raise BundleError(f"The bundle holds {_show(raw)}, which a run bundle never holds (only "
+            raise BundleError(f"The bundle holds {show_name(raw)}, which a run bundle never holds (only "
                               f"{', '.join((MANIFEST, *RUN_FILES))}, {' and '.join(f + '/' for f in RUN_FOLDERS)}); "
                               f"nothing was saved. {AGAIN}")
         name = "/".join(parts)
         if name in members:
-            raise BundleError(f"The bundle holds {_show(name)} twice; nothing was saved. {AGAIN}")
+            raise BundleError(f"The bundle holds {show_name(name)} twice; nothing was saved. {AGAIN}")
         members[name] = info
         total += info.file_size
         if total > unpacked_limit:
-            raise BundleError(f"The bundle unpacks to more than {_size(unpacked_limit)} (the limit for a run "
+            raise BundleError(f"The bundle unpacks to more than {size_text(unpacked_limit)} (the limit for a run "
                               f"bundle), so it was refused and nothing was saved. {AGAIN}")
     return members
 
@@ -377,7 +377,7 @@ def _read_manifest(zf: zipfile.ZipFile, info: zipfile.ZipInfo | None) -> dict:
         raise BundleError(f"The bundle has no {MANIFEST}, so it is not a run bundle from llmfs (or it was repacked). "
                           f"{AGAIN}")
     if info.file_size > MAX_MANIFEST_BYTES:
-        raise BundleError(f"The bundle's {MANIFEST} is {_size(info.file_size)}, far more than a manifest needs. "
+        raise BundleError(f"The bundle's {MANIFEST} is {size_text(info.file_size)}, far more than a manifest needs. "
                           f"{AGAIN}")
     try:
         with zf.open(info) as f:
@@ -396,7 +396,7 @@ def _read_manifest(zf: zipfile.ZipFile, info: zipfile.ZipInfo | None) -> dict:
                           "then import it.")
     run_id = manifest.get("run_id")
     if not isinstance(run_id, str) or not _RUN_ID.match(run_id):
-        raise BundleError(f"The bundle's {MANIFEST} names no valid run id (got {_show(run_id)}). {AGAIN}")
+        raise BundleError(f"The bundle's {MANIFEST} names no valid run id (got {show_name(run_id)}). {AGAIN}")
     files = manifest.get("files")
     if not isinstance(files, list) or not all(
             isinstance(e, dict) and isinstance(e.get("path"), str) and isinstance(e.get("size"), int)
@@ -412,18 +412,18 @@ def _check_listing(manifest: dict, members: dict[str, zipfile.ZipInfo]) -> dict[
     listed: dict[str, dict] = {}
     for entry in manifest["files"]:
         if entry["path"] in listed:
-            raise BundleError(f"The bundle's {MANIFEST} lists {_show(entry['path'])} twice. {AGAIN}")
+            raise BundleError(f"The bundle's {MANIFEST} lists {show_name(entry['path'])} twice. {AGAIN}")
         listed[entry["path"]] = entry
     for name in members:
         if name not in listed:
-            raise BundleError(f"The bundle holds {_show(name)}, which its {MANIFEST} does not list: it was changed "
+            raise BundleError(f"The bundle holds {show_name(name)}, which its {MANIFEST} does not list: it was changed "
                               f"after it was exported, so it was refused. {AGAIN}")
     for name, entry in listed.items():
         if name not in members:
-            raise BundleError(f"The bundle's {MANIFEST} lists {_show(name)}, which the bundle does not hold: it was "
+            raise BundleError(f"The bundle's {MANIFEST} lists {show_name(name)}, which the bundle does not hold: it was "
                               f"changed after it was exported, so it was refused. {AGAIN}")
         if members[name].file_size != entry["size"]:
-            raise BundleError(f"{_show(name)} in the bundle is {members[name].file_size:,} bytes, not the "
+            raise BundleError(f"{show_name(name)} in the bundle is {members[name].file_size:,} bytes, not the "
                               f"{entry['size']:,} its {MANIFEST} lists: it was changed after it was exported. "
                               f"{AGAIN}")
     for name in REQUIRED:
@@ -436,7 +436,7 @@ def _extract(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path, entry: dict
     """Unpack one file, counting and hashing the real bytes (a zip header can lie); returns the bytes written."""
     target = dest.joinpath(*entry["path"].split("/"))
     if not target.resolve().is_relative_to(dest.resolve()):  # belt and braces: the names were checked
-        raise BundleError(f"The bundle holds {_show(entry['path'])}, a path that leaves its folder. {AGAIN}")
+        raise BundleError(f"The bundle holds {show_name(entry['path'])}, a path that leaves its folder. {AGAIN}")
     target.parent.mkdir(parents=True, exist_ok=True)
     digest, written = hashlib.sha256(), 0
     try:
@@ -455,10 +455,10 @@ def _extract(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path, entry: dict
         if isinstance(e, BundleError):
             raise
         # a bad CRC (a changed byte), truncated or corrupt data, an encrypted member or an unknown compression
-        raise BundleError(f"{_show(info.filename)} in the bundle could not be unpacked ({e}): the bundle is damaged "
+        raise BundleError(f"{show_name(info.filename)} in the bundle could not be unpacked ({e}): the bundle is damaged "
                           f"or was changed after it was exported. {AGAIN}") from e
     if written != entry["size"] or digest.hexdigest() != entry["sha256"]:
-        raise BundleError(f"{_show(entry['path'])} does not match its checksum in the bundle's {MANIFEST}: the bundle "
+        raise BundleError(f"{show_name(entry['path'])} does not match its checksum in the bundle's {MANIFEST}: the bundle "
                           f"was changed or damaged after it was exported, so it was refused. {AGAIN}")
     return written
 
@@ -471,10 +471,10 @@ def _check_run(dest: Path, manifest: dict) -> tuple[dict, dict]:
                           f"config). {AGAIN}")
     kind = record.get("kind")
     if kind not in KINDS:
-        raise BundleError(f"The bundle's run is of kind {_show(kind)}; this llmfs knows {', '.join(KINDS)}. Update "
+        raise BundleError(f"The bundle's run is of kind {show_name(kind)}; this llmfs knows {', '.join(KINDS)}. Update "
                           "llmfs here if the bundle comes from a newer one.")
     if manifest.get("kind") not in (None, kind):
-        raise BundleError(f"The bundle's {MANIFEST} says kind {_show(manifest.get('kind'))} but its config.json "
+        raise BundleError(f"The bundle's {MANIFEST} says kind {show_name(manifest.get('kind'))} but its config.json "
                           f"says {kind}: it was changed after it was exported. {AGAIN}")
     try:
         from_dict(_config_class(kind), record["config"])
@@ -486,7 +486,7 @@ def _check_run(dest: Path, manifest: dict) -> tuple[dict, dict]:
         raise BundleError(f"The bundle's status.json is not a run's status (a JSON object). {AGAIN}")
     state = status.get("state")
     if state not in FINAL_STATES:
-        raise BundleError(f"The bundle's run is {_show(state)}: only a finished run (succeeded, failed, cancelled or "
+        raise BundleError(f"The bundle's run is {show_name(state)}: only a finished run (succeeded, failed, cancelled or "
                           "interrupted) can be imported. Export it once it has finished.")
     return record, status
 
@@ -551,17 +551,3 @@ def _file_sha256(path: Path) -> str:
         while chunk := f.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _show(value: Any) -> str:
-    """A name as a message shows it: quoted, control characters escaped, at most 80 characters."""
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _size(n: int) -> str:
-    if n < 1000:
-        return f"{n} bytes"
-    if n < 1_000_000:
-        return f"{n / 1000:.4g} kB"
-    return f"{n / 1_000_000:.4g} MB"

@@ -67,13 +67,13 @@ def safe_name(name: str, suffixes: tuple[str, ...] = TEXT_SUFFIXES) -> str:
         UploadError: with a message for the user.
     """
     if not isinstance(name, str) or any(c in name for c in "/\\\0") or name.strip() in ("", ".", ".."):
-        raise UploadError(f"{_show(name)} is not a plain file name: upload the file itself, not a path.")
+        raise UploadError(f"{show_name(name)} is not a plain file name: upload the file itself, not a path.")
     safe = _UNSAFE.sub("", re.sub(r"\s+", "_", name.strip())).lstrip(".")
     low = safe.lower()
     suffix = next((s for s in suffixes if low.endswith(s)), None)
     if suffix is None or low == suffix:
         kinds = f"{', '.join(suffixes[:-1])} or {suffixes[-1]}" if len(suffixes) > 1 else suffixes[0]
-        raise UploadError(f"{_show(name)}: upload a {kinds} file.")
+        raise UploadError(f"{show_name(name)}: upload a {kinds} file.")
     if len(safe) > MAX_NAME_CHARS:
         stem = safe[:len(safe) - len(suffix)]
         safe = stem[:MAX_NAME_CHARS - len(suffix)].rstrip(".") + safe[len(safe) - len(suffix):]
@@ -98,10 +98,10 @@ def check_size(name: str, size: int, max_bytes: int | None = None) -> None:
     """Raises UploadError when `size` bytes is over `max_bytes` (default `upload_limit_bytes()`)."""
     limit = upload_limit_bytes() if max_bytes is None else max_bytes
     if size > limit:
-        shown, most = _size(size), _size(limit)
+        shown, most = size_text(size), size_text(limit)
         if shown == most:  # just over: the rounded sizes would read the same
             shown, most = f"{size:,} bytes", f"{limit:,} bytes"
-        raise UploadError(f"{_show(name, quote=False)} is {shown}: the limit for one upload is {most}. "
+        raise UploadError(f"{show_name(name, quote=False)} is {shown}: the limit for one upload is {most}. "
                           "Upload a smaller sample, or put bigger data in a folder on this machine and give its "
                           "path instead (\"Files on this machine\").")
 
@@ -143,7 +143,7 @@ def save_upload(name: str, data: bytes | bytearray | memoryview, kind: str = "te
     if kind == "training":
         kind = training_kind(safe, data)
     suffix = next(s for s in suffixes if safe.lower().endswith(s))
-    shown = _show(name, quote=False)
+    shown = show_name(name, quote=False)
     problems, total, fix = _check_content(data, suffix, kind, task)
     if problems and kind == "text" and suffix == ".jsonl":
         kept, bad_lines, readable = readable_lines(data)
@@ -409,14 +409,14 @@ def _clip(text: str, n: int = 200) -> str:
     return text if len(text) <= n else text[:n - 3] + "..."
 
 
-def _show(name, quote: bool = True) -> str:
+def show_name(name, quote: bool = True) -> str:
     """A name as shown in a message: control characters escaped, at most 80 characters."""
     text = repr(name) if quote or not isinstance(name, str) else name
     text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _size(n: int) -> str:
+def size_text(n: int) -> str:
     if n < 1000:
         return f"{n} bytes"
     if n < 1_000_000:
