@@ -277,8 +277,9 @@ def import_bundle(zip_path: str | os.PathLike | bytes, runs_root: str | os.PathL
     limit = _upload_limit() if max_bytes is None else max_bytes
     size = len(data) if data is not None else path.stat().st_size
     if size > limit:
-        raise BundleError(f"{shown} is {size_text(size)}: the limit for one upload is {size_text(limit)}. A run bundle is "
-                          "usually a few MB; if this one is right, ask the instructor to raise max_upload_mb.")
+        raise BundleError(f"{shown} is {size_text(size)}: the limit for one upload is {size_text(limit)}. A run "
+                          "bundle is usually a few MB; if this one is right, ask the instructor to raise "
+                          "max_upload_mb.")
     unpacked_limit = limit * UNPACKED_FACTOR if max_unpacked is None else max_unpacked
     bundle_sha = hashlib.sha256(data).hexdigest() if data is not None else _file_sha256(path)
     try:
@@ -420,8 +421,8 @@ def _check_listing(manifest: dict, members: dict[str, zipfile.ZipInfo]) -> dict[
                               f"after it was exported, so it was refused. {AGAIN}")
     for name, entry in listed.items():
         if name not in members:
-            raise BundleError(f"The bundle's {MANIFEST} lists {show_name(name)}, which the bundle does not hold: it was "
-                              f"changed after it was exported, so it was refused. {AGAIN}")
+            raise BundleError(f"The bundle's {MANIFEST} lists {show_name(name)}, which the bundle does not hold: it "
+                              f"was changed after it was exported, so it was refused. {AGAIN}")
         if members[name].file_size != entry["size"]:
             raise BundleError(f"{show_name(name)} in the bundle is {members[name].file_size:,} bytes, not the "
                               f"{entry['size']:,} its {MANIFEST} lists: it was changed after it was exported. "
@@ -455,11 +456,11 @@ def _extract(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path, entry: dict
         if isinstance(e, BundleError):
             raise
         # a bad CRC (a changed byte), truncated or corrupt data, an encrypted member or an unknown compression
-        raise BundleError(f"{show_name(info.filename)} in the bundle could not be unpacked ({e}): the bundle is damaged "
-                          f"or was changed after it was exported. {AGAIN}") from e
+        raise BundleError(f"{show_name(info.filename)} in the bundle could not be unpacked ({e}): the bundle is "
+                          f"damaged or was changed after it was exported. {AGAIN}") from e
     if written != entry["size"] or digest.hexdigest() != entry["sha256"]:
-        raise BundleError(f"{show_name(entry['path'])} does not match its checksum in the bundle's {MANIFEST}: the bundle "
-                          f"was changed or damaged after it was exported, so it was refused. {AGAIN}")
+        raise BundleError(f"{show_name(entry['path'])} does not match its checksum in the bundle's {MANIFEST}: the "
+                          f"bundle was changed or damaged after it was exported, so it was refused. {AGAIN}")
     return written
 
 
@@ -486,8 +487,8 @@ def _check_run(dest: Path, manifest: dict) -> tuple[dict, dict]:
         raise BundleError(f"The bundle's status.json is not a run's status (a JSON object). {AGAIN}")
     state = status.get("state")
     if state not in FINAL_STATES:
-        raise BundleError(f"The bundle's run is {show_name(state)}: only a finished run (succeeded, failed, cancelled or "
-                          "interrupted) can be imported. Export it once it has finished.")
+        raise BundleError(f"The bundle's run is {show_name(state)}: only a finished run (succeeded, failed, cancelled "
+                          "or interrupted) can be imported. Export it once it has finished.")
     return record, status
 
 
