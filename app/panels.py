@@ -523,6 +523,8 @@ def _overview_body(run_ids: list[str], was_live: bool) -> None:
     # a run from a bundle (.zip) made elsewhere says so where it says where it started
     table["started from"] = [f"imported · {where}" if is_imported(s) else where
                              for s, where in zip(statuses, table["started from"])]
+    # and beside its status, the column read first (the original and its imported copy share a name)
+    table["status"] = [f"{st_} · imported" if is_imported(s) else st_ for s, st_ in zip(statuses, table["status"])]
     if not all(identity.is_mine(u, me) for u in users):  # someone else's runs are here: say whose each is
         table.insert(1, "user", [f"{u} (you)" if u and identity.is_mine(u, me) else u for u in users])
     st.dataframe(table, hide_index=True, placeholder="–", column_config={
