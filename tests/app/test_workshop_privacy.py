@@ -117,8 +117,10 @@ def as_instructor(page: str) -> AppTest:
 
 
 def downloads(at: AppTest) -> list[str]:
-    """The download buttons that hand out a run's or an adapter's files (not the page's own settings file)."""
-    return [e.proto.label for e in at.get("download_button") if e.proto.label != "Save these settings"]
+    """The download buttons that hand out a run's or an adapter's files (not settings: the page's form's, or those
+    of the person's own latest run under 'Repeat this run')."""
+    return [e.proto.label for e in at.get("download_button")
+            if e.proto.label not in ("Save these settings", "Download these settings (.toml)")]
 
 
 def withheld(at: AppTest) -> bool:
