@@ -15,6 +15,7 @@ from typing import Iterable, Mapping
 import plotly.graph_objects as go
 
 from llmfs.data.dedup import candidate_probability, lsh_threshold  # noqa: F401 (the L13 page reads them here too)
+from llmfs.eval.metrics import LOWER_IS_BETTER
 from llmfs.memory import PART_LABELS
 
 HEIGHT = 300
@@ -684,8 +685,6 @@ METRIC_NAMES = {"acc": "accuracy", "acc_norm": "length-normalised accuracy", "bi
                 "byte_perplexity": "byte perplexity", "token_perplexity": "token perplexity",
                 "word_perplexity": "word perplexity", "perplexity": "perplexity", "exact_match": "exact match",
                 "loglik": "log-likelihood"}
-LOWER_IS_BETTER = frozenset({"bits_per_byte", "byte_perplexity", "token_perplexity", "word_perplexity",
-                             "perplexity"})
 
 
 def metric_name(metric: str) -> str:

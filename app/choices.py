@@ -7,13 +7,33 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from llmfs.config import DEFAULT_DATA, DEFAULT_MODEL
+from llmfs.config import DEFAULT_DATA, DEFAULT_MODEL, PYTHON_QA
 from llmfs.data.readers import HF_PREFIX
 from llmfs.paths import models_dir, runs_dir
 from llmfs.runs import SUCCEEDED, Run
 from llmfs.sources import BUILTIN_MODELS, looks_like_path
 
 from . import identity, state
+
+
+def model_choice(source: str) -> tuple[str, str]:
+    """How a form's model picker holds `source`: (its choice: a built-in name, "hub" or "folder"; the text in the
+    box under it). The picker draws a start value this way, and a loaded settings file is put into it this way."""
+    source = str(source)
+    if source in BUILTIN_MODELS:
+        return source, ""
+    return ("folder", source) if looks_like_path(source) else ("hub", source)
+
+
+def data_choice(spec: str) -> tuple[str, str]:
+    """How a form's data picker holds `spec`: (its choice: a built-in name, "hubdata" or "path"; the text in the
+    box under it, a hub dataset without its hf: prefix)."""
+    spec = str(spec)
+    if spec in (DEFAULT_DATA, PYTHON_QA):
+        return spec, ""
+    if spec.startswith(HF_PREFIX):
+        return "hubdata", spec.removeprefix(HF_PREFIX)
+    return "path", spec
 
 
 def trained_models() -> list[dict]:

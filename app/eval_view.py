@@ -20,6 +20,7 @@ import streamlit as st
 
 from llmfs import adapters as adapter_lib
 from llmfs.config import DEFAULT_MODEL, ConfigError, EvalConfig
+from llmfs.eval.metrics import LOWER_IS_BETTER, main_metric
 from llmfs.eval.runner import preflight_eval
 from llmfs.eval.tasks import FORMATS, TASK_INFO, example_files
 from llmfs.runs import FINAL_STATES, INTERRUPTED, RUNNING, SUCCEEDED, Run
@@ -278,7 +279,7 @@ def live_metrics(record: dict) -> list[str]:
     present = [k for k in charts.METRIC_NAMES if k in record]
     if not present:
         return []
-    return [k for k in ("acc", "acc_norm") if k in present] or [primary_metric(present)]
+    return [k for k in ("acc", "acc_norm") if k in present] or [main_metric(present)]
 
 
 def _scores(result: dict) -> None:
@@ -362,13 +363,6 @@ def newest_per_model(rows: list[dict], task: str, metric: str) -> list[dict]:
     return list(seen.values())
 
 
-def primary_metric(metrics: list[str]) -> str:
-    for name in ("acc_norm", "acc", "bits_per_byte", "exact_match"):
-        if name in metrics:
-            return name
-    return metrics[0]
-
-
 def results_section(key: str) -> None:
     rows = result_rows(finished_evals())
     if not rows:
@@ -389,7 +383,7 @@ def results_section(key: str) -> None:
     for tab, task in zip(st.tabs([TASK_LABELS.get(t, t) for t in tasks]), tasks):
         with tab:
             metrics = list(dict.fromkeys(r["metric"] for r in rows if r["task"] == task))
-            metric = st.selectbox("Measure", metrics, index=metrics.index(primary_metric(metrics)),
+            metric = st.selectbox("Measure", metrics, index=metrics.index(main_metric(metrics)),
                                   format_func=charts.metric_axis, key=f"{key}.metric.{task}", persist_state="session")
             bars = newest_per_model(rows, task, metric)
             st.plotly_chart(charts.eval_comparison_figure(bars, metric, CHANCE.get(task)),
@@ -401,7 +395,7 @@ def results_section(key: str) -> None:
 
 def overlap_note(bars: list[dict], metric: str) -> str:
     """Whether the best model's lead is larger than the noise (two standard errors of the difference)."""
-    best, second = sorted(bars, key=lambda r: r["value"], reverse=metric not in charts.LOWER_IS_BETTER)[:2]
+    best, second = sorted(bars, key=lambda r: r["value"], reverse=metric not in LOWER_IS_BETTER)[:2]
     if best.get("stderr") is None or second.get("stderr") is None:
         return "Each bar is the model's newest score on this benchmark."
     noise = 2 * (best["stderr"] ** 2 + second["stderr"] ** 2) ** 0.5
@@ -420,7 +414,7 @@ def before_after(rows: list[dict]) -> list[dict]:
     bases = {m["path"]: m for m in trained_models()}
     pairs = []
     for task in dict.fromkeys(r["task"] for r in rows):
-        metric = primary_metric([r["metric"] for r in rows if r["task"] == task])
+        metric = main_metric([r["metric"] for r in rows if r["task"] == task])
         newest = {}
         for r in rows:
             if r["task"] == task and r["metric"] == metric:

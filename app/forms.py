@@ -20,7 +20,7 @@ from llmfs.jobs import LimitError
 from llmfs.sources import SourceError, looks_like_path
 
 from . import identity, settings_view, state
-from .choices import pipeline_outputs, saved_models, trained_models
+from .choices import data_choice, model_choice, pipeline_outputs, saved_models, trained_models
 from .text import md_escape, rough_duration
 from .uploads import TRAINING_SUFFIXES, fmt_mb, saved_upload, upload_limit_mb
 
@@ -237,11 +237,8 @@ def _widget(name: str, meta: dict, default: Any, key: str) -> Any:
 def _source_picker(label: str, help_: str | None, default: str, wkey: str, sources: dict, builtin: str) -> str:
     """A choice between the built-in source and the other kinds, with a text box for a path or hub id."""
     kinds = list(sources)
-    if default == builtin or (default in sources and default not in SOURCE_KINDS):  # a built-in name
-        initial = default
-    elif "hub" in sources and not looks_like_path(default):
-        initial = "hub"
-    else:
+    initial, text = model_choice(default)   # as a loaded settings file sets it (app.settings_view)
+    if initial not in kinds:
         initial = "folder" if "folder" in sources else kinds[1]
     kind = st.selectbox(label, kinds, index=kinds.index(initial), format_func=sources.get, help=help_,
                         key=f"{wkey}.kind", persist_state="session")
@@ -252,7 +249,6 @@ def _source_picker(label: str, help_: str | None, default: str, wkey: str, sourc
         return kind
     if kind == "mine":
         return _own_model_picker(default, wkey)
-    text = "" if default in sources else default
     if kind == "hub":
         return st.text_input("Hub id", value=text, placeholder="gpt2", key=f"{wkey}.hub", persist_state="session",
                              help="Downloaded once into the Hugging Face cache; needs a network the first time.")
@@ -320,7 +316,7 @@ def _data_picker(label: str, help_: str | None, default: str, wkey: str) -> str:
 
 def _pick_data(label: str, help_: str | None, default: str, wkey: str) -> str:
     kinds = list(DATA_SOURCES)
-    initial = default if default in (DEFAULT_DATA, PYTHON_QA) else "hubdata" if default.startswith("hf:") else "path"
+    initial, text = data_choice(default)   # as a loaded settings file sets it (app.settings_view)
     kind = st.selectbox(label, kinds, index=kinds.index(initial), format_func=DATA_SOURCES.get, help=help_,
                         key=f"{wkey}.kind", persist_state="session")
     if kind in (DEFAULT_DATA, PYTHON_QA):   # a built-in name is its own source
@@ -336,13 +332,13 @@ def _pick_data(label: str, help_: str | None, default: str, wkey: str) -> str:
                             persist_state="session")
         return pick["path"]
     if kind == "hubdata":
-        name = st.text_input("Dataset", value=default.removeprefix("hf:") if default.startswith("hf:") else "",
+        name = st.text_input("Dataset", value=text if initial == "hubdata" else "",
                              placeholder="wikitext:wikitext-2-raw-v1", key=f"{wkey}.hub", persist_state="session",
                              help="NAME or NAME:CONFIG, streamed from the hub (needs a network).")
         if not name.strip():
             st.caption("Type a dataset's name: Start waits for it.")
         return f"hf:{name.strip()}" if name.strip() else ""
-    path = st.text_input("Path on this machine", value="" if default == DEFAULT_DATA else default,
+    path = st.text_input("Path on this machine", value=text if initial == "path" else "",
                          placeholder="/path/to/texts, file.jsonl or shards/shard-{000000..000009}.tar",
                          key=f"{wkey}.path", persist_state="session")
     if not path.strip():

@@ -17,15 +17,13 @@ from typing import Any, Callable
 import streamlit as st
 
 from llmfs import classroom
-from llmfs.config import DEFAULT_DATA, PYTHON_QA, field_info
-from llmfs.config_files import ConfigFileError, dump_settings, parse_settings
-from llmfs.sources import BUILTIN_MODELS, looks_like_path
+from llmfs.config import field_info
+from llmfs.config_files import ConfigFileError, command_for, dump_settings, parse_settings
 
 from . import identity
+from .choices import data_choice, model_choice
 from .text import md_escape
 
-# config class -> the command that reads its settings file (`python -m llmfs <command> --config FILE`)
-COMMANDS = {"TrainConfig": "train", "EvalConfig": "eval", "PipelineConfig": "data", "SampleConfig": "generate"}
 SUFFIXES = ("toml", "yaml", "yml")
 MAX_FILE_BYTES = 64 * 1024   # a settings file is a few lines; anything bigger is not one
 
@@ -83,7 +81,7 @@ def settings_files(cls: type, key: str, cfg: Any | None, *, page: str, also: tup
         note: a line on what the saved file holds, where the page's form is not the whole story (L14).
         boxed: in an expander of its own (False inside another expander, which cannot hold one).
     """
-    command = COMMANDS.get(cls.__name__, "train")
+    command = command_for(cls.__name__)
     # open while it has something to say (a click on a button inside it reruns the page, and an expander drawn
     # with other arguments than before starts closed again: the message would be hidden)
     pending = bool(st.session_state.get(f"{key}.settings_said"))
@@ -115,7 +113,7 @@ def settings_files(cls: type, key: str, cfg: Any | None, *, page: str, also: tup
 
 
 def _file_text(cls: type, key: str, cfg: Any, page: str) -> str:
-    command = COMMANDS.get(cls.__name__, "train")
+    command = command_for(cls.__name__)
     header = (f"llmfs {command} settings, saved from the {page} page on {time.strftime('%Y-%m-%d %H:%M')}.\n"
               f"Run them from a terminal: python -m llmfs {command} --config {page}-settings.toml\n"
               "Load them back with 'Load settings' under the page's form. Flags given with --config override the file.")
@@ -189,23 +187,12 @@ def apply_values(cls: type, keys: tuple[str, ...], values: dict,
 
 def _set_widget(wkey: str, name: str, meta: dict, value: Any) -> None:
     """Put one value where its widget reads it (the pickers' choice and text box for a model or data source)."""
-    if name == "model":
-        text = str(value)
-        if text in BUILTIN_MODELS:
-            st.session_state[f"{wkey}.kind"] = text
-        elif looks_like_path(text):
-            st.session_state[f"{wkey}.kind"], st.session_state[f"{wkey}.path"] = "folder", text
-        else:
-            st.session_state[f"{wkey}.kind"], st.session_state[f"{wkey}.hub"] = "hub", text
-        return
-    if name == "data":
-        text = str(value)
-        if text in (DEFAULT_DATA, PYTHON_QA):
-            st.session_state[f"{wkey}.kind"] = text
-        elif text.startswith("hf:"):
-            st.session_state[f"{wkey}.kind"], st.session_state[f"{wkey}.hub"] = "hubdata", text.removeprefix("hf:")
-        else:
-            st.session_state[f"{wkey}.kind"], st.session_state[f"{wkey}.path"] = "path", text
+    if name in ("model", "data"):
+        kind, text = (model_choice if name == "model" else data_choice)(value)
+        st.session_state[f"{wkey}.kind"] = kind
+        box = {"hub": "hub", "hubdata": "hub", "folder": "path", "path": "path"}.get(kind)
+        if box:
+            st.session_state[f"{wkey}.{box}"] = text
         return
     if isinstance(value, tuple):
         value = ", ".join(map(str, value)) if not meta.get("choices") else value

@@ -39,8 +39,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from . import __version__
-from .config import ConfigError, EvalConfig, TrainConfig, from_dict
+from .config import ConfigError, from_dict
 from .fsutil import atomic_write_json, make_temp_dir, read_json
+from .reproduce import KINDS, config_class
 from .runs import FINAL_STATES, PENDING, RUNNING, Run
 from .uploads import show_name, size_text, upload_limit_bytes
 
@@ -49,16 +50,16 @@ MANIFEST = "manifest.json"
 RUN_FILES = ("config.json", "status.json", "name.json", "metrics.jsonl", "log.txt", "results.json", "items.jsonl")
 RUN_FOLDERS = ("adapter", "tensorboard")
 REQUIRED = ("config.json", "status.json")
-KINDS = ("train", "eval", "pipeline")
 MAX_ENTRIES = 10_000
 MAX_MANIFEST_BYTES = 8 * 1024 * 1024
 # What a bundle may unpack to, as a multiple of the upload limit: metrics and logs compress about tenfold; a zip
 # bomb (a few kB unpacking to gigabytes) goes far past it.
 UNPACKED_FACTOR = 10
 LIVE_FIELDS = ("pid", "pid_started", "host")   # whose process ran it: meaningless (and misleading) elsewhere
-INCLUDED = ("Its settings, status, metrics, log, results and, for a LoRA run, its adapter (with any TensorBoard "
-            "event files) and a manifest with checksums. A saved model is not in it, only its recipe (the "
-            "settings that made it).")
+# what a bundle holds, in words (the Runs page says it under the download button)
+INCLUDED = ("The .zip holds its settings, status, metrics, log and results (a LoRA run's adapter and the TensorBoard "
+            "files too) and a manifest with checksums. A saved model is not in it, only its recipe: the settings "
+            "that made it.")
 AGAIN = "Export the run again (the Runs page's download button, or python -m llmfs runs export) and import that."
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,150}$")
@@ -478,7 +479,7 @@ def _check_run(dest: Path, manifest: dict) -> tuple[dict, dict]:
         raise BundleError(f"The bundle's {MANIFEST} says kind {show_name(manifest.get('kind'))} but its config.json "
                           f"says {kind}: it was changed after it was exported. {AGAIN}")
     try:
-        from_dict(_config_class(kind), record["config"])
+        from_dict(config_class(kind), record["config"])
     except (ConfigError, TypeError, ValueError) as e:
         raise BundleError(f"The bundle's settings (config.json) are refused by this llmfs: {e} If the bundle comes "
                           "from a newer llmfs, update llmfs here.") from e
@@ -490,15 +491,6 @@ def _check_run(dest: Path, manifest: dict) -> tuple[dict, dict]:
         raise BundleError(f"The bundle's run is {show_name(state)}: only a finished run (succeeded, failed, cancelled "
                           "or interrupted) can be imported. Export it once it has finished.")
     return record, status
-
-
-def _config_class(kind: str) -> type:
-    if kind == "train":
-        return TrainConfig
-    if kind == "eval":
-        return EvalConfig
-    from .data.pipeline import PipelineConfig
-    return PipelineConfig
 
 
 def _imported_as(root: Path, run_id: str, bundle_sha: str, user: str | None) -> str | None:

@@ -18,33 +18,15 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .eval.metrics import lower_is_better, main_metric
 from .fsutil import atomic_write_json, read_json
 from .paths import llmfs_home
 from .runs import SUCCEEDED, Run, short_source
 
 NO_NAME = "(no name: command line)"
 
+
 # -- the leaderboard ----------------------------------------------------------------------------------------------
-# The measure a benchmark is ranked by unless another is asked for: the first of these its results carry (the L14
-# page's headline measure too). acc_norm where a task has it (length-normalised: long answers are not penalised).
-MAIN_METRICS = ("acc_norm", "acc", "bits_per_byte", "exact_match")
-LOWER_IS_BETTER = frozenset({"bits_per_byte", "byte_perplexity", "token_perplexity", "word_perplexity",
-                             "perplexity"})
-
-
-def lower_is_better(metric: str) -> bool:
-    return metric in LOWER_IS_BETTER
-
-
-def main_metric(metrics: Iterable[str]) -> str | None:
-    """The measure a benchmark is ranked by, out of the ones its results carry (None when there are none)."""
-    names = [m for m in metrics if not m.endswith("_stderr")]
-    for name in MAIN_METRICS:
-        if name in names:
-            return name
-    return names[0] if names else None
-
-
 def _as_runs(runs: Iterable[Run | str | os.PathLike]) -> list[Run]:
     return [r if isinstance(r, Run) else Run(r) for r in runs]
 

@@ -22,6 +22,7 @@ from .fsutil import make_temp_dir
 from .generate import SampleConfig
 from .packaged import PACKAGED
 from .paths import runs_dir
+from .reproduce import pipeline_flag_text
 from .runs import FINAL_STATES, SUCCEEDED, MetricsCursor, Run, list_runs, mark_interrupted, read_new_metrics
 from .sources import resolve_model_dir
 
@@ -353,14 +354,8 @@ def _subcommand(parser: argparse.ArgumentParser, name: str) -> argparse.Argument
 def _pipeline_defaults(values: dict) -> dict:
     """A pipeline settings file's values as `data`'s flags hold them: weights and filters comma-separated,
     thresholds as JSON, the inputs apart (--input appends to its default, and a flag must replace the file's)."""
-    out = dict(values)
-    if "weights" in out:
-        out["weights"] = None if out["weights"] is None else ",".join(repr(float(w)) for w in out["weights"])
-    if "filters" in out:
-        out["filters"] = ",".join(out["filters"])
-    if "thresholds" in out:
-        out["thresholds"] = None if out["thresholds"] is None else json.dumps(out["thresholds"])
-    return out
+    return {name: pipeline_flag_text(name, value) if name in ("weights", "filters", "thresholds") else value
+            for name, value in values.items()}
 
 
 def _file_hint(e: ConfigFileError) -> str | None:

@@ -264,15 +264,16 @@ def _flatten_command_table(data: dict, cls: type, source: str, lines: _Lines, ya
         elif key in commands and key not in fields:
             header = f"[{key}]" if not yaml else f"{key}:"
             raise ConfigFileError(source, lines.get((key,)), f"{header} holds the settings of "
-                                  f"`python -m llmfs {_command(commands[key])}`, but this file is read for "
-                                  f"{_command(cls.__name__)}: put the keys at the top of the file"
+                                  f"`python -m llmfs {command_for(commands[key])}`, but this file is read for "
+                                  f"{command_for(cls.__name__)}: put the keys at the top of the file"
                                   + (f" or under {_table(tables[0], yaml)}." if tables else "."), field=None)
         else:
             take(key, value, (key,))
     return keys
 
 
-def _command(cls_name: str) -> str:
+def command_for(cls_name: str) -> str:
+    """The `python -m llmfs` command that reads settings of the config class `cls_name` (`TrainConfig` -> train)."""
     return COMMAND_TABLES.get(cls_name, (cls_name,))[0]
 
 

@@ -66,17 +66,29 @@ def command(kind: str, config: dict) -> str:
     return shlex.join(["python", "-m", "llmfs", *argv(kind, config)])
 
 
+def pipeline_flag_text(name: str, value: Any) -> str | None:
+    """How `data` takes a PipelineConfig field with a flag of its own form (`--weights 0.7,0.3`, `--filters a,b`,
+    `--thresholds JSON`); None for no value. The CLI reads a settings file's values through it too."""
+    if value is None:
+        return None
+    if name == "weights":
+        return ",".join(repr(float(w)) for w in value)
+    if name == "filters":
+        return ",".join(value)
+    if name == "thresholds":
+        return json.dumps(value)
+    raise ValueError(f"{name} is not a pipeline setting with a flag of its own form")
+
+
 def _pipeline_argv(config: dict, values: dict) -> list[str]:
     inputs = _as_field(config.get("inputs") or ())
     args = ["data"]
     for spec in (inputs,) if isinstance(inputs, str) else inputs:
         args += _value_args("--input", str(spec))
-    if values.get("weights") is not None:
-        args += _value_args("--weights", ",".join(repr(float(w)) for w in values["weights"]))
-    if values.get("filters"):
-        args += _value_args("--filters", ",".join(values["filters"]))
-    if values.get("thresholds") is not None:
-        args += _value_args("--thresholds", json.dumps(values["thresholds"]))
+    for name in ("weights", "filters", "thresholds"):
+        text = pipeline_flag_text(name, values.get(name))
+        if text:
+            args += _value_args(f"--{name}", text)
     for name, value in values.items():
         if name not in _PIPELINE_SPECIAL:
             args += _flag_args(name, value)

@@ -16,8 +16,6 @@ SELECTED = "runs.selected"
 CONFIRM = "runs.confirm_delete"
 DONE = "runs.done"  # what the last delete or rename did (Markdown, data escaped), said once above the runs
 IMPORTED = "runs.imported"  # upload's file id -> ("success" | "error", message): each upload is imported once
-BUNDLE_HOLDS = ("The .zip holds its settings, status, metrics, log and results (a LoRA run's adapter too) and a "
-                "manifest with checksums. A saved model is not in it, only its recipe: the settings that made it.")
 
 st.title("Runs")
 st.markdown("Every run started here, from a lesson page or from the command line (`python -m llmfs train`), and every "
@@ -166,7 +164,7 @@ def download_control(run_id: str) -> None:
                        key=f"runs.download:{run_id}", on_click="ignore",
                        help="Take it home, or import it on another machine (Import a run, at the bottom of this "
                             "page, or `python -m llmfs runs import`).")
-    st.caption(BUNDLE_HOLDS)
+    st.caption(bundles.INCLUDED)
 
 
 if len(selected) == 1:
